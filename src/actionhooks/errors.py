@@ -1,0 +1,65 @@
+"""Errors raised by actionhooks.
+
+The tree::
+
+    ActionhooksError
+    ├── ConfigError            bad environment or command-line settings; raised at start-up
+    ├── ValidationError        bad input (an event, a hook's settings); carries the field it names
+    └── DeliveryError          a transport could not deliver a batch
+                               ├─ permanent=True   never retried: the batch goes to dead letters
+                               └─ permanent=False  retried with back-off; retry_after is the
+                                                   destination's own request (seconds), if any
+
+Transports map their libraries' exceptions to ``DeliveryError`` at their edge (``raise … from exc``);
+nothing else escapes ``Transport.send``.
+"""
+
+from __future__ import annotations
+
+
+class ActionhooksError(Exception):
+    """Base of every error actionhooks raises on purpose."""
+
+
+class ConfigError(ActionhooksError):
+    """A setting is missing or malformed."""
+
+
+class ValidationError(ActionhooksError):
+    """Input that does not follow the rules; ``field`` names where (dotted path), when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"error": self.message}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class DeliveryError(ActionhooksError):
+    """A batch was not delivered.
+
+    ``permanent``: retrying cannot help (410 Gone, a refused destination, bad credentials).
+    ``retry_after``: seconds the destination asked us to wait (``Retry-After``), or None.
+    ``status``/``response_excerpt``: what the destination answered, recorded on the attempt.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        permanent: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+        response_excerpt: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.status = status
+        self.response_excerpt = response_excerpt

@@ -1,0 +1,165 @@
+"""A hook's settings (what a master user configures) and the filter predicate.
+
+Filters narrow the hook's event types: AND across filter kinds, OR within one kind; an event whose
+``event_data`` lacks the attribute a filter looks at does not pass that filter. Which attribute each kind reads:
+
+=============== ==========================
+filter          event_data attribute
+=============== ==========================
+resource_ids    resource_id
+campaign_ids    campaign_id
+template_ids    message_id (the template)
+segment_ids     segment_id
+pixel_ids       pixel_id
+=============== ==========================
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from .catalog import catalog
+from .errors import ValidationError
+from .transports import TransportSettings, parse_settings
+
+FILTER_ATTRIBUTES: dict[str, str] = {
+    "resource_ids": "resource_id",
+    "campaign_ids": "campaign_id",
+    "template_ids": "message_id",
+    "segment_ids": "segment_id",
+    "pixel_ids": "pixel_id",
+}
+
+IdList = Annotated[list[int], msgspec.Meta(max_length=10_000)]
+
+
+class Filters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
+    resource_ids: IdList | None = None
+    campaign_ids: IdList | None = None
+    template_ids: IdList | None = None
+    segment_ids: IdList | None = None
+    pixel_ids: IdList | None = None
+
+    def active(self) -> dict[str, frozenset[int]]:
+        """attribute → allowed values, for the kinds that are set (an empty list is no filter)."""
+        out = {}
+        for kind, attribute in FILTER_ATTRIBUTES.items():
+            values = getattr(self, kind)
+            if values:
+                out[attribute] = frozenset(values)
+        return out
+
+
+class _HookInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    event_types: Annotated[list[str], msgspec.Meta(min_length=1)]
+    transport: dict[str, Any]
+    active: bool = True
+    list_id: int | None = None
+    filters: Filters = msgspec.field(default_factory=Filters)
+    custom_data_fields: Annotated[list[str], msgspec.Meta(max_length=500)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class HookSpec(msgspec.Struct, kw_only=True, frozen=True):
+    """Validated hook settings."""
+
+    name: str
+    event_types: tuple[str, ...]
+    transport: TransportSettings
+    active: bool = True
+    list_id: int | None = None
+    filters: Filters = msgspec.field(default_factory=Filters)
+    custom_data_fields: tuple[str, ...] = ()
+
+    def to_builtins(self, *, public: bool) -> dict[str, Any]:
+        """JSON-ready settings; ``public`` hides the transport's secrets."""
+        return {
+            "name": self.name,
+            "active": self.active,
+            "list_id": self.list_id,
+            "event_types": list(self.event_types),
+            "filters": msgspec.to_builtins(self.filters),
+            "custom_data_fields": list(self.custom_data_fields),
+            "transport": self.transport.public() if public else msgspec.to_builtins(self.transport),
+        }
+
+
+def parse_hook(data: Any) -> HookSpec:
+    """Validate hook settings from decoded JSON; ``ValidationError.field`` names the offending field."""
+    if not isinstance(data, dict):
+        raise ValidationError("hook settings must be a JSON object")
+    try:
+        raw = msgspec.convert(data, _HookInput)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$")
+        where = at.rstrip("`").lstrip(".").replace("[", ".").replace("]", "")
+        if message.startswith("Object missing required field"):
+            where = message.split("`")[1]
+        raise ValidationError(message, where or None) from None
+    known = catalog().codes
+    for i, code in enumerate(raw.event_types):
+        if code not in known:
+            raise ValidationError(f"unknown event type {code!r}", f"event_types.{i}")
+    transport = parse_settings(raw.transport)
+    return HookSpec(
+        name=raw.name,
+        event_types=tuple(dict.fromkeys(raw.event_types)),
+        transport=transport,
+        active=raw.active,
+        list_id=raw.list_id,
+        filters=raw.filters,
+        custom_data_fields=tuple(dict.fromkeys(raw.custom_data_fields)),
+    )
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON Merge Patch: objects merge recursively, ``null`` removes, anything else replaces.
+
+    Secrets shown as ``"***"`` by the API are kept as they were when sent back unchanged."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif value == "***" and key in result:
+            continue
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class _EventAttrs(msgspec.Struct):
+    event_data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_decode_attrs = msgspec.json.Decoder(_EventAttrs).decode
+
+
+class Matcher:
+    """Decides whether one stored event passes a hook's filters (event type and list_id are checked by the
+    store's query)."""
+
+    def __init__(self, spec: HookSpec) -> None:
+        self.rules = spec.filters.active()
+
+    @property
+    def trivial(self) -> bool:
+        return not self.rules
+
+    def __call__(self, payload: bytes) -> bool:
+        if not self.rules:
+            return True
+        try:
+            data = _decode_attrs(payload).event_data
+        except msgspec.MsgspecError:
+            return False
+        for attribute, allowed in self.rules.items():
+            value = data.get(attribute)
+            if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:
+                return False
+        return True

@@ -1,0 +1,78 @@
+"""Outbound destination guard: refuse addresses that are not public unless an operator allow-list opens them.
+
+Loopback, private (RFC 1918, unique-local), link-local (cloud metadata lives at 169.254.169.254), shared,
+multicast, reserved and unspecified addresses are refused, so a hook cannot be pointed at the service's own
+network. ``ACTIONHOOKS_ALLOW_NETS`` (comma-separated CIDRs) opens chosen ranges, e.g. ``127.0.0.0/8`` for tests.
+Checks apply to the addresses a name resolves to, right before connecting, so DNS tricks do not bypass them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_nets(text: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ConfigError(f"ACTIONHOOKS_ALLOW_NETS: {part!r} is not a CIDR network") from exc
+    return tuple(nets)
+
+
+class NetGuard:
+    def __init__(self, allow: Iterable[IPNetwork] = ()) -> None:
+        self.allow = tuple(allow)
+
+    def refusal(self, address: str) -> str | None:
+        """Why ``address`` may not be contacted, or None when it may."""
+        try:
+            ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return f"{address!r} is not an IP address"
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.allow):
+            return None
+        if not ip.is_global or ip.is_multicast:
+            return f"destination address {ip} is not public (loopback, private, link-local or reserved)"
+        return None
+
+    def host_refusal(self, host: str) -> str | None:
+        """A refusal that is certain without DNS: an IP literal or ``localhost``; None otherwise."""
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+                return self.refusal("127.0.0.1")
+            return None
+        return self.refusal(host)
+
+    def resolver(self) -> Any:
+        """An aiohttp resolver that drops refused addresses and fails when none is left."""
+        from .transports.guarded_resolver import GuardedResolver
+
+        return GuardedResolver(self)
+
+    def addresses_ok(self, infos: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
+        kept = [i for i in infos if self.refusal(str(i["host"])) is None]
+        if kept:
+            return kept, None
+        reason = self.refusal(str(infos[0]["host"])) if infos else "name did not resolve"
+        return [], reason
+
+
+__all__ = ["NetGuard", "parse_nets", "socket"]

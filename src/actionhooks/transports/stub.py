@@ -1,0 +1,76 @@
+"""A stub transport for tests of the dispatcher (the unit under test is the caller, not the destination).
+
+``{"type": "stub", "name": "x"}`` delivers to the in-process :class:`StubDestination` registered as ``x``: it
+records every batch it accepts, fails on command, and lets a test wait for a number of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import ClassVar
+
+from ..errors import DeliveryError
+from .base import Batch, Receipt, TransportContext, TransportSettings
+
+
+class Settings(TransportSettings, tag="stub"):
+    name: str = "default"
+
+
+class StubDestination:
+    registry: ClassVar[dict[str, StubDestination]] = {}
+
+    def __init__(self, name: str = "default") -> None:
+        self.name = name
+        self.batches: list[Batch] = []
+        self.calls = 0
+        self.failures: deque[DeliveryError] = deque()
+        self._changed = asyncio.Event()
+        StubDestination.registry[name] = self
+
+    def fail_next(self, error: DeliveryError, times: int = 1) -> None:
+        self.failures.extend([error] * times)
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [m.id for b in self.batches for m in b.messages]
+
+    async def wait_for_events(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.event_ids) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_for_calls(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.calls < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    def receive(self, batch: Batch) -> Receipt:
+        self.calls += 1
+        self._changed.set()
+        if self.failures:
+            raise self.failures.popleft()
+        self.batches.append(batch)
+        return Receipt(status=200)
+
+
+class StubTransport:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, batch: Batch) -> Receipt:
+        destination = StubDestination.registry.get(self.settings.name)
+        if destination is None:
+            raise DeliveryError(f"no stub destination named {self.settings.name!r}", permanent=True)
+        return destination.receive(batch)
+
+    async def close(self) -> None:
+        return None
+
+
+def open(settings: TransportSettings, context: TransportContext) -> StubTransport:
+    assert isinstance(settings, Settings)
+    return StubTransport(settings)

@@ -85,6 +85,11 @@ class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     def check(self) -> None:
         """Validation beyond types; raise ``ValidationError`` naming the field (relative to the transport)."""
 
+    def hosts(self) -> list[str]:
+        """Host names or addresses the transport will contact; checked against the net guard when a hook is
+        saved (``ACTIONHOOKS_ALLOW_NETS``)."""
+        return []
+
     def public(self) -> dict[str, Any]:
         """The settings as the API shows them: secrets replaced by ``"***"`` when set."""
         data: dict[str, Any] = msgspec.to_builtins(self)

@@ -21,9 +21,7 @@ from .ids import new_id
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
-_RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 class Envelope(msgspec.Struct, kw_only=True):
@@ -42,7 +40,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     is_test: bool | None = None
     is_static: bool | None = None
     subscription_hash_id: str | None = None
-    custom_data: msgspec.Raw | None = None
+    custom_data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
     subscription: list[dict[str, Any]] | None = None
 
 
@@ -89,8 +87,8 @@ def valid_event_date(value: str) -> bool:
     return True
 
 
-def _is_object(raw: bytes) -> bool:
-    return raw.lstrip()[:1] == b"{"
+def _is_object(raw: msgspec.Raw) -> bool:
+    return bytes(raw).lstrip()[:1] == b"{"
 
 
 def split_body(body: bytes, content_type: str) -> Iterator[bytes]:
@@ -116,11 +114,18 @@ def parse_event(raw: bytes, index: int, account_id: int, now: float | None = Non
     if env.event_type not in catalog().codes:
         return ItemError(index, f"unknown event_type {env.event_type!r}", "event_type")
     if not valid_event_date(env.event_date):
-        return ItemError(index, "event_date must be an RFC 3339 date-time, e.g. 2018-03-04T13:13:19.034315796Z",
-                         "event_date")
+        return ItemError(
+            index,
+            "event_date must be an RFC 3339 date-time, e.g. 2018-03-04T13:13:19.034315796Z",
+            "event_date",
+        )
     if not _is_object(env.event_data):
         return ItemError(index, "event_data must be an object", "event_data")
-    if env.custom_data is not None and not _is_object(env.custom_data) and bytes(env.custom_data).strip() != b"null":
+    if (
+        env.custom_data is not None
+        and not _is_object(env.custom_data)
+        and bytes(env.custom_data).strip() != b"null"
+    ):
         return ItemError(index, "custom_data must be an object", "custom_data")
     if env.account_id is not None and env.account_id != account_id:
         return ItemError(index, f"account_id {env.account_id} is not the API key's account", "account_id")

@@ -1,0 +1,166 @@
+"""Admin routes for hooks: create, list, read, edit (JSON Merge Patch), delete, clone; attempts; dead letters.
+
+A hook of another account answers 404, exactly like a hook that does not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import ValidationError
+from ..hooks import HookSpec, merge_patch, parse_hook
+from ..store.base import Hook, Store
+from .responses import ApiError, json_response, read_json
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def hook_view(hook: Hook) -> dict[str, Any]:
+    return {
+        "id": hook.id,
+        **hook.spec.to_builtins(public=True),
+        "cursor": hook.cursor,
+        "created_at": iso(hook.created_at),
+        "updated_at": iso(hook.updated_at),
+        "last_error": hook.last_error,
+        "last_error_at": iso(hook.last_error_at),
+    }
+
+
+def _validated(request: Request, data: Any) -> HookSpec:
+    try:
+        spec = parse_hook(data)
+    except ValidationError as exc:
+        raise ApiError(422, exc.message, exc.field) from None
+    guard = request.app.state.context.net_guard
+    for host in spec.transport.hosts():
+        refusal = guard.host_refusal(host)
+        if refusal:
+            field = "transport.url" if spec.transport.__struct_config__.tag == "http" else "transport"
+            raise ApiError(422, f"destination refused: {refusal}", field)
+    return spec
+
+
+async def _own_hook(request: Request) -> tuple[Store, int, Hook]:
+    state: Any = request.app.state
+    account_id = await state.auth.account(request)
+    try:
+        hook_id = int(request.path_params["hook_id"])
+    except ValueError:
+        raise ApiError(404, "no such hook") from None
+    hook = await state.store.get_hook(account_id, hook_id)
+    if hook is None:
+        raise ApiError(404, "no such hook")
+    return state.store, account_id, hook
+
+
+def _changed(request: Request) -> None:
+    dispatcher = request.app.state.dispatcher
+    if dispatcher is not None:
+        dispatcher.hook_changed()
+
+
+async def create_hook(request: Request) -> Response:
+    state: Any = request.app.state
+    account_id = await state.auth.account(request)
+    spec = _validated(request, await read_json(request))
+    hook = await state.store.create_hook(account_id, spec)
+    _changed(request)
+    return json_response(hook_view(hook), 201, {"Location": f"/v1/hooks/{hook.id}"})
+
+
+async def list_hooks(request: Request) -> Response:
+    state: Any = request.app.state
+    account_id = await state.auth.account(request)
+    return json_response({"hooks": [hook_view(h) for h in await state.store.list_hooks(account_id)]})
+
+
+async def get_hook(request: Request) -> Response:
+    _, _, hook = await _own_hook(request)
+    return json_response(hook_view(hook))
+
+
+async def patch_hook(request: Request) -> Response:
+    store, account_id, hook = await _own_hook(request)
+    patch = await read_json(request)
+    if not isinstance(patch, dict):
+        raise ApiError(422, "a patch must be a JSON object (JSON Merge Patch, RFC 7386)")
+    spec = _validated(request, merge_patch(hook.spec.to_builtins(public=False), patch))
+    updated = await store.update_hook(account_id, hook.id, spec)
+    if updated is None:
+        raise ApiError(404, "no such hook")
+    _changed(request)
+    return json_response(hook_view(updated))
+
+
+async def delete_hook(request: Request) -> Response:
+    store, account_id, hook = await _own_hook(request)
+    await store.delete_hook(account_id, hook.id)
+    _changed(request)
+    return Response(status_code=204)
+
+
+async def clone_hook(request: Request) -> Response:
+    store, account_id, hook = await _own_hook(request)
+    settings = hook.spec.to_builtins(public=False)
+    settings["name"] = f"{hook.spec.name} (copy)"[:200]
+    body = await request.body()
+    if body.strip():
+        patch = await read_json(request)
+        if not isinstance(patch, dict):
+            raise ApiError(422, "clone overrides must be a JSON object")
+        settings = merge_patch(settings, patch)
+    spec = _validated(request, settings)
+    clone = await store.create_hook(account_id, spec)
+    _changed(request)
+    return json_response(hook_view(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
+
+
+def _paging(request: Request) -> tuple[int, int | None]:
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+        before = request.query_params.get("before")
+        before_id = int(before) if before is not None else None
+    except ValueError:
+        raise ApiError(422, "limit and before must be integers") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(422, "limit must be between 1 and 1000", "limit")
+    return limit, before_id
+
+
+async def list_attempts(request: Request) -> Response:
+    store, _, hook = await _own_hook(request)
+    limit, before = _paging(request)
+    attempts = await store.list_attempts(hook.id, limit, before)
+    return json_response({"attempts": [{**msgspec.to_builtins(a), "at": iso(a.at)} for a in attempts]})
+
+
+async def list_dead_letters(request: Request) -> Response:
+    store, _, hook = await _own_hook(request)
+    limit, before = _paging(request)
+    letters = await store.list_dead_letters(hook.id, limit, before)
+    return json_response(
+        {
+            "dead_letters": [
+                {
+                    "id": d.id,
+                    "event_id": d.event_id,
+                    "event_seq": d.event_seq,
+                    "reason": d.reason,
+                    "attempts": d.attempts,
+                    "failed_at": iso(d.failed_at),
+                    "event": msgspec.Raw(d.payload),
+                }
+                for d in letters
+            ]
+        }
+    )

@@ -1,0 +1,66 @@
+"""``POST /v1/events``: one event object, a JSON array of them, or NDJSON.
+
+Valid events are committed before the answer (``202``); invalid ones are named by index in ``errors``. The answer
+is ``400`` (same shape) when no event was valid, ``413`` over the body or item limit, ``429`` with ``Retry-After``
+while more events wait for commit than the pending limit allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..config import IngestLimits
+from ..events import ItemError, NewEvent, parse_event, split_body
+from ..store.base import Store
+from .responses import ApiError, json_response, read_body
+
+
+class IngestResult(msgspec.Struct):
+    accepted: int
+    duplicates: int
+    ids: list[str]
+    errors: list[ItemError]
+
+
+async def ingest(
+    store: Store, account_id: int, body: bytes, content_type: str, limits: IngestLimits
+) -> IngestResult:
+    """Validate and commit the events of one request body; raise ApiError for whole-body problems."""
+    try:
+        items = list(split_body(body, content_type))
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    if len(items) > limits.max_items:
+        raise ApiError(413, f"{len(items)} events in one request; the limit is {limits.max_items}")
+    if not items:
+        raise ApiError(400, "no events in the body")
+    events: list[NewEvent] = []
+    errors: list[ItemError] = []
+    for index, raw in enumerate(items):
+        parsed = parse_event(raw, index, account_id)
+        if isinstance(parsed, ItemError):
+            errors.append(parsed)
+        else:
+            events.append(parsed)
+    flags = await store.append(account_id, events) if events else []
+    stored = sum(flags)
+    return IngestResult(
+        accepted=stored, duplicates=len(flags) - stored, ids=[e.id for e in events], errors=errors
+    )
+
+
+async def post_events(request: Request) -> Response:
+    state: Any = request.app.state
+    account_id = await state.auth.account(request)
+    limits: IngestLimits = state.settings.limits
+    if state.store.pending_appends > limits.max_pending:
+        raise ApiError(
+            429, "too many events waiting to be committed; retry shortly", headers={"Retry-After": "1"}
+        )
+    body = await read_body(request, limits.max_body_bytes)
+    result = await ingest(state.store, account_id, body, request.headers.get("content-type", ""), limits)
+    return json_response(result, 202 if result.ids else 400)

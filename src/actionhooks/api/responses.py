@@ -1,0 +1,58 @@
+"""JSON responses and the API's error shape: ``{"error": "…", "field": "…"}`` (field when one is to blame)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.responses import Response
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None
+    ):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.field = field
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"error": self.error}
+        if self.field:
+            body["field"] = self.field
+        return json_response(body, self.status, self.headers)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encode(data), status_code=status, media_type="application/json", headers=headers)
+
+
+async def read_json(request: Any, limit: int = 1024 * 1024) -> Any:
+    body = await read_body(request, limit)
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: Any, limit: int) -> bytes:
+    """The request body, refusing with 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise ApiError(413, f"body larger than {limit} bytes")
+        except ValueError:
+            raise ApiError(400, "Content-Length is not a number") from None
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,89 @@
+"""Settings from the environment, read through small typed helpers that fail loudly at start-up.
+
+==============================  =======================  ==============================================
+variable                        default                  meaning
+==============================  =======================  ==============================================
+ACTIONHOOKS_DB                  sqlite:///actionhooks.db the store (``sqlite:///path``, ``postgresql://…``)
+ACTIONHOOKS_SECRET_KEY          (generated, in store)    Fernet key encrypting hook settings at rest
+ACTIONHOOKS_ALLOW_NETS          (none)                   CIDRs hooks may reach although not public
+ACTIONHOOKS_MAX_BODY_BYTES      10485760                 ingest request body limit (413 above)
+ACTIONHOOKS_MAX_ITEMS           10000                    events per ingest request (413 above)
+ACTIONHOOKS_MAX_PENDING         200000                   events waiting for commit before 429
+ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
+ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
+ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
+==============================  =======================  ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .dispatch.retry import RetryPolicy
+from .errors import ConfigError
+from .netguard import IPNetwork, parse_nets
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_items: int = 10_000
+    max_pending: int = 200_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = "sqlite:///actionhooks.db"
+    secret_key: str | None = None
+    allow_nets: tuple[IPNetwork, ...] = ()
+    limits: IngestLimits = field(default_factory=IngestLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_env(cls, db: str | None = None) -> Settings:
+        return cls(
+            db=db or env_str("ACTIONHOOKS_DB", cls.db),
+            secret_key=os.environ.get("ACTIONHOOKS_SECRET_KEY") or None,
+            allow_nets=parse_nets(env_str("ACTIONHOOKS_ALLOW_NETS", "")),
+            limits=IngestLimits(
+                max_body_bytes=env_int("ACTIONHOOKS_MAX_BODY_BYTES", IngestLimits.max_body_bytes, 1024),
+                max_items=env_int("ACTIONHOOKS_MAX_ITEMS", IngestLimits.max_items, 1),
+                max_pending=env_int("ACTIONHOOKS_MAX_PENDING", IngestLimits.max_pending, 1),
+            ),
+            retry=RetryPolicy(
+                initial_delay_s=env_float("ACTIONHOOKS_RETRY_INITIAL_S", RetryPolicy.initial_delay_s, 0.0),
+                max_delay_s=env_float("ACTIONHOOKS_RETRY_MAX_DELAY_S", RetryPolicy.max_delay_s, 0.0),
+                max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
+            ),
+        )

@@ -1,0 +1,40 @@
+"""The retry policy: exponential back-off with full jitter, capped, for a bounded number of attempts.
+
+Defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — about 22 hours of trying before a batch
+goes to dead letters (the sum of the caps: 5·(2^10−1) s ≈ 85 min for the first 11 waits, then 18 waits of 1 h).
+Jitter draws each wait between half and all of its nominal value, so hooks failing together do not retry in step.
+A destination's ``Retry-After`` is honoured when it asks for longer than the schedule (up to ``max_delay_s``).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    initial_delay_s: float = 5.0
+    max_delay_s: float = 3600.0
+    max_attempts: int = 30
+    multiplier: float = 2.0
+
+    def nominal_delay(self, failures: int) -> float:
+        """The wait after the ``failures``-th failed attempt (1-based), before jitter."""
+        return float(min(self.max_delay_s, self.initial_delay_s * self.multiplier ** (failures - 1)))
+
+    def delay(
+        self, failures: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        nominal = self.nominal_delay(failures)
+        wait = nominal * (0.5 + 0.5 * (rng or random).random())
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay_s))
+        return wait
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    def schedule(self) -> list[float]:
+        """Nominal waits between attempts, for docs and tests."""
+        return [self.nominal_delay(n) for n in range(1, self.max_attempts)]

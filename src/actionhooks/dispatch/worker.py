@@ -1,0 +1,194 @@
+"""One hook's delivery loop: read matching events after the cursor, batch, send, record, advance.
+
+The loop, for a hook at cursor ``c``:
+
+1. Read matching events with ``seq > scan`` (``scan`` starts at ``c``) into the buffer; ``scan`` moves to the end
+   of what the store covered.
+2. When ``max_batch_size`` events wait, or the oldest has waited ``timeout_s`` since it was received, take the
+   first ``max_batch_size`` as a batch.
+3. Send it. Delivered → record the attempt and move the cursor past the batch (to ``scan`` when nothing else
+   waits) in one transaction. Retryable → record the attempt, wait the back-off, send the same batch again; later
+   events wait (per-hook order). Permanent, or attempts exhausted → the batch's events become dead letters with
+   the reason, and the cursor moves on.
+4. Nothing to do → save ``scan`` as the cursor (so an idle hook does not rescan), then sleep until new events are
+   appended, the oldest buffered event falls due, or the poll interval passes.
+
+Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
+nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..errors import DeliveryError
+from ..hooks import Matcher
+from ..store.base import Attempt, DeadLetter, Hook, Store, StoredEvent
+from ..transports import Batch, Transport, TransportContext, open_transport
+from .enrich import Enricher
+from .retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+EXCERPT = 500
+
+
+class StaleHook(Exception):
+    """The hook changed under the worker (edited, stopped or deleted)."""
+
+
+class HookWorker:
+    def __init__(
+        self,
+        hook: Hook,
+        store: Store,
+        context: TransportContext,
+        retry: RetryPolicy,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.hook = hook
+        self.store = store
+        self.context = context
+        self.retry = retry
+        self.poll_interval = poll_interval
+        self.wake = asyncio.Event()
+        spec = hook.spec
+        self.matcher = Matcher(spec)
+        self.enricher = Enricher(spec)
+        self.max_batch = spec.transport.max_batch_size
+        self.timeout_s = spec.transport.timeout_s
+        self.read_limit = max(self.max_batch, 1000)
+        self.buffer: list[StoredEvent] = []
+        self.scan = hook.cursor
+        self.saved_cursor = hook.cursor
+        self.transport: Transport | None = None
+
+    async def run(self) -> None:
+        self.transport = open_transport(self.hook.spec.transport, self.context)
+        try:
+            await self._loop()
+        except StaleHook:
+            log.info("hook %s changed; worker stops", self.hook.id)
+        finally:
+            await self.transport.close()
+
+    async def _loop(self) -> None:
+        while True:
+            self.wake.clear()
+            caught_up = True
+            if len(self.buffer) < self.read_limit:
+                page = await self.store.read_events(
+                    self.hook.account_id,
+                    self.hook.spec.event_types,
+                    self.hook.spec.list_id,
+                    self.scan,
+                    self.read_limit - len(self.buffer),
+                )
+                if self.matcher.trivial:
+                    self.buffer.extend(page.events)
+                else:
+                    self.buffer.extend(e for e in page.events if self.matcher(e.payload))
+                self.scan = page.scanned_to
+                caught_up = page.caught_up
+            if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
+                await self._deliver(self.buffer[: self.max_batch])
+                del self.buffer[: self.max_batch]
+                continue
+            if not caught_up:
+                continue
+            if not self.buffer and self.scan > self.saved_cursor:
+                if not await self.store.save_cursor(self.hook.id, self.hook.generation, self.scan):
+                    raise StaleHook
+                self.saved_cursor = self.scan
+            wait = self.poll_interval if not self.buffer else min(self.poll_interval, self._due_in())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001))
+
+    def _due_in(self) -> float:
+        return self.buffer[0].received_at + self.timeout_s - time.time()
+
+    async def _deliver(self, events: list[StoredEvent]) -> None:
+        assert self.transport is not None
+        first, last = events[0].seq, events[-1].seq
+        batch = Batch(
+            hook_id=self.hook.id,
+            batch_id=f"{self.hook.id}-{first}-{last}",
+            messages=[self.enricher.message(e) for e in events],
+        )
+        # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
+        cursor_after = last if len(self.buffer) > len(events) else self.scan
+        attempts = 0
+        while True:
+            attempts += 1
+            at = time.time()
+            started = time.perf_counter()
+            try:
+                receipt = await self.transport.send(batch)
+            except DeliveryError as err:
+                error = err
+            except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
+                log.exception("hook %s: transport raised an unexpected error", self.hook.id)
+                error = DeliveryError(f"internal error: {exc!r}")
+            else:
+                attempt = Attempt(
+                    hook_id=self.hook.id,
+                    at=at,
+                    batch_id=batch.batch_id,
+                    events=len(events),
+                    first_seq=first,
+                    last_seq=last,
+                    outcome="delivered",
+                    status=receipt.status,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    response_excerpt=receipt.response_excerpt,
+                )
+                if not await self.store.finish_batch(attempt, self.hook.generation, cursor_after):
+                    raise StaleHook
+                self.saved_cursor = cursor_after
+                return
+            latency_ms = (time.perf_counter() - started) * 1000
+            give_up = error.permanent or self.retry.exhausted(attempts)
+            attempt = Attempt(
+                hook_id=self.hook.id,
+                at=at,
+                batch_id=batch.batch_id,
+                events=len(events),
+                first_seq=first,
+                last_seq=last,
+                outcome="failed" if give_up else "retry",
+                status=error.status,
+                latency_ms=latency_ms,
+                response_excerpt=(error.response_excerpt or "")[:EXCERPT] or None,
+                error=error.reason,
+            )
+            if give_up:
+                reason = (
+                    error.reason if error.permanent else f"gave up after {attempts} attempts: {error.reason}"
+                )
+                dead = [
+                    DeadLetter(
+                        hook_id=self.hook.id,
+                        event_seq=e.seq,
+                        event_id=e.id,
+                        payload=e.payload,
+                        reason=reason,
+                        attempts=attempts,
+                        failed_at=at,
+                    )
+                    for e in events
+                ]
+                if not await self.store.finish_batch(
+                    attempt, self.hook.generation, cursor_after, dead, last_error=reason
+                ):
+                    raise StaleHook
+                self.saved_cursor = cursor_after
+                log.warning("hook %s: %d events dead-lettered: %s", self.hook.id, len(events), reason)
+                return
+            if not await self.store.finish_batch(
+                attempt, self.hook.generation, None, last_error=error.reason
+            ):
+                raise StaleHook
+            await asyncio.sleep(self.retry.delay(attempts, error.retry_after))

@@ -1,0 +1,159 @@
+"""The store: one interface, two engines (SQLite embedded, PostgreSQL for scale-out).
+
+The event log is append-only and ordered by ``seq``; a hook's ``cursor`` is the log position up to which every
+matching event has been handled (delivered or dead-lettered). Rules every engine keeps:
+
+1. ``append`` returns only after the events are committed (group commit: concurrent appends share a transaction).
+2. Events become visible to readers in ``seq`` order: no reader can see ``seq`` n+1 while n may still commit.
+   (SQLite has one writer; PostgreSQL serialises appends with a transaction-scoped advisory lock.)
+3. An event id is unique per account: appending a known id again stores nothing and reports a duplicate.
+4. Hook state changes by the dispatcher are conditional on the hook's ``generation``: an edit of the hook bumps
+   it, so a worker running on stale settings cannot move the cursor (the update matches no row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
+
+import msgspec
+
+from ..events import NewEvent
+from ..hooks import HookSpec
+
+
+class StoredEvent(NamedTuple):
+    seq: int
+    id: str
+    event_type: str
+    list_id: int | None
+    profile_id: str | None
+    received_at: float
+    payload: bytes
+
+
+class Hook(msgspec.Struct, kw_only=True):
+    id: int
+    account_id: int
+    spec: HookSpec
+    cursor: int
+    generation: int
+    created_at: float
+    updated_at: float
+    last_error: str | None = None
+    last_error_at: float | None = None
+
+
+class Attempt(msgspec.Struct, kw_only=True, frozen=True):
+    """One try at delivering one batch. ``outcome``: delivered | retry | failed (sent to dead letters)."""
+
+    hook_id: int
+    at: float
+    batch_id: str
+    events: int
+    first_seq: int
+    last_seq: int
+    outcome: str
+    status: int | None = None
+    latency_ms: float | None = None
+    response_excerpt: str | None = None
+    error: str | None = None
+    id: int | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
+    hook_id: int
+    event_seq: int
+    event_id: str
+    payload: bytes
+    reason: str
+    attempts: int
+    failed_at: float
+    id: int | None = None
+
+
+class Page(NamedTuple):
+    events: list[StoredEvent]
+    scanned_to: int  # every event with seq ≤ scanned_to that matches the query is in ``events``
+    caught_up: bool  # scanned_to is the log head: nothing more to read now
+
+
+AppendListener = Callable[[set[int]], None]
+
+
+class Store(Protocol):
+    """What the API and the dispatcher need of a storage engine. All methods are coroutines safe to call
+    concurrently from one event loop."""
+
+    engine: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    # accounts and keys
+    async def create_account(self, name: str, key_hash: str) -> int: ...
+    async def account_for_key(self, key_hash: str) -> int | None: ...
+
+    # the event log
+    async def append(self, account_id: int, events: Sequence[NewEvent]) -> list[bool]:
+        """Commit ``events`` (in order) and return, per event, True if stored or False if its id was known."""
+        ...
+
+    def add_append_listener(self, listener: AppendListener) -> None:
+        """Call ``listener(account_ids)`` after each commit of appended events (same process only)."""
+        ...
+
+    @property
+    def pending_appends(self) -> int:
+        """Events waiting for the next group commit (for back-pressure)."""
+        ...
+
+    async def head(self) -> int: ...
+    async def read_events(
+        self,
+        account_id: int,
+        event_types: Sequence[str],
+        list_id: int | None,
+        after: int,
+        limit: int,
+        window: int = 50_000,
+    ) -> Page:
+        """Events of ``account_id`` with ``seq > after``, of the given types (and ``list_id`` when set), in
+        ``seq`` order, at most ``limit``; the scan covers at most ``window`` log positions, so a hook whose
+        events are rare still moves forward in bounded steps."""
+        ...
+
+    async def count_events(self, account_id: int | None = None) -> int: ...
+
+    # hooks
+    async def create_hook(self, account_id: int, spec: HookSpec) -> Hook: ...
+    async def get_hook(self, account_id: int, hook_id: int) -> Hook | None: ...
+    async def list_hooks(self, account_id: int) -> list[Hook]: ...
+    async def update_hook(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook | None:
+        """Replace the settings and bump ``generation``; reactivating a stopped hook moves its cursor to the
+        log head (a stopped hook captures nothing)."""
+        ...
+
+    async def delete_hook(self, account_id: int, hook_id: int) -> bool: ...
+    async def active_hooks(self) -> list[Hook]: ...
+
+    # delivery state (dispatcher)
+    async def save_cursor(self, hook_id: int, generation: int, cursor: int) -> bool: ...
+    async def finish_batch(
+        self,
+        attempt: Attempt,
+        generation: int,
+        cursor: int | None,
+        dead_letters: Sequence[DeadLetter] = (),
+        last_error: str | None = None,
+    ) -> bool:
+        """Record ``attempt``; when ``cursor`` is given also move the cursor and store ``dead_letters`` — all in
+        one transaction. False when the hook's generation moved on (the caller must stop)."""
+        ...
+
+    async def list_attempts(
+        self, hook_id: int, limit: int = 100, before: int | None = None
+    ) -> list[Attempt]: ...
+    async def list_dead_letters(
+        self, hook_id: int, limit: int = 100, before: int | None = None
+    ) -> list[DeadLetter]: ...

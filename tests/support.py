@@ -1,0 +1,136 @@
+"""Helpers shared by tests: the service on a real loopback port, named users, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+import uvicorn
+
+from actionhooks.api import create_app
+from actionhooks.api.auth import hash_key, new_api_key
+from actionhooks.config import IngestLimits, Settings
+from actionhooks.dispatch.retry import RetryPolicy
+from actionhooks.netguard import parse_nets
+from actionhooks.store import Store
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3)
+
+
+def service_missing(what: str) -> None:
+    """A service the test needs is not there: skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{what} is not available (CI must provide it)")
+    pytest.skip(f"{what} is not available")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def service_settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "db": db_url,
+        "allow_nets": parse_nets("127.0.0.0/8"),
+        "retry": FAST_RETRY,
+        "limits": IngestLimits(max_body_bytes=1024 * 1024, max_items=1000, max_pending=100_000),
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class User:
+    account_id: int
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+class Service:
+    """The app served by uvicorn on a loopback port, with an aiohttp client."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self.app = create_app(settings, store)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self.session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        self.session = aiohttp.ClientSession(self.url)
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    async def user(self, name: str) -> User:
+        key = new_api_key()
+        account_id = await self.store.create_account(name, hash_key(key))
+        return User(account_id, key)
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        user: User | None,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, dict[str, str]]:
+        assert self.session is not None
+        all_headers = dict(user.headers) if user else {}
+        all_headers.update(headers or {})
+        data = raw if raw is not None else (msgspec.json.encode(body) if body is not None else None)
+        if data is not None:
+            all_headers.setdefault("Content-Type", "application/json")
+        payload_arg: Any = io.BytesIO(data) if data is not None and len(data) > 1_000_000 else data
+        async with self.session.request(method, path, data=payload_arg, headers=all_headers) as resp:
+            text = await resp.read()
+            payload = msgspec.json.decode(text) if text and resp.content_type == "application/json" else text
+            return resp.status, payload, dict(resp.headers)
+
+    @property
+    def dispatcher(self) -> Any:
+        return self.app.state.dispatcher
+
+
+async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``check()`` (sync or async) until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)

@@ -34,7 +34,9 @@ async def test_single_event_is_committed_before_202(service: Service, owner: Use
     assert [s["id"] for s in stored] == body["ids"]
 
 
-async def test_stored_message_keeps_what_the_producer_sent_and_adds_defaults(service: Service, owner: User) -> None:
+async def test_stored_message_keeps_what_the_producer_sent_and_adds_defaults(
+    service: Service, owner: User
+) -> None:
     extra = ev(custom_field={"x": [1, 2]}, sends_trying_num=2)
     status, body, _ = await service.call("POST", "/v1/events", owner, extra)
     assert status == 202
@@ -67,14 +69,18 @@ async def test_ids_are_time_sortable_and_unique(service: Service, owner: User) -
 
 async def test_client_id_is_idempotent(service: Service, owner: User) -> None:
     first = await service.call("POST", "/v1/events", owner, [ev(id="order-1"), ev(id="order-2")])
-    again = await service.call("POST", "/v1/events", owner, [ev(id="order-1"), ev(id="order-3"), ev(id="order-3")])
+    again = await service.call(
+        "POST", "/v1/events", owner, [ev(id="order-1"), ev(id="order-3"), ev(id="order-3")]
+    )
     assert first[0] == 202 and first[1]["accepted"] == 2
     assert again[0] == 202
     assert again[1]["accepted"] == 1 and again[1]["duplicates"] == 2
     assert sorted(s["id"] for s in await stored_payloads(service, owner)) == ["order-1", "order-2", "order-3"]
 
 
-async def test_same_client_id_in_two_accounts_is_two_events(service: Service, owner: User, outsider: User) -> None:
+async def test_same_client_id_in_two_accounts_is_two_events(
+    service: Service, owner: User, outsider: User
+) -> None:
     assert (await service.call("POST", "/v1/events", owner, ev(id="same")))[1]["accepted"] == 1
     assert (await service.call("POST", "/v1/events", outsider, ev(id="same")))[1]["accepted"] == 1
 
@@ -118,7 +124,11 @@ async def test_malformed_json_is_400(service: Service, owner: User) -> None:
     status, body, _ = await service.call("POST", "/v1/events", owner, raw=b'[{"event_type": ')
     assert status == 400 and "JSON" in body["error"]
     status, body, _ = await service.call(
-        "POST", "/v1/events", owner, raw=b'{"a": 1}\nnot json\n', headers={"Content-Type": "application/x-ndjson"}
+        "POST",
+        "/v1/events",
+        owner,
+        raw=b'{"a": 1}\nnot json\n',
+        headers={"Content-Type": "application/x-ndjson"},
     )
     assert status == 400 and {e["index"] for e in body["errors"]} == {0, 1}
 
@@ -148,7 +158,9 @@ async def test_backlog_over_limit_answers_429_with_retry_after(service: Service,
 async def test_missing_or_wrong_key_is_401(service: Service, owner: User) -> None:
     status, _, headers = await service.call("POST", "/v1/events", None, ev())
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
-    status, _, _ = await service.call("POST", "/v1/events", None, ev(), headers={"Authorization": "Bearer ah_wrong"})
+    status, _, _ = await service.call(
+        "POST", "/v1/events", None, ev(), headers={"Authorization": "Bearer ah_wrong"}
+    )
     assert status == 401
     status, _, _ = await service.call("GET", "/v1/hooks", None, headers={"Authorization": "Basic eDp5"})
     assert status == 401
@@ -159,3 +171,10 @@ async def test_event_types_endpoint_lists_the_catalogue(service: Service, owner:
     assert status == 200
     codes = [t["code"] for t in body["event_types"]]
     assert len(codes) == 80 and "deliv" in codes and "popup_custom" in codes
+
+
+async def test_custom_data_is_optional_but_must_be_an_object(service: Service, owner: User) -> None:
+    plain = {k: v for k, v in EVENT.items() if k != "custom_data"}
+    status, body, _ = await service.call("POST", "/v1/events", owner, [plain, {**plain, "custom_data": [1]}])
+    assert status == 202 and body["accepted"] == 1
+    assert body["errors"] == [{"index": 1, "error": "custom_data must be an object", "field": "custom_data"}]

@@ -40,6 +40,18 @@ class ValidationError(ActionhooksError):
         return out
 
 
+def field_error(exc: Exception, prefix: str = "") -> ValidationError:
+    """A ``ValidationError`` from msgspec's message: its JSON path (`` - at `$.a[0].b` ``) becomes ``a.0.b``, and a
+    missing or unknown field's name is appended to the path."""
+    message, _, at = str(exc).partition(" - at `$")
+    path = [p for p in at.rstrip("`").replace("[", ".").replace("]", "").split(".") if p]
+    if message.startswith(("Object missing required field", "Object contains unknown field")):
+        path.append(message.split("`")[1])
+    if prefix:
+        path.insert(0, prefix)
+    return ValidationError(message, ".".join(path) or None)
+
+
 class DeliveryError(ActionhooksError):
     """A batch was not delivered.
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .catalog import catalog
+from .errors import field_error
 from .ids import new_id
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
@@ -64,15 +65,11 @@ class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
 
 _decode_envelope = msgspec.json.Decoder(Envelope).decode
 _decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
-_AT = re.compile(r"^(.*) - at `\$(?:\.|\[)?(.*?)\]?`$")
 
 
 def _item_error(index: int, exc: msgspec.MsgspecError) -> ItemError:
-    text = str(exc)
-    m = _AT.match(text)
-    if m:
-        return ItemError(index, m.group(1), m.group(2).replace("][", ".").replace("[", ".") or None)
-    return ItemError(index, text)
+    error = field_error(exc)
+    return ItemError(index, error.message, error.field)
 
 
 def valid_event_date(value: str) -> bool:
@@ -121,11 +118,8 @@ def parse_event(raw: bytes, index: int, account_id: int, now: float | None = Non
         )
     if not _is_object(env.event_data):
         return ItemError(index, "event_data must be an object", "event_data")
-    if (
-        env.custom_data is not None
-        and not _is_object(env.custom_data)
-        and bytes(env.custom_data).strip() != b"null"
-    ):
+    custom = bytes(env.custom_data).strip()
+    if custom and custom != b"null" and custom[:1] != b"{":
         return ItemError(index, "custom_data must be an object", "custom_data")
     if env.account_id is not None and env.account_id != account_id:
         return ItemError(index, f"account_id {env.account_id} is not the API key's account", "account_id")

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import msgspec
 
 from .catalog import catalog
-from .errors import ValidationError
+from .errors import ValidationError, field_error
 from .transports import TransportSettings, parse_settings
 
 FILTER_ATTRIBUTES: dict[str, str] = {
@@ -95,11 +95,7 @@ def parse_hook(data: Any) -> HookSpec:
     try:
         raw = msgspec.convert(data, _HookInput)
     except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `$")
-        where = at.rstrip("`").lstrip(".").replace("[", ".").replace("]", "")
-        if message.startswith("Object missing required field"):
-            where = message.split("`")[1]
-        raise ValidationError(message, where or None) from None
+        raise field_error(exc) from None
     known = catalog().codes
     for i, code in enumerate(raw.event_types):
         if code not in known:

@@ -435,22 +435,20 @@ class SqlStore:
     ) -> bool:
         def work(conn: Conn) -> bool:
             with self._transaction(conn) as cur:
+                sets, params = [], []
                 if cursor is not None:
-                    cur.execute(
-                        self._q(
-                            "UPDATE hooks SET cursor = ?, last_error = COALESCE(?, last_error),"
-                            " last_error_at = CASE WHEN ? IS NULL THEN last_error_at ELSE ? END"
-                            " WHERE id = ? AND generation = ? AND cursor <= ?"
-                        ),
-                        (cursor, last_error, last_error, attempt.at, attempt.hook_id, generation, cursor),
-                    )
-                else:
-                    cur.execute(
-                        self._q(
-                            "UPDATE hooks SET last_error = ?, last_error_at = ? WHERE id = ? AND generation = ?"
-                        ),
-                        (last_error, attempt.at, attempt.hook_id, generation),
-                    )
+                    sets.append("cursor = ?")
+                    params.append(cursor)
+                if last_error is not None:
+                    sets += ["last_error = ?", "last_error_at = ?"]
+                    params += [last_error, attempt.at]
+                guard = " AND cursor <= ?" if cursor is not None else ""
+                cur.execute(
+                    self._q(
+                        f"UPDATE hooks SET {', '.join(sets) or 'id = id'} WHERE id = ? AND generation = ?{guard}"
+                    ),
+                    (*params, attempt.hook_id, generation, *([cursor] if cursor is not None else [])),
+                )
                 if cur.rowcount == 0:
                     return False
                 cur.execute(

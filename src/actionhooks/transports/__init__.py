@@ -12,12 +12,16 @@ from typing import Any
 
 import msgspec
 
-from ..errors import ValidationError
+from ..errors import ValidationError, field_error
 from .base import Batch, Message, Receipt, Transport, TransportContext, TransportSettings
 
 TRANSPORTS: dict[str, str] = {
     "http": "actionhooks.transports.http",
     "stub": "actionhooks.transports.stub",
+    "rabbitmq_queue": "actionhooks.transports.rabbitmq",
+    "rabbitmq_exchange": "actionhooks.transports.rabbitmq",
+    "kafka": "actionhooks.transports.kafka",
+    "nats": "actionhooks.transports.nats",
 }
 
 __all__ = [
@@ -51,10 +55,7 @@ def parse_settings(data: Any) -> TransportSettings:
     try:
         settings = msgspec.convert(data, settings_type)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        message, _, at = text.partition(" - at `$")
-        where = at.rstrip("`").lstrip(".").replace("[", ".").replace("]", "")
-        raise ValidationError(message, f"transport.{where}" if where else "transport") from None
+        raise field_error(exc, "transport") from None
     try:
         settings.check()
     except ValidationError as exc:

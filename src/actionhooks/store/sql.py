@@ -435,7 +435,8 @@ class SqlStore:
     ) -> bool:
         def work(conn: Conn) -> bool:
             with self._transaction(conn) as cur:
-                sets, params = [], []
+                sets: list[str] = []
+                params: list[Any] = []
                 if cursor is not None:
                     sets.append("cursor = ?")
                     params.append(cursor)

@@ -8,11 +8,10 @@ nanoseconds, unknown fields pass through).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -22,14 +21,12 @@ from .ids import new_id
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
-_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
-
 
 class Envelope(msgspec.Struct, kw_only=True):
     """What ingest checks of an event. ``event_data`` and ``custom_data`` stay raw: they pass through."""
 
     event_type: str
-    event_date: str
+    event_date: Annotated[datetime, msgspec.Meta(tz=True)]  # checked here, passed on exactly as sent
     event_data: msgspec.Raw
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
     account_id: int | None = None
@@ -45,16 +42,16 @@ class Envelope(msgspec.Struct, kw_only=True):
     subscription: list[dict[str, Any]] | None = None
 
 
-class NewEvent(msgspec.Struct, frozen=True):
-    """An event ready to append to the log."""
+class NewEvent(NamedTuple):
+    """An event ready to append to the log; its fields are the log's columns, in order."""
 
+    account_id: int
     id: str
     event_type: str
     list_id: int | None
     profile_id: str | None
     received_at: float
     payload: bytes
-    client_id: bool  # the producer chose the id, so it may repeat
 
 
 class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -70,18 +67,6 @@ _decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 def _item_error(index: int, exc: msgspec.MsgspecError) -> ItemError:
     error = field_error(exc)
     return ItemError(index, error.message, error.field)
-
-
-def valid_event_date(value: str) -> bool:
-    m = _RFC3339.match(value)
-    if not m:
-        return False
-    frac = (m.group(3) or "")[:7]
-    try:
-        datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}{frac}{m.group(4).upper()}")
-    except ValueError:
-        return False
-    return True
 
 
 def _is_object(raw: msgspec.Raw) -> bool:
@@ -102,20 +87,17 @@ def split_body(body: bytes, content_type: str) -> Iterator[bytes]:
         yield body
 
 
-def parse_event(raw: bytes, index: int, account_id: int, now: float | None = None) -> NewEvent | ItemError:
-    """Validate one event's JSON and build what the log stores, or say what is wrong with it."""
+def parse_event(
+    raw: bytes, index: int, account_id: int, now: float | None = None, chosen_ids: set[str] | None = None
+) -> NewEvent | ItemError:
+    """Validate one event's JSON and build what the log stores, or say what is wrong with it. When the producer
+    chose the event's id, the id is added to ``chosen_ids`` (those are the ids that may repeat)."""
     try:
         env = _decode_envelope(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return _item_error(index, exc)
     if env.event_type not in catalog().codes:
         return ItemError(index, f"unknown event_type {env.event_type!r}", "event_type")
-    if not valid_event_date(env.event_date):
-        return ItemError(
-            index,
-            "event_date must be an RFC 3339 date-time, e.g. 2018-03-04T13:13:19.034315796Z",
-            "event_date",
-        )
     if not _is_object(env.event_data):
         return ItemError(index, "event_data must be an object", "event_data")
     custom = bytes(env.custom_data).strip()
@@ -125,7 +107,10 @@ def parse_event(raw: bytes, index: int, account_id: int, now: float | None = Non
         return ItemError(index, f"account_id {env.account_id} is not the API key's account", "account_id")
     prefix = []
     event_id = env.id
-    if event_id is None:
+    if event_id is not None:
+        if chosen_ids is not None:
+            chosen_ids.add(event_id)
+    else:
         event_id = new_id()
         prefix.append(b'"id":"' + event_id.encode() + b'"')
     if env.account_id is None:
@@ -136,11 +121,11 @@ def parse_event(raw: bytes, index: int, account_id: int, now: float | None = Non
     if prefix:
         body = b"{" + b",".join(prefix) + b"," + body[1:]
     return NewEvent(
-        id=event_id,
-        event_type=env.event_type,
-        list_id=env.list_id,
-        profile_id=env.profile_id,
-        received_at=time.time() if now is None else now,
-        payload=body,
-        client_id=env.id is not None,
+        account_id,
+        event_id,
+        env.event_type,
+        env.list_id,
+        env.profile_id,
+        time.time() if now is None else now,
+        body,
     )

@@ -7,6 +7,7 @@ while more events wait for commit than the pending limit allows.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
@@ -40,13 +41,15 @@ async def ingest(
         raise ApiError(400, "no events in the body")
     events: list[NewEvent] = []
     errors: list[ItemError] = []
+    chosen_ids: set[str] = set()
+    now = time.time()
     for index, raw in enumerate(items):
-        parsed = parse_event(raw, index, account_id)
+        parsed = parse_event(raw, index, account_id, now, chosen_ids)
         if isinstance(parsed, ItemError):
             errors.append(parsed)
         else:
             events.append(parsed)
-    flags = await store.append(account_id, events) if events else []
+    flags = await store.append(account_id, events, chosen_ids) if events else []
     stored = sum(flags)
     return IngestResult(
         accepted=stored, duplicates=len(flags) - stored, ids=[e.id for e in events], errors=errors

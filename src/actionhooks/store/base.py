@@ -13,7 +13,7 @@ matching event has been handled (delivered or dead-lettered). Rules every engine
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -95,8 +95,11 @@ class Store(Protocol):
     async def account_for_key(self, key_hash: str) -> int | None: ...
 
     # the event log
-    async def append(self, account_id: int, events: Sequence[NewEvent]) -> list[bool]:
-        """Commit ``events`` (in order) and return, per event, True if stored or False if its id was known."""
+    async def append(
+        self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str] = ()
+    ) -> list[bool]:
+        """Commit ``events`` (in order) and return, per event, True if stored or False if its id was known.
+        ``chosen_ids``: the ids producers chose (only those can repeat; generated ids are unique)."""
         ...
 
     def add_append_listener(self, listener: AppendListener) -> None:

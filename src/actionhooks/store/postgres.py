@@ -35,14 +35,12 @@ class PostgresStore(SqlStore):
     def _lock_log(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))
 
-    def _insert_events(self, cur: Any, account_id: int, events: Sequence[NewEvent]) -> None:
+    def _insert_events(self, cur: Any, events: Sequence[NewEvent]) -> None:
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload) FROM STDIN"
         ) as copy:
             for e in events:
-                copy.write_row(
-                    (account_id, e.id, e.event_type, e.list_id, e.profile_id, e.received_at, e.payload)
-                )
+                copy.write_row(e)
 
     def _migrate(self, conn: Conn) -> None:
         with conn.cursor() as cur:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any, TypeVar
@@ -38,13 +38,18 @@ _DEAD_COLUMNS = "hook_id, event_seq, event_id, payload, reason, attempts, failed
 
 
 class _Pending:
-    __slots__ = ("account_id", "events", "future")
+    __slots__ = ("account_id", "chosen_ids", "events", "future")
 
     def __init__(
-        self, account_id: int, events: Sequence[NewEvent], future: asyncio.Future[list[bool]]
+        self,
+        account_id: int,
+        events: Sequence[NewEvent],
+        chosen_ids: Collection[str],
+        future: asyncio.Future[list[bool]],
     ) -> None:
         self.account_id = account_id
         self.events = events
+        self.chosen_ids = chosen_ids
         self.future = future
 
 
@@ -75,7 +80,7 @@ class SqlStore:
         raise NotImplementedError
         yield
 
-    def _insert_events(self, cur: Any, account_id: int, events: Sequence[NewEvent]) -> None:
+    def _insert_events(self, cur: Any, events: Sequence[NewEvent]) -> None:
         raise NotImplementedError
 
     def _lock_log(self, cur: Any) -> None:
@@ -183,11 +188,13 @@ class SqlStore:
     def pending_appends(self) -> int:
         return self._queued_events
 
-    async def append(self, account_id: int, events: Sequence[NewEvent]) -> list[bool]:
+    async def append(
+        self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str] = ()
+    ) -> list[bool]:
         if not events:
             return []
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(account_id, events, future))
+        self._queue.append(_Pending(account_id, events, chosen_ids, future))
         self._queued_events += len(events)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
@@ -220,17 +227,17 @@ class SqlStore:
         with self._transaction(conn) as cur:
             self._lock_log(cur)
             for p in group:
-                fresh, flags = self._without_duplicates(cur, p.account_id, p.events)
+                fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids)
                 if fresh:
-                    self._insert_events(cur, p.account_id, fresh)
+                    self._insert_events(cur, fresh)
                 results.append(flags)
         return results
 
     def _without_duplicates(
-        self, cur: Any, account_id: int, events: Sequence[NewEvent]
+        self, cur: Any, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
     ) -> tuple[Sequence[NewEvent], list[bool]]:
         """Drop events whose producer-chosen id is already in the log or earlier in the same request."""
-        chosen = [e.id for e in events if e.client_id]
+        chosen = list(chosen_ids)
         if not chosen:
             return events, [True] * len(events)
         known: set[str] = set()
@@ -245,7 +252,7 @@ class SqlStore:
         fresh: list[NewEvent] = []
         flags: list[bool] = []
         for e in events:
-            if e.client_id:
+            if e.id in chosen_ids:
                 if e.id in known:
                     flags.append(False)
                     continue

@@ -46,14 +46,8 @@ class SqliteStore(SqlStore):
             raise
         cur.execute("COMMIT")
 
-    def _insert_events(self, cur: Any, account_id: int, events: Sequence[NewEvent]) -> None:
-        cur.executemany(
-            _INSERT,
-            [
-                (account_id, e.id, e.event_type, e.list_id, e.profile_id, e.received_at, e.payload)
-                for e in events
-            ],
-        )
+    def _insert_events(self, cur: Any, events: Sequence[NewEvent]) -> None:
+        cur.executemany(_INSERT, events)
 
     def _migrate(self, conn: Conn) -> None:
         conn.execute(

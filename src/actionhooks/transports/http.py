@@ -1,0 +1,286 @@
+"""HTTP JSON batch transport (REFERENCE §3.1): a batch is POSTed to the hook's URL as one JSON array.
+
+Success is an HTTP 2xx answer whose body, when ``success_regex`` is set, matches it (``re.search``). Outcomes
+are mapped here, at the edge (see ``docs/transports/http.md`` for the table): 410 is permanent; 429 and 503
+carry ``Retry-After``; other answers, timeouts and network errors are retryable; a destination the net guard
+refuses is permanent. Redirects are not followed (a 3xx is a failed attempt), so a hook cannot be bounced to a
+refused address.
+
+Every connection, to the hook and to an OAuth2 token endpoint, goes through one aiohttp session whose resolver
+is the net guard's; IP-literal hosts, which aiohttp does not resolve, are checked before connecting. With
+``signing_secret`` each request is signed as Standard Webhooks specify (``webhook-id`` is the batch id, the
+same on every retry of the batch, so a receiver can drop duplicates).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import msgspec
+from yarl import URL
+
+from .. import __version__
+from ..errors import DeliveryError, ValidationError
+from . import http_auth
+from .base import Batch, Receipt, TransportContext, TransportSettings
+from .http_auth import Auth, NoAuth, OAuth2Auth, TokenSource, read_capped
+
+if TYPE_CHECKING:
+    import aiohttp
+
+EXCERPT_CHARS = 500
+MAX_RESPONSE_BYTES = 64 * 1024  # what success_regex is matched against; the rest of the body is ignored
+
+# set by the transport itself, or meaningless end to end (RFC 9110 §7.6.1), or the signature's own
+_RESERVED_HEADERS = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "transfer-encoding", "upgrade", "host",
+        "content-type", "content-length", "content-encoding",
+        "webhook-id", "webhook-timestamp", "webhook-signature",
+    }
+)  # fmt: skip
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+
+
+class Settings(TransportSettings, tag="http"):
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = (*http_auth.SECRET_FIELDS, "signing_secret", "headers")
+
+    url: Annotated[str, msgspec.Meta(max_length=2048)]
+    success_regex: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    headers: dict[str, str] = {}  # noqa: RUF012 - msgspec copies mutable defaults per instance
+    auth: Auth = msgspec.field(default_factory=NoAuth)
+    signing_secret: str | None = None
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+
+    def check(self) -> None:
+        _check_url(self.url, "url")
+        try:
+            re.compile(self.success_regex)
+        except re.error as exc:
+            raise ValidationError(
+                f"success_regex is not a valid regular expression: {exc}", "success_regex"
+            ) from None
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.match(name):
+                raise ValidationError(f"{name!r} is not a valid header name", "headers")
+            if name.lower() in _RESERVED_HEADERS:
+                raise ValidationError(
+                    f"header {name} is set by the transport and cannot be overridden", "headers"
+                )
+            if name.lower() == "authorization" and not isinstance(self.auth, NoAuth):
+                raise ValidationError("Authorization cannot be set both in headers and in auth", "headers")
+            if any(c in value for c in "\r\n\0"):
+                raise ValidationError(f"header {name} contains a line break or NUL", "headers")
+        http_auth.check_auth(self.auth)
+        if isinstance(self.auth, OAuth2Auth):
+            _check_url(self.auth.token_url, "auth.token_url")
+        if self.signing_secret is not None:
+            _check_signing_secret(self.signing_secret)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.public()!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self.public().items())
+
+    def hosts(self) -> list[str]:
+        hosts = [URL(self.url).host or ""]
+        if isinstance(self.auth, OAuth2Auth):
+            hosts.append(URL(self.auth.token_url).host or "")
+        return list(dict.fromkeys(h for h in hosts if h))
+
+
+def _check_url(text: str, field: str) -> None:
+    try:
+        url = URL(text)
+        port = url.port
+    except ValueError as exc:
+        raise ValidationError(f"{field} is not a valid URL: {exc}", field) from None
+    if url.scheme not in ("http", "https"):
+        raise ValidationError(f"{field} must be an http or https URL", field)
+    if not url.host or any(c.isspace() for c in url.host) or port is None:
+        raise ValidationError(f"{field} must name a host", field)
+    if url.user is not None or url.password is not None:
+        raise ValidationError(f"{field} must not carry credentials; use auth", field)
+
+
+def _check_signing_secret(secret: str) -> None:
+    """Standard Webhooks secrets are ``whsec_`` + base64 of 24 to 64 random bytes."""
+    prefix, _, encoded = secret.partition("_")
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if prefix != "whsec" or not 24 <= len(key) <= 64:
+        raise ValidationError(
+            "signing_secret must be whsec_ followed by base64 of 24 to 64 bytes", "signing_secret"
+        )
+
+
+class HttpTransport:
+    """Sends batches to one hook's URL. Its aiohttp session is created on the first ``send`` (inside the
+    running loop) and closed by ``close``."""
+
+    def __init__(self, settings: Settings, context: TransportContext) -> None:
+        from standardwebhooks import Webhook
+
+        self.settings = settings
+        self.guard = context.net_guard
+        self._regex = re.compile(settings.success_regex) if settings.success_regex else None
+        self._webhook = Webhook(settings.signing_secret) if settings.signing_secret else None
+        self._tokens = TokenSource(settings.auth) if isinstance(settings.auth, OAuth2Auth) else None
+        self._headers = {**settings.headers, "Content-Type": "application/json"}
+        if not any(name.lower() == "user-agent" for name in self._headers):
+            self._headers["User-Agent"] = f"actionhooks/{__version__}"
+        authorization = http_auth.static_authorization(settings.auth)
+        if authorization is not None:
+            self._headers["Authorization"] = authorization
+        urls = [settings.url] + ([self._tokens.auth.token_url] if self._tokens else [])
+        refusals = (self.guard.host_refusal(URL(u).host or "") for u in urls)
+        self._refusal = next((r for r in refusals if r is not None), None)
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: Any = None
+
+    @property
+    def token_fetches(self) -> int:
+        """How many times the OAuth2 token endpoint was asked for a token (0 without oauth2)."""
+        return self._tokens.fetches if self._tokens else 0
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        self._resolver = self.guard.resolver()
+        connector = aiohttp.TCPConnector(resolver=self._resolver, limit=16, ttl_dns_cache=10)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout_s),
+        )
+        return self._session
+
+    async def send(self, batch: Batch) -> Receipt:
+        """POST ``batch`` as a JSON array; a ``Receipt`` when the hook accepted it, else ``DeliveryError``."""
+        try:
+            return await self._send(batch)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise _delivery_error(exc, "hook") from exc
+
+    async def _send(self, batch: Batch) -> Receipt:
+        if self._refusal is not None:
+            raise DeliveryError(self._refusal, permanent=True)
+        session = self._session or self._open_session()
+        body = batch.json_array()
+        headers = dict(self._headers)
+        if self._webhook is not None:
+            timestamp = datetime.now(UTC)
+            headers["webhook-id"] = batch.batch_id
+            headers["webhook-timestamp"] = str(int(timestamp.timestamp()))
+            headers["webhook-signature"] = self._webhook.sign(batch.batch_id, timestamp, body.decode())
+        token = None
+        if self._tokens is not None:
+            token = await self._token(session)
+            headers["Authorization"] = f"Bearer {token}"
+        status, text, answer_headers = await self._post(session, body, headers)
+        if status == 401 and token is not None:
+            headers["Authorization"] = f"Bearer {await self._token(session, stale=token)}"
+            status, text, answer_headers = await self._post(session, body, headers)
+        return self._outcome(status, text, answer_headers)
+
+    async def _token(self, session: aiohttp.ClientSession, stale: str | None = None) -> str:
+        assert self._tokens is not None
+        try:
+            return await self._tokens.token(session, stale=stale)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            raise _delivery_error(exc, "token endpoint") from exc
+
+    async def _post(
+        self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, str, dict[str, str]]:
+        async with session.post(self.settings.url, data=body, headers=headers, allow_redirects=False) as resp:
+            raw = await read_capped(resp, MAX_RESPONSE_BYTES)
+            try:
+                text = raw.decode(resp.charset or "utf-8", "replace")
+            except LookupError:
+                text = raw.decode("utf-8", "replace")
+            return resp.status, text, {"Retry-After": resp.headers.get("Retry-After", "")}
+
+    def _outcome(self, status: int, text: str, headers: dict[str, str]) -> Receipt:
+        excerpt = text[:EXCERPT_CHARS]
+        if 200 <= status < 300:
+            if self._regex is not None and not self._regex.search(text):
+                raise DeliveryError(
+                    "response did not match success_regex", status=status, response_excerpt=excerpt
+                )
+            return Receipt(status=status, response_excerpt=excerpt)
+        if status == 410:
+            raise DeliveryError(
+                "hook answered 410 Gone", permanent=True, status=status, response_excerpt=excerpt
+            )
+        retry_after = parse_retry_after(headers["Retry-After"]) if status in (429, 503) else None
+        raise DeliveryError(
+            f"hook answered {status}", retry_after=retry_after, status=status, response_excerpt=excerpt
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
+
+
+def parse_retry_after(value: str) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3)."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _delivery_error(exc: Exception, where: str) -> DeliveryError:
+    import aiohttp
+
+    from .guarded_resolver import DestinationRefused
+
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        if isinstance(exc.os_error, DestinationRefused):
+            return DeliveryError(f"{where}: {exc.os_error.reason}", permanent=True)
+        return DeliveryError(f"{where}: DNS lookup of {exc.host} failed: {exc.os_error}")
+    if isinstance(exc, DestinationRefused):
+        return DeliveryError(f"{where}: {exc.reason}", permanent=True)
+    if isinstance(exc, TimeoutError):
+        return DeliveryError(f"{where}: no complete answer within request_timeout_s")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return DeliveryError(f"{where}: invalid URL {exc}", permanent=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return DeliveryError(
+            f"{where}: cannot connect to {exc.host}:{exc.port}: {exc.strerror or exc.os_error}"
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
+    return DeliveryError(f"{where}: unexpected {type(exc).__name__}: {exc}")
+
+
+def open(settings: TransportSettings, context: TransportContext) -> HttpTransport:
+    assert isinstance(settings, Settings)
+    return HttpTransport(settings, context)

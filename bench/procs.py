@@ -1,0 +1,87 @@
+"""Processes the benchmarks start: the service (``actionhooks serve``), a bare ASGI app, the loopback receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = dict(os.environ)
+    out.setdefault("ACTIONHOOKS_ALLOW_NETS", "127.0.0.0/8")
+    out.update(extra)
+    return out
+
+
+def create_account(db: str) -> tuple[int, str]:
+    done = subprocess.run(
+        [str(BIN / "actionhooks"), "accounts", "create", "bench", "--db", db],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env(),
+    )
+    data = json.loads(done.stdout)
+    return int(data["account_id"]), str(data["api_key"])
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], port: int, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def serve(db: str, port: int, **extra_env: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    cmd = [str(BIN / "actionhooks"), "serve", "--db", db, "--port", str(port), "--log-level", "warning"]
+    return running(cmd, port, **extra_env)
+
+
+def bare_app(port: int) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    cmd = [
+        str(BIN / "uvicorn"),
+        "bench.bare_app:app",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    return running(cmd, port)

@@ -25,6 +25,16 @@ EVENT = {
 }
 
 
+async def dead_letters(service: Service, user: User, hook_id: int) -> list[dict[str, Any]]:
+    async def listed() -> list[dict[str, Any]]:
+        _, body, _ = await service.call("GET", f"/v1/hooks/{hook_id}/dead-letters", user)
+        result: list[dict[str, Any]] = body["dead_letters"]
+        return result
+
+    letters: list[dict[str, Any]] = await eventually(listed)
+    return letters
+
+
 async def make_hook(service: Service, user: User, transport: dict[str, Any]) -> dict[str, Any]:
     body = {"name": "crm", "event_types": ["deliv"], "transport": {"type": "http", **transport}}
     status, created, _ = await service.call("POST", "/v1/hooks", user, body)
@@ -84,8 +94,7 @@ async def test_gone_receiver_dead_letters_and_later_batches_still_go(service: Se
         _, second, _ = await service.call("POST", "/v1/events", owner, EVENT)
         await receiver.wait_for_events(1, timeout=10)
         assert [e["id"] for e in receiver.events] == second["ids"]
-        _, letters, _ = await service.call("GET", f"/v1/hooks/{created['id']}/dead-letters", owner)
-        (letter,) = letters["dead_letters"]
+        (letter,) = await dead_letters(service, owner, created["id"])
         assert letter["event_id"] == first["ids"][0]
         assert "410" in letter["reason"]
 
@@ -122,12 +131,7 @@ async def test_destination_refused_at_delivery_when_the_allow_list_closes(store:
         try:
             await closed.call("POST", "/v1/events", user, EVENT)
 
-            async def letters() -> list[dict[str, Any]]:
-                _, body, _ = await closed.call("GET", f"/v1/hooks/{created['id']}/dead-letters", user)
-                result: list[dict[str, Any]] = body["dead_letters"]
-                return result
-
-            (letter,) = await eventually(letters)
+            (letter,) = await dead_letters(closed, user, created["id"])
             assert "not public" in letter["reason"]
             assert receiver.request_count == 0
         finally:

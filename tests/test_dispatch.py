@@ -48,6 +48,17 @@ async def send(service: Service, user: User, events: list[dict[str, Any]]) -> li
     return ids
 
 
+async def dead_letters(service: Service, user: User, hook_id: int, count: int) -> list[dict[str, Any]]:
+    async def listed() -> list[dict[str, Any]]:
+        status, answer, _ = await service.call("GET", f"/v1/hooks/{hook_id}/dead-letters", user)
+        assert status == 200
+        letters: list[dict[str, Any]] = answer["dead_letters"]
+        return letters if len(letters) >= count else []
+
+    result: list[dict[str, Any]] = await eventually(listed)
+    return result
+
+
 def bodies(dest: StubDestination) -> list[dict[str, Any]]:
     return [msgspec.json.decode(m.body) for b in dest.batches for m in b.messages]
 
@@ -180,9 +191,7 @@ async def test_permanent_failure_dead_letters_the_batch_and_delivery_continues(
     kept = await send(service, owner, [event(3), event(4)])
     await dest.wait_for_events(2, timeout=5)
     assert dest.event_ids == kept
-    status, answer, _ = await service.call("GET", f"/v1/hooks/{created['id']}/dead-letters", owner)
-    assert status == 200  # dead letters are written before the next batch goes out
-    letters = sorted(answer["dead_letters"], key=lambda d: d["event_seq"])
+    letters = sorted(await dead_letters(service, owner, created["id"], 2), key=lambda d: d["event_seq"])
     assert [d["event_id"] for d in letters] == lost
     assert letters[0]["reason"] == "HTTP 410 Gone" and letters[0]["attempts"] == 1
     assert letters[0]["event"]["profile_id"] == "p1"
@@ -199,8 +208,7 @@ async def test_exhausted_retries_dead_letter_the_batch(service: Service, owner: 
     kept = await send(service, owner, [event(2)])
     await dest.wait_for_events(1, timeout=10)
     assert dest.event_ids == kept
-    _, answer, _ = await service.call("GET", f"/v1/hooks/{created['id']}/dead-letters", owner)
-    (letter,) = answer["dead_letters"]
+    (letter,) = await dead_letters(service, owner, created["id"], 1)
     assert letter["event_id"] == lost[0]
     assert letter["attempts"] == attempts
     assert letter["reason"] == f"gave up after {attempts} attempts: connection refused"

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 
 from ..errors import DeliveryError
 from ..hooks import Matcher
@@ -65,15 +66,38 @@ class HookWorker:
         self.scan = hook.cursor
         self.saved_cursor = hook.cursor
         self.transport: Transport | None = None
+        self._pending_write: asyncio.Future[bool] | None = None
 
     async def run(self) -> None:
         self.transport = open_transport(self.hook.spec.transport, self.context)
         try:
             await self._loop()
+            await self._settle()
         except StaleHook:
             log.info("hook %s changed; worker stops", self.hook.id)
         finally:
+            if self._pending_write is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._pending_write)
             await self.transport.close()
+
+    async def _record(self, write: Awaitable[bool], *, wait: bool = False) -> None:
+        """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
+        without waiting for this one, but waits for the previous one — so at most one write is outstanding and a
+        stale hook is noticed one batch later at the latest (that batch may be delivered twice: at-least-once)."""
+        await self._settle()
+        future = asyncio.ensure_future(write)
+        if wait:
+            if not await future:
+                raise StaleHook
+        else:
+            self._pending_write = future
+
+    async def _settle(self) -> None:
+        if self._pending_write is not None:
+            pending, self._pending_write = self._pending_write, None
+            if not await pending:
+                raise StaleHook
 
     async def _loop(self) -> None:
         while True:
@@ -100,8 +124,9 @@ class HookWorker:
             if not caught_up:
                 continue
             if not self.buffer and self.scan > self.saved_cursor:
-                if not await self.store.save_cursor(self.hook.id, self.hook.generation, self.scan):
-                    raise StaleHook
+                await self._record(
+                    self.store.save_cursor(self.hook.id, self.hook.generation, self.scan), wait=True
+                )
                 self.saved_cursor = self.scan
             wait = self.poll_interval if not self.buffer else min(self.poll_interval, self._due_in())
             with contextlib.suppress(TimeoutError):
@@ -145,8 +170,7 @@ class HookWorker:
                     latency_ms=(time.perf_counter() - started) * 1000,
                     response_excerpt=receipt.response_excerpt,
                 )
-                if not await self.store.finish_batch(attempt, self.hook.generation, cursor_after):
-                    raise StaleHook
+                await self._record(self.store.finish_batch(attempt, self.hook.generation, cursor_after))
                 self.saved_cursor = cursor_after
                 return
             latency_ms = (time.perf_counter() - started) * 1000
@@ -180,15 +204,16 @@ class HookWorker:
                     )
                     for e in events
                 ]
-                if not await self.store.finish_batch(
-                    attempt, self.hook.generation, cursor_after, dead, last_error=reason
-                ):
-                    raise StaleHook
+                await self._record(
+                    self.store.finish_batch(
+                        attempt, self.hook.generation, cursor_after, dead, last_error=reason
+                    )
+                )
                 self.saved_cursor = cursor_after
                 log.warning("hook %s: %d events dead-lettered: %s", self.hook.id, len(events), reason)
                 return
-            if not await self.store.finish_batch(
-                attempt, self.hook.generation, None, last_error=error.reason
-            ):
-                raise StaleHook
+            await self._record(
+                self.store.finish_batch(attempt, self.hook.generation, None, last_error=error.reason),
+                wait=True,
+            )
             await asyncio.sleep(self.retry.delay(attempts, error.retry_after))

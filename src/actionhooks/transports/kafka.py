@@ -1,0 +1,266 @@
+"""Kafka transport (confluent-kafka): ``{"type": "kafka", "bootstrap_servers", "topic", ...}``.
+
+Each event is one record: value = the event's message JSON, key per ``key`` (the profile id by default, so one
+profile's events stay in order within one partition), headers ``event_id``, ``event_type`` and ``content-type``.
+The producer is idempotent with ``acks=all`` (``idempotent: false`` for brokers older than Kafka 0.11) and uses the
+``murmur2_random`` partitioner, so a key lands on the partition the Java client would choose.
+
+``send`` produces the whole batch at once and then waits, in a worker thread (librdkafka's poll is blocking), for
+every record's delivery report: the reports decide the outcome. Failures → the producer is discarded (queued records
+purged) and the next ``send`` makes a new one. All brokers down, timeouts and other retriable errors → retryable;
+failed authentication or authorization, a topic that does not exist (and is not auto-created) or a record too large
+→ permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from ..errors import DeliveryError, ValidationError
+from ..netguard import NetGuard
+from .base import Batch, Message, Receipt, TransportContext, TransportSettings
+
+DELIVERY_TIMEOUT_S = 30.0
+_log = logging.getLogger(__name__)
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})")
+
+KeyChoice = Literal["profile_id", "list_id", "event_type", "event_id", "none"]
+
+
+class Settings(TransportSettings, tag="kafka", kw_only=True):
+    """``bootstrap_servers``: ``host:port`` strings (a list, or one comma-separated string)."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+    bootstrap_servers: list[str] | str
+    topic: str
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    key: KeyChoice = "profile_id"
+    idempotent: bool = True
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+
+    @property
+    def servers(self) -> list[str]:
+        items = self.bootstrap_servers
+        parts = items.split(",") if isinstance(items, str) else items
+        return [p.strip() for p in parts if p.strip()]
+
+    def check(self) -> None:
+        if not self.servers:
+            raise ValidationError("bootstrap_servers must name at least one host:port", "bootstrap_servers")
+        for server in self.servers:
+            match = _SERVER.fullmatch(server)
+            if match is None or not 1 <= int(match["port"]) <= 65535:
+                raise ValidationError(f"{server!r} is not host:port", "bootstrap_servers")
+        if not _TOPIC.fullmatch(self.topic) or self.topic in (".", ".."):
+            raise ValidationError(
+                "topic must be 1-249 characters of letters, digits, '.', '_' and '-'", "topic"
+            )
+        sasl = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        if self.security_protocol.startswith("SASL_"):
+            for name, value in zip(("sasl_mechanism", "sasl_username", "sasl_password"), sasl, strict=True):
+                if not value:
+                    raise ValidationError(f"{name} is required with {self.security_protocol}", name)
+        elif any(v is not None for v in sasl):
+            raise ValidationError(
+                "SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL", "security_protocol"
+            )
+
+    def hosts(self) -> list[str]:
+        return [_host_port(s)[0] for s in self.servers]
+
+    def __repr__(self) -> str:
+        return f"Settings({self.public()!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self.public().items())
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    match = _SERVER.fullmatch(server)
+    assert match is not None
+    return match["v6"] or match["host"], int(match["port"])
+
+
+def record_key(message: Message, choice: KeyChoice) -> bytes | None:
+    """The record key for ``message``; None (no key: the partitioner spreads such records) when absent."""
+    value: str | int | None = {
+        "profile_id": message.profile_id,
+        "list_id": message.list_id,
+        "event_type": message.event_type,
+        "event_id": message.id,
+        "none": None,
+    }[choice]
+    return None if value is None else str(value).encode()
+
+
+class KafkaTransport:
+    def __init__(self, settings: Settings, context: TransportContext) -> None:
+        self.settings = settings
+        self._guard = context.net_guard
+        self._producer: Any = None
+        self._client_error: Any = None  # the last error librdkafka reported outside a delivery report
+        self._lock = asyncio.Lock()
+
+    async def send(self, batch: Batch) -> Receipt:
+        """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""
+        async with self._lock:
+            if self._producer is None:
+                for host, port in (_host_port(s) for s in self.settings.servers):
+                    await _check_host(self._guard, host, port)
+            await asyncio.to_thread(self._send_blocking, batch)
+        return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
+
+    async def close(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                await asyncio.to_thread(producer.flush, 5)
+
+    def _send_blocking(self, batch: Batch) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            producer = self._producer or self._new_producer()
+            failures: list[Any] = []
+            pending = len(batch.messages)
+
+            def report(error: Any, _record: Any) -> None:
+                nonlocal pending
+                pending -= 1
+                if error is not None:
+                    failures.append(error)
+
+            self._client_error = None
+            for m in batch.messages:
+                headers = [
+                    ("event_id", m.id),
+                    ("event_type", m.event_type),
+                    ("content-type", "application/json"),
+                ]
+                key = record_key(m, self.settings.key)
+                while True:
+                    try:
+                        producer.produce(
+                            self.settings.topic, m.body, key, headers=headers, on_delivery=report
+                        )
+                        break
+                    except BufferError:  # the local queue is full: let deliveries drain it
+                        producer.poll(0.05)
+            deadline = time.monotonic() + DELIVERY_TIMEOUT_S + 5
+            while pending and not failures and _rank(self._client_error) < 2:
+                if time.monotonic() > deadline:
+                    raise DeliveryError("Kafka did not acknowledge the records in time")
+                producer.poll(0.05)
+            grace = time.monotonic() + 0.5  # "all brokers down" may precede the reason (a refused login)
+            while pending and _rank(self._client_error) == 2 and time.monotonic() < grace:
+                producer.poll(0.05)
+            if failures or pending:
+                raise self._error(failures[0] if failures else self._client_error)
+        except DeliveryError:
+            self._discard()
+            raise
+        except (KafkaException, ValueError, TypeError) as exc:
+            self._discard()
+            raise DeliveryError(f"Kafka producer error: {exc}", permanent=isinstance(exc, TypeError)) from exc
+
+    def _new_producer(self) -> Any:
+        from confluent_kafka import Producer
+
+        s = self.settings
+        config: dict[str, Any] = {
+            "bootstrap.servers": ",".join(s.servers),
+            "client.id": "actionhooks",
+            "enable.idempotence": s.idempotent,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
+            "socket.connection.setup.timeout.ms": 10_000,
+            "partitioner": "murmur2_random",
+            "compression.type": s.compression,
+            "security.protocol": s.security_protocol,
+            "error_cb": self._on_client_error,
+            "logger": _log,
+        }
+        if s.security_protocol.startswith("SASL_"):
+            config |= {"sasl.mechanism": s.sasl_mechanism}
+            config |= {"sasl.username": s.sasl_username, "sasl.password": s.sasl_password}
+        self._producer = Producer(config)
+        return self._producer
+
+    def _on_client_error(self, error: Any) -> None:
+        if _rank(error) >= _rank(self._client_error):
+            self._client_error = error
+
+    def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.purge()
+            producer.poll(0)
+
+    def _error(self, error: Any) -> DeliveryError:
+        """A librdkafka error (a delivery report's, or the client's) as a ``DeliveryError``."""
+        from confluent_kafka import KafkaError
+
+        where = f"Kafka {','.join(self.settings.servers)} topic {self.settings.topic!r}"
+        if error is None:
+            return DeliveryError(f"{where}: the records were not acknowledged")
+        code = error.code()
+        if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            return DeliveryError(f"{where}: authentication failed: {error.str()}", permanent=True)
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            return DeliveryError(f"{where}: not authorized to produce: {error.str()}", permanent=True)
+        if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):
+            return DeliveryError(f"{where}: the topic does not exist", permanent=True)
+        if code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+            return DeliveryError(f"{where}: a record is larger than the broker accepts", permanent=True)
+        if code == KafkaError._UNSUPPORTED_FEATURE or (error.fatal() and "dempoten" in error.str()):
+            return DeliveryError(
+                f"{where}: {error.str()} (set idempotent false for brokers without idempotent producers)",
+                permanent=True,
+            )
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            return DeliveryError(f"{where}: all brokers are down or unreachable")
+        return DeliveryError(f"{where}: {error.str()}", permanent=not error.retriable() and error.fatal())
+
+
+def _rank(error: Any) -> int:
+    """How decisive a client-level error is: 3 credentials refused or fatal, 2 no broker reachable (both end the
+    wait for delivery reports), 1 anything else, 0 none."""
+    if error is None:
+        return 0
+    from confluent_kafka import KafkaError
+
+    if error.fatal() or error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        return 3
+    return 2 if error.code() == KafkaError._ALL_BROKERS_DOWN else 1
+
+
+async def _check_host(guard: NetGuard, host: str, port: int) -> None:
+    """Refuse a bootstrap server when any address its name resolves to is refused by the net guard."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve Kafka host {host!r}: {exc}") from exc
+    for info in infos:
+        refusal = guard.refusal(str(info[4][0]))
+        if refusal:
+            raise DeliveryError(f"Kafka host {host!r} refused: {refusal}", permanent=True)
+
+
+def open(settings: TransportSettings, context: TransportContext) -> KafkaTransport:
+    assert isinstance(settings, Settings)
+    return KafkaTransport(settings, context)

@@ -1,0 +1,246 @@
+"""NATS JetStream transport (nats-py): ``{"type": "nats", "servers", "subject", "credentials"}``.
+
+Each event is one message published to ``subject`` (``{list_id}`` and ``{event_type}`` are replaced per event;
+``{list_id}`` is ``0`` for events without one) with headers ``Nats-Msg-Id`` (the event id: JetStream drops a
+duplicate inside the stream's duplicate window, so a retried batch is stored once) and ``Event-Type``. The whole
+batch is published at once and ``send`` returns when JetStream acknowledged every message (a duplicate's ack counts).
+
+A stream must capture the subject: the transport does not create streams (retention is the receiver's choice).
+No stream answering, an unreachable server, a lost connection or missing acks → retryable (the connection is
+closed and opened again by the next ``send``); refused credentials, a permissions violation or a message larger
+than the server's maximum payload → permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import string
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+from actionhooks.errors import DeliveryError, ValidationError
+from actionhooks.netguard import NetGuard
+from actionhooks.transports.base import Batch, Message, Receipt, TransportContext, TransportSettings
+
+CONNECT_TIMEOUT_S = 5.0
+ACK_TIMEOUT_S = 30.0
+NO_LIST_TOKEN = "0"
+_PLACEHOLDERS = ("list_id", "event_type")
+_TOKEN = re.compile(r"[^\s.*>]+")
+
+
+class Credentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One of: ``user`` + ``password``; ``token``; ``creds`` (the text of a ``.creds`` file: user JWT and NKey
+    seed — needs the ``nkeys`` package)."""
+
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+
+
+class Settings(TransportSettings, tag="nats", kw_only=True):
+    """``servers``: ``nats://host:port`` or ``tls://host:port`` URLs (a list, or one comma-separated string)."""
+
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("credentials",)
+
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
+    servers: list[str] | str
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    credentials: Credentials | None = None
+
+    @property
+    def server_urls(self) -> list[str]:
+        parts = self.servers.split(",") if isinstance(self.servers, str) else self.servers
+        return [p.strip() if "://" in p else f"nats://{p.strip()}" for p in parts if p.strip()]
+
+    def check(self) -> None:
+        if not self.server_urls:
+            raise ValidationError("servers must name at least one server", "servers")
+        for url in self.server_urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.username or parts.path:
+                raise ValidationError(f"{url!r} is not nats://host:port or tls://host:port", "servers")
+        fields = [f for _, f, _, _ in string.Formatter().parse(self.subject) if f is not None]
+        if any(f not in _PLACEHOLDERS for f in fields) or not all(
+            _TOKEN.fullmatch(t) for t in render_subject(self.subject, 1, "deliv").split(".")
+        ):
+            raise ValidationError(
+                "subject must be dot-separated tokens without spaces or wildcards; placeholders: "
+                "{list_id}, {event_type}",
+                "subject",
+            )
+        c = self.credentials
+        if c is not None:
+            forms = [c.user is not None or c.password is not None, c.token is not None, c.creds is not None]
+            if sum(forms) != 1 or (forms[0] and not (c.user and c.password)):
+                raise ValidationError(
+                    "credentials: give user and password, or token, or creds", "credentials"
+                )
+
+    def hosts(self) -> list[str]:
+        return [urlsplit(u).hostname or "" for u in self.server_urls]
+
+    def __repr__(self) -> str:
+        return f"Settings({self.public()!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self.public().items())
+
+
+def render_subject(template: str, list_id: int | None, event_type: str) -> str:
+    """The subject of one event (plain replacement: no ``str.format`` on a user-supplied template)."""
+    list_token = NO_LIST_TOKEN if list_id is None else str(list_id)
+    return template.replace("{list_id}", list_token).replace("{event_type}", event_type)
+
+
+class NatsTransport:
+    def __init__(self, settings: Settings, context: TransportContext) -> None:
+        self.settings = settings
+        self._guard = context.net_guard
+        self._nc: Any = None
+        self._js: Any = None
+        self._refused: asyncio.Event = asyncio.Event()
+        self._refusal = ""
+        self._lock = asyncio.Lock()
+
+    async def send(self, batch: Batch) -> Receipt:
+        """Publish every message of ``batch`` and wait for JetStream's ack of each."""
+        async with self._lock:
+            try:
+                duplicates = await self._publish(batch.messages)
+            except DeliveryError:
+                await self._drop()
+                raise
+            except Exception as exc:
+                await self._drop()
+                raise self._map_error(exc) from exc
+        excerpt = f"{len(batch.messages)} messages acknowledged"
+        return Receipt(response_excerpt=excerpt + (f" ({duplicates} duplicates)" if duplicates else ""))
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._drop()
+
+    async def _publish(self, messages: list[Message]) -> int:
+        js = await self._ready()
+        self._refused.clear()
+        futures = []
+        for m in messages:
+            subject = render_subject(self.settings.subject, m.list_id, m.event_type)
+            headers = {"Nats-Msg-Id": m.id, "Event-Type": m.event_type, "Content-Type": "application/json"}
+            # publish_async only buffers the message: the acks are awaited together below.
+            futures.append(await js.publish_async(subject, m.body, wait_stall=ACK_TIMEOUT_S, headers=headers))
+        acks: asyncio.Future[list[Any]] = asyncio.gather(*futures)
+        refused: asyncio.Future[Any] = asyncio.ensure_future(self._refused.wait())
+        try:
+            waited: list[asyncio.Future[Any]] = [acks, refused]
+            await asyncio.wait(waited, timeout=ACK_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+        if self._refused.is_set():
+            acks.cancel()
+            raise DeliveryError(f"NATS refused the publish: {self._refusal}", permanent=True)
+        if not acks.done():
+            acks.cancel()
+            raise DeliveryError(f"NATS JetStream did not acknowledge within {ACK_TIMEOUT_S:g} s")
+        return sum(1 for ack in acks.result() if ack.duplicate)
+
+    async def _ready(self) -> Any:
+        if self._nc is not None and self._nc.is_connected:
+            return self._js
+        await self._drop()
+        from nats.aio.client import Client as NATS
+
+        for url in self.settings.server_urls:
+            parts = urlsplit(url)
+            await _check_host(self._guard, parts.hostname or "", parts.port or 4222)
+        options: dict[str, Any] = {}
+        c = self.settings.credentials
+        if c is not None and c.user is not None:
+            options = {"user": c.user, "password": c.password}
+        elif c is not None and c.token is not None:
+            options = {"token": c.token}
+        elif c is not None and c.creds is not None:
+            from nats.aio.client import RawCredentials
+
+            options = {"user_credentials": RawCredentials(c.creds)}
+        self._nc = NATS()  # kept before connecting, so that ``_drop`` closes a half-open client too
+        # No background reconnection: a failed send drops the client and the next send connects again. One
+        # attempt per server (max_reconnect_attempts=0 would make nats-py retry a refused server forever).
+        async with asyncio.timeout(CONNECT_TIMEOUT_S * (len(self.settings.server_urls) + 1)):
+            await self._nc.connect(
+                servers=self.settings.server_urls,
+                name="actionhooks",
+                connect_timeout=CONNECT_TIMEOUT_S,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                error_cb=self._on_error,
+                **options,
+            )
+        self._js = self._nc.jetstream()
+        return self._js
+
+    async def _on_error(self, exc: Exception) -> None:
+        """Errors the server sends outside a request (a permissions violation); they end the current wait."""
+        text = str(exc)
+        if "permissions violation" in text.lower() or "authorization" in text.lower():
+            self._refusal = text.removeprefix("nats: ")
+            self._refused.set()
+
+    async def _drop(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:  # closes a client stuck connecting too
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), timeout=5)
+
+    def _map_error(self, exc: BaseException) -> DeliveryError:
+        from nats import errors
+        from nats.js import errors as js_errors
+
+        where = f"NATS {','.join(self.settings.server_urls)} subject {self.settings.subject!r}"
+        if isinstance(exc, errors.AuthorizationError | errors.InvalidUserCredentialsError) or (
+            isinstance(exc, errors.Error) and "authorization violation" in str(exc).lower()
+        ):
+            return DeliveryError(f"{where}: the server refused the credentials ({exc})", permanent=True)
+        if isinstance(exc, ModuleNotFoundError):
+            return DeliveryError(f"{where}: credentials.creds needs the nkeys package", permanent=True)
+        if isinstance(exc, errors.MaxPayloadError):
+            return DeliveryError(
+                f"{where}: a message is larger than the server's max payload", permanent=True
+            )
+        if isinstance(exc, js_errors.NoStreamResponseError):
+            return DeliveryError(
+                f"{where}: no JetStream stream answered (does a stream capture the subject?)"
+            )
+        if isinstance(exc, js_errors.APIError):
+            return DeliveryError(f"{where}: JetStream refused a message: {exc}")
+        if isinstance(exc, errors.NoServersError | OSError | TimeoutError | errors.Error):
+            return DeliveryError(
+                f"{where}: server unreachable or connection lost ({type(exc).__name__}: {exc})"
+            )
+        return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+async def _check_host(guard: NetGuard, host: str, port: int) -> None:
+    """Refuse a server when any address its name resolves to is refused by the net guard."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DeliveryError(f"cannot resolve NATS host {host!r}: {exc}") from exc
+    for info in infos:
+        refusal = guard.refusal(str(info[4][0]))
+        if refusal:
+            raise DeliveryError(f"NATS host {host!r} refused: {refusal}", permanent=True)
+
+
+def open(settings: TransportSettings, context: TransportContext) -> NatsTransport:
+    assert isinstance(settings, Settings)
+    return NatsTransport(settings, context)

@@ -1,0 +1,160 @@
+"""The Kafka transport against Tansu (a Kafka-compatible broker); a confluent-kafka consumer reads the records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from actionhooks.errors import DeliveryError, ValidationError
+from actionhooks.transports import TransportContext, open_transport, parse_settings
+from actionhooks.transports.base import Batch
+from actionhooks.transports.kafka import Settings
+from tests import brokers
+from tests.brokers import free_port, loopback_context, make_batch, run_tansu, unique
+
+tansu = brokers.tansu  # the session's broker fixture, visible to this module's tests
+
+
+def kafka_transport(servers: str, topic: str, **extra: Any) -> Any:
+    s = parse_settings({"type": "kafka", "bootstrap_servers": servers, "topic": topic, **extra})
+    return open_transport(s, loopback_context())
+
+
+def read_all(servers: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
+    """Every record of ``topic`` (all partitions, from the start), without joining a consumer group."""
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": unique("ah-test"), "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            for record in consumer.consume(num_messages=500, timeout=0.5):
+                assert record.error() is None, record.error()
+                records.append(record)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_settings_validate_sasl_and_hide_the_password() -> None:
+    s = parse_settings(
+        {
+            "type": "kafka",
+            "bootstrap_servers": "k1.example.com:9092, [2001:db8::1]:9093",
+            "topic": "events.v1",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "app",
+            "sasl_password": "s3cret",
+        }
+    )
+    assert isinstance(s, Settings)
+    assert s.hosts() == ["k1.example.com", "2001:db8::1"]
+    assert (s.key, s.max_batch_size, s.timeout_s, s.idempotent) == ("profile_id", 500, 0.0, True)
+    assert s.public()["sasl_password"] == "***" and "s3cret" not in repr(s)
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"security_protocol": "SASL_SSL"}, "transport.sasl_mechanism"),
+        ({"sasl_username": "x"}, "transport.security_protocol"),
+        ({"topic": "no spaces"}, "transport.topic"),
+        ({"bootstrap_servers": "k1"}, "transport.bootstrap_servers"),
+        ({"key": "email"}, "transport.key"),
+    ]
+    for extra, field in bad:
+        with pytest.raises(ValidationError) as info:
+            parse_settings({"type": "kafka", "bootstrap_servers": ["k:9092"], "topic": "t", **extra})
+        assert info.value.field == field, extra
+
+
+async def test_each_event_is_a_record_keyed_by_profile_with_id_and_type_headers(tansu: str) -> None:
+    topic = unique("ah-topic")
+    transport = kafka_transport(tansu, topic)
+    batches = [make_batch(200, profiles=7, start=i * 200) for i in range(3)]
+    try:
+        for batch in batches:
+            receipt = await transport.send(batch)
+            assert receipt.response_excerpt == "200 records acknowledged"
+    finally:
+        await transport.close()
+    sent = {m.id: m for b in batches for m in b.messages}
+    records = await asyncio.to_thread(read_all, tansu, topic, len(sent))
+    assert len(records) == len(sent)
+    per_profile: dict[bytes, list[int]] = {}
+    partition_of: dict[bytes, set[int]] = {}
+    for record in records:
+        headers = dict(record.headers())
+        message = sent[headers["event_id"].decode()]
+        assert record.value() == message.body
+        assert record.key() == str(message.profile_id).encode()
+        assert headers["event_type"] == b"deliv" and headers["content-type"] == b"application/json"
+        per_profile.setdefault(record.key(), []).append(message.seq)
+        partition_of.setdefault(record.key(), set()).add(record.partition())
+    assert all(len(p) == 1 for p in partition_of.values())
+    assert all(seqs == sorted(seqs) for seqs in per_profile.values())
+    assert len({p for ps in partition_of.values() for p in ps}) > 1  # keys spread over partitions
+
+
+async def test_other_key_choices(tansu: str) -> None:
+    batch = make_batch(2, list_id=None, event_type="campaign_launch")
+    expected = {
+        "list_id": [None, None],
+        "event_type": [b"campaign_launch"] * 2,
+        "event_id": [m.id.encode() for m in batch.messages],
+        "none": [None, None],
+    }
+    for choice, wanted in expected.items():
+        topic = unique("ah-topic")
+        transport = kafka_transport(tansu, topic, key=choice)
+        await transport.send(batch)
+        await transport.close()
+        records = await asyncio.to_thread(read_all, tansu, topic, 2)
+        keys = {dict(r.headers())["event_id"]: r.key() for r in records}
+        assert [keys[m.id.encode()] for m in batch.messages] == wanted, choice
+
+
+async def test_an_unreachable_broker_is_retryable_and_the_next_send_reconnects() -> None:
+    port = free_port()
+    transport = kafka_transport(f"127.0.0.1:{port}", unique("ah-topic"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as info:
+            await transport.send(make_batch(3))
+        assert not info.value.permanent and "brokers are down" in info.value.reason
+        assert time.monotonic() - started < 15
+        with run_tansu(port):  # the broker comes up: the same transport delivers on its next send
+            await transport.send(make_batch(3))
+            await transport.close()
+    finally:
+        await transport.close()
+
+
+async def test_a_failed_sasl_handshake_is_a_permanent_error(tansu: str) -> None:
+    """Tansu runs without SASL users: the handshake fails, which is what wrong credentials look like too."""
+    transport = kafka_transport(
+        tansu,
+        unique("ah-topic"),
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="app",
+        sasl_password="wrong-" + uuid.uuid4().hex,
+    )
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "authentication failed" in info.value.reason
+    assert "wrong-" not in info.value.reason
+    await transport.close()
+
+
+async def test_a_loopback_broker_is_refused_without_the_allow_list(tansu: str) -> None:
+    s = parse_settings({"type": "kafka", "bootstrap_servers": tansu, "topic": "t"})
+    transport = open_transport(s, TransportContext())
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(Batch(1, "b", make_batch(1).messages))
+    assert info.value.permanent and "not public" in info.value.reason

@@ -1,0 +1,171 @@
+"""The NATS JetStream transport against real nats-server processes; nats-py reads the streams back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from actionhooks.errors import DeliveryError, ValidationError
+from actionhooks.transports import TransportContext, open_transport, parse_settings
+from actionhooks.transports.base import Batch
+from actionhooks.transports.nats import Settings
+from tests import brokers
+from tests.brokers import free_port, loopback_context, make_batch, run_nats, unique
+
+# fixtures of tests.brokers, visible to this module's tests
+nats_server, nats_auth_server, nats_workdir = (
+    brokers.nats_server,
+    brokers.nats_auth_server,
+    brokers.nats_workdir,
+)
+
+
+def nats_transport(servers: str, subject: str, **extra: Any) -> Any:
+    s = parse_settings({"type": "nats", "servers": servers, "subject": subject, **extra})
+    return open_transport(s, loopback_context())
+
+
+async def stream_messages(js: Any, stream: str) -> list[Any]:
+    info = await js.stream_info(stream)
+    return [await js.get_msg(stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+
+
+@pytest.fixture
+async def jetstream(nats_server: str) -> AsyncIterator[tuple[Any, str, str]]:
+    """A JetStream context, and a fresh stream capturing ``<prefix>.>``: yields (js, stream, prefix)."""
+    nc = await nats.connect(nats_server)
+    js = nc.jetstream()
+    stream, prefix = unique("AH"), unique("ah")
+    await js.add_stream(name=stream, subjects=[f"{prefix}.>"])
+    yield js, stream, prefix
+    await js.delete_stream(stream)
+    await nc.close()
+
+
+def test_settings_validate_the_subject_and_hide_credentials() -> None:
+    s = parse_settings(
+        {
+            "type": "nats",
+            "servers": "nats://n1.example.com:4222, tls://n2.example.com",
+            "subject": "events.{list_id}.{event_type}",
+            "credentials": {"user": "app", "password": "s3cret"},
+        }
+    )
+    assert isinstance(s, Settings)
+    assert s.hosts() == ["n1.example.com", "n2.example.com"]
+    assert (s.max_batch_size, s.timeout_s) == (500, 0.0)
+    assert s.public()["credentials"] == {"user": "***", "password": "***", "token": "***", "creds": "***"}
+    assert "s3cret" not in repr(s)
+    for subject in ("events.{profile}", "events.*", "a..b", "has space", "{list_id.__class__}"):
+        with pytest.raises(ValidationError) as info:
+            parse_settings({"type": "nats", "servers": ["nats://h:4222"], "subject": subject})
+        assert info.value.field == "transport.subject", subject
+    with pytest.raises(ValidationError) as info:
+        parse_settings({"type": "nats", "servers": "h", "subject": "s", "credentials": {"user": "u"}})
+    assert info.value.field == "transport.credentials"
+
+
+async def test_each_event_is_acknowledged_on_its_subject_with_the_id_header(
+    nats_server: str, jetstream: tuple[Any, str, str]
+) -> None:
+    js, stream, prefix = jetstream
+    transport = nats_transport(nats_server, prefix + ".{list_id}.{event_type}")
+    with_list = make_batch(300, profiles=5, list_id=12)
+    without_list = make_batch(3, list_id=None, event_type="campaign_launch")
+    batch = Batch(1, "b", with_list.messages + without_list.messages)
+    try:
+        receipt = await transport.send(batch)
+    finally:
+        await transport.close()
+    assert receipt.response_excerpt == "303 messages acknowledged"
+    got = await stream_messages(js, stream)
+    assert [m.data for m in got] == [m.body for m in batch.messages]  # one stream: log order kept
+    assert [m.headers["Nats-Msg-Id"] for m in got] == [m.id for m in batch.messages]
+    assert {m.subject for m in got} == {f"{prefix}.12.deliv", f"{prefix}.0.campaign_launch"}
+    assert [m.headers["Event-Type"] for m in got[-3:]] == ["campaign_launch"] * 3
+
+
+async def test_a_retried_batch_is_deduplicated_by_jetstream(
+    nats_server: str, jetstream: tuple[Any, str, str]
+) -> None:
+    js, stream, prefix = jetstream
+    transport = nats_transport(nats_server, prefix + ".events")
+    batch = make_batch(20)
+    try:
+        await transport.send(batch)
+        receipt = await transport.send(batch)
+    finally:
+        await transport.close()
+    assert receipt.response_excerpt == "20 messages acknowledged (20 duplicates)"
+    assert [m.data for m in await stream_messages(js, stream)] == [m.body for m in batch.messages]
+
+
+async def test_no_stream_for_the_subject_is_retryable(nats_server: str) -> None:
+    transport = nats_transport(nats_server, unique("nobody") + ".events")
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(2))
+    assert not info.value.permanent and "no JetStream stream" in info.value.reason
+    await transport.close()
+
+
+async def test_an_unreachable_server_is_retryable() -> None:
+    transport = nats_transport(f"nats://127.0.0.1:{free_port()}", "x")
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert not info.value.permanent and "unreachable" in info.value.reason
+    await transport.close()
+
+
+async def test_wrong_credentials_are_a_permanent_error(nats_auth_server: str) -> None:
+    transport = nats_transport(
+        nats_auth_server, "allowed.x", credentials={"user": "app", "password": "wrong-password"}
+    )
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "refused the credentials" in info.value.reason
+    assert "wrong-password" not in info.value.reason
+    await transport.close()
+
+
+async def test_a_publish_permission_violation_is_a_permanent_error(nats_auth_server: str) -> None:
+    transport = nats_transport(
+        nats_auth_server, "denied.{event_type}", credentials={"user": "limited", "password": "secret"}
+    )
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(3))
+    assert info.value.permanent and "permissions violation for publish" in info.value.reason.lower()
+    await transport.close()
+
+
+async def test_a_server_restart_is_retryable_and_the_transport_reconnects(nats_workdir: Path) -> None:
+    port = free_port()
+    credentials = {"user": "app", "password": "secret"}
+    with run_nats(port, nats_workdir) as url:
+        admin = await nats.connect(url, **credentials)
+        await admin.jetstream().add_stream(name="AH", subjects=["allowed.>"])
+        await admin.close()
+        transport = nats_transport(url, "allowed.{list_id}", credentials=credentials)
+        await transport.send(make_batch(2))
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await transport.send(make_batch(2))
+        assert not info.value.permanent
+        with run_nats(port, nats_workdir):
+            await transport.send(make_batch(2))
+            admin = await nats.connect(url, **credentials)
+            assert len(await stream_messages(admin.jetstream(), "AH")) == 4
+            await admin.close()
+    finally:
+        await transport.close()
+
+
+async def test_a_loopback_server_is_refused_without_the_allow_list(nats_server: str) -> None:
+    s = parse_settings({"type": "nats", "servers": nats_server, "subject": "x"})
+    transport = open_transport(s, TransportContext())
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "not public" in info.value.reason

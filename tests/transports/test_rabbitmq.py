@@ -1,0 +1,256 @@
+"""The RabbitMQ transports against the local broker; aio-pika consumers read what was published."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import aio_pika
+import pytest
+
+from actionhooks.errors import DeliveryError, ValidationError
+from actionhooks.transports import TransportContext, open_transport, parse_settings
+from actionhooks.transports.base import Batch
+from actionhooks.transports.rabbitmq import ExchangeSettings, QueueSettings
+from tests import brokers
+from tests.brokers import free_port, loopback_context, make_batch, unique
+
+rabbitmq = brokers.rabbitmq  # fixture
+
+URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def settings(**extra: Any) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "user": "guest", "password": "guest", **extra}
+
+
+def queue_transport(queue: str, **extra: Any) -> Any:
+    s = parse_settings({"type": "rabbitmq_queue", "queue": queue, **settings(**extra)})
+    return open_transport(s, loopback_context())
+
+
+async def drain(queue: aio_pika.abc.AbstractQueue, count: int, timeout: float = 10) -> list[Any]:
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+            else:
+                got.append(message)
+    return got
+
+
+@pytest.fixture
+async def channel(rabbitmq: tuple[str, int]) -> Any:
+    connection = await aio_pika.connect(URL)
+    yield await connection.channel()
+    await connection.close()
+
+
+def test_settings_are_parsed_with_broker_defaults_and_the_password_hidden() -> None:
+    s = parse_settings({"type": "rabbitmq_exchange", "exchange": "events", **settings(password="s3cret")})
+    assert isinstance(s, ExchangeSettings)
+    assert (s.exchange_type, s.durable, s.auto_delete, s.vhost) == ("topic", True, False, "/")
+    assert (s.max_batch_size, s.timeout_s, s.effective_port, s.hosts()) == (500, 0.0, 5672, ["127.0.0.1"])
+    assert s.public()["password"] == "***"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s)
+    q = parse_settings({"type": "rabbitmq_queue", "queue": "q", "tls": True, **settings()})
+    assert isinstance(q, QueueSettings) and q.effective_port == 5671
+    with pytest.raises(ValidationError) as info:
+        parse_settings(
+            {"type": "rabbitmq_exchange", "exchange": "e", "exchange_type": "fanout", **settings()}
+        )
+    assert info.value.field == "transport.exchange_type"
+    with pytest.raises(ValidationError):
+        parse_settings({"type": "rabbitmq_queue", "queue": "q", **settings(host="amqp://x")})
+
+
+async def test_queue_receives_each_event_as_a_persistent_json_message(channel: Any) -> None:
+    name = unique("ah-q")
+    transport = queue_transport(name)
+    batch = make_batch(60)
+    try:
+        receipt = await transport.send(batch)
+        assert receipt.response_excerpt == "60 messages confirmed"
+        # Declaring it again as durable would fail (PRECONDITION_FAILED) were it not durable.
+        queue = await channel.declare_queue(name, durable=True)
+        got = await drain(queue, 60)
+        assert [m.body for m in got] == [m.body for m in batch.messages]
+        assert [m.message_id for m in got] == [m.id for m in batch.messages]
+        assert {(m.content_type, m.delivery_mode, m.type) for m in got} == {
+            ("application/json", aio_pika.DeliveryMode.PERSISTENT, "deliv")
+        }
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)
+
+
+async def test_an_existing_queue_with_other_arguments_is_used_as_it_is(channel: Any) -> None:
+    name = unique("ah-q")
+    await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    transport = queue_transport(name)
+    batch = make_batch(5)
+    try:
+        await transport.send(batch)
+        got = await drain(await channel.declare_queue(name, passive=True), 5)
+        assert [m.body for m in got] == [m.body for m in batch.messages]
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)
+
+
+@pytest.mark.parametrize("exchange_type", ["topic", "direct"])
+async def test_exchange_routes_by_list_id_and_event_type(channel: Any, exchange_type: str) -> None:
+    exchange_name, queue_name = unique("ah-x"), unique("ah-q")
+    s = parse_settings(
+        {"type": "rabbitmq_exchange", "exchange": exchange_name, "exchange_type": exchange_type, **settings()}
+    )
+    transport = open_transport(s, loopback_context())
+    try:
+        await transport.send(Batch(1, "warm-up", []))  # declares the exchange
+        exchange = await channel.get_exchange(exchange_name)
+        queue = await channel.declare_queue(queue_name, exclusive=True)
+        for key in ("12.deliv", "0.campaign_launch"):
+            await queue.bind(exchange, routing_key=key)
+        with_list = make_batch(4, list_id=12)
+        without_list = make_batch(3, list_id=None, event_type="campaign_launch")
+        other_list = make_batch(2, list_id=99)  # no queue bound: dropped by the broker, still confirmed
+        await transport.send(Batch(1, "b", with_list.messages + other_list.messages + without_list.messages))
+        got = await drain(queue, 7)
+        assert [m.routing_key for m in got] == ["12.deliv"] * 4 + ["0.campaign_launch"] * 3
+        assert [m.body for m in got] == [m.body for m in with_list.messages + without_list.messages]
+        assert [m.message_id for m in got] == [m.id for m in with_list.messages + without_list.messages]
+    finally:
+        await transport.close()
+        await channel.exchange_delete(exchange_name)
+
+
+async def test_an_exchange_that_exists_with_another_type_is_a_permanent_error(channel: Any) -> None:
+    name = unique("ah-x")
+    await channel.declare_exchange(name, type="direct", durable=True)
+    s = parse_settings(
+        {"type": "rabbitmq_exchange", "exchange": name, "exchange_type": "topic", **settings()}
+    )
+    transport = open_transport(s, loopback_context())
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await transport.send(make_batch(1))
+        assert info.value.permanent and "other properties" in info.value.reason
+    finally:
+        await transport.close()
+        await channel.exchange_delete(name)
+
+
+async def test_a_wrong_password_is_a_permanent_error_naming_the_user(rabbitmq: tuple[str, int]) -> None:
+    transport = queue_transport(unique("ah-q"), password="wrong")
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "refused the login of user 'guest'" in info.value.reason
+    assert "wrong" not in info.value.reason
+    await transport.close()
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def read_only_user() -> Iterator[str]:
+    """A user that may read but neither configure nor write anything on ``/``."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not available")
+    user = unique("ah-reader")
+    try:
+        rabbitmqctl("add_user", user, "secret")
+    except (subprocess.CalledProcessError, PermissionError) as exc:
+        pytest.skip(f"cannot create a RabbitMQ user: {exc}")
+    rabbitmqctl("set_permissions", "-p", "/", user, "^$", "^$", ".*")
+    yield user
+    rabbitmqctl("delete_user", user)
+
+
+async def test_missing_permissions_are_a_permanent_error(
+    rabbitmq: tuple[str, int], read_only_user: str
+) -> None:
+    transport = queue_transport(unique("ah-q"), user=read_only_user, password="secret")
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "refused access (permissions)" in info.value.reason
+    await transport.close()
+
+
+async def test_an_unknown_vhost_is_a_permanent_error(rabbitmq: tuple[str, int]) -> None:
+    transport = queue_transport(unique("ah-q"), vhost=unique("no-such-vhost"))
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "refused vhost" in info.value.reason
+    await transport.close()
+
+
+async def test_an_unreachable_broker_is_retryable() -> None:
+    transport = queue_transport("q", port=free_port())
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert not info.value.permanent and "unreachable" in info.value.reason
+    await transport.close()
+
+
+async def test_a_loopback_broker_is_refused_without_the_allow_list(rabbitmq: tuple[str, int]) -> None:
+    s = parse_settings({"type": "rabbitmq_queue", "queue": "q", **settings()})
+    transport = open_transport(s, TransportContext())
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.permanent and "not public" in info.value.reason
+    await transport.close()
+
+
+@pytest.mark.slow
+async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq: tuple[str, int]) -> None:
+    """Batches that fail while the broker restarts are retryable and succeed once it is back (at-least-once)."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not available")
+    name = unique("ah-q")
+    transport = queue_transport(name)
+    batches = [make_batch(100, start=i * 100) for i in range(40)]
+    failures: list[DeliveryError] = []
+
+    async def publish_all() -> None:
+        for batch in batches:
+            while True:
+                try:
+                    await transport.send(batch)
+                    break
+                except DeliveryError as exc:
+                    assert not exc.permanent, exc.reason
+                    failures.append(exc)
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
+
+    async def restart() -> None:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(rabbitmqctl, "stop_app")
+        await asyncio.to_thread(rabbitmqctl, "start_app")
+
+    try:
+        await asyncio.gather(publish_all(), restart())
+        assert failures, "the restart should have failed at least one batch"
+        expected = {m.id for b in batches for m in b.messages}
+        seen: set[str] = set()
+        connection = await aio_pika.connect(URL)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, passive=True)
+            async with asyncio.timeout(30):
+                while not expected <= seen:
+                    message = await queue.get(no_ack=True, fail=False)
+                    if message is None:
+                        break
+                    seen.add(str(message.message_id))
+            await channel.queue_delete(name)
+        assert expected - seen == set()
+    finally:
+        await transport.close()

@@ -29,7 +29,13 @@ def end_to_end(events: list[dict[str, object]], folder: Path, batch_size: int = 
     ids_file.touch()
     receiver_port, service_port = procs.free_port(), procs.free_port()
     receiver_cmd = [
-        sys.executable, "-m", "actionhooks.receiver", "--port", str(receiver_port), "--ids-file", str(ids_file),
+        sys.executable,
+        "-m",
+        "actionhooks.receiver",
+        "--port",
+        str(receiver_port),
+        "--ids-file",
+        str(ids_file),
     ]
     bodies = encode_batches(events, 1000)
     with procs.running(receiver_cmd, receiver_port), procs.serve(db, service_port):
@@ -40,7 +46,9 @@ def end_to_end(events: list[dict[str, object]], folder: Path, batch_size: int = 
         deadline = time.monotonic() + 600
         while ids_file.stat().st_size < len(events) * ID_LINE:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"receiver has {ids_file.stat().st_size // ID_LINE} of {len(events)} events")
+                raise RuntimeError(
+                    f"receiver has {ids_file.stat().st_size // ID_LINE} of {len(events)} events"
+                )
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
     received = len(set(ids_file.read_text().split()))

@@ -21,7 +21,9 @@ app.add_typer(accounts_app, name="accounts")
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="sqlite:///path or postgresql://… (default: ACTIONHOOKS_DB or sqlite:///actionhooks.db)"),
+    typer.Option(
+        "--db", help="sqlite:///path or postgresql://… (default: ACTIONHOOKS_DB or sqlite:///actionhooks.db)"
+    ),
 ]
 
 

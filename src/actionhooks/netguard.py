@@ -8,12 +8,13 @@ Checks apply to the addresses a name resolves to, right before connecting, so DN
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, DeliveryError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,6 +62,19 @@ class NetGuard:
             return None
         return self.refusal(host)
 
+    async def check_host(self, host: str, port: int, what: str) -> None:
+        """Refuse ``host`` (a broker) when any address its name resolves to is refused; ``what`` names the kind
+        of destination in the error. Raises ``DeliveryError``: permanent when refused, retryable when the name
+        does not resolve."""
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DeliveryError(f"cannot resolve {what} host {host!r}: {exc}") from exc
+        for info in infos:
+            refusal = self.refusal(str(info[4][0]))
+            if refusal:
+                raise DeliveryError(f"{what} host {host!r} refused: {refusal}", permanent=True)
+
     def resolver(self) -> Any:
         """An aiohttp resolver that drops refused addresses and fails when none is left."""
         from .transports.guarded_resolver import GuardedResolver
@@ -75,4 +89,4 @@ class NetGuard:
         return [], reason
 
 
-__all__ = ["NetGuard", "parse_nets", "socket"]
+__all__ = ["NetGuard", "parse_nets"]

@@ -90,6 +90,12 @@ class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         saved (``ACTIONHOOKS_ALLOW_NETS``)."""
         return []
 
+    def __repr__(self) -> str:  # secrets never reach logs
+        return f"{type(self).__name__}({self.public()!r})"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self.public().items())
+
     def public(self) -> dict[str, Any]:
         """The settings as the API shows them: secrets replaced by ``"***"`` when set."""
         data: dict[str, Any] = msgspec.to_builtins(self)

@@ -83,12 +83,6 @@ class Settings(TransportSettings, tag="http"):
         if self.signing_secret is not None:
             _check_signing_secret(self.signing_secret)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.public()!r})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(self.public().items())
-
     def hosts(self) -> list[str]:
         hosts = [URL(self.url).host or ""]
         if isinstance(self.auth, OAuth2Auth):

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import socket
 import time
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from ..errors import DeliveryError, ValidationError
-from ..netguard import NetGuard
 from .base import Batch, Message, Receipt, TransportContext, TransportSettings
 
 DELIVERY_TIMEOUT_S = 30.0
@@ -82,12 +80,6 @@ class Settings(TransportSettings, tag="kafka", kw_only=True):
     def hosts(self) -> list[str]:
         return [_host_port(s)[0] for s in self.servers]
 
-    def __repr__(self) -> str:
-        return f"Settings({self.public()!r})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(self.public().items())
-
 
 def _host_port(server: str) -> tuple[str, int]:
     match = _SERVER.fullmatch(server)
@@ -120,7 +112,7 @@ class KafkaTransport:
         async with self._lock:
             if self._producer is None:
                 for host, port in (_host_port(s) for s in self.settings.servers):
-                    await _check_host(self._guard, host, port)
+                    await self._guard.check_host(host, port, "Kafka")
             await asyncio.to_thread(self._send_blocking, batch)
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
 
@@ -247,18 +239,6 @@ def _rank(error: Any) -> int:
     if error.fatal() or error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
         return 3
     return 2 if error.code() == KafkaError._ALL_BROKERS_DOWN else 1
-
-
-async def _check_host(guard: NetGuard, host: str, port: int) -> None:
-    """Refuse a bootstrap server when any address its name resolves to is refused by the net guard."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve Kafka host {host!r}: {exc}") from exc
-    for info in infos:
-        refusal = guard.refusal(str(info[4][0]))
-        if refusal:
-            raise DeliveryError(f"Kafka host {host!r} refused: {refusal}", permanent=True)
 
 
 def open(settings: TransportSettings, context: TransportContext) -> KafkaTransport:

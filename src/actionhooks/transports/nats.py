@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 import string
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
@@ -24,7 +23,6 @@ from urllib.parse import urlsplit
 import msgspec
 
 from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, Receipt, TransportContext, TransportSettings
 
 CONNECT_TIMEOUT_S = 5.0
@@ -86,12 +84,6 @@ class Settings(TransportSettings, tag="nats", kw_only=True):
 
     def hosts(self) -> list[str]:
         return [urlsplit(u).hostname or "" for u in self.server_urls]
-
-    def __repr__(self) -> str:
-        return f"Settings({self.public()!r})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(self.public().items())
 
 
 def render_subject(template: str, list_id: int | None, event_type: str) -> str:
@@ -160,7 +152,7 @@ class NatsTransport:
 
         for url in self.settings.server_urls:
             parts = urlsplit(url)
-            await _check_host(self._guard, parts.hostname or "", parts.port or 4222)
+            await self._guard.check_host(parts.hostname or "", parts.port or 4222, "NATS")
         options: dict[str, Any] = {}
         c = self.settings.credentials
         if c is not None and c.user is not None:
@@ -227,18 +219,6 @@ class NatsTransport:
                 f"{where}: server unreachable or connection lost ({type(exc).__name__}: {exc})"
             )
         return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
-
-
-async def _check_host(guard: NetGuard, host: str, port: int) -> None:
-    """Refuse a server when any address its name resolves to is refused by the net guard."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve NATS host {host!r}: {exc}") from exc
-    for info in infos:
-        refusal = guard.refusal(str(info[4][0]))
-        if refusal:
-            raise DeliveryError(f"NATS host {host!r} refused: {refusal}", permanent=True)
 
 
 def open(settings: TransportSettings, context: TransportContext) -> NatsTransport:

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from ..errors import DeliveryError, ValidationError
-from ..netguard import NetGuard
 from .base import Batch, Message, Receipt, TransportContext, TransportSettings
 
 CONNECT_TIMEOUT_S = 10.0
@@ -61,12 +59,6 @@ class _ConnectionSettings(TransportSettings, kw_only=True):
     @property
     def effective_port(self) -> int:
         return self.port or (5671 if self.tls else 5672)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.public()!r})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return list(self.public().items())
 
 
 class QueueSettings(_ConnectionSettings, tag="rabbitmq_queue"):
@@ -156,7 +148,7 @@ class RabbitMQTransport:
         from aiormq.exceptions import ChannelNotFoundEntity
 
         s = self.settings
-        await _check_host(self._guard, s.host, s.effective_port)
+        await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
         self._connection = await aio_pika.connect(
             host=s.host,
             port=s.effective_port,
@@ -225,18 +217,6 @@ def _map_error(exc: BaseException, s: QueueSettings | ExchangeSettings) -> Deliv
 def _text(exc: BaseException) -> str:
     text = " ".join(str(a) for a in exc.args if not isinstance(a, bytes | bytearray)) or type(exc).__name__
     return text[:300]
-
-
-async def _check_host(guard: NetGuard, host: str, port: int) -> None:
-    """Refuse the broker when any address its name resolves to is refused by the net guard."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise DeliveryError(f"cannot resolve RabbitMQ host {host!r}: {exc}") from exc
-    for info in infos:
-        refusal = guard.refusal(str(info[4][0]))
-        if refusal:
-            raise DeliveryError(f"RabbitMQ host {host!r} refused: {refusal}", permanent=True)
 
 
 def open(settings: TransportSettings, context: TransportContext) -> RabbitMQTransport:

@@ -137,10 +137,10 @@ class HookWorker:
 
     async def _deliver(self, events: list[StoredEvent]) -> None:
         assert self.transport is not None
-        first, last = events[0].seq, events[-1].seq
+        last = events[-1].seq
         batch = Batch(
             hook_id=self.hook.id,
-            batch_id=f"{self.hook.id}-{first}-{last}",
+            batch_id=f"{self.hook.id}-{events[0].seq}-{last}",
             messages=[self.enricher.message(e) for e in events],
         )
         # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
@@ -158,35 +158,19 @@ class HookWorker:
                 log.exception("hook %s: transport raised an unexpected error", self.hook.id)
                 error = DeliveryError(f"internal error: {exc!r}")
             else:
-                attempt = Attempt(
-                    hook_id=self.hook.id,
-                    at=at,
-                    batch_id=batch.batch_id,
-                    events=len(events),
-                    first_seq=first,
-                    last_seq=last,
-                    outcome="delivered",
-                    status=receipt.status,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    response_excerpt=receipt.response_excerpt,
-                )
+                attempt = _attempt(batch, at, started, "delivered", receipt.status, receipt.response_excerpt)
                 await self._record(self.store.finish_batch(attempt, self.hook.generation, cursor_after))
                 self.saved_cursor = cursor_after
                 return
-            latency_ms = (time.perf_counter() - started) * 1000
             give_up = error.permanent or self.retry.exhausted(attempts)
-            attempt = Attempt(
-                hook_id=self.hook.id,
-                at=at,
-                batch_id=batch.batch_id,
-                events=len(events),
-                first_seq=first,
-                last_seq=last,
-                outcome="failed" if give_up else "retry",
-                status=error.status,
-                latency_ms=latency_ms,
-                response_excerpt=(error.response_excerpt or "")[:EXCERPT] or None,
-                error=error.reason,
+            attempt = _attempt(
+                batch,
+                at,
+                started,
+                "failed" if give_up else "retry",
+                error.status,
+                error.response_excerpt,
+                error.reason,
             )
             if give_up:
                 reason = (
@@ -204,16 +188,37 @@ class HookWorker:
                     )
                     for e in events
                 ]
-                await self._record(
-                    self.store.finish_batch(
-                        attempt, self.hook.generation, cursor_after, dead, last_error=reason
-                    )
+                write = self.store.finish_batch(
+                    attempt, self.hook.generation, cursor_after, dead, last_error=reason
                 )
+                await self._record(write)
                 self.saved_cursor = cursor_after
                 log.warning("hook %s: %d events dead-lettered: %s", self.hook.id, len(events), reason)
                 return
-            await self._record(
-                self.store.finish_batch(attempt, self.hook.generation, None, last_error=error.reason),
-                wait=True,
-            )
+            write = self.store.finish_batch(attempt, self.hook.generation, None, last_error=error.reason)
+            await self._record(write, wait=True)
             await asyncio.sleep(self.retry.delay(attempts, error.retry_after))
+
+
+def _attempt(
+    batch: Batch,
+    at: float,
+    started: float,
+    outcome: str,
+    status: int | None,
+    excerpt: str | None,
+    error: str | None = None,
+) -> Attempt:
+    return Attempt(
+        hook_id=batch.hook_id,
+        at=at,
+        batch_id=batch.batch_id,
+        events=len(batch.messages),
+        first_seq=batch.messages[0].seq,
+        last_seq=batch.messages[-1].seq,
+        outcome=outcome,
+        status=status,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        response_excerpt=(excerpt or "")[:EXCERPT] or None,
+        error=error,
+    )

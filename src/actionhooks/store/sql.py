@@ -35,6 +35,8 @@ _ATTEMPT_COLUMNS = (
     "hook_id, at, batch_id, events, first_seq, last_seq, outcome, status, latency_ms, response_excerpt, error"
 )
 _DEAD_COLUMNS = "hook_id, event_seq, event_id, payload, reason, attempts, failed_at"
+_ATTEMPT_FIELDS = ("id", *_ATTEMPT_COLUMNS.split(", "))
+_DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 
 
 class _Pending:
@@ -488,49 +490,24 @@ class SqlStore:
         return await self._write(work)
 
     async def list_attempts(self, hook_id: int, limit: int = 100, before: int | None = None) -> list[Attempt]:
-        sql = f"SELECT id, {_ATTEMPT_COLUMNS} FROM attempts WHERE hook_id = ?"
-        params: list[Any] = [hook_id]
-        if before is not None:
-            sql += " AND id < ?"
-            params.append(before)
-        rows = await self._read(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [
-            Attempt(
-                id=r[0],
-                hook_id=r[1],
-                at=r[2],
-                batch_id=r[3],
-                events=r[4],
-                first_seq=r[5],
-                last_seq=r[6],
-                outcome=r[7],
-                status=r[8],
-                latency_ms=r[9],
-                response_excerpt=r[10],
-                error=r[11],
-            )
-            for r in rows
-        ]
+        rows = await self._newest("attempts", _ATTEMPT_COLUMNS, hook_id, limit, before)
+        return [Attempt(**dict(zip(_ATTEMPT_FIELDS, r, strict=True))) for r in rows]
 
     async def list_dead_letters(
         self, hook_id: int, limit: int = 100, before: int | None = None
     ) -> list[DeadLetter]:
-        sql = f"SELECT id, {_DEAD_COLUMNS} FROM dead_letters WHERE hook_id = ?"
+        rows = await self._newest("dead_letters", _DEAD_COLUMNS, hook_id, limit, before)
+        return [
+            DeadLetter(**dict(zip(_DEAD_FIELDS, (*r[:4], bytes(r[4]), *r[5:]), strict=True))) for r in rows
+        ]
+
+    async def _newest(
+        self, table: str, columns: str, hook_id: int, limit: int, before: int | None
+    ) -> list[Row]:
+        """A hook's rows of ``table``, newest first; ``before`` pages on by id."""
+        sql = f"SELECT id, {columns} FROM {table} WHERE hook_id = ?"
         params: list[Any] = [hook_id]
         if before is not None:
             sql += " AND id < ?"
             params.append(before)
-        rows = await self._read(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [
-            DeadLetter(
-                id=r[0],
-                hook_id=r[1],
-                event_seq=r[2],
-                event_id=r[3],
-                payload=bytes(r[4]),
-                reason=r[5],
-                attempts=r[6],
-                failed_at=r[7],
-            )
-            for r in rows
-        ]
+        return await self._read(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))

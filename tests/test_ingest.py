@@ -23,7 +23,7 @@ def ev(**changes: object) -> dict[str, object]:
 
 async def stored_payloads(service: Service, user: User) -> list[dict[str, object]]:
     page = await service.store.read_events(user.account_id, ["deliv", "send", "uopen"], None, 0, 10_000)
-    return [msgspec.json.decode(e.payload) for e in page.events]
+    return [msgspec.json.decode(e.body) for e in page.events]
 
 
 async def test_single_event_is_committed_before_202(service: Service, owner: User) -> None:

@@ -54,6 +54,19 @@ class NewEvent(NamedTuple):
     payload: bytes
 
 
+class LoggedEvent(NamedTuple):
+    """An event as the log holds it and as it leaves for a destination: ``body`` is the message JSON (a hook's
+    enrichment may replace it), ``seq`` its log position, ``received_at`` when it was accepted (Unix seconds)."""
+
+    seq: int
+    id: str
+    event_type: str
+    list_id: int | None
+    profile_id: str | None
+    body: bytes
+    received_at: float = 0.0
+
+
 class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
     index: int
     error: str

@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 
 from ..hooks import HookSpec
-from ..store.base import StoredEvent
 from ..transports.base import Message
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -33,12 +32,7 @@ class Enricher:
             return _encode(message)
         return payload
 
-    def message(self, event: StoredEvent) -> Message:
-        return Message(
-            seq=event.seq,
-            id=event.id,
-            event_type=event.event_type,
-            list_id=event.list_id,
-            profile_id=event.profile_id,
-            body=self.body(event.payload),
-        )
+    def message(self, event: Message) -> Message:
+        if not self.fields:
+            return event
+        return event._replace(body=self.body(event.body))

@@ -27,14 +27,16 @@ from collections.abc import Awaitable
 
 from ..errors import DeliveryError
 from ..hooks import Matcher
-from ..store.base import Attempt, DeadLetter, Hook, Store, StoredEvent
-from ..transports import Batch, Transport, TransportContext, open_transport
+from ..store.base import Attempt, DeadLetter, Hook, Store
+from ..transports import Batch, Message, Transport, TransportContext, open_transport
 from .enrich import Enricher
 from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 EXCERPT = 500
+MIN_WINDOW = 4_000  # log positions one read may span
+MAX_WINDOW = 1_000_000
 
 
 class StaleHook(Exception):
@@ -62,11 +64,12 @@ class HookWorker:
         self.max_batch = spec.transport.max_batch_size
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
-        self.buffer: list[StoredEvent] = []
+        self.buffer: list[Message] = []
         self.scan = hook.cursor
         self.saved_cursor = hook.cursor
         self.transport: Transport | None = None
         self._pending_write: asyncio.Future[bool] | None = None
+        self.window = MIN_WINDOW
 
     async def run(self) -> None:
         self.transport = open_transport(self.hook.spec.transport, self.context)
@@ -104,17 +107,21 @@ class HookWorker:
             self.wake.clear()
             caught_up = True
             if len(self.buffer) < self.read_limit:
+                limit = self.read_limit - len(self.buffer)
                 page = await self.store.read_events(
                     self.hook.account_id,
                     self.hook.spec.event_types,
                     self.hook.spec.list_id,
                     self.scan,
-                    self.read_limit - len(self.buffer),
+                    limit,
+                    self.window,
+                    dense=self.window == MIN_WINDOW,
                 )
+                self._adapt_window(len(page.events), limit, page.caught_up)
                 if self.matcher.trivial:
                     self.buffer.extend(page.events)
                 else:
-                    self.buffer.extend(e for e in page.events if self.matcher(e.payload))
+                    self.buffer.extend(e for e in page.events if self.matcher(e.body))
                 self.scan = page.scanned_to
                 caught_up = page.caught_up
             if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
@@ -132,10 +139,19 @@ class HookWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001))
 
+    def _adapt_window(self, found: int, limit: int, caught_up: bool) -> None:
+        """Size the next read's span of log positions to the hook's share of the log: a full page means the
+        hook's events are dense (a small span suffices, keeping each index scan short); a short page that did not
+        reach the head means they are sparse (widen the span, so a far-behind hook catches up in few reads)."""
+        if found >= limit:
+            self.window = max(MIN_WINDOW, self.window // 2)
+        elif not caught_up:
+            self.window = min(MAX_WINDOW, self.window * 4)
+
     def _due_in(self) -> float:
         return self.buffer[0].received_at + self.timeout_s - time.time()
 
-    async def _deliver(self, events: list[StoredEvent]) -> None:
+    async def _deliver(self, events: list[Message]) -> None:
         assert self.transport is not None
         last = events[-1].seq
         batch = Batch(
@@ -181,7 +197,7 @@ class HookWorker:
                         hook_id=self.hook.id,
                         event_seq=e.seq,
                         event_id=e.id,
-                        payload=e.payload,
+                        payload=e.body,
                         reason=reason,
                         attempts=attempts,
                         failed_at=at,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Attempt, DeadLetter, Hook, Page, Store, StoredEvent
+from .base import Attempt, DeadLetter, Hook, Page, Store
 
-__all__ = ["Attempt", "DeadLetter", "Hook", "Page", "Store", "StoredEvent", "open_store"]
+__all__ = ["Attempt", "DeadLetter", "Hook", "Page", "Store", "open_store"]
 
 
 def open_store(url: str, secret_key: str | None = None) -> Store:

@@ -18,18 +18,8 @@ from typing import NamedTuple, Protocol
 
 import msgspec
 
-from ..events import NewEvent
+from ..events import LoggedEvent, NewEvent
 from ..hooks import HookSpec
-
-
-class StoredEvent(NamedTuple):
-    seq: int
-    id: str
-    event_type: str
-    list_id: int | None
-    profile_id: str | None
-    received_at: float
-    payload: bytes
 
 
 class Hook(msgspec.Struct, kw_only=True):
@@ -73,7 +63,7 @@ class DeadLetter(msgspec.Struct, kw_only=True, frozen=True):
 
 
 class Page(NamedTuple):
-    events: list[StoredEvent]
+    events: list[LoggedEvent]
     scanned_to: int  # every event with seq ≤ scanned_to that matches the query is in ``events``
     caught_up: bool  # scanned_to is the log head: nothing more to read now
 
@@ -120,10 +110,12 @@ class Store(Protocol):
         after: int,
         limit: int,
         window: int = 50_000,
+        dense: bool = False,
     ) -> Page:
         """Events of ``account_id`` with ``seq > after``, of the given types (and ``list_id`` when set), in
         ``seq`` order, at most ``limit``; the scan covers at most ``window`` log positions, so a hook whose
-        events are rare still moves forward in bounded steps."""
+        events are rare still moves forward in bounded steps. ``dense``: most events in the span match, so
+        walking the log in order beats the (account, type) index."""
         ...
 
     async def count_events(self, account_id: int | None = None) -> int: ...

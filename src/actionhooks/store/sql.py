@@ -19,15 +19,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from ..crypto import SettingsCipher
-from ..events import NewEvent
+from ..events import LoggedEvent, NewEvent
 from ..hooks import HookSpec, parse_hook
-from .base import AppendListener, Attempt, DeadLetter, Hook, Page, StoredEvent
+from .base import AppendListener, Attempt, DeadLetter, Hook, Page
 
 T = TypeVar("T")
 Conn = Any  # a DB-API connection of the engine
 Row = tuple[Any, ...]
 
-_EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, received_at, payload"
+_EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
     "id, account_id, settings, cursor, generation, created_at, updated_at, last_error, last_error_at"
 )
@@ -59,6 +59,7 @@ class SqlStore:
     engine = "sql"
     placeholder = "?"
     readers = 3
+    dense_hint = ""  # table hint that makes a read walk the log in seq order
 
     def __init__(self, secret_key: str | None = None) -> None:
         self._secret_key = secret_key
@@ -284,9 +285,10 @@ class SqlStore:
         after: int,
         limit: int,
         window: int = 50_000,
+        dense: bool = False,
     ) -> Page:
         return await self._read(
-            self._read_events, account_id, tuple(event_types), list_id, after, limit, window
+            self._read_events, account_id, tuple(event_types), list_id, after, limit, window, dense
         )
 
     def _read_events(
@@ -298,6 +300,7 @@ class SqlStore:
         after: int,
         limit: int,
         window: int,
+        dense: bool,
     ) -> Page:
         cur = conn.cursor()
         cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
@@ -306,7 +309,8 @@ class SqlStore:
         if upper <= after:
             return Page([], after, True)
         sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE account_id = ? AND seq > ? AND seq <= ?"
+            f"SELECT {_EVENT_COLUMNS} FROM events{self.dense_hint if dense else ''}"
+            " WHERE account_id = ? AND seq > ? AND seq <= ?"
             f" AND event_type IN ({', '.join('?' * len(types))})"
         )
         params: list[Any] = [account_id, after, upper, *types]
@@ -316,7 +320,7 @@ class SqlStore:
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         cur.execute(self._q(sql), params)
-        events = [StoredEvent(r[0], r[1], r[2], r[3], r[4], r[5], bytes(r[6])) for r in cur.fetchall()]
+        events = [LoggedEvent._make(r) for r in cur.fetchall()]
         scanned_to = events[-1].seq if len(events) >= limit else upper
         return Page(events, scanned_to, scanned_to >= head)
 

@@ -19,6 +19,7 @@ _INSERT = (
 
 class SqliteStore(SqlStore):
     engine = "sqlite"
+    dense_hint = " NOT INDEXED"  # rowid (= seq) order: stops after `limit` rows instead of sorting the span
 
     def __init__(self, path: str, secret_key: str | None = None, synchronous: str = "FULL") -> None:
         super().__init__(secret_key)

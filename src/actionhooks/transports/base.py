@@ -17,19 +17,11 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 import msgspec
 
+from ..events import LoggedEvent
 from ..netguard import NetGuard
 
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One event as it leaves: ``body`` is the JSON object the receiver gets."""
-
-    seq: int
-    id: str
-    event_type: str
-    list_id: int | None
-    profile_id: str | None
-    body: bytes
+Message = LoggedEvent
+"""One event as it leaves: ``body`` is the JSON object the receiver gets."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import msgspec
 
-from .support import Service, User
+from actionhooks.config import IngestLimits
+from actionhooks.store import Store
+
+from .support import Service, User, eventually, service_settings
 
 EVENT = {
     "event_type": "deliv",
@@ -143,16 +150,34 @@ async def test_body_and_item_limits_answer_413(service: Service, owner: User) ->
     assert await stored_payloads(service, owner) == []
 
 
-async def test_backlog_over_limit_answers_429_with_retry_after(service: Service, owner: User) -> None:
-    store = service.store
-    original = type(store).pending_appends
-    type(store).pending_appends = property(lambda self: 10**9)  # type: ignore[method-assign,assignment]
+async def test_backlog_over_limit_answers_429_with_retry_after(store: Store, db_url: str) -> None:
+    """While the store's writer is busy, appends queue up; past the pending limit ingest answers 429 at once."""
+    limits = IngestLimits(max_body_bytes=1024 * 1024, max_items=1000, max_pending=5)
+    svc = Service(store, service_settings(db_url, limits=limits))
+    await svc.start()
+    writer_busy = threading.Event()
     try:
-        status, _, headers = await service.call("POST", "/v1/events", owner, ev())
+        user = await svc.user("owner")
+        store._writer.submit(writer_busy.wait, 30)  # type: ignore[attr-defined]  # hold the one writer thread
+
+        async def one_more_while_queued() -> tuple[int, Any, dict[str, str]]:
+            await eventually(lambda: store.pending_appends >= 10)
+            answer = await svc.call("POST", "/v1/events", user, ev())
+            writer_busy.set()
+            return answer
+
+        (status, body, _), (late_status, late_body, late_headers) = await asyncio.gather(
+            svc.call("POST", "/v1/events", user, [ev() for _ in range(10)]), one_more_while_queued()
+        )
+        assert late_status == 429
+        assert late_headers["Retry-After"] == "1"
+        assert "retry" in late_body["error"]
+        assert status == 202 and body["accepted"] == 10
+        status, _, _ = await svc.call("POST", "/v1/events", user, ev())
+        assert status == 202
     finally:
-        type(store).pending_appends = original  # type: ignore[method-assign]
-    assert status == 429
-    assert headers["Retry-After"] == "1"
+        writer_busy.set()
+        await svc.stop()
 
 
 async def test_missing_or_wrong_key_is_401(service: Service, owner: User) -> None:

@@ -110,7 +110,7 @@ def batch_ingest(
 # --- single-event ingest (wrk) ----------------------------------------------------------------------------
 WRK_SCRIPT = """
 wrk.method = "POST"
-wrk.body = [[{body}]]
+wrk.body = [==[{body}]==]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 """

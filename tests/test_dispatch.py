@@ -260,3 +260,26 @@ async def test_deleted_hook_stops_delivering(service: Service, owner: User) -> N
     await send(service, owner, [event(2)])
     await asyncio.sleep(0.3)
     assert len(dest.event_ids) == 1
+
+
+async def test_a_hook_whose_settings_cannot_be_read_does_not_stop_the_others(
+    service: Service, owner: User, db_url: str
+) -> None:
+    broken_dest, broken_transport = stub(max_batch_size=1, timeout_s=0)
+    healthy, healthy_transport = stub(max_batch_size=1, timeout_s=0)
+    broken = await make_hook(service, owner, broken_transport)
+    await make_hook(service, owner, healthy_transport)
+    # the stored, encrypted settings of one hook are damaged (a wrong key, a bad restore…)
+    await service.store._write(  # type: ignore[attr-defined]
+        lambda conn: conn.cursor().execute(
+            service.store._q("UPDATE hooks SET settings = ?, generation = generation + 1 WHERE id = ?"),  # type: ignore[attr-defined]
+            (b"not a fernet token", broken["id"]),
+        )
+    )
+    await service.dispatcher.stop()  # as after a restart: the dispatcher loads every hook afresh
+    await service.dispatcher.start()
+    assert broken["id"] not in service.dispatcher.workers
+    ids = await send(service, owner, [event(1), event(2)])
+    await healthy.wait_for_events(2, timeout=5)
+    assert healthy.event_ids == ids
+    assert broken_dest.event_ids == []

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 
+from ..errors import ActionhooksError
 from ..store.base import Hook, Store
 from ..transports import TransportContext
 from .retry import RetryPolicy
@@ -38,6 +39,7 @@ class Dispatcher:
         self.workers: dict[int, tuple[HookWorker, asyncio.Task[None]]] = {}
         self._changed = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._unreadable: dict[int, int] = {}  # hook id → generation whose settings could not be loaded
         store.add_append_listener(self._appended)
 
     async def start(self) -> None:
@@ -72,13 +74,23 @@ class Dispatcher:
                 log.exception("dispatcher: reconciliation failed; trying again")
 
     async def reconcile(self) -> None:
-        wanted = {h.id: h for h in await self.store.active_hooks()}
+        """Stop workers whose hook is gone, stopped or edited (its generation moved); start workers for active
+        hooks without one. Only new or changed hooks are loaded; one whose settings cannot be read is logged
+        once per generation and skipped, never blocking the others."""
+        wanted = await self.store.active_generations()
         for hook_id, (worker, task) in list(self.workers.items()):
-            hook = wanted.get(hook_id)
-            if hook is None or hook.generation != worker.hook.generation or task.done():
+            if wanted.get(hook_id) != worker.hook.generation or task.done():
                 await self._stop_worker(hook_id)
-        for hook_id, hook in wanted.items():
-            if hook_id not in self.workers:
+        for hook_id, generation in wanted.items():
+            if hook_id in self.workers or self._unreadable.get(hook_id) == generation:
+                continue
+            try:
+                hook = await self.store.load_hook(hook_id)
+            except ActionhooksError as exc:
+                log.error("dispatcher: hook %s cannot be loaded: %s", hook_id, exc)
+                self._unreadable[hook_id] = generation
+                continue
+            if hook is not None and hook.spec.active:
                 self._start_worker(hook)
 
     def _start_worker(self, hook: Hook) -> None:

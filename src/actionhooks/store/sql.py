@@ -380,11 +380,13 @@ class SqlStore:
         )
         return [self._hook(r) for r in rows]
 
-    async def active_hooks(self) -> list[Hook]:
-        rows = await self._read(
-            self._fetchall, f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE active = ? ORDER BY id", (True,)
-        )
-        return [self._hook(r) for r in rows]
+    async def active_generations(self) -> dict[int, int]:
+        rows = await self._read(self._fetchall, "SELECT id, generation FROM hooks WHERE active = ?", (True,))
+        return {int(r[0]): int(r[1]) for r in rows}
+
+    async def load_hook(self, hook_id: int) -> Hook | None:
+        rows = await self._read(self._fetchall, f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = ?", (hook_id,))
+        return self._hook(rows[0]) if rows else None
 
     async def update_hook(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook | None:
         sealed = self._seal(spec)

@@ -136,3 +136,19 @@ async def test_destination_refused_at_delivery_when_the_allow_list_closes(store:
             assert receiver.request_count == 0
         finally:
             await closed.stop()
+
+
+async def test_producer_bytes_reach_the_receiver_unchanged(service: Service, owner: User) -> None:
+    raw = (
+        b'{ "event_type" : "deliv", "event_date": "2016-11-15T09:12:28.514388956+03:00",\n'
+        b' "event_data": {"message_id": 5, "price": 1.50, "name": "\\u041f\\u0451\\u0442\\u0440"}, "x": [ ] }'
+    )
+    async with Receiver() as receiver:
+        await make_hook(service, owner, {"url": receiver.hook_url, "max_batch_size": 1, "timeout_s": 0})
+        status, answer, _ = await service.call("POST", "/v1/events", owner, raw=raw)
+        assert status == 202, answer
+        await receiver.wait_for_events(1, timeout=10)
+        (request,) = receiver.requests
+        event_id = answer["ids"][0]
+        prefix = f'[{{"id":"{event_id}","account_id":{owner.account_id},"is_test":false,'.encode()
+        assert request.body == prefix + raw[1:] + b"]"

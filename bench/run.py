@@ -6,7 +6,7 @@ Each target is measured against a baseline run in the same session, so the ratio
 - single-event ingest (wrk, one event per request) vs a bare ASGI app on the same server stack;
 - end to end (ingest → dispatcher → HTTP receiver) events/s.
 
-Usage: ``python -m bench.run [--events N] [--only batch,single,e2e]``
+Usage: ``python -m bench.run [--events N] [--only batch,single,e2e,transports]``
 """
 
 from __future__ import annotations
@@ -183,6 +183,10 @@ def main() -> None:
             lines.append(
                 f"| end to end: ingest → dispatcher → HTTP receiver, 1 hook | {rate:,.0f} events/s | |"
             )
+        if "transports" in only:  # not in the default: needs RabbitMQ and NATS running
+            from .transports import run as transports
+
+            lines += ["", *transports(events, folder)]
     print("\n".join(lines))
 
 

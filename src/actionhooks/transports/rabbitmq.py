@@ -94,7 +94,7 @@ class RabbitMQTransport:
         self.settings = settings
         self._guard = context.net_guard
         self._connection: Any = None
-        self._exchange: Any = None
+        self._channel: Any = None
         self._lock = asyncio.Lock()
 
     async def send(self, batch: Batch) -> Receipt:
@@ -102,11 +102,16 @@ class RabbitMQTransport:
         async with self._lock:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
-                    exchange = await self._ready()
+                    channel = await self._ready()
                     results = await asyncio.gather(
-                        *(self._publish(exchange, m) for m in batch.messages), return_exceptions=True
+                        *(self._publish(channel, m) for m in batch.messages), return_exceptions=True
                     )
                 failures = [r for r in results if isinstance(r, BaseException)]
+                failures += [
+                    DeliveryError(f"RabbitMQ did not accept a message ({type(r).__name__})")
+                    for r in results
+                    if type(r).__name__ in {"Nack", "Reject"}
+                ]
                 if failures:
                     errors = [_map_error(e, self.settings) for e in failures]
                     raise next((e for e in errors if e.permanent), errors[0]) from failures[0]
@@ -122,27 +127,40 @@ class RabbitMQTransport:
         async with self._lock:
             await self._drop()
 
-    async def _publish(self, exchange: Any, message: Message) -> None:
-        import aio_pika
+    def _publish(self, channel: Any, message: Message) -> Any:
+        """One message on the raw (aiormq) channel: queued for the socket without waiting for it to be written
+        (``wait=False``), so the whole batch is in flight at once; the result is the broker's confirm."""
+        from pamqp.commands import Basic
 
-        amqp_message = aio_pika.Message(
-            message.body,
+        properties = Basic.Properties(
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=PERSISTENT,
             message_id=message.id,
-            type=message.event_type,
+            message_type=message.event_type,
             app_id="actionhooks",
         )
         if isinstance(self.settings, QueueSettings):
-            await exchange.publish(amqp_message, routing_key=self.settings.queue, mandatory=True)
-        else:
-            # Unbound routing keys are the receiver's choice with an exchange: no mandatory flag.
-            await exchange.publish(amqp_message, routing_key=routing_key(message), mandatory=False)
+            return channel.basic_publish(
+                message.body,
+                routing_key=self.settings.queue,
+                properties=properties,
+                mandatory=True,
+                wait=False,
+            )
+        # Unbound routing keys are the receiver's choice with an exchange: no mandatory flag.
+        return channel.basic_publish(
+            message.body,
+            exchange=self.settings.exchange,
+            routing_key=routing_key(message),
+            properties=properties,
+            mandatory=False,
+            wait=False,
+        )
 
     async def _ready(self) -> Any:
-        """The exchange to publish to, connecting and declaring first when needed."""
-        if self._connection is not None and not self._connection.is_closed and self._exchange is not None:
-            return self._exchange
+        """The confirm-mode channel to publish on, connecting and declaring first when needed."""
+        if self._connection is not None and not self._connection.is_closed and self._channel is not None:
+            return self._channel
         await self._drop()
         import aio_pika
         from aiormq.exceptions import ChannelNotFoundEntity
@@ -166,18 +184,21 @@ class RabbitMQTransport:
             except ChannelNotFoundEntity:
                 channel = await self._connection.channel(publisher_confirms=True)
                 await channel.declare_queue(s.queue, durable=True)
-            self._exchange = channel.default_exchange
         else:
-            self._exchange = await channel.declare_exchange(
+            await channel.declare_exchange(
                 s.exchange, type=s.exchange_type, durable=s.durable, auto_delete=s.auto_delete
             )
-        return self._exchange
+        self._channel = await channel.get_underlay_channel()
+        return self._channel
 
     async def _drop(self) -> None:
-        connection, self._connection, self._exchange = self._connection, None, None
+        connection, self._connection, self._channel = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):  # the connection is being discarded anyway
                 await asyncio.wait_for(connection.close(), timeout=5)
+
+
+PERSISTENT = 2  # AMQP delivery mode
 
 
 def _map_error(exc: BaseException, s: QueueSettings | ExchangeSettings) -> DeliveryError:

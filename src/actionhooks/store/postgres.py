@@ -25,7 +25,9 @@ class PostgresStore(SqlStore):
         self.url = url
 
     def _connect(self, *, writer: bool) -> Conn:
-        return psycopg.connect(self.url, autocommit=True)
+        # no server-side prepared statements: a generic plan made while the log was small (say, a scan for the
+        # duplicate-id check) would be kept as it grows
+        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
 
     @contextlib.contextmanager
     def _transaction(self, conn: Conn) -> Iterator[Any]:

@@ -24,6 +24,7 @@ from . import hooks
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import ApiError, json_response
+from .sample_event import send_test_event
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}", hooks.patch_hook, methods=["PATCH"]),
     Route("/v1/hooks/{hook_id}", hooks.delete_hook, methods=["DELETE"]),
     Route("/v1/hooks/{hook_id}/clone", hooks.clone_hook, methods=["POST"]),
+    Route("/v1/hooks/{hook_id}/test", send_test_event, methods=["POST"]),
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
 ]

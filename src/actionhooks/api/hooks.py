@@ -50,7 +50,7 @@ def _validated(request: Request, data: Any) -> HookSpec:
     return spec
 
 
-async def _own_hook(request: Request) -> tuple[Store, int, Hook]:
+async def own_hook(request: Request) -> tuple[Store, int, Hook]:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
     try:
@@ -85,12 +85,12 @@ async def list_hooks(request: Request) -> Response:
 
 
 async def get_hook(request: Request) -> Response:
-    _, _, hook = await _own_hook(request)
+    _, _, hook = await own_hook(request)
     return json_response(hook_view(hook))
 
 
 async def patch_hook(request: Request) -> Response:
-    store, account_id, hook = await _own_hook(request)
+    store, account_id, hook = await own_hook(request)
     patch = await read_json(request)
     if not isinstance(patch, dict):
         raise ApiError(422, "a patch must be a JSON object (JSON Merge Patch, RFC 7386)")
@@ -103,14 +103,14 @@ async def patch_hook(request: Request) -> Response:
 
 
 async def delete_hook(request: Request) -> Response:
-    store, account_id, hook = await _own_hook(request)
+    store, account_id, hook = await own_hook(request)
     await store.delete_hook(account_id, hook.id)
     _changed(request)
     return Response(status_code=204)
 
 
 async def clone_hook(request: Request) -> Response:
-    store, account_id, hook = await _own_hook(request)
+    store, account_id, hook = await own_hook(request)
     settings = hook.spec.to_builtins(public=False)
     settings["name"] = f"{hook.spec.name} (copy)"[:200]
     body = await request.body()
@@ -138,14 +138,14 @@ def _paging(request: Request) -> tuple[int, int | None]:
 
 
 async def list_attempts(request: Request) -> Response:
-    store, _, hook = await _own_hook(request)
+    store, _, hook = await own_hook(request)
     limit, before = _paging(request)
     attempts = await store.list_attempts(hook.id, limit, before)
     return json_response({"attempts": [{**msgspec.to_builtins(a), "at": iso(a.at)} for a in attempts]})
 
 
 async def list_dead_letters(request: Request) -> Response:
-    store, _, hook = await _own_hook(request)
+    store, _, hook = await own_hook(request)
     limit, before = _paging(request)
     letters = await store.list_dead_letters(hook.id, limit, before)
     return json_response(

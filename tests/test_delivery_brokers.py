@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,13 @@ import aio_pika
 import msgspec
 import nats
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.receiver import Receiver
 from actionhooks.store import Store
 
 from . import brokers
-from .brokers import free_port, run_nats, unique
+from .brokers import drain_queue, free_port, read_topic, run_nats, unique
 from .support import Service, User, eventually, service_settings
 
 # fixtures of tests.brokers, visible to this module's tests
@@ -173,20 +171,6 @@ async def amqp(rabbitmq: tuple[str, int]) -> AsyncIterator[aio_pika.abc.Abstract
         await connection.close()
 
 
-async def drain(queue: aio_pika.abc.AbstractQueue, count: int, timeout: float = 15) -> list[Any]:
-    """``count`` messages from ``queue`` (fails on timeout), then checks that nothing more is there."""
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            message = await queue.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.02)
-            else:
-                got.append(message)
-    assert await queue.get(no_ack=True, fail=False) is None, "more messages than events"
-    return got
-
-
 def rabbit(kind: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "host": "127.0.0.1", "user": "guest", "password": "guest", **extra}
 
@@ -198,7 +182,7 @@ async def test_rabbitmq_queue_holds_what_the_http_hook_got(
     queue = await amqp.declare_queue(name, durable=True)  # the consumer's queue; the hook uses it as it is
     try:
         ids, http, hook_id = await send_through_both(service, owner, rabbit("rabbitmq_queue", queue=name))
-        got = await drain(queue, len(ids))
+        got = await drain_queue(queue, len(ids), exact=True)
         assert [m.body for m in got] == http.raw  # one queue: the whole log order
         assert [m.message_id for m in got] == ids
         assert [m.type for m in got] == http.types
@@ -222,7 +206,7 @@ async def test_rabbitmq_exchange_routes_by_database_and_type(
         ids, http, hook_id = await send_through_both(
             service, owner, rabbit("rabbitmq_exchange", exchange=exchange_name)
         )
-        got = await drain(queue, len(ids))
+        got = await drain_queue(queue, len(ids), exact=True)
         assert [m.body for m in got] == http.raw
         assert [m.message_id for m in got] == ids
         expected_keys = [routing_key(lid, t) for lid, t in zip(http.list_ids, http.types, strict=True)]
@@ -236,27 +220,6 @@ async def test_rabbitmq_exchange_routes_by_database_and_type(
 # -- Kafka -----------------------------------------------------------------------------------------------------
 
 
-def read_topic(servers: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
-    """Every record of ``topic`` (all partitions from the start, no consumer group), in each partition's order;
-    waits a moment after ``count`` to catch extra records."""
-    consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": unique("ah-pipe"), "enable.auto.commit": False}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
-            records.extend(consumer.consume(num_messages=500, timeout=0.2))
-        records.extend(consumer.consume(num_messages=500, timeout=0.5))
-        for record in records:
-            assert record.error() is None, record.error()
-        return records
-    finally:
-        consumer.close()
-
-
 async def test_kafka_records_are_what_the_http_hook_got_keyed_by_profile(
     service: Service, owner: User, tansu: str
 ) -> None:
@@ -264,7 +227,7 @@ async def test_kafka_records_are_what_the_http_hook_got_keyed_by_profile(
     ids, http, hook_id = await send_through_both(
         service, owner, {"type": "kafka", "bootstrap_servers": tansu, "topic": topic}
     )
-    records = await asyncio.to_thread(read_topic, tansu, topic, len(ids))
+    records = await asyncio.to_thread(read_topic, tansu, topic, len(ids), linger=0.5)
     assert len(records) == len(ids)
     by_id = dict(zip(http.ids, zip(http.raw, http.profiles, strict=True), strict=True))
     per_key: dict[bytes | None, list[str]] = {}

@@ -8,14 +8,13 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.transports import TransportContext, open_transport, parse_settings
 from actionhooks.transports.base import Batch
 from actionhooks.transports.kafka import Settings
 from tests import brokers
-from tests.brokers import free_port, loopback_context, make_batch, run_tansu, unique
+from tests.brokers import free_port, loopback_context, make_batch, read_topic, run_tansu, unique
 
 tansu = brokers.tansu  # the session's broker fixture, visible to this module's tests
 
@@ -23,25 +22,6 @@ tansu = brokers.tansu  # the session's broker fixture, visible to this module's 
 def kafka_transport(servers: str, topic: str, **extra: Any) -> Any:
     s = parse_settings({"type": "kafka", "bootstrap_servers": servers, "topic": topic, **extra})
     return open_transport(s, loopback_context())
-
-
-def read_all(servers: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
-    """Every record of ``topic`` (all partitions, from the start), without joining a consumer group."""
-    consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": unique("ah-test"), "enable.auto.commit": False}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(records) < count and time.monotonic() < deadline:
-            for record in consumer.consume(num_messages=500, timeout=0.5):
-                assert record.error() is None, record.error()
-                records.append(record)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_settings_validate_sasl_and_hide_the_password() -> None:
@@ -84,7 +64,7 @@ async def test_each_event_is_a_record_keyed_by_profile_with_id_and_type_headers(
     finally:
         await transport.close()
     sent = {m.id: m for b in batches for m in b.messages}
-    records = await asyncio.to_thread(read_all, tansu, topic, len(sent))
+    records = await asyncio.to_thread(read_topic, tansu, topic, len(sent))
     assert len(records) == len(sent)
     per_profile: dict[bytes, list[int]] = {}
     partition_of: dict[bytes, set[int]] = {}
@@ -114,7 +94,7 @@ async def test_other_key_choices(tansu: str) -> None:
         transport = kafka_transport(tansu, topic, key=choice)
         await transport.send(batch)
         await transport.close()
-        records = await asyncio.to_thread(read_all, tansu, topic, 2)
+        records = await asyncio.to_thread(read_topic, tansu, topic, 2)
         keys = {dict(r.headers())["event_id"]: r.key() for r in records}
         assert [keys[m.id.encode()] for m in batch.messages] == wanted, choice
 

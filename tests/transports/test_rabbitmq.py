@@ -16,7 +16,7 @@ from actionhooks.transports import TransportContext, open_transport, parse_setti
 from actionhooks.transports.base import Batch
 from actionhooks.transports.rabbitmq import ExchangeSettings, QueueSettings
 from tests import brokers
-from tests.brokers import free_port, loopback_context, make_batch, unique
+from tests.brokers import drain_queue, free_port, loopback_context, make_batch, unique
 
 rabbitmq = brokers.rabbitmq  # fixture
 
@@ -30,18 +30,6 @@ def settings(**extra: Any) -> dict[str, Any]:
 def queue_transport(queue: str, **extra: Any) -> Any:
     s = parse_settings({"type": "rabbitmq_queue", "queue": queue, **settings(**extra)})
     return open_transport(s, loopback_context())
-
-
-async def drain(queue: aio_pika.abc.AbstractQueue, count: int, timeout: float = 10) -> list[Any]:
-    got: list[Any] = []
-    async with asyncio.timeout(timeout):
-        while len(got) < count:
-            message = await queue.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-            else:
-                got.append(message)
-    return got
 
 
 @pytest.fixture
@@ -78,7 +66,7 @@ async def test_queue_receives_each_event_as_a_persistent_json_message(channel: A
         assert receipt.response_excerpt == "60 messages confirmed"
         # Declaring it again as durable would fail (PRECONDITION_FAILED) were it not durable.
         queue = await channel.declare_queue(name, durable=True)
-        got = await drain(queue, 60)
+        got = await drain_queue(queue, 60)
         assert [m.body for m in got] == [m.body for m in batch.messages]
         assert [m.message_id for m in got] == [m.id for m in batch.messages]
         assert {(m.content_type, m.delivery_mode, m.type) for m in got} == {
@@ -96,7 +84,7 @@ async def test_an_existing_queue_with_other_arguments_is_used_as_it_is(channel: 
     batch = make_batch(5)
     try:
         await transport.send(batch)
-        got = await drain(await channel.declare_queue(name, passive=True), 5)
+        got = await drain_queue(await channel.declare_queue(name, passive=True), 5)
         assert [m.body for m in got] == [m.body for m in batch.messages]
     finally:
         await transport.close()
@@ -120,7 +108,7 @@ async def test_exchange_routes_by_list_id_and_event_type(channel: Any, exchange_
         without_list = make_batch(3, list_id=None, event_type="campaign_launch")
         other_list = make_batch(2, list_id=99)  # no queue bound: dropped by the broker, still confirmed
         await transport.send(Batch(1, "b", with_list.messages + other_list.messages + without_list.messages))
-        got = await drain(queue, 7)
+        got = await drain_queue(queue, 7)
         assert [m.routing_key for m in got] == ["12.deliv"] * 4 + ["0.campaign_launch"] * 3
         assert [m.body for m in got] == [m.body for m in with_list.messages + without_list.messages]
         assert [m.message_id for m in got] == [m.id for m in with_list.messages + without_list.messages]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import msgspec
 
 from actionhooks.api.auth import hash_key
+from actionhooks.receiver import Receiver
 from actionhooks.store import open_store
+from bench import procs
 
 ACTIONHOOKS = str(Path(sys.executable).parent / "actionhooks")
 
@@ -54,3 +59,39 @@ def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "unsupported database URL" in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: str) -> None:
+    """serve --no-dispatch accepts events into the shared store; the dispatching process delivers them."""
+    _, key = await asyncio.to_thread(procs.create_account, db_url)
+    headers = {"Authorization": f"Bearer {key}"}
+    api_port, worker_port = procs.free_port(), procs.free_port()
+    base = [ACTIONHOOKS, "serve", "--db", db_url, "--log-level", "warning", "--port"]
+    env = procs.env()
+    api = await asyncio.create_subprocess_exec(*base, str(api_port), "--no-dispatch", env=env)
+    async with Receiver() as receiver:
+        try:
+            await asyncio.to_thread(procs.wait_port, api_port)
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{api_port}", headers=headers) as http:
+                hook = {
+                    "name": "h",
+                    "event_types": ["deliv"],
+                    "transport": {"type": "http", "url": receiver.hook_url, "timeout_s": 0},
+                }
+                async with http.post("/v1/hooks", json=hook) as r:
+                    assert r.status == 201
+                event = {"event_type": "deliv", "event_date": "2024-01-01T00:00:00Z", "event_data": {}}
+                async with http.post("/v1/events", json=[event, event]) as r:
+                    ids = (await r.json())["ids"]
+            await asyncio.sleep(1.5)
+            assert receiver.events == []  # nobody dispatches yet
+            worker = await asyncio.create_subprocess_exec(*base, str(worker_port), env=env)
+            try:
+                await receiver.wait_for_events(2, timeout=20)
+                assert [e["id"] for e in receiver.events] == ids
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                await worker.wait()
+        finally:
+            api.send_signal(signal.SIGTERM)
+            await api.wait()

@@ -50,6 +50,9 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    dispatch: Annotated[
+        bool, typer.Option(help="also run the dispatcher; --no-dispatch for extra API-only processes")
+    ] = True,
 ) -> None:
     """Run the API and the dispatcher in one process."""
     import uvicorn
@@ -59,7 +62,7 @@ def serve(
     settings = _settings(db)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, dispatch=dispatch),
         host=host,
         port=port,
         loop="uvloop",

@@ -203,3 +203,12 @@ async def test_custom_data_is_optional_but_must_be_an_object(service: Service, o
     status, body, _ = await service.call("POST", "/v1/events", owner, [plain, {**plain, "custom_data": [1]}])
     assert status == 202 and body["accepted"] == 1
     assert body["errors"] == [{"index": 1, "error": "custom_data must be an object", "field": "custom_data"}]
+
+
+def test_ids_stay_sorted_and_unique_past_4096_in_a_millisecond() -> None:
+    from actionhooks.ids import new_id, new_ids
+
+    ids = new_ids(10_000) + new_ids(3) + [new_id() for _ in range(100)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(i[14] == "7" and i[19] in "89ab" for i in ids)  # UUID version 7, RFC 9562 variant

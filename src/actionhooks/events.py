@@ -9,7 +9,7 @@ nanoseconds, unknown fields pass through).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple
 
@@ -17,7 +17,7 @@ import msgspec
 
 from .catalog import catalog
 from .errors import field_error
-from .ids import new_id
+from .ids import new_ids
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
@@ -83,7 +83,7 @@ def _item_error(index: int, exc: msgspec.MsgspecError) -> ItemError:
 
 
 def _is_object(raw: msgspec.Raw) -> bool:
-    return bytes(raw).lstrip()[:1] == b"{"
+    return memoryview(raw)[:1].tobytes() == b"{"  # a Raw value carries no surrounding space
 
 
 def split_body(body: bytes, content_type: str) -> Iterator[bytes]:
@@ -100,45 +100,61 @@ def split_body(body: bytes, content_type: str) -> Iterator[bytes]:
         yield body
 
 
+def parse_events(
+    items: Sequence[bytes], account_id: int, now: float | None = None, chosen_ids: set[str] | None = None
+) -> tuple[list[NewEvent], list[ItemError]]:
+    """Validate events' JSON and build what the log stores: the valid events in order, and what is wrong with the
+    others (by index in ``items``). Ids the producers chose are added to ``chosen_ids`` (only those can repeat).
+    One pass decodes and checks, ids for the rest are made at once, a second pass builds the stored bodies."""
+    now = time.time() if now is None else now
+    codes = catalog().codes
+    checked: list[tuple[Envelope, bytes]] = []
+    errors: list[ItemError] = []
+    for index, raw in enumerate(items):
+        try:
+            env = _decode_envelope(raw)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            errors.append(_item_error(index, exc))
+            continue
+        if env.event_type not in codes:
+            errors.append(ItemError(index, f"unknown event_type {env.event_type!r}", "event_type"))
+        elif not _is_object(env.event_data):
+            errors.append(ItemError(index, "event_data must be an object", "event_data"))
+        elif len(env.custom_data) and not _is_object(env.custom_data) and bytes(env.custom_data) != b"null":
+            errors.append(ItemError(index, "custom_data must be an object", "custom_data"))
+        elif env.account_id is not None and env.account_id != account_id:
+            errors.append(
+                ItemError(index, f"account_id {env.account_id} is not the API key's account", "account_id")
+            )
+        else:
+            checked.append((env, raw))
+    fresh = iter(new_ids(sum(env.id is None for env, _ in checked)))
+    account_field = b'"account_id":' + str(account_id).encode()
+    events: list[NewEvent] = []
+    for env, raw in checked:
+        added = []
+        event_id = env.id
+        if event_id is None:
+            event_id = next(fresh)
+            added.append(b'"id":"' + event_id.encode() + b'"')
+        elif chosen_ids is not None:
+            chosen_ids.add(event_id)
+        if env.account_id is None:
+            added.append(account_field)
+        if env.is_test is None:
+            added.append(b'"is_test":false')
+        body = raw.strip()
+        if added:
+            body = b"{" + b",".join(added) + b"," + body[1:]
+        events.append(NewEvent(account_id, event_id, env.event_type, env.list_id, env.profile_id, now, body))
+    return events, errors
+
+
 def parse_event(
     raw: bytes, index: int, account_id: int, now: float | None = None, chosen_ids: set[str] | None = None
 ) -> NewEvent | ItemError:
-    """Validate one event's JSON and build what the log stores, or say what is wrong with it. When the producer
-    chose the event's id, the id is added to ``chosen_ids`` (those are the ids that may repeat)."""
-    try:
-        env = _decode_envelope(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _item_error(index, exc)
-    if env.event_type not in catalog().codes:
-        return ItemError(index, f"unknown event_type {env.event_type!r}", "event_type")
-    if not _is_object(env.event_data):
-        return ItemError(index, "event_data must be an object", "event_data")
-    custom = bytes(env.custom_data).strip()
-    if custom and custom != b"null" and custom[:1] != b"{":
-        return ItemError(index, "custom_data must be an object", "custom_data")
-    if env.account_id is not None and env.account_id != account_id:
-        return ItemError(index, f"account_id {env.account_id} is not the API key's account", "account_id")
-    prefix = []
-    event_id = env.id
-    if event_id is not None:
-        if chosen_ids is not None:
-            chosen_ids.add(event_id)
-    else:
-        event_id = new_id()
-        prefix.append(b'"id":"' + event_id.encode() + b'"')
-    if env.account_id is None:
-        prefix.append(b'"account_id":' + str(account_id).encode())
-    if env.is_test is None:
-        prefix.append(b'"is_test":false')
-    body = raw.strip()
-    if prefix:
-        body = b"{" + b",".join(prefix) + b"," + body[1:]
-    return NewEvent(
-        account_id,
-        event_id,
-        env.event_type,
-        env.list_id,
-        env.profile_id,
-        time.time() if now is None else now,
-        body,
-    )
+    """One event: :func:`parse_events` of a single item, reported at ``index``."""
+    events, errors = parse_events([raw], account_id, now, chosen_ids)
+    if errors:
+        return ItemError(index, errors[0].error, errors[0].field)
+    return events[0]

@@ -1,8 +1,9 @@
 """Event ids: UUIDv7 (RFC 9562) text, time-sortable and unique across processes.
 
-The 12 bits after the millisecond timestamp are a counter (RFC 9562 §6.2, method 1) so that ids made by one
-process within one millisecond still sort in the order they were made; the last 62 bits are random. Ids are
-identifiers, not secrets, so the fast ``random`` generator serves (seeded from the OS at import).
+The 12 bits after the millisecond timestamp are a counter (RFC 9562 §6.2, method 1), so ids made by one process
+sort in the order they were made, even within one millisecond; past 4096 ids in a millisecond the next one is
+borrowed. The last 62 bits are random. Ids are identifiers, not secrets, so the fast ``random`` generator serves
+(seeded from the OS at import). ``new_ids`` makes many at once: ingest asks for a request's worth.
 """
 
 from __future__ import annotations
@@ -11,26 +12,41 @@ import random
 import threading
 import time
 
-_rng = random.Random()
-_getrandbits = _rng.getrandbits
+_getrandbits = random.Random().getrandbits
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_COUNTER_MAX = 0xFFF
+
+
+def _reserve(n: int) -> list[tuple[int, int, int]]:
+    """Runs of (millisecond, first counter, count) covering ``n`` ids, after every id made before."""
+    global _last_ms, _counter
+    runs = []
+    with _lock:
+        now = time.time_ns() // 1_000_000
+        if now > _last_ms:
+            _last_ms, _counter = now, _getrandbits(10) - 1  # start low: room to count up
+        while n:
+            if _counter >= _COUNTER_MAX:
+                _last_ms, _counter = _last_ms + 1, -1
+            take = min(n, _COUNTER_MAX - _counter)
+            runs.append((_last_ms, _counter + 1, take))
+            _counter += take
+            n -= take
+    return runs
+
+
+def new_ids(n: int) -> list[str]:
+    out: list[str] = []
+    for ms, first, count in _reserve(n):
+        head = f"{ms:012x}"
+        h8, h4 = head[:8], head[8:]
+        for counter in range(first, first + count):
+            tail = f"{_getrandbits(62) | 0x8000_0000_0000_0000:016x}"
+            out.append(f"{h8}-{h4}-7{counter:03x}-{tail[:4]}-{tail[4:]}")
+    return out
 
 
 def new_id() -> str:
-    global _last_ms, _counter
-    with _lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = _getrandbits(10)  # start low: room to count up within the millisecond
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        high = (ms << 16) | 0x7000 | _counter
-    h = f"{high:016x}{0x8000_0000_0000_0000 | _getrandbits(62):016x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return new_ids(1)[0]

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import IngestLimits
-from ..events import ItemError, NewEvent, parse_event, split_body
+from ..events import ItemError, parse_events, split_body
 from ..store.base import Store
 from .responses import ApiError, json_response, read_body
 
@@ -39,16 +39,8 @@ async def ingest(
         raise ApiError(413, f"{len(items)} events in one request; the limit is {limits.max_items}")
     if not items:
         raise ApiError(400, "no events in the body")
-    events: list[NewEvent] = []
-    errors: list[ItemError] = []
     chosen_ids: set[str] = set()
-    now = time.time()
-    for index, raw in enumerate(items):
-        parsed = parse_event(raw, index, account_id, now, chosen_ids)
-        if isinstance(parsed, ItemError):
-            errors.append(parsed)
-        else:
-            events.append(parsed)
+    events, errors = parse_events(items, account_id, time.time(), chosen_ids)
     flags = await store.append(account_id, events, chosen_ids) if events else []
     stored = sum(flags)
     return IngestResult(

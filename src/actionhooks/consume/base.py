@@ -2,7 +2,7 @@
 letters → acknowledge.
 
 Each broker message body is one event object, a JSON array of them, or NDJSON (the message's content type, or its
-shape, tells which), validated by the same code as ``POST /v1/events`` (``split_body``, ``parse_event``) for one
+shape, tells which), validated by the same code as ``POST /v1/events`` (``split_body``, ``parse_events``) for one
 account chosen by the operator. The contract every consumer keeps:
 
 1. **One append per broker batch**: the valid events of all messages fetched together go to one ``store.append``.
@@ -36,7 +36,7 @@ import msgspec
 
 from ..config import IngestLimits
 from ..errors import ActionhooksError
-from ..events import ItemError, NewEvent, parse_event, split_body
+from ..events import NewEvent, parse_events, split_body
 from ..store import Store, open_store
 
 log = logging.getLogger("actionhooks.consume")
@@ -134,15 +134,10 @@ class Ingester:
             if problem is not None:
                 rejections.append(Rejection(message, message.body, [problem], 0))
                 continue
-            failed: list[bytes] = []
-            problems: list[Problem] = []
-            for index, raw in enumerate(items):
-                parsed = parse_event(raw, index, self.account_id, now, chosen_ids)
-                if isinstance(parsed, ItemError):
-                    failed.append(raw)
-                    problems.append(Problem(error=parsed.error, index=parsed.index, field=parsed.field))
-                else:
-                    events.append(parsed)
+            valid, errors = parse_events(items, self.account_id, now, chosen_ids)
+            events += valid
+            failed = [items[e.index] for e in errors]
+            problems = [Problem(error=e.error, index=e.index, field=e.field) for e in errors]
             if failed:
                 stored = len(items) - len(failed)
                 body = message.body if stored == 0 else b"[" + b",".join(r.strip() for r in failed) + b"]"

@@ -56,12 +56,19 @@ def raw_sqlite(events: list[dict[str, object]], folder: Path, txn_rows: int = 10
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
+    # the fastest plain way measured here: multi-row INSERT statements of 250 rows (beats executemany by ~10 %)
+    many = f"INSERT INTO events ({FIELDS}) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * 250)
     started = time.perf_counter()
     for start in range(0, len(params), txn_rows):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            f"INSERT INTO events ({FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?)", params[start : start + txn_rows]
-        )
+        chunk = params[start : start + txn_rows]
+        for at in range(0, len(chunk) - len(chunk) % 250, 250):
+            conn.execute(many, [value for row in chunk[at : at + 250] for value in row])
+        if len(chunk) % 250:
+            conn.executemany(
+                f"INSERT INTO events ({FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                chunk[len(chunk) - len(chunk) % 250 :],
+            )
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()
@@ -95,7 +102,7 @@ async def post_all(
 
 
 def batch_ingest(
-    events: list[dict[str, object]], folder: Path, batch: int = 1000, concurrency: int = 4
+    events: list[dict[str, object]], folder: Path, batch: int = 1000, concurrency: int = 8
 ) -> float:
     db = f"sqlite:///{folder / 'ingest.db'}"
     _, key = procs.create_account(db)
@@ -165,10 +172,10 @@ def main() -> None:
             raw = raw_sqlite(events, folder)
             ingest = batch_ingest(events, folder)
             lines.append(
-                f"| raw SQLite inserts (1000 rows/txn, WAL, synchronous=FULL) | {raw:,.0f} rows/s | baseline |"
+                f"| raw SQLite inserts (1000 rows/txn in 250-row INSERTs, WAL, synchronous=FULL) | {raw:,.0f} rows/s | baseline |"
             )
             lines.append(
-                f"| batch ingest, 1000 events/request, 4 clients | {ingest:,.0f} events/s | {ingest / raw:.0%} of raw |"
+                f"| batch ingest, 1000 events/request, 8 clients | {ingest:,.0f} events/s | {ingest / raw:.0%} of raw |"
             )
         if "single" in only:
             ours, bare = single_ingest(events[0], folder)

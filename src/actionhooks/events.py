@@ -29,11 +29,11 @@ class Envelope(msgspec.Struct, kw_only=True):
     event_date: Annotated[datetime, msgspec.Meta(tz=True)]  # checked here, passed on exactly as sent
     event_data: msgspec.Raw
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
-    account_id: int | None = None
-    profile_id: str | None = None
+    account_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    profile_id: Annotated[str, msgspec.Meta(max_length=256, pattern="^[^\\x00]*$")] | None = None
     xxh: str | None = msgspec.field(default=None, name="_xxh")
     md5: str | None = msgspec.field(default=None, name="_md5")
-    list_id: int | None = None
+    list_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # a BIGINT column
     sends_trying_num: Annotated[int, msgspec.Meta(ge=0)] | None = None
     is_test: bool | None = None
     is_static: bool | None = None
@@ -77,7 +77,7 @@ _decode_envelope = msgspec.json.Decoder(Envelope).decode
 _decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
-def _item_error(index: int, exc: msgspec.MsgspecError) -> ItemError:
+def _item_error(index: int, exc: ValueError) -> ItemError:
     error = field_error(exc)
     return ItemError(index, error.message, error.field)
 
@@ -113,8 +113,11 @@ def parse_events(
     for index, raw in enumerate(items):
         try:
             env = _decode_envelope(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except ValueError as exc:  # msgspec's DecodeError and ValidationError, a string that is not UTF-8
             errors.append(_item_error(index, exc))
+            continue
+        except RecursionError:
+            errors.append(ItemError(index, "event is nested too deeply"))
             continue
         if env.event_type not in codes:
             errors.append(ItemError(index, f"unknown event_type {env.event_type!r}", "event_type"))

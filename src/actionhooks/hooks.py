@@ -57,7 +57,7 @@ class _HookInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     event_types: Annotated[list[str], msgspec.Meta(min_length=1)]
     transport: dict[str, Any]
     active: bool = True
-    list_id: int | None = None
+    list_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # the log's BIGINT column
     filters: Filters = msgspec.field(default_factory=Filters)
     custom_data_fields: Annotated[list[str], msgspec.Meta(max_length=500)] = msgspec.field(
         default_factory=list

@@ -33,8 +33,10 @@ async def ingest(
     """Validate and commit the events of one request body; raise ApiError for whole-body problems."""
     try:
         items = list(split_body(body, content_type))
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except ValueError as exc:  # msgspec's DecodeError and ValidationError, a string that is not UTF-8
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "body is nested too deeply") from None
     if len(items) > limits.max_items:
         raise ApiError(413, f"{len(items)} events in one request; the limit is {limits.max_items}")
     if not items:

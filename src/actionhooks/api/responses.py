@@ -35,8 +35,10 @@ async def read_json(request: Any, limit: int = 1024 * 1024) -> Any:
     body = await read_body(request, limit)
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # msgspec's DecodeError, or a string that is not UTF-8
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "body is nested too deeply") from None
 
 
 async def read_body(request: Any, limit: int) -> bytes:

@@ -150,8 +150,10 @@ class Ingester:
             return Problem(error=f"message is {len(body)} bytes; the limit is {limits.max_body_bytes}"), []
         try:
             items = list(split_body(body, _content_type(body, message.content_type)))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except ValueError as exc:  # msgspec's DecodeError and ValidationError, a string that is not UTF-8
             return Problem(error=f"message is not valid JSON: {exc}"), []
+        except RecursionError:
+            return Problem(error="message is nested too deeply"), []
         if not items:
             return Problem(error="no events in the message"), []
         if len(items) > limits.max_items:

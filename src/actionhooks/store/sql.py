@@ -206,24 +206,36 @@ class SqlStore:
     async def _commit_loop(self) -> None:
         while self._queue:
             group, self._queue = self._queue, []
-            size = sum(len(p.events) for p in group)
             try:
-                results = await self._write(self._append_group, group)
-            except BaseException as exc:  # the whole group failed: every caller hears of it
+                await self._commit(group)
+            except Exception:
+                if len(group) == 1:
+                    continue
+                # One append's events broke the group's transaction: commit each append on its own, so only
+                # that request fails and the others are not held responsible for it.
+                for pending in group:
+                    with contextlib.suppress(Exception):
+                        await self._commit([pending])
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        """One transaction for ``group``; every waiter hears the outcome (the exception is re-raised)."""
+        size = sum(len(p.events) for p in group)
+        try:
+            results = await self._write(self._append_group, group)
+        except BaseException as exc:
+            if len(group) == 1 or not isinstance(exc, Exception):
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 self._queued_events -= size
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            self._queued_events -= size
-            for p, result in zip(group, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(result)
-            accounts = {p.account_id for p in group}
-            for listener in self._listeners:
-                listener(accounts)
+            raise
+        self._queued_events -= size
+        for p, result in zip(group, results, strict=True):
+            if not p.future.done():
+                p.future.set_result(result)
+        accounts = {p.account_id for p in group}
+        for listener in self._listeners:
+            listener(accounts)
 
     def _append_group(self, conn: Conn, group: list[_Pending]) -> list[list[bool]]:
         results = []

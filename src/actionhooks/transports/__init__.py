@@ -47,7 +47,7 @@ def parse_settings(data: Any) -> TransportSettings:
     if not isinstance(data, dict):
         raise ValidationError("transport must be an object", "transport")
     kind = data.get("type")
-    if kind not in TRANSPORTS:
+    if not isinstance(kind, str) or kind not in TRANSPORTS:
         raise ValidationError(
             f"transport.type must be one of {', '.join(sorted(TRANSPORTS))}", "transport.type"
         )
@@ -60,6 +60,8 @@ def parse_settings(data: Any) -> TransportSettings:
         settings.check()
     except ValidationError as exc:
         raise ValidationError(exc.message, f"transport.{exc.field}" if exc.field else "transport") from None
+    except ValueError as exc:  # a check that tripped over a malformed value (a URL, a port) before naming it
+        raise ValidationError(f"invalid transport settings: {exc}", "transport") from None
     return settings
 
 

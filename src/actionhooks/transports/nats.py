@@ -65,7 +65,10 @@ class Settings(TransportSettings, tag="nats", kw_only=True):
             parts = urlsplit(url)
             if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.username or parts.path:
                 raise ValidationError(f"{url!r} is not nats://host:port or tls://host:port", "servers")
-        fields = [f for _, f, _, _ in string.Formatter().parse(self.subject) if f is not None]
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(self.subject) if f is not None]
+        except ValueError:  # an unmatched brace
+            fields = ["?"]
         if any(f not in _PLACEHOLDERS for f in fields) or not all(
             _TOKEN.fullmatch(t) for t in render_subject(self.subject, 1, "deliv").split(".")
         ):

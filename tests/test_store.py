@@ -1,0 +1,116 @@
+"""The store on both engines: group commit, ordering, idempotency, bounded reads, conditional state writes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from actionhooks.events import NewEvent
+from actionhooks.hooks import parse_hook
+from actionhooks.store import Attempt, Store
+
+TYPES = ["deliv", "send", "uopen"]
+
+
+def events(
+    n: int, account_id: int, event_type: str = "deliv", start: int = 0, **changes: object
+) -> list[NewEvent]:
+    out = []
+    for i in range(start, start + n):
+        row = NewEvent(account_id, f"e-{event_type}-{i}", event_type, 1, f"p{i}", 1.0, b'{"n":%d}' % i)
+        out.append(row._replace(**changes))  # type: ignore[arg-type]
+    return out
+
+
+async def test_concurrent_appends_share_commits_and_keep_order(store: Store) -> None:
+    account = await store.create_account("a", "k")
+    batches = [events(50, account, start=i * 50) for i in range(20)]
+    results = await asyncio.gather(*(store.append(account, b) for b in batches))
+    assert all(all(r) for r in results)
+    page = await store.read_events(account, TYPES, None, 0, 10_000)
+    assert len(page.events) == 1000
+    seqs = [e.seq for e in page.events]
+    assert seqs == sorted(seqs)
+    for batch in batches:  # each append's events are contiguous and in order
+        positions = [seqs[[e.id for e in page.events].index(ev.id)] for ev in batch]
+        assert positions == list(range(positions[0], positions[0] + len(batch)))
+
+
+async def test_one_bad_append_fails_alone(store: Store) -> None:
+    account = await store.create_account("a", "k")
+    good = events(10, account)
+    bad = events(1, account, start=100, list_id=2**70)  # past BIGINT: only the database can refuse it
+    more = events(10, account, start=200)
+    outcomes = await asyncio.gather(
+        store.append(account, good),
+        store.append(account, bad),
+        store.append(account, more),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == [True] * 10
+    assert isinstance(outcomes[1], Exception)
+    assert outcomes[2] == [True] * 10
+    assert await store.count_events(account) == 20
+    assert store.pending_appends == 0
+
+
+async def test_producer_ids_are_stored_once_per_account(store: Store) -> None:
+    a = await store.create_account("a", "ka")
+    b = await store.create_account("b", "kb")
+    batch = events(3, a)
+    assert await store.append(a, batch, {e.id for e in batch}) == [True] * 3
+    again = [*events(2, a), *events(1, a, start=9)]
+    assert await store.append(a, again, {e.id for e in again}) == [False, False, True]
+    other = events(3, b)
+    assert await store.append(b, other, {e.id for e in other}) == [True] * 3
+    assert await store.count_events(a) == 4 and await store.count_events(b) == 3
+
+
+@pytest.mark.parametrize("dense", [False, True])
+async def test_reads_are_bounded_by_the_window_and_never_skip(store: Store, dense: bool) -> None:
+    account = await store.create_account("a", "k")
+    other = await store.create_account("b", "k2")
+    await store.append(other, events(300, other))
+    await store.append(account, events(5, account, event_type="uopen"))
+    await store.append(other, events(300, other, start=300))
+    await store.append(account, events(5, account, event_type="uopen", start=5))
+    after, seen, reads = 0, [], 0
+    while True:
+        page = await store.read_events(account, ["uopen"], None, after, 3, window=100, dense=dense)
+        reads += 1
+        assert page.scanned_to <= after + 100
+        seen += [e.id for e in page.events]
+        after = page.scanned_to
+        if page.caught_up:
+            break
+    assert seen == [f"e-uopen-{i}" for i in range(10)]
+    assert reads >= 6  # the windows walked the other account's 600 events in steps
+
+
+async def test_list_id_scopes_reads(store: Store) -> None:
+    account = await store.create_account("a", "k")
+    await store.append(account, [*events(2, account), *events(3, account, start=2, list_id=7)])
+    page = await store.read_events(account, TYPES, 7, 0, 100)
+    assert [e.id for e in page.events] == ["e-deliv-2", "e-deliv-3", "e-deliv-4"]
+
+
+async def test_state_writes_of_a_stale_generation_match_nothing(store: Store) -> None:
+    account = await store.create_account("a", "k")
+    spec = parse_hook({"name": "h", "event_types": ["deliv"], "transport": {"type": "stub"}})
+    hook = await store.create_hook(account, spec)
+    await store.append(account, events(5, account))
+    attempt = Attempt(
+        hook_id=hook.id, at=1.0, batch_id="b", events=5, first_seq=1, last_seq=5, outcome="delivered"
+    )
+    assert await store.finish_batch(attempt, hook.generation, 5)
+    edited = await store.update_hook(account, hook.id, spec)
+    assert edited is not None and edited.generation == hook.generation + 1
+    assert not await store.finish_batch(attempt, hook.generation, 5)
+    assert not await store.save_cursor(hook.id, hook.generation, 5)
+    assert await store.save_cursor(hook.id, edited.generation, 5)
+    assert not await store.save_cursor(hook.id, edited.generation, 3)  # a cursor never moves back
+    current = await store.get_hook(account, hook.id)
+    assert current is not None and current.cursor == 5
+    assert len(await store.list_attempts(hook.id)) == 1
+    assert await store.active_generations() == {hook.id: edited.generation}

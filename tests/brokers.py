@@ -26,6 +26,7 @@ import pytest
 
 from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, TransportContext
+from bench import procs
 
 RABBITMQ = ("127.0.0.1", 5672)
 NATS = ("127.0.0.1", 4222)
@@ -137,12 +138,7 @@ def run_tansu(port: int | None = None) -> Iterator[str]:
                 time.sleep(0.05)
             yield f"127.0.0.1:{port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            procs.stop(process)
 
 
 @pytest.fixture(scope="session")

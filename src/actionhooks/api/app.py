@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 async def event_types(request: Request) -> Response:
     await request.app.state.auth.account(request)
-    import msgspec
-
     return json_response({"event_types": [msgspec.to_builtins(t) for t in catalog().types]})
 
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -28,15 +27,10 @@ from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, TransportContext
 from bench import procs
 
+from .support import service_missing as missing
+
 RABBITMQ = ("127.0.0.1", 5672)
 NATS = ("127.0.0.1", 4222)
-
-
-def missing(what: str) -> None:
-    """Skip (locally) or fail (in CI) a test whose broker is not there."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{what} is not available (CI requires it)")
-    pytest.skip(f"{what} is not available")
 
 
 def listening(host: str, port: int, timeout: float = 0.5) -> bool:

@@ -22,6 +22,7 @@ from actionhooks.transports import TransportContext, parse_settings
 from actionhooks.transports.base import Batch, Message
 from actionhooks.transports.guarded_resolver import DestinationRefused, GuardedResolver
 from actionhooks.transports.http import Settings
+from tests.brokers import missing
 
 from .conftest import OpenHttp
 
@@ -370,9 +371,9 @@ async def test_a_name_resolving_to_loopback_is_refused_by_the_resolver(
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
     except OSError:
-        pytest.skip(f"host name {name!r} does not resolve")
+        missing(f"a resolvable host name ({name!r} does not resolve)")
     if any(NetGuard().refusal(a) is None for a in addresses):
-        pytest.skip(f"host name {name!r} resolves to a public address")
+        missing(f"a host name resolving to loopback ({name!r} resolves to a public address)")
     assert NetGuard().host_refusal(name) is None  # so the refusal below comes from the resolver
     port = receiver.url.rsplit(":", 1)[1]
     transport = await open_http(f"http://{name}:{port}/hook", context=UNGUARDED)

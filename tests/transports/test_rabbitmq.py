@@ -150,12 +150,12 @@ def rabbitmqctl(*args: str) -> None:
 def read_only_user() -> Iterator[str]:
     """A user that may read but neither configure nor write anything on ``/``."""
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available")
+        brokers.missing("rabbitmqctl")
     user = unique("ah-reader")
     try:
         rabbitmqctl("add_user", user, "secret")
     except (subprocess.CalledProcessError, PermissionError) as exc:
-        pytest.skip(f"cannot create a RabbitMQ user: {exc}")
+        brokers.missing(f"a RabbitMQ user for the test ({exc})")
     rabbitmqctl("set_permissions", "-p", "/", user, "^$", "^$", ".*")
     yield user
     rabbitmqctl("delete_user", user)
@@ -200,7 +200,7 @@ async def test_a_loopback_broker_is_refused_without_the_allow_list(rabbitmq: tup
 async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq: tuple[str, int]) -> None:
     """Batches that fail while the broker restarts are retryable and succeed once it is back (at-least-once)."""
     if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available")
+        brokers.missing("rabbitmqctl")
     name = unique("ah-q")
     transport = queue_transport(name)
     batches = [make_batch(100, start=i * 100) for i in range(40)]

@@ -63,10 +63,14 @@ async def own_hook(request: Request) -> tuple[Store, int, Hook]:
     return state.store, account_id, hook
 
 
-def _changed(request: Request) -> None:
+async def _changed(request: Request) -> None:
+    """Bring this process's dispatcher in step before answering (the change itself is already committed)."""
     dispatcher = request.app.state.dispatcher
     if dispatcher is not None:
-        dispatcher.hook_changed()
+        try:
+            await dispatcher.apply_changes()
+        except Exception:  # the store hiccupped: the background reconciliation will catch up
+            dispatcher.hook_changed()
 
 
 async def create_hook(request: Request) -> Response:
@@ -74,7 +78,7 @@ async def create_hook(request: Request) -> Response:
     account_id = await state.auth.account(request)
     spec = _validated(request, await read_json(request))
     hook = await state.store.create_hook(account_id, spec)
-    _changed(request)
+    await _changed(request)
     return json_response(hook_view(hook), 201, {"Location": f"/v1/hooks/{hook.id}"})
 
 
@@ -98,14 +102,14 @@ async def patch_hook(request: Request) -> Response:
     updated = await store.update_hook(account_id, hook.id, spec)
     if updated is None:
         raise ApiError(404, "no such hook")
-    _changed(request)
+    await _changed(request)
     return json_response(hook_view(updated))
 
 
 async def delete_hook(request: Request) -> Response:
     store, account_id, hook = await own_hook(request)
     await store.delete_hook(account_id, hook.id)
-    _changed(request)
+    await _changed(request)
     return Response(status_code=204)
 
 
@@ -121,7 +125,7 @@ async def clone_hook(request: Request) -> Response:
         settings = merge_patch(settings, patch)
     spec = _validated(request, settings)
     clone = await store.create_hook(account_id, spec)
-    _changed(request)
+    await _changed(request)
     return json_response(hook_view(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
 
 

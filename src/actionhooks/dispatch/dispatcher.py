@@ -38,6 +38,7 @@ class Dispatcher:
         self.reconcile_interval = reconcile_interval
         self.workers: dict[int, tuple[HookWorker, asyncio.Task[None]]] = {}
         self._changed = asyncio.Event()
+        self._reconciling = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._unreadable: dict[int, int] = {}  # hook id → generation whose settings could not be loaded
         store.add_append_listener(self._appended)
@@ -55,8 +56,15 @@ class Dispatcher:
             await self._stop_worker(hook_id)
 
     def hook_changed(self) -> None:
-        """The API created, edited or deleted a hook: reconcile now."""
+        """A hook was created, edited or deleted: reconcile soon (without waiting for it)."""
         self._changed.set()
+
+    async def apply_changes(self) -> None:
+        """Reconcile now and return when done: a hook stopped, edited or deleted in this process no longer has a
+        worker on its old settings, so nothing accepted after the API's answer reaches it (a batch already in
+        flight is cut off). Dispatchers in other processes see the change within ``reconcile_interval``."""
+        async with self._reconciling:
+            await self.reconcile()
 
     def _appended(self, account_ids: set[int]) -> None:
         for worker, _ in self.workers.values():
@@ -69,7 +77,8 @@ class Dispatcher:
                 await asyncio.wait_for(self._changed.wait(), timeout=self.reconcile_interval)
             self._changed.clear()
             try:
-                await self.reconcile()
+                async with self._reconciling:
+                    await self.reconcile()
             except Exception:
                 log.exception("dispatcher: reconciliation failed; trying again")
 

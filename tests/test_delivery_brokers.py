@@ -9,7 +9,6 @@ keys, record keys or subjects, and per-profile order.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -321,24 +320,8 @@ async def assert_dead_lettered_with_reason(
     assert {a["outcome"] for a in attempts["attempts"]} == {"failed"}
 
 
-@pytest.fixture
-async def gc_on_the_loop() -> AsyncIterator[None]:
-    """A failed aio-pika connect leaves its ``Connection`` in a reference cycle; its ``__del__`` makes a ``close()``
-    coroutine and schedules it on the running loop. When the cyclic GC happens to run in another thread (the store's
-    reader threads) there is no loop there, the coroutine is never awaited and Python warns (an error in this suite).
-    Collect on the loop's thread instead, and let the scheduled closes run."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.collect()
-        for _ in range(3):
-            await asyncio.sleep(0)
-        gc.enable()
-
-
 async def test_a_wrong_rabbitmq_password_dead_letters_every_event_with_the_reason(
-    service: Service, owner: User, rabbitmq: tuple[str, int], gc_on_the_loop: None
+    service: Service, owner: User, rabbitmq: tuple[str, int]
 ) -> None:
     secret = "wrong-" + unique("pw")
     hook_id = await make_hook(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
@@ -167,16 +168,23 @@ class RabbitMQTransport:
 
         s = self.settings
         await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        self._connection = await aio_pika.connect(
-            host=s.host,
-            port=s.effective_port,
-            login=s.user,
-            password=s.password,
-            virtualhost=s.vhost,
-            ssl=s.tls,
-            timeout=CONNECT_TIMEOUT_S,
-            client_properties={"connection_name": "actionhooks"},
-        )
+        try:
+            self._connection = await aio_pika.connect(
+                host=s.host,
+                port=s.effective_port,
+                login=s.user,
+                password=s.password,
+                virtualhost=s.vhost,
+                ssl=s.tls,
+                timeout=CONNECT_TIMEOUT_S,
+                client_properties={"connection_name": "actionhooks"},
+            )
+        except BaseException:
+            # A failed aio-pika connect leaves its Connection in a reference cycle whose finaliser schedules a
+            # close() on the running loop; collected later on another thread (the store's), that coroutine would
+            # never run. Collect here, on the loop's thread.
+            gc.collect()
+            raise
         channel = await self._connection.channel(publisher_confirms=True)
         if isinstance(s, QueueSettings):
             try:

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..transports.rabbitmq import connect
 from .base import IDLE_S, ConsumeError, Incoming, Rejection, dead_letter_headers
 
 LINGER_S = 0.05
-CONNECT_TIMEOUT_S = 10.0
 CONFIRM_TIMEOUT_S = 30.0
 
 
@@ -58,18 +58,10 @@ class RabbitMQSource:
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
 
     async def open(self) -> None:
-        import aio_pika
-
         s = self.settings
         try:
-            self._connection = await aio_pika.connect(
-                host=s.host,
-                port=s.port,
-                login=s.user,
-                password=s.password,
-                virtualhost=s.vhost,
-                timeout=CONNECT_TIMEOUT_S,
-                client_properties={"connection_name": "actionhooks-consume"},
+            self._connection = await connect(
+                s.host, s.port, s.user, s.password, s.vhost, name="actionhooks-consume"
             )
         except Exception as exc:
             raise ConsumeError(

@@ -163,28 +163,13 @@ class RabbitMQTransport:
         if self._connection is not None and not self._connection.is_closed and self._channel is not None:
             return self._channel
         await self._drop()
-        import aio_pika
         from aiormq.exceptions import ChannelNotFoundEntity
 
         s = self.settings
         await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        try:
-            self._connection = await aio_pika.connect(
-                host=s.host,
-                port=s.effective_port,
-                login=s.user,
-                password=s.password,
-                virtualhost=s.vhost,
-                ssl=s.tls,
-                timeout=CONNECT_TIMEOUT_S,
-                client_properties={"connection_name": "actionhooks"},
-            )
-        except BaseException:
-            # A failed aio-pika connect leaves its Connection in a reference cycle whose finaliser schedules a
-            # close() on the running loop; collected later on another thread (the store's), that coroutine would
-            # never run. Collect here, on the loop's thread.
-            gc.collect()
-            raise
+        self._connection = await connect(
+            s.host, s.effective_port, s.user, s.password, s.vhost, tls=s.tls, name="actionhooks"
+        )
         channel = await self._connection.channel(publisher_confirms=True)
         if isinstance(s, QueueSettings):
             try:
@@ -207,6 +192,31 @@ class RabbitMQTransport:
 
 
 PERSISTENT = 2  # AMQP delivery mode
+
+
+async def connect(
+    host: str, port: int, user: str, password: str, vhost: str, *, tls: bool = False, name: str
+) -> Any:
+    """An aio-pika connection (the transport's and the broker consumer's), ``name`` shown in RabbitMQ's UI."""
+    import aio_pika
+
+    try:
+        return await aio_pika.connect(
+            host=host,
+            port=port,
+            login=user,
+            password=password,
+            virtualhost=vhost,
+            ssl=tls,
+            timeout=CONNECT_TIMEOUT_S,
+            client_properties={"connection_name": name},
+        )
+    except BaseException:
+        # A failed connect leaves its Connection in a reference cycle whose finaliser schedules a close() on the
+        # running loop; collected later on another thread (the store's), that coroutine would never run.
+        # Collect here, on the loop's thread.
+        gc.collect()
+        raise
 
 
 def _map_error(exc: BaseException, s: QueueSettings | ExchangeSettings) -> DeliveryError:

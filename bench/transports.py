@@ -45,16 +45,18 @@ from actionhooks.ids import new_id
 from actionhooks.netguard import NetGuard, parse_nets
 from actionhooks.transports import Batch, TransportContext, open_transport, parse_settings
 
-from . import procs
+from . import amqp_ceiling, procs
 
-KINDS = ("http", "rabbitmq_queue", "kafka", "nats")
+KINDS = ("http", "rabbitmq_queue", "rabbitmq_classic", "kafka", "nats")
+# a bench kind → its queue type, for the two RabbitMQ rows (both are the ``rabbitmq_queue`` transport)
+RABBITMQ_QUEUE_TYPES = {"rabbitmq_queue": "quorum", "rabbitmq_classic": "classic"}
 HOOK_BATCH = 1000
 SEND_BATCH = 1000
 ID_LINE = 37  # a UUIDv7 and a newline, in the receiver's ids file
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"
 KAFKA_PARTITIONS = 3
-TARGETS = {"rabbitmq_queue": 30_000, "kafka": 50_000}
+TARGETS = {"rabbitmq_queue": 30_000, "rabbitmq_classic": 30_000, "kafka": 50_000}
 
 
 @dataclass
@@ -63,6 +65,7 @@ class Result:
     end_to_end: float
     alone: float
     alone_count: int  # messages the destination held after the transport-alone run (N + the warm-up one)
+    ceiling: float | None = None  # RabbitMQ: the minimal client's rate (bench.amqp_ceiling), same batches
 
 
 # --- destinations -----------------------------------------------------------------------------------------
@@ -103,8 +106,9 @@ class Broker:
             ids_file.touch()
             url = f"http://127.0.0.1:{self.receiver_port}/hook"
             dest = Destination(self.kind, {"type": "http", "url": url}, {}, ids_file)
-        elif self.kind == "rabbitmq_queue":
-            asyncio.run(_amqp(lambda ch: ch.declare_queue(name, durable=True)))
+        elif self.kind in RABBITMQ_QUEUE_TYPES:
+            arguments = {"x-queue-type": RABBITMQ_QUEUE_TYPES[self.kind]}
+            asyncio.run(_amqp(lambda ch: ch.declare_queue(name, durable=True, arguments=arguments)))
             transport = {"type": "rabbitmq_queue", "host": "127.0.0.1", "user": "guest", "password": "guest"}
             dest = Destination(self.kind, transport | {"queue": name}, {"queue": name})
         elif self.kind == "kafka":
@@ -130,7 +134,7 @@ class Broker:
         """How many messages the destination holds (the receiver: ids written)."""
         if dest.ids_file is not None:
             return dest.ids_file.stat().st_size // ID_LINE
-        if self.kind == "rabbitmq_queue":
+        if self.kind in RABBITMQ_QUEUE_TYPES:
             queue = asyncio.run(_amqp(lambda ch: ch.declare_queue(dest.consumer["queue"], passive=True)))
             count: int = queue.declaration_result.message_count
             return count
@@ -142,7 +146,7 @@ class Broker:
         return messages
 
     def cleanup(self) -> None:
-        queues = [d.consumer["queue"] for d in self.made if self.kind == "rabbitmq_queue"]
+        queues = [d.consumer["queue"] for d in self.made if self.kind in RABBITMQ_QUEUE_TYPES]
         streams = [d.consumer["stream"] for d in self.made if self.kind == "nats"]
 
         async def delete_queues(channel: Any) -> None:
@@ -321,7 +325,7 @@ def consume(kind: str, spec: dict[str, Any], count: int) -> None:
     """Read until ``count`` distinct event ids arrived; print ``ready``, then ``done <monotonic time>``."""
     if kind == "kafka":
         done = _consume_kafka(spec, count)
-    elif kind == "rabbitmq_queue":
+    elif kind in RABBITMQ_QUEUE_TYPES:
         done = asyncio.run(_consume_rabbitmq(spec, count))
     elif kind == "nats":
         done = asyncio.run(_consume_nats(spec, count))
@@ -453,9 +457,13 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str]) -> 
                 held = b.held(dest)
             if held < len(messages) + 1:
                 raise RuntimeError(f"{kind}: the destination holds {held} of {len(messages) + 1} messages")
-            results.append(Result(kind, e2e, alone, held))
+            top = None
+            if kind in RABBITMQ_QUEUE_TYPES:
+                top = amqp_ceiling.ceiling([m.body for m in messages], RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
+            results.append(Result(kind, e2e, alone, held, top))
             print(
-                f"{kind}: end to end {e2e:,.0f} events/s, transport alone {alone:,.0f} events/s",
+                f"{kind}: end to end {e2e:,.0f} events/s, transport alone {alone:,.0f} events/s"
+                + ("" if top is None else f", broker ceiling {top:,.0f} messages/s"),
                 file=sys.stderr,
             )
     return results
@@ -463,7 +471,8 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str]) -> 
 
 LABELS = {
     "http": "HTTP → loopback receiver process (reference)",
-    "rabbitmq_queue": "RabbitMQ queue (publisher confirms, persistent)",
+    "rabbitmq_queue": "RabbitMQ quorum queue, the default (publisher confirms, persistent)",
+    "rabbitmq_classic": "RabbitMQ classic queue (publisher confirms, persistent)",
     "kafka": f"Kafka → Tansu, memory storage, {KAFKA_PARTITIONS} partitions (acks=all, idempotent)",
     "nats": "NATS JetStream (file stream, acks)",
 }
@@ -471,14 +480,16 @@ LABELS = {
 
 def table(results: list[Result]) -> list[str]:
     lines = [
-        "| transport | end to end (POST → consumer) | transport alone (send, 1000/batch) | target (transport alone) |",
-        "|---|---|---|---|",
+        "| transport | end to end (POST → consumer) | transport alone (send, 1000/batch) "
+        "| broker ceiling (minimal client, 1000/batch) | target (transport alone) |",
+        "|---|---|---|---|---|",
     ]
     for r in results:
         target = TARGETS.get(r.kind)
         verdict = "" if target is None else f"≥ {target:,} — {'met' if r.alone >= target else 'missed'}"
+        top = "—" if r.ceiling is None else f"{r.ceiling:,.0f} msg/s (transport: {r.alone / r.ceiling:.0%})"
         lines.append(
-            f"| {LABELS[r.kind]} | {r.end_to_end:,.0f} events/s | {r.alone:,.0f} events/s | {verdict} |"
+            f"| {LABELS[r.kind]} | {r.end_to_end:,.0f} events/s | {r.alone:,.0f} events/s | {top} | {verdict} |"
         )
     return lines
 

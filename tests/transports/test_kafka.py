@@ -14,9 +14,18 @@ from actionhooks.transports import TransportContext, open_transport, parse_setti
 from actionhooks.transports.base import Batch
 from actionhooks.transports.kafka import Settings
 from tests import brokers
-from tests.brokers import free_port, loopback_context, make_batch, read_topic, run_tansu, unique
+from tests.brokers import (
+    TANSU_USER,
+    free_port,
+    loopback_context,
+    make_batch,
+    read_topic,
+    run_tansu,
+    unique,
+)
 
-tansu = brokers.tansu  # the session's broker fixture, visible to this module's tests
+# the session's fixtures, visible to this module's tests
+tansu, tansu_auth, s3_server = brokers.tansu, brokers.tansu_auth, brokers.s3_server
 
 
 def kafka_transport(servers: str, topic: str, **extra: Any) -> Any:
@@ -116,7 +125,8 @@ async def test_an_unreachable_broker_is_retryable_and_the_next_send_reconnects()
 
 
 async def test_a_failed_sasl_handshake_is_a_permanent_error(tansu: str) -> None:
-    """Tansu runs without SASL users: the handshake fails, which is what wrong credentials look like too."""
+    """SASL towards a broker whose listener does not do SASL (``tansu`` runs without ``--authentication``): the
+    handshake fails, a permanent authentication error (a wrong password is the next test)."""
     transport = kafka_transport(
         tansu,
         unique("ah-topic"),
@@ -130,6 +140,35 @@ async def test_a_failed_sasl_handshake_is_a_permanent_error(tansu: str) -> None:
     assert info.value.permanent and "authentication failed" in info.value.reason
     assert "wrong-" not in info.value.reason
     await transport.close()
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256"])
+async def test_a_wrong_scram_password_is_a_permanent_error_naming_the_user(
+    tansu_auth: str, mechanism: str
+) -> None:
+    """A broker that checks SCRAM logins refuses ours. (Tansu 0.6.0 refuses every login, see ``tansu_auth``; its
+    ``unknown-user`` and Kafka's "invalid credentials" both reach librdkafka as a failed SASL authentication, the
+    error this maps.)"""
+    secret = "wrong-" + uuid.uuid4().hex
+    transport = kafka_transport(
+        tansu_auth,
+        unique("ah-topic"),
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_username=TANSU_USER,
+        sasl_password=secret,
+    )
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as info:
+            await transport.send(make_batch(3))
+        assert time.monotonic() - started < 10  # the refusal ends the wait, not the 30 s delivery timeout
+        reason = info.value.reason
+        assert info.value.permanent, reason
+        assert f"authentication failed for user '{TANSU_USER}' ({mechanism})" in reason
+        assert secret not in reason and "wrong-" not in reason
+    finally:
+        await transport.close()
 
 
 async def test_a_loopback_broker_is_refused_without_the_allow_list(tansu: str) -> None:

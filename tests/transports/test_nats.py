@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from actionhooks.transports.base import Batch
 from actionhooks.transports.nats import Settings
 from tests import brokers
 from tests.brokers import free_port, loopback_context, make_batch, run_nats, unique
+from tests.support import eventually
 
 # fixtures of tests.brokers, visible to this module's tests
 nats_server, nats_auth_server, nats_workdir = (
@@ -161,6 +165,30 @@ async def test_a_server_restart_is_retryable_and_the_transport_reconnects(nats_w
             await admin.close()
     finally:
         await transport.close()
+
+
+async def test_a_server_lost_while_acks_are_awaited_fails_the_send_at_once(nats_workdir: Path) -> None:
+    """nats-py leaves the acks still awaited pending when the connection ends: the send must fail then (retryable),
+    not wait out its ack timeout (30 s) as it did when a server was restarted mid-batch."""
+    credentials = {"user": "app", "password": "secret"}
+    with contextlib.ExitStack() as server:
+        url = server.enter_context(run_nats(free_port(), nats_workdir))
+        silent = await nats.connect(url, allow_reconnect=False, **credentials)
+        taken = await silent.subscribe("allowed.silent")  # takes each publish and never acks it
+        transport = nats_transport(url, "allowed.silent", credentials=credentials)
+        try:
+            sending = asyncio.create_task(transport.send(make_batch(5)))
+            await eventually(lambda: taken.delivered == 5)  # every message is out: the send awaits the acks
+            assert not sending.done()
+            started = time.monotonic()
+            server.close()  # the server goes away with the acks
+            with pytest.raises(DeliveryError) as info:
+                await asyncio.wait_for(sending, timeout=10)
+            assert time.monotonic() - started < 5
+            assert not info.value.permanent and "connection lost" in info.value.reason
+        finally:
+            await transport.close()
+            await silent.close()
 
 
 async def test_a_loopback_server_is_refused_without_the_allow_list(nats_server: str) -> None:

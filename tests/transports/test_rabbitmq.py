@@ -16,9 +16,17 @@ from actionhooks.transports import TransportContext, open_transport, parse_setti
 from actionhooks.transports.base import Batch
 from actionhooks.transports.rabbitmq import ExchangeSettings, QueueSettings
 from tests import brokers
-from tests.brokers import drain_queue, free_port, loopback_context, make_batch, unique
+from tests.brokers import (
+    RabbitNode,
+    drain_queue,
+    free_port,
+    loopback_context,
+    make_batch,
+    rabbitmqctl,
+    unique,
+)
 
-rabbitmq = brokers.rabbitmq  # fixture
+rabbitmq, rabbitmq_node = brokers.rabbitmq, brokers.rabbitmq_node  # fixtures
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -43,7 +51,7 @@ def test_settings_are_parsed_with_broker_defaults_and_the_password_hidden() -> N
     s = parse_settings({"type": "rabbitmq_exchange", "exchange": "events", **settings(password="s3cret")})
     assert isinstance(s, ExchangeSettings)
     assert (s.exchange_type, s.durable, s.auto_delete, s.vhost) == ("topic", True, False, "/")
-    assert (s.max_batch_size, s.timeout_s, s.effective_port, s.hosts()) == (500, 0.0, 5672, ["127.0.0.1"])
+    assert (s.max_batch_size, s.timeout_s, s.effective_port, s.hosts()) == (1000, 0.0, 5672, ["127.0.0.1"])
     assert s.public()["password"] == "***"
     assert "s3cret" not in repr(s) and "s3cret" not in str(s)
     q = parse_settings({"type": "rabbitmq_queue", "queue": "q", "tls": True, **settings()})
@@ -64,8 +72,8 @@ async def test_queue_receives_each_event_as_a_persistent_json_message(channel: A
     try:
         receipt = await transport.send(batch)
         assert receipt.response_excerpt == "60 messages confirmed"
-        # Declaring it again as durable would fail (PRECONDITION_FAILED) were it not durable.
-        queue = await channel.declare_queue(name, durable=True)
+        # Declaring it again fails (PRECONDITION_FAILED) unless it is a durable quorum queue.
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
         got = await drain_queue(queue, 60)
         assert [m.body for m in got] == [m.body for m in batch.messages]
         assert [m.message_id for m in got] == [m.id for m in batch.messages]
@@ -79,13 +87,28 @@ async def test_queue_receives_each_event_as_a_persistent_json_message(channel: A
 
 async def test_an_existing_queue_with_other_arguments_is_used_as_it_is(channel: Any) -> None:
     name = unique("ah-q")
-    await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+    await channel.declare_queue(
+        name, durable=True, arguments={"x-queue-type": "classic", "x-max-priority": 5}
+    )
     transport = queue_transport(name)
     batch = make_batch(5)
     try:
         await transport.send(batch)
         got = await drain_queue(await channel.declare_queue(name, passive=True), 5)
         assert [m.body for m in got] == [m.body for m in batch.messages]
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)
+
+
+async def test_a_missing_queue_is_declared_classic_when_the_hook_asks(channel: Any) -> None:
+    name = unique("ah-q")
+    transport = queue_transport(name, queue_type="classic")
+    try:
+        await transport.send(make_batch(3))
+        # Declaring it again fails (PRECONDITION_FAILED) unless it is a durable classic queue.
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "classic"})
+        assert len(await drain_queue(queue, 3, exact=True)) == 3
     finally:
         await transport.close()
         await channel.queue_delete(name)
@@ -142,10 +165,6 @@ async def test_a_wrong_password_is_a_permanent_error_naming_the_user(rabbitmq: t
     await transport.close()
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def read_only_user() -> Iterator[str]:
     """A user that may read but neither configure nor write anything on ``/``."""
@@ -197,12 +216,11 @@ async def test_a_loopback_broker_is_refused_without_the_allow_list(rabbitmq: tup
 
 
 @pytest.mark.slow
-async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq: tuple[str, int]) -> None:
-    """Batches that fail while the broker restarts are retryable and succeed once it is back (at-least-once)."""
-    if shutil.which("rabbitmqctl") is None:
-        brokers.missing("rabbitmqctl")
+async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq_node: RabbitNode) -> None:
+    """Batches that fail while the broker restarts are retryable and succeed once it is back (at-least-once).
+    The restart is ``rabbitmqctl stop_app`` / ``start_app`` on a private node: the machine's broker stays up."""
     name = unique("ah-q")
-    transport = queue_transport(name)
+    transport = queue_transport(name, port=rabbitmq_node.port)
     batches = [make_batch(100, start=i * 100) for i in range(40)]
     failures: list[DeliveryError] = []
 
@@ -220,15 +238,15 @@ async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq: tuple[str, int]
 
     async def restart() -> None:
         await asyncio.sleep(0.3)
-        await asyncio.to_thread(rabbitmqctl, "stop_app")
-        await asyncio.to_thread(rabbitmqctl, "start_app")
+        await asyncio.to_thread(rabbitmq_node.stop_app)
+        await asyncio.to_thread(rabbitmq_node.start_app)
 
     try:
         await asyncio.gather(publish_all(), restart())
         assert failures, "the restart should have failed at least one batch"
         expected = {m.id for b in batches for m in b.messages}
         seen: set[str] = set()
-        connection = await aio_pika.connect(URL)
+        connection = await aio_pika.connect(rabbitmq_node.url)
         async with connection:
             channel = await connection.channel()
             queue = await channel.declare_queue(name, passive=True)

@@ -1,30 +1,39 @@
-"""RabbitMQ source (aio-pika): consume a queue with a prefetch window, acknowledge each batch with one
-``basic.ack(multiple=True)`` after its events are committed.
+"""RabbitMQ source (pika, through ``transports.amqp.Link``): consume a queue with a prefetch window, acknowledge each
+batch with one ``basic.ack(multiple=True)`` after its events are committed.
 
 A batch is what arrived, up to ``prefetch`` messages (waiting at most ``LINGER_S`` for more once one is there);
 the channel's QoS prefetch is twice that, so the broker sends the next batch while one is being stored. Delivery
 tags grow and batches are taken in delivery order, so one ``ack(multiple=True)`` of a batch's last tag covers
-exactly that batch. Dead letters are published through the default
-exchange to ``dead_letter_queue`` (persistent, publisher confirms, ``mandatory``), the body as described in
-``base`` and the errors in AMQP headers. Missing queues are declared durable; existing ones are used as they are.
-A lost connection ends the run (unacknowledged messages go back to the queue); run the consumer under a
-supervisor that restarts it.
+exactly that batch. Dead letters are published through the default exchange to ``dead_letter_queue`` (persistent,
+publisher confirms on the same channel, ``mandatory``), the body as described in ``base`` and the errors in AMQP
+headers. Missing queues are declared durable quorum queues; existing ones are used as they are. A lost connection
+ends the run (unacknowledged messages go back to the queue); run the consumer under a supervisor that restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..transports.rabbitmq import connect
 from .base import IDLE_S, ConsumeError, Incoming, Rejection, dead_letter_headers
+
+if TYPE_CHECKING:
+    from ..transports.amqp import Link
 
 LINGER_S = 0.05
 CONFIRM_TIMEOUT_S = 30.0
+NOT_FOUND = 404
+
+
+class Delivery(NamedTuple):
+    """What pika hands the consumer callback, kept as the ``Incoming`` handle."""
+
+    delivery_tag: int
+    properties: Any
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -53,42 +62,56 @@ class RabbitMQSource:
         self.settings = settings
         self.name = f"rabbitmq queue {settings.queue!r}"
         self.dead_letters = settings.dead_letter_queue is not None
-        self._connection: Any = None
-        self._confirm_channel: Any = None
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._link: Link | None = None
+        self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def open(self) -> None:
+        from ..transports.amqp import Link
+
         s = self.settings
         try:
-            self._connection = await connect(
-                s.host, s.port, s.user, s.password, s.vhost, name="actionhooks-consume"
+            self._link = link = await Link.open(
+                s.host,
+                s.port,
+                s.user,
+                s.password,
+                s.vhost,
+                name="actionhooks-consume",
+                confirms=self.dead_letters,
             )
+            await self._declare(s.queue)
+            if s.dead_letter_queue is not None:
+                await self._declare(s.dead_letter_queue)
+            # the next batch arrives while one is being stored
+            await link.call(link.channel.basic_qos, prefetch_count=min(2 * s.prefetch, 65535))
+            await link.call(link.channel.basic_consume, s.queue, self._delivered)
         except Exception as exc:
+            await self.close()
             raise ConsumeError(
                 f"RabbitMQ at {s.host}:{s.port} vhost {s.vhost!r} user {s.user!r}: {type(exc).__name__}: {exc}"
             ) from exc
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=min(2 * s.prefetch, 65535))  # the next batch arrives meanwhile
-        queue = await self._declare(channel, s.queue)
-        if s.dead_letter_queue is not None:
-            self._confirm_channel = await self._connection.channel(publisher_confirms=True)
-            await self._declare(self._confirm_channel, s.dead_letter_queue)
-        await queue.consume(self._inbox.put, no_ack=False)
 
-    async def _declare(self, channel: Any, name: str) -> Any:
+    async def _declare(self, name: str) -> None:
         """The queue ``name``: used as it is when it exists (whatever its arguments), else declared durable."""
-        from aiormq.exceptions import ChannelNotFoundEntity
+        from pika.exceptions import ChannelClosedByBroker
 
-        probe = await self._connection.channel()
+        link = self._link
+        assert link is not None
         try:
-            await probe.declare_queue(name, passive=True)
-        except ChannelNotFoundEntity:  # the broker closed the probe channel
-            return await channel.declare_queue(name, durable=True)
-        await probe.close()
-        return await channel.declare_queue(name, passive=True)
+            await link.call(link.channel.queue_declare, name, passive=True)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != NOT_FOUND:
+                raise
+            await link.open_channel(confirms=self.dead_letters)  # the broker closed the channel
+            await link.call(
+                link.channel.queue_declare, name, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+
+    def _delivered(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._inbox.put_nowait(Delivery(method.delivery_tag, properties, body))
 
     async def fetch(self) -> list[Incoming]:
-        if self._connection is None or self._connection.is_closed:
+        if self._link is None or not self._link.is_open:
             raise ConsumeError(f"{self.name}: the connection to RabbitMQ was lost")
         try:
             first = await asyncio.wait_for(self._inbox.get(), IDLE_S)
@@ -106,44 +129,54 @@ class RabbitMQSource:
                 batch.append(await asyncio.wait_for(self._inbox.get(), remaining))
             except TimeoutError:
                 break
-        return [Incoming(m.body, m.content_type or "", m) for m in batch]
+        return [Incoming(d.body, d.properties.content_type or "", d) for d in batch]
 
     async def dead_letter(self, rejections: Sequence[Rejection]) -> None:
-        import aio_pika
+        from pika import BasicProperties
 
-        assert self.settings.dead_letter_queue is not None and self._confirm_channel is not None
-        exchange = self._confirm_channel.default_exchange
-        publishes = []
+        assert self.settings.dead_letter_queue is not None and self._link is not None
+        messages = []
         for r in rejections:
-            original = r.message.handle
-            message = aio_pika.Message(
-                r.body,
+            original = r.message.handle.properties
+            properties = BasicProperties(
                 headers=dict(dead_letter_headers(r, self.name)),
                 content_type=original.content_type if r.stored == 0 else "application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=PERSISTENT,
                 message_id=original.message_id,
                 app_id="actionhooks-consume",
             )
-            publishes.append(
-                exchange.publish(message, routing_key=self.settings.dead_letter_queue, mandatory=True)
-            )
+            messages.append(("", self.settings.dead_letter_queue, r.body, properties, True))
         try:
+            confirms = await self._link.publish_all(messages)
             async with asyncio.timeout(CONFIRM_TIMEOUT_S):
-                await asyncio.gather(*publishes)
+                await self._link.settled(confirms)
         except Exception as exc:
             raise ConsumeError(
                 f"{self.name}: dead letters to queue {self.settings.dead_letter_queue!r} were not confirmed: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if confirms.nacked or confirms.returned:
+            raise ConsumeError(
+                f"{self.name}: RabbitMQ refused {confirms.nacked} and could not route {confirms.returned} of "
+                f"{confirms.count} dead letters to queue {self.settings.dead_letter_queue!r}"
+            )
 
     async def ack(self, messages: Sequence[Incoming]) -> None:
         # Delivery tags grow on the channel and every earlier message was acknowledged: one multiple-ack covers
         # exactly this batch.
-        last = max((m.handle for m in messages), key=lambda h: h.delivery_tag)
-        await last.ack(multiple=True)
+        assert self._link is not None
+        last = max(m.handle.delivery_tag for m in messages)
+        try:
+            self._link.channel.basic_ack(delivery_tag=last, multiple=True)
+        except Exception as exc:
+            raise ConsumeError(
+                f"{self.name}: the acknowledgement was not sent: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and not connection.is_closed:
-            with contextlib.suppress(Exception):  # unacknowledged messages return to the queue either way
-                await asyncio.wait_for(connection.close(), timeout=5)
+        link, self._link = self._link, None
+        if link is not None:  # unacknowledged messages return to the queue either way
+            await link.close()
+
+
+PERSISTENT = 2  # AMQP delivery mode

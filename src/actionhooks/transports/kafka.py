@@ -212,7 +212,9 @@ class KafkaTransport:
             return DeliveryError(f"{where}: the records were not acknowledged")
         code = error.code()
         if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
-            return DeliveryError(f"{where}: authentication failed: {error.str()}", permanent=True)
+            s = self.settings
+            who = f" for user {s.sasl_username!r} ({s.sasl_mechanism})" if s.sasl_username else ""
+            return DeliveryError(f"{where}: authentication failed{who}: {error.str()}", permanent=True)
         if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
             return DeliveryError(f"{where}: not authorized to produce: {error.str()}", permanent=True)
         if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):

@@ -103,6 +103,7 @@ class NatsTransport:
         self._js: Any = None
         self._refused: asyncio.Event = asyncio.Event()
         self._refusal = ""
+        self._lost: asyncio.Event = asyncio.Event()  # the current client's connection ended
         self._lock = asyncio.Lock()
 
     async def send(self, batch: Batch) -> Receipt:
@@ -133,19 +134,28 @@ class NatsTransport:
             # publish_async only buffers the message: the acks are awaited together below.
             futures.append(await js.publish_async(subject, m.body, wait_stall=ACK_TIMEOUT_S, headers=headers))
         acks: asyncio.Future[list[Any]] = asyncio.gather(*futures)
+        acks.add_done_callback(_retrieve)  # once cancelled below, nothing else reads its outcome
         refused: asyncio.Future[Any] = asyncio.ensure_future(self._refused.wait())
+        # nats-py leaves the acks still awaited pending for ever when the connection ends (a server restarted
+        # mid-batch): without this, ``send`` waited out ACK_TIMEOUT_S.
+        lost: asyncio.Future[Any] = asyncio.ensure_future(self._lost.wait())
         try:
-            waited: list[asyncio.Future[Any]] = [acks, refused]
+            waited: list[asyncio.Future[Any]] = [acks, refused, lost]
             await asyncio.wait(waited, timeout=ACK_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             refused.cancel()
+            lost.cancel()
         if self._refused.is_set():
             acks.cancel()
             raise DeliveryError(f"NATS refused the publish: {self._refusal}", permanent=True)
-        if not acks.done():
-            acks.cancel()
-            raise DeliveryError(f"NATS JetStream did not acknowledge within {ACK_TIMEOUT_S:g} s")
-        return sum(1 for ack in acks.result() if ack.duplicate)
+        if acks.done():
+            return sum(1 for ack in acks.result() if ack.duplicate)
+        acks.cancel()
+        if self._lost.is_set():
+            from nats.errors import ConnectionClosedError
+
+            raise ConnectionClosedError  # retryable: "server unreachable or connection lost"
+        raise DeliveryError(f"NATS JetStream did not acknowledge within {ACK_TIMEOUT_S:g} s")
 
     async def _ready(self) -> Any:
         if self._nc is not None and self._nc.is_connected:
@@ -167,6 +177,11 @@ class NatsTransport:
 
             options = {"user_credentials": RawCredentials(c.creds)}
         self._nc = NATS()  # kept before connecting, so that ``_drop`` closes a half-open client too
+        self._lost = lost = asyncio.Event()
+
+        async def on_lost() -> None:
+            lost.set()
+
         # No background reconnection: a failed send drops the client and the next send connects again. One
         # attempt per server (max_reconnect_attempts=0 would make nats-py retry a refused server forever).
         async with asyncio.timeout(CONNECT_TIMEOUT_S * (len(self.settings.server_urls) + 1)):
@@ -178,6 +193,8 @@ class NatsTransport:
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,
                 error_cb=self._on_error,
+                disconnected_cb=on_lost,
+                closed_cb=on_lost,
                 **options,
             )
         self._js = self._nc.jetstream()
@@ -222,6 +239,11 @@ class NatsTransport:
                 f"{where}: server unreachable or connection lost ({type(exc).__name__}: {exc})"
             )
         return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def open(settings: TransportSettings, context: TransportContext) -> NatsTransport:

@@ -1,4 +1,4 @@
-"""RabbitMQ transports (aio-pika): ``rabbitmq_queue`` and ``rabbitmq_exchange``.
+"""RabbitMQ transports (pika, through ``amqp.Link``): ``rabbitmq_queue`` and ``rabbitmq_exchange``.
 
 Each event is one AMQP message: the body is the event's message JSON, ``content_type`` ``application/json``,
 ``delivery_mode`` persistent, ``message_id`` the event id, ``type`` the event type. Messages go out on a channel
@@ -7,7 +7,9 @@ every message of the batch.
 
 - ``rabbitmq_queue`` publishes through the default exchange to ``queue`` (``mandatory``: a message the broker
   cannot route is an error). An existing queue is used as it is, whatever its arguments (checked with a passive
-  declare); a missing one is declared durable, without arguments.
+  declare); a missing one is declared durable, of the hook's ``queue_type``: ``quorum`` (the default: RabbitMQ's
+  queue for data that must not be lost, and here 3× faster than a classic queue for persistent messages with
+  confirms) or ``classic``.
 - ``rabbitmq_exchange`` declares ``exchange`` with the hook's type/durable/auto-delete (an existing exchange with
   other properties is a permanent error naming them) and publishes with routing key ``<list_id>.<event_type>``;
   ``0.<event_type>`` for events without ``list_id`` (0 means "none", as ``segment_id`` 0 does in messages).
@@ -20,14 +22,15 @@ or an incompatible existing exchange → permanent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from ..errors import DeliveryError, ValidationError
 from .base import Batch, Message, Receipt, TransportContext, TransportSettings
+
+if TYPE_CHECKING:
+    from .amqp import Link
 
 CONNECT_TIMEOUT_S = 10.0
 CONFIRM_TIMEOUT_S = 30.0
@@ -41,7 +44,7 @@ class _ConnectionSettings(TransportSettings, kw_only=True):
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
 
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
     host: Name
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
@@ -64,6 +67,10 @@ class _ConnectionSettings(TransportSettings, kw_only=True):
 
 class QueueSettings(_ConnectionSettings, tag="rabbitmq_queue"):
     queue: Name
+    queue_type: Literal["quorum", "classic"] = "quorum"  # for a queue the transport declares
+
+    def queue_arguments(self) -> dict[str, str]:
+        return {"x-queue-type": self.queue_type}
 
 
 class ExchangeSettings(_ConnectionSettings, tag="rabbitmq_exchange"):
@@ -94,8 +101,7 @@ class RabbitMQTransport:
     def __init__(self, settings: QueueSettings | ExchangeSettings, context: TransportContext) -> None:
         self.settings = settings
         self._guard = context.net_guard
-        self._connection: Any = None
-        self._channel: Any = None
+        self._link: Link | None = None
         self._lock = asyncio.Lock()
 
     async def send(self, batch: Batch) -> Receipt:
@@ -103,151 +109,143 @@ class RabbitMQTransport:
         async with self._lock:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
-                    channel = await self._ready()
-                    results = await asyncio.gather(
-                        *(self._publish(channel, m) for m in batch.messages), return_exceptions=True
-                    )
-                failures = [r for r in results if isinstance(r, BaseException)]
-                failures += [
-                    DeliveryError(f"RabbitMQ did not accept a message ({type(r).__name__})")
-                    for r in results
-                    if type(r).__name__ in {"Nack", "Reject"}
-                ]
-                if failures:
-                    errors = [_map_error(e, self.settings) for e in failures]
-                    raise next((e for e in errors if e.permanent), errors[0]) from failures[0]
-            except DeliveryError:
-                await self._drop()
-                raise
+                    link = await self._ready()
+                    confirms = await link.publish_all([self._message(m) for m in batch.messages])
+                    await link.settled(confirms)
             except Exception as exc:
                 await self._drop()
                 raise _map_error(exc, self.settings) from exc
+            if confirms.nacked or confirms.returned:
+                await self._drop()
+                where = _where(self.settings)
+                if confirms.returned:
+                    raise DeliveryError(
+                        f"RabbitMQ at {where} could not route {confirms.returned} of {confirms.count} messages "
+                        f"(no queue {getattr(self.settings, 'queue', '')!r})"
+                    )
+                raise DeliveryError(
+                    f"RabbitMQ at {where} refused {confirms.nacked} of {confirms.count} messages"
+                )
         return Receipt(response_excerpt=f"{len(batch.messages)} messages confirmed")
 
     async def close(self) -> None:
         async with self._lock:
             await self._drop()
 
-    def _publish(self, channel: Any, message: Message) -> Any:
-        """One message on the raw (aiormq) channel: queued for the socket without waiting for it to be written
-        (``wait=False``), so the whole batch is in flight at once; the result is the broker's confirm."""
-        from pamqp.commands import Basic
+    def _message(self, message: Message) -> tuple[str, str, bytes, Any, bool]:
+        """``(exchange, routing_key, body, properties, mandatory)`` for ``Link.publish_all``."""
+        from pika import BasicProperties
 
-        properties = Basic.Properties(
+        properties = BasicProperties(
             content_type="application/json",
             delivery_mode=PERSISTENT,
             message_id=message.id,
-            message_type=message.event_type,
+            type=message.event_type,
             app_id="actionhooks",
         )
         if isinstance(self.settings, QueueSettings):
-            return channel.basic_publish(
-                message.body,
-                routing_key=self.settings.queue,
-                properties=properties,
-                mandatory=True,
-                wait=False,
-            )
+            # Through the default exchange; ``mandatory``: a message the broker cannot route is returned.
+            return "", self.settings.queue, message.body, properties, True
         # Unbound routing keys are the receiver's choice with an exchange: no mandatory flag.
-        return channel.basic_publish(
-            message.body,
-            exchange=self.settings.exchange,
-            routing_key=routing_key(message),
-            properties=properties,
-            mandatory=False,
-            wait=False,
-        )
+        return self.settings.exchange, routing_key(message), message.body, properties, False
 
-    async def _ready(self) -> Any:
-        """The confirm-mode channel to publish on, connecting and declaring first when needed."""
-        if self._connection is not None and not self._connection.is_closed and self._channel is not None:
-            return self._channel
+    async def _ready(self) -> Link:
+        """The confirm-mode link to publish on, connecting and declaring first when needed."""
+        if self._link is not None and self._link.is_open:
+            return self._link
         await self._drop()
-        from aiormq.exceptions import ChannelNotFoundEntity
-
         s = self.settings
         await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        self._connection = await connect(
-            s.host, s.effective_port, s.user, s.password, s.vhost, tls=s.tls, name="actionhooks"
+        from pika.exceptions import ChannelClosedByBroker
+
+        from .amqp import Link
+
+        self._link = link = await Link.open(
+            s.host,
+            s.effective_port,
+            s.user,
+            s.password,
+            s.vhost,
+            tls=s.tls,
+            name="actionhooks",
+            confirms=True,
         )
-        channel = await self._connection.channel(publisher_confirms=True)
+        channel = link.channel
         if isinstance(s, QueueSettings):
             try:
-                await channel.declare_queue(s.queue, passive=True)
-            except ChannelNotFoundEntity:
-                channel = await self._connection.channel(publisher_confirms=True)
-                await channel.declare_queue(s.queue, durable=True)
+                await link.call(channel.queue_declare, s.queue, passive=True)
+            except ChannelClosedByBroker as exc:
+                if exc.reply_code != NOT_FOUND:
+                    raise
+                await link.open_channel(confirms=True)
+                await link.call(
+                    link.channel.queue_declare, s.queue, durable=True, arguments=s.queue_arguments()
+                )
         else:
-            await channel.declare_exchange(
-                s.exchange, type=s.exchange_type, durable=s.durable, auto_delete=s.auto_delete
+            await link.call(
+                channel.exchange_declare,
+                s.exchange,
+                exchange_type=s.exchange_type,
+                durable=s.durable,
+                auto_delete=s.auto_delete,
             )
-        self._channel = await channel.get_underlay_channel()
-        return self._channel
+        return link
 
     async def _drop(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):  # the connection is being discarded anyway
-                await asyncio.wait_for(connection.close(), timeout=5)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
 
 
 PERSISTENT = 2  # AMQP delivery mode
+NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 404, 403, 406, 530
 
 
-async def connect(
-    host: str, port: int, user: str, password: str, vhost: str, *, tls: bool = False, name: str
-) -> Any:
-    """An aio-pika connection (the transport's and the broker consumer's), ``name`` shown in RabbitMQ's UI."""
-    import aio_pika
-
-    try:
-        return await aio_pika.connect(
-            host=host,
-            port=port,
-            login=user,
-            password=password,
-            virtualhost=vhost,
-            ssl=tls,
-            timeout=CONNECT_TIMEOUT_S,
-            client_properties={"connection_name": name},
-        )
-    except BaseException:
-        # A failed connect leaves its Connection in a reference cycle whose finaliser schedules a close() on the
-        # running loop; collected later on another thread (the store's), that coroutine would never run.
-        # Collect here, on the loop's thread.
-        gc.collect()
-        raise
+def _where(s: QueueSettings | ExchangeSettings) -> str:
+    return f"{s.host}:{s.effective_port} vhost {s.vhost!r}"
 
 
 def _map_error(exc: BaseException, s: QueueSettings | ExchangeSettings) -> DeliveryError:
-    """An aio-pika/aiormq/socket exception as the ``DeliveryError`` the dispatcher understands."""
-    from aiormq import exceptions as amqp
+    """A pika/socket exception as the ``DeliveryError`` the dispatcher understands."""
+    from pika import exceptions as amqp
 
-    where = f"{s.host}:{s.effective_port} vhost {s.vhost!r}"
+    where = _where(s)
     if isinstance(exc, DeliveryError):
         return exc
+    # pika wraps a failed connect: the last attempt's error says what happened
+    wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+    if attempts := getattr(wrapped, "exceptions", None):
+        exc = attempts[-1]
+    login_refused = DeliveryError(f"RabbitMQ refused the login of user {s.user!r} at {where}", permanent=True)
     if isinstance(exc, amqp.ProbableAuthenticationError | amqp.AuthenticationError):
-        return DeliveryError(f"RabbitMQ refused the login of user {s.user!r} at {where}", permanent=True)
-    if isinstance(exc, amqp.InvalidFrameError) and "Connection.OpenOk" in str(exc):
-        # The broker closed the connection when asked to open the vhost (the reason is lost by aiormq).
+        return login_refused
+    if isinstance(exc, amqp.ProbableAccessDeniedError):
         return DeliveryError(
             f"RabbitMQ refused vhost {s.vhost!r} at {s.host}:{s.effective_port}: it does not exist "
             f"or user {s.user!r} has no permissions on it",
             permanent=True,
         )
-    if isinstance(exc, amqp.ConnectionNotAllowed | amqp.ChannelAccessRefused):
-        return DeliveryError(
-            f"RabbitMQ refused access (permissions) at {where}: {_text(exc)}", permanent=True
-        )
-    if isinstance(exc, amqp.ChannelPreconditionFailed):
-        return DeliveryError(
-            f"RabbitMQ refused the declaration at {where} (it exists with other properties): {_text(exc)}",
-            permanent=True,
-        )
-    if isinstance(exc, amqp.PublishError):
-        return DeliveryError(f"RabbitMQ could not route a message at {where}: {_text(exc)}")
-    if isinstance(exc, amqp.DeliveryError):
-        return DeliveryError(f"RabbitMQ did not accept a message at {where}: {exc}")
+    if isinstance(exc, amqp.ConnectionClosedByBroker):
+        if exc.reply_code == ACCESS_REFUSED:
+            return login_refused
+        if exc.reply_code == NOT_ALLOWED:
+            return DeliveryError(
+                f"RabbitMQ refused vhost {s.vhost!r} at {s.host}:{s.effective_port}: {exc.reply_text}",
+                permanent=True,
+            )
+        return DeliveryError(f"RabbitMQ at {where} closed the connection: {exc.reply_text}")
+    if isinstance(exc, amqp.ChannelClosedByBroker):
+        if exc.reply_code == ACCESS_REFUSED:
+            return DeliveryError(
+                f"RabbitMQ refused access (permissions) at {where}: {exc.reply_text}", permanent=True
+            )
+        if exc.reply_code == PRECONDITION_FAILED:
+            return DeliveryError(
+                f"RabbitMQ refused the declaration at {where} (it exists with other properties): "
+                f"{exc.reply_text}",
+                permanent=True,
+            )
+        return DeliveryError(f"RabbitMQ at {where} closed the channel: {exc.reply_text}")
     if isinstance(exc, TimeoutError):
         return DeliveryError(f"RabbitMQ at {where} did not confirm in time")
     return DeliveryError(f"RabbitMQ at {where} unreachable or connection lost: {_text(exc)}")

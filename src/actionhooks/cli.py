@@ -60,7 +60,7 @@ def serve(
     from .api import create_app
 
     settings = _settings(db)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level)
     uvicorn.run(
         create_app(settings, dispatch=dispatch),
         host=host,
@@ -138,12 +138,20 @@ PasswordOption = Annotated[
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning, error")]
 
 
+def _setup_logging(log_level: str) -> None:
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_level.lower() != "debug":
+        # pika logs each failed connect four or five times at ERROR; the hook's attempts and last_error (or the
+        # consumer's own error) already say what happened. With --log-level debug, pika speaks.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
 def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, log_level: str) -> None:
     """Run a broker consumer until SIGTERM/SIGINT; exit 1 when the broker, dead letters or the store fail."""
     from .consume.base import ConsumeError, serve
 
     settings = _settings(db)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level)
     try:
         source = make_source()
     except ConfigError as exc:

@@ -61,6 +61,15 @@ def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_serve_with_a_bad_consumers_file_stops_with_a_clear_error(tmp_path: Path) -> None:
+    consumers = tmp_path / "consumers.json"
+    consumers.write_text('[{"broker": "rabbitmq", "account_id": 1, "queue": "q", "hots": "mq"}]')
+    done = run("serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--consume", str(consumers))
+    assert done.returncode == 2
+    assert "entry 0: unknown field(s) hots for rabbitmq" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: str) -> None:
     """serve --no-dispatch accepts events into the shared store; the dispatching process delivers them."""
     _, key = await asyncio.to_thread(procs.create_account, db_url)

@@ -29,18 +29,20 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from actionhooks.api.app import create_app
 from actionhooks.api.auth import hash_key, new_api_key
-from actionhooks.config import IngestLimits
+from actionhooks.config import IngestLimits, Settings
 from actionhooks.consume.base import Ingester, Source, Stats, run
 from actionhooks.consume.kafka import KafkaSettings, KafkaSource
 from actionhooks.consume.nats import NatsSettings, NatsSource
 from actionhooks.consume.rabbitmq import RabbitMQSettings, RabbitMQSource
+from actionhooks.errors import ConfigError
 from actionhooks.store import Store
 from bench import procs
 from tests import brokers
 from tests.brokers import unique
 
-from .support import eventually
+from .support import Service, eventually, service_settings
 
 rabbitmq, tansu, nats_server = brokers.rabbitmq, brokers.tansu, brokers.nats_server  # fixtures
 
@@ -89,6 +91,10 @@ class BrokerHarness:
         """``actionhooks consume`` arguments for this broker (account and store are added by the test)."""
         raise NotImplementedError
 
+    def spec(self) -> dict[str, Any]:
+        """The same consumer as an entry of ``serve``'s consumers file (the account is added by the test)."""
+        raise NotImplementedError
+
     async def publish(self, bodies: list[bytes], content_type: str | None = "application/json") -> None: ...
     async def settled(self) -> bool:
         """Everything published was acknowledged (checked once the consumer stopped)."""
@@ -127,6 +133,9 @@ class RabbitHarness(BrokerHarness):
 
     def command(self) -> list[str]:
         return ["rabbitmq", "--queue", self.queue, "--prefetch", "20", "--dead-letter-queue", self.dlq]
+
+    def spec(self) -> dict[str, Any]:
+        return {"broker": "rabbitmq", "queue": self.queue, "prefetch": 20, "dead_letter_queue": self.dlq}
 
     async def publish(self, bodies: list[bytes], content_type: str | None = "application/json") -> None:
         exchange = self.channel.default_exchange
@@ -174,6 +183,17 @@ class KafkaHarness(BrokerHarness):
         for key, value in self._config():
             args += ["--config", f"{key}={value}"]
         return [*args, "--dead-letter-topic", self.dlt]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "broker": "kafka",
+            "bootstrap_servers": self.address,
+            "topic": self.topic,
+            "group": self.group,
+            "batch": 20,
+            "dead_letter_topic": self.dlt,
+            "config": dict(self._config()),
+        }
 
     async def publish(self, bodies: list[bytes], content_type: str | None = "application/json") -> None:
         def report(error: Any, record: Any) -> None:
@@ -231,6 +251,18 @@ class NatsHarness(BrokerHarness):
         args = ["nats", "--servers", self.address, "--subject", self.subject, "--stream", self.stream]
         args += ["--durable", self.durable, "--batch", "20", "--ack-wait", "3"]
         return [*args, "--dead-letter-subject", self.dead_subject]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "broker": "nats",
+            "servers": self.address,
+            "subject": self.subject,
+            "stream": self.stream,
+            "durable": self.durable,
+            "batch": 20,
+            "ack_wait_s": 3.0,
+            "dead_letter_subject": self.dead_subject,
+        }
 
     async def publish(self, bodies: list[bytes], content_type: str | None = "application/json") -> None:
         headers = {"Content-Type": content_type} if content_type else None
@@ -397,6 +429,90 @@ async def test_a_mixed_message_stores_its_valid_items_and_dead_letters_the_rest(
     errors = json.loads(headers["actionhooks-errors"])
     assert [(e["index"], e["field"]) for e in errors] == [(1, "event_type"), (3, "list_id")]
     assert {e.body for e in await all_events(store, account)} == set(good)
+
+
+# -- the same consumers run by ``actionhooks serve`` from its consumers file ---------------------------------------
+
+
+async def test_serve_runs_the_consumers_of_its_consumers_file(
+    broker: BrokerHarness, store: Store, db_url: str, account: int, tmp_path: Path
+) -> None:
+    """Events published to the broker are stored by the service's own consumer and acknowledged; an invalid
+    message is dead-lettered; stopping the service stops the consumer with nothing left unacknowledged."""
+    consumers = tmp_path / "consumers.json"
+    consumers.write_text(json.dumps([broker.spec() | {"account_id": account}]))
+    service = Service(store, service_settings(db_url, consume_file=str(consumers)))
+    sent = [event(f"in-serve-{i}", account, i) for i in range(40)]
+    await service.start()
+    try:
+        await broker.publish([array(sent[:25]), *sent[25:], b"{not json"])
+
+        async def stored() -> bool:
+            return len(await all_events(store, account)) == len(sent)
+
+        await eventually(stored, timeout=30)
+        (letter,) = await eventually(lambda: broker.dead_letters(1), timeout=30)
+        assert letter[0] == b"{not json"
+        status, _, _ = await service.call("GET", "/healthz", None)
+        assert status == 200  # the API serves meanwhile
+    finally:
+        await service.stop()
+    assert {e.body for e in await all_events(store, account)} == set(sent)
+    assert await broker.settled()
+
+
+@SQLITE_ONLY
+async def test_a_failing_consumer_is_opened_again_and_the_api_keeps_serving(
+    store: Store, db_url: str, account: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumers = tmp_path / "consumers.json"
+    unreachable = {"broker": "rabbitmq", "account_id": account, "queue": "q", "port": brokers.free_port()}
+    consumers.write_text(json.dumps([unreachable | {"password": "hunter2"}]))
+    service = Service(store, service_settings(db_url, consume_file=str(consumers)))
+    caplog.set_level(logging.INFO, "actionhooks.consume")
+    await service.start()
+    try:
+
+        def reopened() -> bool:
+            return sum("opening it again" in r.getMessage() for r in caplog.records) >= 2
+
+        await eventually(reopened, timeout=10)  # 1 s, then 2 s of back-off
+        status, _, _ = await service.call("GET", "/healthz", None)
+        assert status == 200
+    finally:
+        await service.stop()
+    assert "hunter2" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "consumers file"),
+        ('[{"broker": "mqtt", "account_id": 1}]', "entry 0: broker must be one of rabbitmq, kafka, nats"),
+        ('[{"broker": "nats", "account_id": 0}]', "entry 0: account_id must be a positive integer"),
+        ('[{"broker": "rabbitmq", "account_id": 1, "queue": "q", "qeue": "x"}]', "unknown field(s) qeue"),
+        ('[{"broker": "rabbitmq", "account_id": 1}]', "entry 0: Object missing required field `queue`"),
+        (
+            '[{"broker": "rabbitmq", "account_id": 1, "queue": "q", "prefetch": 0}]',
+            "prefetch must be between",
+        ),
+        (
+            '[{"broker": "kafka", "account_id": 1, "bootstrap_servers": "k:9092", "topic": "t", "group": "g"},'
+            ' {"broker": "nats", "account_id": 1, "servers": "x", "subject": "s", "stream": "S", "durable": "d",'
+            ' "batch": "many"}]',
+            "entry 1: Expected `int`, got `str` - at `$.batch`",
+        ),
+    ],
+)
+def test_a_bad_consumers_file_is_refused_at_start_naming_the_entry(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "consumers.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        create_app(Settings(db=f"sqlite:///{tmp_path / 'x.db'}", consume_file=str(path)))
+    assert message in str(info.value), str(info.value)
+    assert str(path) in str(info.value)
 
 
 @pytest.mark.slow

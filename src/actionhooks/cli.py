@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -53,13 +54,24 @@ def serve(
     dispatch: Annotated[
         bool, typer.Option(help="also run the dispatcher; --no-dispatch for extra API-only processes")
     ] = True,
+    consume: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file of broker consumers to run in this process (docs/consume.md); "
+            "default: ACTIONHOOKS_CONSUME_FILE"
+        ),
+    ] = None,
 ) -> None:
-    """Run the API and the dispatcher in one process."""
+    """Run the API and the dispatcher (and any configured broker consumers) in one process."""
+    import dataclasses
+
     import uvicorn
 
     from .api import create_app
 
     settings = _settings(db)
+    if consume is not None:
+        settings = dataclasses.replace(settings, consume_file=str(consume))
     _setup_logging(log_level)
     uvicorn.run(
         create_app(settings, dispatch=dispatch),

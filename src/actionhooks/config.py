@@ -12,6 +12,7 @@ ACTIONHOOKS_MAX_PENDING         200000                   events waiting for comm
 ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
 ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
 ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
+ACTIONHOOKS_CONSUME_FILE        (none)                   JSON file of broker consumers ``serve`` runs
 ==============================  =======================  ==============================================
 """
 
@@ -68,6 +69,7 @@ class Settings:
     allow_nets: tuple[IPNetwork, ...] = ()
     limits: IngestLimits = field(default_factory=IngestLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -85,4 +87,5 @@ class Settings:
                 max_delay_s=env_float("ACTIONHOOKS_RETRY_MAX_DELAY_S", RetryPolicy.max_delay_s, 0.0),
                 max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
             ),
+            consume_file=os.environ.get("ACTIONHOOKS_CONSUME_FILE") or None,
         )

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from ..catalog import catalog
 from ..config import Settings
+from ..consume.configured import Consumers, load_consumers
 from ..dispatch.dispatcher import Dispatcher
 from ..netguard import NetGuard
 from ..store import Store, open_store
@@ -77,6 +78,8 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
     own_store = store is None
     the_store: Store = store if store is not None else open_store(settings.db, settings.secret_key)
     context = TransportContext(net_guard=NetGuard(settings.allow_nets))
+    # read now: a bad consumers file stops the start-up with its error
+    consumer_specs = load_consumers(settings.consume_file) if settings.consume_file else ()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,9 +89,12 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
             await dispatcher.start()
+        consumers = Consumers(consumer_specs, the_store, settings.limits)
+        consumers.start()
         try:
             yield
         finally:
+            await consumers.stop()
             if dispatcher is not None:
                 await dispatcher.stop()
             if own_store:

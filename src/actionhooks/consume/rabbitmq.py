@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 LINGER_S = 0.05
 CONFIRM_TIMEOUT_S = 30.0
-NOT_FOUND = 404
 
 
 class Delivery(NamedTuple):
@@ -79,9 +78,9 @@ class RabbitMQSource:
                 name="actionhooks-consume",
                 confirms=self.dead_letters,
             )
-            await self._declare(s.queue)
+            await link.ensure_queue(s.queue, "quorum")
             if s.dead_letter_queue is not None:
-                await self._declare(s.dead_letter_queue)
+                await link.ensure_queue(s.dead_letter_queue, "quorum")
             # the next batch arrives while one is being stored
             await link.call(link.channel.basic_qos, prefetch_count=min(2 * s.prefetch, 65535))
             await link.call(link.channel.basic_consume, s.queue, self._delivered)
@@ -90,22 +89,6 @@ class RabbitMQSource:
             raise ConsumeError(
                 f"RabbitMQ at {s.host}:{s.port} vhost {s.vhost!r} user {s.user!r}: {type(exc).__name__}: {exc}"
             ) from exc
-
-    async def _declare(self, name: str) -> None:
-        """The queue ``name``: used as it is when it exists (whatever its arguments), else declared durable."""
-        from pika.exceptions import ChannelClosedByBroker
-
-        link = self._link
-        assert link is not None
-        try:
-            await link.call(link.channel.queue_declare, name, passive=True)
-        except ChannelClosedByBroker as exc:
-            if exc.reply_code != NOT_FOUND:
-                raise
-            await link.open_channel(confirms=self.dead_letters)  # the broker closed the channel
-            await link.call(
-                link.channel.queue_declare, name, durable=True, arguments={"x-queue-type": "quorum"}
-            )
 
     def _delivered(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._inbox.put_nowait(Delivery(method.delivery_tag, properties, body))
@@ -133,6 +116,8 @@ class RabbitMQSource:
 
     async def dead_letter(self, rejections: Sequence[Rejection]) -> None:
         from pika import BasicProperties
+
+        from ..transports.amqp import PERSISTENT
 
         assert self.settings.dead_letter_queue is not None and self._link is not None
         messages = []
@@ -177,6 +162,3 @@ class RabbitMQSource:
         link, self._link = self._link, None
         if link is not None:  # unacknowledged messages return to the queue either way
             await link.close()
-
-
-PERSISTENT = 2  # AMQP delivery mode

@@ -18,8 +18,12 @@ from typing import Any
 import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from .base import outcome_seen
+
 CONNECT_TIMEOUT_S = 10.0
 HEARTBEAT_S = 60
+PERSISTENT = 2  # AMQP delivery mode
+NOT_FOUND = 404  # AMQP reply code
 FLUSH_EVERY = 100  # messages published between two turns of the loop (pika writes on the loop's turn)
 
 
@@ -35,7 +39,7 @@ class Confirms:
         self.nacked = 0
         self.returned = 0
         self.done: asyncio.Future[None] = loop.create_future()
-        self.done.add_done_callback(_retrieve)  # a failure nobody awaits any more is not an error to log
+        self.done.add_done_callback(outcome_seen)  # a failure nobody awaits any more is not an error to log
         self._state = bytearray(count)  # 0 open, 1 settled
         self._low = 0  # every offset below is settled
         self._settled = 0
@@ -74,6 +78,7 @@ class Link:
         self._waits: set[asyncio.Future[Any]] = set()
         self._confirms: Confirms | None = None
         self._next_tag = 1
+        self._confirm_mode = False
         self.on_message_returned: Callable[[Any], None] | None = None
 
     @classmethod
@@ -114,15 +119,16 @@ class Link:
         )
         try:
             await link._until(opened)
-            await link.open_channel(confirms=confirms)
+            await link._open_channel(confirms=confirms)
         except BaseException:
             await link.close()
             raise
         return link
 
-    async def open_channel(self, *, confirms: bool = False) -> None:
+    async def _open_channel(self, *, confirms: bool) -> None:
         """A new channel in place of the current one (after the broker closed it, say)."""
         self.closed = None
+        self._confirm_mode = confirms
         ready = self._wait()
         self.connection.channel(on_open_callback=lambda channel: _resolve(ready, channel))
         channel = await self._until(ready)
@@ -134,6 +140,21 @@ class Link:
             channel.confirm_delivery(self._confirmed, callback=lambda frame: _resolve(selected, frame))
             await self._until(selected)
             self._next_tag = 1
+
+    async def ensure_queue(self, name: str, queue_type: str) -> None:
+        """Use the queue ``name`` as it is when it exists, whatever its arguments (a passive declaration); declare
+        it durable, of ``queue_type``, when it does not. The broker closes the channel on a passive declaration
+        of a missing queue: a new one, in the same confirm mode, takes its place."""
+        from pika.exceptions import ChannelClosedByBroker
+
+        try:
+            await self.call(self.channel.queue_declare, name, passive=True)
+        except ChannelClosedByBroker as exc:
+            if exc.reply_code != NOT_FOUND:
+                raise
+            await self._open_channel(confirms=self._confirm_mode)
+            arguments = {"x-queue-type": queue_type}
+            await self.call(self.channel.queue_declare, name, durable=True, arguments=arguments)
 
     async def call(self, method: Callable[..., None], *args: Any, **kwargs: Any) -> Any:
         """A channel method that takes ``callback`` (a declaration, say), awaited; its reply frame."""
@@ -260,8 +281,3 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]  # pika has no type 
 def _resolve(wait: asyncio.Future[Any], value: Any) -> None:
     if not wait.done():
         wait.set_result(value)
-
-
-def _retrieve(wait: asyncio.Future[Any]) -> None:
-    if not wait.cancelled():
-        wait.exception()

@@ -12,6 +12,7 @@ Each transport module exports ``Settings`` (a :class:`TransportSettings` subclas
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Protocol
 
@@ -107,3 +108,10 @@ def _redact(data: dict[str, Any], path: list[str]) -> None:
         data[head] = {k: "***" for k in data[head]}
     else:
         data[head] = "***"
+
+
+def outcome_seen(future: asyncio.Future[Any]) -> None:
+    """A done-callback marking ``future``'s exception as retrieved: for futures whose failure nobody may await any
+    more (asyncio would log "exception was never retrieved")."""
+    if not future.cancelled():
+        future.exception()

@@ -23,7 +23,14 @@ from urllib.parse import urlsplit
 import msgspec
 
 from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.transports.base import Batch, Message, Receipt, TransportContext, TransportSettings
+from actionhooks.transports.base import (
+    Batch,
+    Message,
+    Receipt,
+    TransportContext,
+    TransportSettings,
+    outcome_seen,
+)
 
 CONNECT_TIMEOUT_S = 5.0
 ACK_TIMEOUT_S = 30.0
@@ -134,7 +141,7 @@ class NatsTransport:
             # publish_async only buffers the message: the acks are awaited together below.
             futures.append(await js.publish_async(subject, m.body, wait_stall=ACK_TIMEOUT_S, headers=headers))
         acks: asyncio.Future[list[Any]] = asyncio.gather(*futures)
-        acks.add_done_callback(_retrieve)  # once cancelled below, nothing else reads its outcome
+        acks.add_done_callback(outcome_seen)  # once cancelled below, nothing else reads its outcome
         refused: asyncio.Future[Any] = asyncio.ensure_future(self._refused.wait())
         # nats-py leaves the acks still awaited pending for ever when the connection ends (a server restarted
         # mid-batch): without this, ``send`` waited out ACK_TIMEOUT_S.
@@ -239,11 +246,6 @@ class NatsTransport:
                 f"{where}: server unreachable or connection lost ({type(exc).__name__}: {exc})"
             )
         return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def open(settings: TransportSettings, context: TransportContext) -> NatsTransport:

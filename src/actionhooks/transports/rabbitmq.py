@@ -69,9 +69,6 @@ class QueueSettings(_ConnectionSettings, tag="rabbitmq_queue"):
     queue: Name
     queue_type: Literal["quorum", "classic"] = "quorum"  # for a queue the transport declares
 
-    def queue_arguments(self) -> dict[str, str]:
-        return {"x-queue-type": self.queue_type}
-
 
 class ExchangeSettings(_ConnectionSettings, tag="rabbitmq_exchange"):
     exchange: Name
@@ -110,7 +107,7 @@ class RabbitMQTransport:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
                     link = await self._ready()
-                    confirms = await link.publish_all([self._message(m) for m in batch.messages])
+                    confirms = await link.publish_all(self._messages(batch.messages))
                     await link.settled(confirms)
             except Exception as exc:
                 await self._drop()
@@ -132,22 +129,27 @@ class RabbitMQTransport:
         async with self._lock:
             await self._drop()
 
-    def _message(self, message: Message) -> tuple[str, str, bytes, Any, bool]:
-        """``(exchange, routing_key, body, properties, mandatory)`` for ``Link.publish_all``."""
+    def _messages(self, messages: list[Message]) -> list[tuple[str, str, bytes, Any, bool]]:
+        """``(exchange, routing_key, body, properties, mandatory)`` of each message, for ``Link.publish_all``."""
         from pika import BasicProperties
 
-        properties = BasicProperties(
-            content_type="application/json",
-            delivery_mode=PERSISTENT,
-            message_id=message.id,
-            type=message.event_type,
-            app_id="actionhooks",
-        )
-        if isinstance(self.settings, QueueSettings):
-            # Through the default exchange; ``mandatory``: a message the broker cannot route is returned.
-            return "", self.settings.queue, message.body, properties, True
-        # Unbound routing keys are the receiver's choice with an exchange: no mandatory flag.
-        return self.settings.exchange, routing_key(message), message.body, properties, False
+        from .amqp import PERSISTENT
+
+        out = []
+        for message in messages:
+            properties = BasicProperties(
+                content_type="application/json",
+                delivery_mode=PERSISTENT,
+                message_id=message.id,
+                type=message.event_type,
+                app_id="actionhooks",
+            )
+            if isinstance(self.settings, QueueSettings):
+                # Through the default exchange; ``mandatory``: a message the broker cannot route is returned.
+                out.append(("", self.settings.queue, message.body, properties, True))
+            else:  # unbound routing keys are the receiver's choice with an exchange: no mandatory flag
+                out.append((self.settings.exchange, routing_key(message), message.body, properties, False))
+        return out
 
     async def _ready(self) -> Link:
         """The confirm-mode link to publish on, connecting and declaring first when needed."""
@@ -156,8 +158,6 @@ class RabbitMQTransport:
         await self._drop()
         s = self.settings
         await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        from pika.exceptions import ChannelClosedByBroker
-
         from .amqp import Link
 
         self._link = link = await Link.open(
@@ -170,20 +170,11 @@ class RabbitMQTransport:
             name="actionhooks",
             confirms=True,
         )
-        channel = link.channel
         if isinstance(s, QueueSettings):
-            try:
-                await link.call(channel.queue_declare, s.queue, passive=True)
-            except ChannelClosedByBroker as exc:
-                if exc.reply_code != NOT_FOUND:
-                    raise
-                await link.open_channel(confirms=True)
-                await link.call(
-                    link.channel.queue_declare, s.queue, durable=True, arguments=s.queue_arguments()
-                )
+            await link.ensure_queue(s.queue, s.queue_type)
         else:
             await link.call(
-                channel.exchange_declare,
+                link.channel.exchange_declare,
                 s.exchange,
                 exchange_type=s.exchange_type,
                 durable=s.durable,
@@ -197,8 +188,7 @@ class RabbitMQTransport:
             await link.close()
 
 
-PERSISTENT = 2  # AMQP delivery mode
-NOT_FOUND, ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 404, 403, 406, 530
+ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 403, 406, 530  # AMQP reply codes
 
 
 def _where(s: QueueSettings | ExchangeSettings) -> str:

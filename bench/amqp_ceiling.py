@@ -15,12 +15,14 @@ import argparse
 import socket
 import time
 import uuid
+from typing import TypeVar
 
 from pamqp import body as pbody
 from pamqp import commands, frame, header
 from pamqp.commands import Basic
 
 CHANNEL = 1
+_Frame = TypeVar("_Frame")
 
 
 class _Connection:
@@ -66,7 +68,7 @@ class _Connection:
                 raise EOFError("the broker closed the connection")
             self.buffer += data
 
-    def expect(self, kind: type) -> object:
+    def expect(self, kind: type[_Frame]) -> _Frame:
         received = self.receive()
         if not isinstance(received, kind):
             raise RuntimeError(f"expected {kind.__name__}, got {received!r}")

@@ -31,6 +31,34 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
+def _cpu_times() -> tuple[float, float]:
+    """Busy and total jiffies of all cores since boot (``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = [float(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def wait_quiet(busy_cores: float = 0.2, window_s: float = 1.0, timeout: float = 120.0) -> None:
+    """Wait until the machine's cores together are busy less than ``busy_cores`` over ``window_s``: a broker still
+    digesting the previous run (a quorum queue writing its segments, say) would otherwise be measured with the next
+    one. Gives up with a warning after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy0, total0 = _cpu_times()
+        time.sleep(window_s)
+        busy1, total1 = _cpu_times()
+        share = (busy1 - busy0) / max(total1 - total0, 1.0)
+        if share * (os.cpu_count() or 1) < busy_cores:
+            return
+        if time.monotonic() > deadline:
+            print(
+                f"warning: the machine is still busy ({share:.0%} of its CPU) after {timeout:.0f} s",
+                file=sys.stderr,
+            )
+            return
+
+
 def env(**extra: str) -> dict[str, str]:
     out = dict(os.environ)
     out.setdefault("ACTIONHOOKS_ALLOW_NETS", "127.0.0.0/8")

@@ -10,10 +10,15 @@ Two figures per transport:
   consumer all share the 2 cores.
 - **transport alone** — ``open_transport(...)`` in this process, ``send`` of the same N messages in batches of
   1000, one batch after the other as a hook's worker does; events/s until the last ``send`` returned (every
-  message confirmed/acknowledged by the broker). The broker's message count is checked afterwards.
+  message confirmed/acknowledged by the broker). The broker's message count is checked afterwards and the
+  destination deleted. Run ``--rounds`` times (3) into fresh destinations, the median reported with the range;
+  for RabbitMQ each run alternates with the broker's ceiling (``bench.amqp_ceiling``, same messages and batches).
+
+Every measured run waits for a quiet machine first (``procs.wait_quiet``): right after 200 000 persistent messages
+RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run started then measured that.
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
-[--kinds http,rabbitmq_queue,kafka,nats]``. A consumer process is ``python -m bench.transports consume KIND
+[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R]``. A consumer process is ``python -m bench.transports consume KIND
 SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
@@ -25,6 +30,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,9 +69,18 @@ TARGETS = {"rabbitmq_queue": 30_000, "rabbitmq_classic": 30_000, "kafka": 50_000
 class Result:
     kind: str
     end_to_end: float
-    alone: float
-    alone_count: int  # messages the destination held after the transport-alone run (N + the warm-up one)
-    ceiling: float | None = None  # RabbitMQ: the minimal client's rate (bench.amqp_ceiling), same batches
+    alone_runs: list[float]  # one per round, each into a fresh destination that held N + 1 (warm-up) messages
+    ceiling_runs: list[
+        float
+    ]  # RabbitMQ: the minimal client's rate (bench.amqp_ceiling), same batches, per round
+
+    @property
+    def alone(self) -> float:
+        return statistics.median(self.alone_runs)
+
+    @property
+    def ceiling(self) -> float | None:
+        return statistics.median(self.ceiling_runs) if self.ceiling_runs else None
 
 
 # --- destinations -----------------------------------------------------------------------------------------
@@ -146,8 +161,12 @@ class Broker:
         return messages
 
     def cleanup(self) -> None:
-        queues = [d.consumer["queue"] for d in self.made if self.kind in RABBITMQ_QUEUE_TYPES]
-        streams = [d.consumer["stream"] for d in self.made if self.kind == "nats"]
+        self.discard(*self.made)
+
+    def discard(self, *dests: Destination) -> None:
+        """Delete the queues and streams of ``dests`` (a Kafka topic goes with the Tansu broker of the run)."""
+        queues = [d.consumer["queue"] for d in dests if d.kind in RABBITMQ_QUEUE_TYPES]
+        streams = [d.consumer["stream"] for d in dests if d.kind == "nats"]
 
         async def delete_queues(channel: Any) -> None:
             for name in queues:
@@ -162,6 +181,7 @@ class Broker:
                 asyncio.run(_amqp(delete_queues))
             if streams:
                 asyncio.run(_nats_admin(delete_streams))
+        self.made = [d for d in self.made if d not in dests]
 
 
 def _count_kafka(servers: str, topic: str, idle_s: float = 1.0) -> int:
@@ -442,7 +462,10 @@ async def transport_alone(dest: Destination, messages: list[LoggedEvent]) -> flo
 # --- the whole run ----------------------------------------------------------------------------------------
 
 
-def measure(events: list[dict[str, object]], folder: Path, kinds: list[str]) -> list[Result]:
+def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rounds: int = 3) -> list[Result]:
+    """Per kind: one end-to-end run, then ``rounds`` transport-alone runs (each into a fresh destination, deleted
+    once counted), alternating for RabbitMQ with the broker-ceiling run. Every measured run starts once the
+    machine is quiet (``procs.wait_quiet``), so none pays for the broker still digesting the one before."""
     from .run import encode_batches
 
     bodies = encode_batches(events, 1000)
@@ -450,23 +473,41 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str]) -> 
     results = []
     for kind in kinds:
         with broker(kind, folder) as b:
+            procs.wait_quiet()
             e2e = end_to_end(b, bodies, len(events), folder)
-            dest = b.fresh()
-            with b.serving(dest):
-                alone = uvloop.run(transport_alone(dest, messages))  # the service runs on uvloop
-                held = b.held(dest)
-            if held < len(messages) + 1:
-                raise RuntimeError(f"{kind}: the destination holds {held} of {len(messages) + 1} messages")
-            top = None
-            if kind in RABBITMQ_QUEUE_TYPES:
-                top = amqp_ceiling.ceiling([m.body for m in messages], RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
-            results.append(Result(kind, e2e, alone, held, top))
+            b.cleanup()
+            result = Result(kind, e2e, [], [])
+            for _ in range(rounds):
+                procs.wait_quiet()
+                result.alone_runs.append(_alone_into_fresh(b, messages))
+                if kind in RABBITMQ_QUEUE_TYPES:
+                    procs.wait_quiet()
+                    bodies_only = [m.body for m in messages]
+                    result.ceiling_runs.append(
+                        amqp_ceiling.ceiling(bodies_only, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
+                    )
+            results.append(result)
+            runs = ", ".join(f"{r:,.0f}" for r in result.alone_runs)
+            tops = ", ".join(f"{r:,.0f}" for r in result.ceiling_runs)
             print(
-                f"{kind}: end to end {e2e:,.0f} events/s, transport alone {alone:,.0f} events/s"
-                + ("" if top is None else f", broker ceiling {top:,.0f} messages/s"),
+                f"{kind}: end to end {e2e:,.0f} events/s, transport alone {runs} events/s"
+                + (f", broker ceiling {tops} messages/s" if tops else ""),
                 file=sys.stderr,
             )
     return results
+
+
+def _alone_into_fresh(b: Broker, messages: list[LoggedEvent]) -> float:
+    dest = b.fresh()
+    try:
+        with b.serving(dest):
+            rate = uvloop.run(transport_alone(dest, messages))  # the service runs on uvloop
+            held = b.held(dest)
+        if held < len(messages) + 1:
+            raise RuntimeError(f"{b.kind}: the destination holds {held} of {len(messages) + 1} messages")
+        return rate
+    finally:
+        b.discard(dest)
 
 
 LABELS = {
@@ -478,24 +519,28 @@ LABELS = {
 }
 
 
-def table(results: list[Result]) -> list[str]:
+def table(results: list[Result], rounds: int) -> list[str]:
     lines = [
-        "| transport | end to end (POST → consumer) | transport alone (send, 1000/batch) "
-        "| broker ceiling (minimal client, 1000/batch) | target (transport alone) |",
+        f"| transport | end to end (POST → consumer) | transport alone (send, 1000/batch; median of {rounds}, range) "
+        f"| broker ceiling (minimal client, 1000/batch; median of {rounds}) | target (transport alone) |",
         "|---|---|---|---|---|",
     ]
     for r in results:
         target = TARGETS.get(r.kind)
-        verdict = "" if target is None else f"≥ {target:,} — {'met' if r.alone >= target else 'missed'}"
+        verdict = "—" if target is None else f"≥ {target:,} — {'met' if r.alone >= target else 'missed'}"
         top = "—" if r.ceiling is None else f"{r.ceiling:,.0f} msg/s (transport: {r.alone / r.ceiling:.0%})"
+        spread = f"{min(r.alone_runs):,.0f}–{max(r.alone_runs):,.0f}"
         lines.append(
-            f"| {LABELS[r.kind]} | {r.end_to_end:,.0f} events/s | {r.alone:,.0f} events/s | {top} | {verdict} |"
+            f"| {LABELS[r.kind]} | {r.end_to_end:,.0f} events/s | {r.alone:,.0f} events/s ({spread}) | {top} "
+            f"| {verdict} |"
         )
     return lines
 
 
-def run(events: list[dict[str, object]], folder: Path, kinds: list[str] | None = None) -> list[str]:
-    return table(measure(events, folder, list(kinds or KINDS)))
+def run(
+    events: list[dict[str, object]], folder: Path, kinds: list[str] | None = None, rounds: int = 3
+) -> list[str]:
+    return table(measure(events, folder, list(kinds or KINDS), rounds), rounds)
 
 
 def main() -> None:
@@ -505,13 +550,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--rounds", type=int, default=3, help="transport-alone (and ceiling) runs per kind")
     args = parser.parse_args()
     from .run import sample_events
 
     events = sample_events(args.events)
     folder = Path(tempfile.mkdtemp(prefix="ah-bench-transports-"))
     try:
-        lines = run(events, folder, args.kinds.split(","))
+        lines = run(events, folder, args.kinds.split(","), args.rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(f"machine: {os.cpu_count()} cores; events per run: {len(events)}\n")

@@ -85,6 +85,25 @@ async def test_queue_receives_each_event_as_a_persistent_json_message(channel: A
         await channel.queue_delete(name)
 
 
+async def test_a_message_larger_than_a_frame_arrives_whole_and_in_order(channel: Any) -> None:
+    """The broker's ``frame_max`` is 128 KiB: a 1 MiB event goes out as several body frames, between two small ones
+    and past a write of its own (``FLUSH_EVERY``)."""
+    name = unique("ah-q")
+    transport = queue_transport(name)
+    batch = make_batch(250)
+    big = batch.messages[120]
+    padding = "x" * (1 << 20)
+    batch.messages[120] = big._replace(body=big.body[:-1] + f',"padding":"{padding}"}}'.encode())
+    try:
+        await transport.send(batch)
+        got = await drain_queue(await channel.declare_queue(name, passive=True), 250, exact=True)
+        assert [m.body for m in got] == [m.body for m in batch.messages]
+        assert len(got[120].body) > 1 << 20
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)
+
+
 async def test_an_existing_queue_with_other_arguments_is_used_as_it_is(channel: Any) -> None:
     name = unique("ah-q")
     await channel.declare_queue(

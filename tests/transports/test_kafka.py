@@ -115,7 +115,12 @@ async def test_an_unreachable_broker_is_retryable_and_the_next_send_reconnects()
         started = time.monotonic()
         with pytest.raises(DeliveryError) as info:
             await transport.send(make_batch(3))
-        assert not info.value.permanent and "brokers are down" in info.value.reason
+        reason = info.value.reason
+        assert not info.value.permanent and "brokers are down" in reason
+        assert (
+            f"(last: 127.0.0.1:{port}/bootstrap: Connect to ipv4#127.0.0.1:{port} failed: Connection refused"
+            in reason
+        )
         assert time.monotonic() - started < 15
         with run_tansu(port):  # the broker comes up: the same transport delivers on its next send
             await transport.send(make_batch(3))
@@ -167,6 +172,23 @@ async def test_a_wrong_scram_password_is_a_permanent_error_naming_the_user(
         assert info.value.permanent, reason
         assert f"authentication failed for user '{TANSU_USER}' ({mechanism})" in reason
         assert secret not in reason and "wrong-" not in reason
+    finally:
+        await transport.close()
+
+
+async def test_a_hook_without_sasl_against_a_broker_that_requires_it_says_the_broker_closed_it(
+    tansu_auth: str,
+) -> None:
+    """librdkafka only sees connections closed and then "all brokers down": retryable (the broker may be changing
+    its listeners), with the last connection's failure in the reason so a wrong ``security_protocol`` shows."""
+    transport = kafka_transport(tansu_auth, unique("ah-topic"))  # PLAINTEXT
+    try:
+        with pytest.raises(DeliveryError) as info:
+            await transport.send(make_batch(3))
+        reason = info.value.reason
+        assert not info.value.permanent, reason
+        assert "all brokers are down or unreachable (last: " in reason
+        assert "Disconnected: connection closed by peer" in reason
     finally:
         await transport.close()
 

@@ -105,6 +105,7 @@ class KafkaTransport:
         self._guard = context.net_guard
         self._producer: Any = None
         self._client_error: Any = None  # the last error librdkafka reported outside a delivery report
+        self._client_log = _ClientLog()
         self._lock = asyncio.Lock()
 
     async def send(self, batch: Batch) -> Receipt:
@@ -185,7 +186,7 @@ class KafkaTransport:
             "compression.type": s.compression,
             "security.protocol": s.security_protocol,
             "error_cb": self._on_client_error,
-            "logger": _log,
+            "logger": self._client_log,
         }
         if s.security_protocol.startswith("SASL_"):
             config |= {"sasl.mechanism": s.sasl_mechanism}
@@ -227,8 +228,28 @@ class KafkaTransport:
                 permanent=True,
             )
         if code == KafkaError._ALL_BROKERS_DOWN:
-            return DeliveryError(f"{where}: all brokers are down or unreachable")
+            return DeliveryError(f"{where}: all brokers are down or unreachable{self._client_log.cause()}")
         return DeliveryError(f"{where}: {error.str()}", permanent=not error.retriable() and error.fatal())
+
+
+class _ClientLog:
+    """The producer's ``logger``: librdkafka's log lines go on to this module's logger, and the last connection
+    failure (facility ``FAIL``) is kept, to say why no broker is reachable."""
+
+    def __init__(self) -> None:
+        self.last_failure: str | None = None
+
+    def log(
+        self, level: int, msg: str, *args: Any
+    ) -> None:  # called as log(level, "%s [%s] %s", fac, name, text)
+        if len(args) == 3 and args[0] == "FAIL":
+            self.last_failure = str(args[2]).partition("]: ")[2] or str(args[2])  # without the thread's name
+        _log.log(level, msg, *args)
+
+    def cause(self) -> str:
+        """`` (last: <why>)`` — refused, timed out, or closed by a broker that expected TLS or a SASL login (a
+        ``security_protocol`` mismatch) — or nothing."""
+        return f" (last: {self.last_failure})" if self.last_failure else ""
 
 
 def _rank(error: Any) -> int:

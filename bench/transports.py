@@ -18,8 +18,8 @@ Every measured run waits for a quiet machine first (``procs.wait_quiet``): right
 RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run started then measured that.
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
-[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R]``. A consumer process is ``python -m bench.transports consume KIND
-SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
+[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R]``. A consumer process is ``python -m bench.transports
+consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ TARGETS = {"rabbitmq_queue": 30_000, "rabbitmq_classic": 30_000, "kafka": 50_000
 class Result:
     kind: str
     end_to_end: float
-    alone_runs: list[float]  # one per round, each into a fresh destination that held N + 1 (warm-up) messages
-    ceiling_runs: list[
-        float
-    ]  # RabbitMQ: the minimal client's rate (bench.amqp_ceiling), same batches, per round
+    # one per round, each into a fresh destination that held N + 1 (warm-up) messages
+    alone_runs: list[float]
+    # RabbitMQ: the minimal client's rate (bench.amqp_ceiling) with the same batches, one per round
+    ceiling_runs: list[float]
 
     @property
     def alone(self) -> float:
@@ -483,9 +483,8 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rou
                 if kind in RABBITMQ_QUEUE_TYPES:
                     procs.wait_quiet()
                     bodies_only = [m.body for m in messages]
-                    result.ceiling_runs.append(
-                        amqp_ceiling.ceiling(bodies_only, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
-                    )
+                    top = amqp_ceiling.ceiling(bodies_only, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
+                    result.ceiling_runs.append(top)
             results.append(result)
             runs = ", ".join(f"{r:,.0f}" for r in result.alone_runs)
             tops = ", ".join(f"{r:,.0f}" for r in result.ceiling_runs)

@@ -470,6 +470,7 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rou
 
     bodies = encode_batches(events, 1000)
     messages = messages_of(events)
+    message_bodies = [m.body for m in messages]  # for the ceiling runs
     results = []
     for kind in kinds:
         with broker(kind, folder) as b:
@@ -482,8 +483,7 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rou
                 result.alone_runs.append(_alone_into_fresh(b, messages))
                 if kind in RABBITMQ_QUEUE_TYPES:
                     procs.wait_quiet()
-                    bodies_only = [m.body for m in messages]
-                    top = amqp_ceiling.ceiling(bodies_only, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
+                    top = amqp_ceiling.ceiling(message_bodies, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
                     result.ceiling_runs.append(top)
             results.append(result)
             runs = ", ".join(f"{r:,.0f}" for r in result.alone_runs)

@@ -34,6 +34,7 @@ from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, TransportContext
 from bench import procs
 
+from .support import free_port
 from .support import service_missing as missing
 
 RABBITMQ = ("127.0.0.1", 5672)
@@ -62,12 +63,6 @@ def await_listening(
         if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             pytest.fail(f"{what} does not accept connections on port {port}: {log()[-2000:]}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique(prefix: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from actionhooks.config import IngestLimits, Settings
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
 from actionhooks.store import Store
+from bench.procs import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3)
@@ -30,13 +30,6 @@ def service_missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not available (CI must provide it)")
     pytest.skip(f"{what} is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def service_settings(db_url: str, **overrides: Any) -> Settings:

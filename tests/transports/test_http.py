@@ -23,6 +23,7 @@ from actionhooks.transports.base import Batch, Message
 from actionhooks.transports.guarded_resolver import DestinationRefused, GuardedResolver
 from actionhooks.transports.http import Settings
 from tests.brokers import missing
+from tests.support import free_port
 
 from .conftest import OpenHttp
 
@@ -48,12 +49,6 @@ def make_batch(count: int = 3, batch_id: str = "batch-1") -> Batch:
         for i in range(count)
     ]
     return Batch(hook_id=1, batch_id=batch_id, messages=messages)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- delivery and the success rule -----------------------------------------------------------------------

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from actionhooks.catalog import catalog
 from actionhooks.catalog.schemas import DIALECT, STRUCTURES, all_schemas, event_schema
-from actionhooks.catalog.seed import SeedError, parse_seed, read_seed
+from actionhooks.catalog.seed import parse_seed, read_seed
 from actionhooks.demo_traffic import default_weights, make_event, traffic
+from actionhooks.errors import SeedError
 from actionhooks.events import NewEvent, parse_event
 
 NO_PROFILE = {"campaign_launch", "camp_error"}

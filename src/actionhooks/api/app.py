@@ -19,13 +19,14 @@ from ..catalog import catalog
 from ..config import Settings
 from ..consume.configured import Consumers, load_consumers
 from ..dispatch.dispatcher import Dispatcher
+from ..errors import ApiError
 from ..netguard import NetGuard
 from ..store import Store, open_store
 from ..transports import TransportContext
 from . import hooks
 from .auth import Authenticator
 from .ingest import post_events
-from .responses import ApiError, json_response
+from .responses import json_response
 from .sample_event import send_test_event
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ async def health(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return json_response(exc.as_dict(), exc.status, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

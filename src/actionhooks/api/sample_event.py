@@ -17,12 +17,12 @@ from starlette.responses import Response
 
 from ..demo_traffic import make_event
 from ..dispatch.enrich import Enricher
-from ..errors import DeliveryError
+from ..errors import ApiError, DeliveryError
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
 from ..transports import Batch, open_transport
 from .hooks import own_hook
-from .responses import ApiError, json_response, read_json
+from .responses import json_response, read_json
 
 
 async def send_test_event(request: Request) -> Response:

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
+from actionhooks.devtools import procs
 from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, TransportContext
-from bench import procs
 
 from .support import free_port
 from .support import service_missing as missing

@@ -16,10 +16,10 @@ import uvicorn
 from actionhooks.api import create_app
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
+from actionhooks.devtools.procs import free_port
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
 from actionhooks.store import Store
-from bench.procs import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3)

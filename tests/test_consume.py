@@ -36,9 +36,9 @@ from actionhooks.consume.base import Ingester, Source, Stats, run
 from actionhooks.consume.kafka import KafkaSettings, KafkaSource
 from actionhooks.consume.nats import NatsSettings, NatsSource
 from actionhooks.consume.rabbitmq import RabbitMQSettings, RabbitMQSource
+from actionhooks.devtools import procs
 from actionhooks.errors import ConfigError
 from actionhooks.store import Store
-from bench import procs
 from tests import brokers
 from tests.brokers import unique
 

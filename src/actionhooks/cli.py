@@ -130,7 +130,7 @@ def demo(
     db: DbOption = None,
 ) -> None:
     """Start the service on SQLite, a local receiver and a hook, play traffic of all 80 event types, show counts."""
-    from .demo import run_demo
+    from .devtools.demo import run_demo
 
     asyncio.run(run_demo(duration=duration, rate=rate, db=db))
 

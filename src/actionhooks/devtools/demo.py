@@ -2,7 +2,7 @@
 
 The service (API + dispatcher) runs on SQLite behind uvicorn on a loopback port; a local :class:`Receiver` plays
 the customer's system. The demo creates an account and, through the HTTP API, a hook for all 80 event types
-that sends JSON batches to the receiver; then it posts realistic traffic (``demo_traffic``) to ``/v1/events``
+that sends JSON batches to the receiver; then it posts realistic traffic (``devtools.traffic``) to ``/v1/events``
 for ``duration`` seconds at about ``rate`` events/s, showing live counts. When the traffic stops it waits until
 every acknowledged event has reached the receiver and prints a summary. Ctrl-C stops the traffic early and
 still shuts everything down cleanly and prints the summary.
@@ -28,14 +28,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from .api import create_app
-from .api.auth import hash_key, new_api_key
-from .catalog import catalog
-from .config import Settings
-from .demo_traffic import traffic
-from .netguard import parse_nets
+from ..api import create_app
+from ..api.auth import hash_key, new_api_key
+from ..catalog import catalog
+from ..config import Settings
+from ..netguard import parse_nets
+from ..store import Store, open_store
 from .receiver import Receiver
-from .store import Store, open_store
+from .traffic import traffic
 
 DEFAULT_DB = "sqlite:///actionhooks-demo.db"
 MAX_IN_FLIGHT = 4  # concurrent POST /v1/events requests
@@ -43,7 +43,7 @@ DRAIN_TIMEOUT_S = 30.0
 NEXT_STEPS = """
 Next, by hand (after `. .venv/bin/activate`): the service, a receiver, a hook, an event:
   ACTIONHOOKS_ALLOW_NETS=127.0.0.0/8 actionhooks serve &     # API + dispatcher on http://127.0.0.1:8000
-  python -m actionhooks.receiver --port 8099 --ids-file ids.txt &
+  python -m actionhooks.devtools.receiver --port 8099 --ids-file ids.txt &
   actionhooks accounts create me                             # then: KEY=<the api_key it printed>
   curl localhost:8000/v1/hooks -H "Authorization: Bearer $KEY" \\
     -d '{"name":"mine","event_types":["send"],"transport":{"type":"http","url":"http://127.0.0.1:8099/hook"}}'

@@ -15,6 +15,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from actionhooks.devtools.procs import free_port
 from actionhooks.devtools.receiver import Answer, Receiver
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.netguard import NetGuard, parse_nets
@@ -23,7 +24,6 @@ from actionhooks.transports.base import Batch, Message
 from actionhooks.transports.guarded_resolver import DestinationRefused, GuardedResolver
 from actionhooks.transports.http import Settings
 from tests.brokers import missing
-from tests.support import free_port
 
 from .conftest import OpenHttp
 

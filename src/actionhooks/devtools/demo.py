@@ -14,26 +14,24 @@ import asyncio
 import contextlib
 import random
 import signal
-import socket
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import msgspec
-import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from ..api import create_app
 from ..api.auth import hash_key, new_api_key
 from ..catalog import catalog
 from ..config import Settings
 from ..netguard import parse_nets
-from ..store import Store, open_store
+from ..service import build, serving
+from ..store import open_store
 from .receiver import Receiver
 from .traffic import traffic
 
@@ -126,35 +124,6 @@ class _Run:
 
     def result(self) -> DemoResult:
         return DemoResult(self.sent, self.acknowledged, self.delivered, len(self.types), self.elapsed())
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # Ctrl-C is the demo's to handle (see run_demo), not uvicorn's
-
-
-@contextlib.asynccontextmanager
-async def _service(settings: Settings, store: Store) -> AsyncIterator[str]:
-    """The app on a free loopback port, for the duration of the block; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the service stopped while starting")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _interruptible(work: Awaitable[None]) -> bool:
@@ -323,7 +292,7 @@ async def _demo(duration: float, rate: int, db: str | None, console: Console, ct
     try:
         async with (
             Receiver(keep_events=False, keep_requests=False) as receiver,
-            _service(settings, store) as url,
+            serving(build(settings, store)) as url,
         ):
             key = new_api_key()
             await store.create_account("demo", hash_key(key))

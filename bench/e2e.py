@@ -1,7 +1,7 @@
 """End to end: events posted to the service reach an HTTP receiver through one hook; events/s from the first
 POST until the receiver holds every id.
 
-Three processes on the 2 cores: ``actionhooks serve`` (SQLite), ``python -m actionhooks.receiver`` writing each
+Three processes on the 2 cores: ``actionhooks serve`` (SQLite), ``python -m actionhooks.devtools.receiver`` writing each
 received id to a file, and this one posting pre-encoded batches of 1000 events with 4 clients.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from actionhooks.catalog import catalog
+from actionhooks.devtools.procs import create_account, free_port
 
 from . import procs
 from .run import encode_batches, post_all
@@ -24,14 +25,14 @@ ID_LINE = 37  # a UUIDv7 and a newline
 
 def end_to_end(events: list[dict[str, object]], folder: Path, batch_size: int = 1000) -> float:
     db = f"sqlite:///{folder / 'e2e.db'}"
-    _, key = procs.create_account(db)
+    _, key = create_account(db)
     ids_file = folder / "received.ids"
     ids_file.touch()
-    receiver_port, service_port = procs.free_port(), procs.free_port()
+    receiver_port, service_port = free_port(), free_port()
     receiver_cmd = [
         sys.executable,
         "-m",
-        "actionhooks.receiver",
+        "actionhooks.devtools.receiver",
         "--port",
         str(receiver_port),
         "--ids-file",

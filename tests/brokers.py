@@ -30,11 +30,11 @@ from typing import Any
 
 import pytest
 
+from actionhooks.devtools import procs
+from actionhooks.devtools.procs import free_port
 from actionhooks.netguard import NetGuard
 from actionhooks.transports.base import Batch, Message, TransportContext
-from bench import procs
 
-from .support import free_port
 from .support import service_missing as missing
 
 RABBITMQ = ("127.0.0.1", 5672)

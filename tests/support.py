@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 from dataclasses import dataclass
@@ -11,15 +12,13 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
-import uvicorn
 
-from actionhooks.api import create_app
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
+from actionhooks.service import build, serving
 from actionhooks.store import Store
-from bench.procs import free_port
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3)
@@ -54,34 +53,26 @@ class User:
 
 
 class Service:
-    """The app served by uvicorn on a loopback port, with an aiohttp client."""
+    """The service's app (``service.build``) on a loopback port in the test's event loop, with an aiohttp client."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.app = create_app(settings, store)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        )
+        self.app = build(settings, store)
+        self.url = ""
         self.session: aiohttp.ClientSession | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._running: contextlib.AbstractAsyncContextManager[str] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
+        self._running = serving(self.app)
+        self.url = await self._running.__aenter__()
         self.session = aiohttp.ClientSession(self.url)
 
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
+        if self._running is not None:
+            await self._running.__aexit__(None, None, None)
 
     async def user(self, name: str) -> User:
         key = new_api_key()

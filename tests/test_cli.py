@@ -13,9 +13,9 @@ import aiohttp
 import msgspec
 
 from actionhooks.api.auth import hash_key
-from actionhooks.receiver import Receiver
+from actionhooks.devtools import procs
+from actionhooks.devtools.receiver import Receiver
 from actionhooks.store import open_store
-from bench import procs
 
 ACTIONHOOKS = str(Path(sys.executable).parent / "actionhooks")
 

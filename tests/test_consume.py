@@ -29,16 +29,16 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from actionhooks.api.app import create_app
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
 from actionhooks.consume.base import Ingester, Source, Stats, run
 from actionhooks.consume.kafka import KafkaSettings, KafkaSource
 from actionhooks.consume.nats import NatsSettings, NatsSource
 from actionhooks.consume.rabbitmq import RabbitMQSettings, RabbitMQSource
+from actionhooks.devtools import procs
 from actionhooks.errors import ConfigError
+from actionhooks.service import build
 from actionhooks.store import Store
-from bench import procs
 from tests import brokers
 from tests.brokers import unique
 
@@ -510,7 +510,7 @@ def test_a_bad_consumers_file_is_refused_at_start_naming_the_entry(
     path = tmp_path / "consumers.json"
     path.write_text(content)
     with pytest.raises(ConfigError) as info:
-        create_app(Settings(db=f"sqlite:///{tmp_path / 'x.db'}", consume_file=str(path)))
+        build(Settings(db=f"sqlite:///{tmp_path / 'x.db'}", consume_file=str(path)))
     assert message in str(info.value), str(info.value)
     assert str(path) in str(info.value)
 

@@ -18,9 +18,9 @@ import msgspec
 import pytest
 
 from actionhooks.catalog import catalog
-from actionhooks.demo_traffic import traffic
-from actionhooks.receiver import Receiver
-from bench import procs
+from actionhooks.devtools import procs
+from actionhooks.devtools.receiver import Receiver
+from actionhooks.devtools.traffic import traffic
 
 from .support import eventually
 

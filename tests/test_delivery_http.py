@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from standardwebhooks import Webhook
 
-from actionhooks.receiver import Receiver
+from actionhooks.devtools.receiver import Receiver
 from actionhooks.store import Store
 
 from .support import Service, User, eventually, service_settings

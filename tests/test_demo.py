@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from actionhooks.demo import run_demo
+from actionhooks.devtools.demo import run_demo
 
 SUMMARY = "every acknowledged event was delivered"
 

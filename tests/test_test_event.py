@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from actionhooks.receiver import Receiver
+from actionhooks.devtools.receiver import Receiver
 
 from .support import Service, User
 
@@ -36,7 +37,9 @@ async def test_sample_event_reaches_the_destination_and_the_outcome_is_reported(
         assert event["is_test"] is True
         assert event["list_id"] == 42
         assert event["account_id"] == owner.account_id
-        assert set(event.get("custom_data", {})) <= {"email"}
+        # custom_data narrowed to the hook's custom_data_fields: exactly the profile's email, the one hashed
+        assert list(event["custom_data"]) == ["email"]
+        assert hashlib.md5(event["custom_data"]["email"].encode()).hexdigest() == event["_md5"]
         # not logged, no cursor move, no attempt
         assert await service.store.count_events() == 0
         _, attempts, _ = await service.call("GET", f"/v1/hooks/{created['id']}/attempts", owner)

@@ -65,23 +65,13 @@ def serve(
     """Run the API and the dispatcher (and any configured broker consumers) in one process."""
     import dataclasses
 
-    import uvicorn
-
-    from .api import create_app
+    from .service import serve as run_service
 
     settings = _settings(db)
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
     _setup_logging(log_level)
-    uvicorn.run(
-        create_app(settings, dispatch=dispatch),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-    )
+    run_service(settings, host=host, port=port, log_level=log_level, dispatch=dispatch)
 
 
 @accounts_app.command("create")
@@ -130,7 +120,7 @@ def demo(
     db: DbOption = None,
 ) -> None:
     """Start the service on SQLite, a local receiver and a hook, play traffic of all 80 event types, show counts."""
-    from .demo import run_demo
+    from .devtools.demo import run_demo
 
     asyncio.run(run_demo(duration=duration, rate=rate, db=db))
 

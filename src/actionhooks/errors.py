@@ -1,17 +1,28 @@
-"""Errors raised by actionhooks.
+"""Every exception actionhooks defines, in one place.
 
 The tree::
 
     ActionhooksError
-    ├── ConfigError            bad environment or command-line settings; raised at start-up
+    ├── ConfigError            bad environment, command-line or consumers-file settings; raised at start-up
+    ├── SeedError              the product owner's seed table is not in the expected format (also a ValueError)
     ├── ValidationError        bad input (an event, a hook's settings); carries the field it names
-    └── DeliveryError          a transport could not deliver a batch
-                               ├─ permanent=True   never retried: the batch goes to dead letters
-                               └─ permanent=False  retried with back-off; retry_after is the
-                                                   destination's own request (seconds), if any
+    ├── ApiError               an HTTP request refused with a 4xx: status, message, the field to blame, headers
+    ├── DeliveryError          a transport could not deliver a batch
+    │                          ├─ permanent=True   never retried: the batch goes to dead letters
+    │                          └─ permanent=False  retried with back-off; retry_after is the
+    │                                              destination's own request (seconds), if any
+    ├── DestinationRefused     the net guard refused every address of a destination (also an OSError, so the
+    │                          HTTP client's connector passes it up; the transport maps it to a permanent
+    │                          DeliveryError)
+    ├── ConsumeError           a broker or dead-letter failure that ends a consumer run (nothing of the batch in
+    │                          hand is acknowledged)
+    └── StaleHook              the hook changed under its delivery worker (edited, stopped or deleted); the worker
+                               stops and the dispatcher starts a fresh one from the stored settings
 
 Transports map their libraries' exceptions to ``DeliveryError`` at their edge (``raise … from exc``);
-nothing else escapes ``Transport.send``.
+nothing else escapes ``Transport.send``. The API answers an ``ApiError`` with its status and the body
+``{"error": "…", "field": "…"}`` (route handlers turn a ``ValidationError`` into a 422 one); anything unexpected
+becomes a 503 that asks for a retry.
 """
 
 from __future__ import annotations
@@ -23,6 +34,10 @@ class ActionhooksError(Exception):
 
 class ConfigError(ActionhooksError):
     """A setting is missing or malformed."""
+
+
+class SeedError(ActionhooksError, ValueError):
+    """The seed text is not in the expected format."""
 
 
 class ValidationError(ActionhooksError):
@@ -75,3 +90,28 @@ class DeliveryError(ActionhooksError):
         self.retry_after = retry_after
         self.status = status
         self.response_excerpt = response_excerpt
+
+
+class ApiError(ActionhooksError):
+    """A request the API refuses: ``status`` (4xx), the ``error`` message, the ``field`` to blame (dotted path,
+    when one is) and extra response ``headers`` (``Retry-After`` on a 429, say)."""
+
+    def __init__(
+        self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.field = field
+        self.headers = headers or {}
+
+    def as_dict(self) -> dict[str, str]:
+        """The API's error body."""
+        out = {"error": self.error}
+        if self.field:
+            out["field"] = self.field
+        return out
+
+
+class StaleHook(ActionhooksError):
+    """The hook changed under the worker (edited, stopped or deleted)."""

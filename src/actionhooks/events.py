@@ -17,9 +17,7 @@ import msgspec
 
 from .catalog import catalog
 from .errors import field_error
-from .ids import new_ids
-
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+from .ids import ID_PATTERN, new_ids
 
 
 class Envelope(msgspec.Struct, kw_only=True):

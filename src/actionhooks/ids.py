@@ -12,6 +12,9 @@ import random
 import threading
 import time
 
+# What an event id may look like (a producer's own or ours): ingest checks it, the JSON Schemas state it.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
 _getrandbits = random.Random().getrandbits
 _lock = threading.Lock()
 _last_ms = 0

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from actionhooks.devtools.receiver import Receiver
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.receiver import Receiver
 from actionhooks.transports import TransportContext, open_transport, parse_settings
 from actionhooks.transports.http import HttpTransport
 

@@ -15,15 +15,15 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from actionhooks.devtools.procs import free_port
+from actionhooks.devtools.receiver import Answer, Receiver
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.receiver import Answer, Receiver
 from actionhooks.transports import TransportContext, parse_settings
 from actionhooks.transports.base import Batch, Message
 from actionhooks.transports.guarded_resolver import DestinationRefused, GuardedResolver
 from actionhooks.transports.http import Settings
 from tests.brokers import missing
-from tests.support import free_port
 
 from .conftest import OpenHttp
 
@@ -516,7 +516,7 @@ async def test_close_without_a_send_and_twice_is_harmless(open_http: OpenHttp) -
 async def test_receiver_process_appends_event_ids_to_a_file(tmp_path: Path, open_http: OpenHttp) -> None:
     ids_file = tmp_path / "ids.txt"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actionhooks.receiver", "--port", "0", "--ids-file", str(ids_file),
+        sys.executable, "-m", "actionhooks.devtools.receiver", "--port", "0", "--ids-file", str(ids_file),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

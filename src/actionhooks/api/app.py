@@ -1,11 +1,11 @@
-"""The ASGI application: ingest and admin routes on Starlette, the store and (optionally) the dispatcher
-started and stopped with the app's lifespan."""
+"""The ASGI application: ingest and admin routes on Starlette over the parts it is given (store, transports'
+context, settings); ``service.py`` builds those parts and starts and stops them with the app's lifespan."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
@@ -17,15 +17,13 @@ from starlette.routing import Route
 
 from ..catalog import catalog
 from ..config import Settings
-from ..consume.configured import Consumers, load_consumers
-from ..dispatch.dispatcher import Dispatcher
-from ..netguard import NetGuard
-from ..store import Store, open_store
+from ..errors import ApiError
+from ..store import Store
 from ..transports import TransportContext
 from . import hooks
 from .auth import Authenticator
 from .ingest import post_events
-from .responses import ApiError, json_response
+from .responses import json_response
 from .sample_event import send_test_event
 
 log = logging.getLogger(__name__)
@@ -42,7 +40,7 @@ async def health(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return json_response(exc.as_dict(), exc.status, exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -73,33 +71,16 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool = True) -> Starlette:
-    """The service. Pass ``store`` to share an already opened store (it is then not closed by the app)."""
-    own_store = store is None
-    the_store: Store = store if store is not None else open_store(settings.db, settings.secret_key)
-    context = TransportContext(net_guard=NetGuard(settings.allow_nets))
-    # read now: a bad consumers file stops the start-up with its error
-    consumer_specs = load_consumers(settings.consume_file) if settings.consume_file else ()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if own_store:
-            await the_store.open()
-        dispatcher = Dispatcher(the_store, context, settings.retry) if dispatch else None
-        app.state.dispatcher = dispatcher
-        if dispatcher is not None:
-            await dispatcher.start()
-        consumers = Consumers(consumer_specs, the_store, settings.limits)
-        consumers.start()
-        try:
-            yield
-        finally:
-            await consumers.stop()
-            if dispatcher is not None:
-                await dispatcher.stop()
-            if own_store:
-                await the_store.close()
-
+def create_app(
+    settings: Settings,
+    store: Store,
+    context: TransportContext,
+    *,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    """The API over ``store`` (opened by whoever gave it), delivering test events with ``context``. ``lifespan``
+    starts and stops the process's other parts; it sets ``app.state.dispatcher`` when there is one, which the hooks
+    routes tell about edits."""
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
@@ -107,8 +88,8 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
     )
     state: Any = app.state
     state.settings = settings
-    state.store = the_store
+    state.store = store
     state.context = context
-    state.auth = Authenticator(the_store)
+    state.auth = Authenticator(store)
     state.dispatcher = None
     return app

@@ -12,8 +12,8 @@ import secrets
 
 from starlette.requests import Request
 
+from ..errors import ApiError
 from ..store.base import Store
-from .responses import ApiError
 
 PREFIX = "ah_"
 

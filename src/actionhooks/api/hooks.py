@@ -12,10 +12,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ValidationError
+from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec, merge_patch, parse_hook
 from ..store.base import Hook, Store
-from .responses import ApiError, json_response, read_json
+from .responses import json_response, read_json
 
 
 def iso(ts: float | None) -> str | None:

@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import IngestLimits
+from ..errors import ApiError
 from ..events import ItemError, parse_events, split_body
 from ..store.base import Store
-from .responses import ApiError, json_response, read_body
+from .responses import json_response, read_body
 
 
 class IngestResult(msgspec.Struct):

@@ -1,4 +1,4 @@
-"""JSON responses and the API's error shape: ``{"error": "…", "field": "…"}`` (field when one is to blame)."""
+"""JSON responses and request bodies read within limits; refusals are :class:`~actionhooks.errors.ApiError`."""
 
 from __future__ import annotations
 
@@ -7,24 +7,9 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
+from ..errors import ApiError
+
 _encode = msgspec.json.Encoder().encode
-
-
-class ApiError(Exception):
-    def __init__(
-        self, status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None
-    ):
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.field = field
-        self.headers = headers or {}
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.error}
-        if self.field:
-            body["field"] = self.field
-        return json_response(body, self.status, self.headers)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

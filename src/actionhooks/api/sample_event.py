@@ -1,13 +1,13 @@
 """``POST /v1/hooks/{id}/test``: send one sample event through a hook's transport now and report the outcome.
 
-The sample is a realistic message of the chosen event type (default: the hook's first), marked ``is_test: true``,
-with the hook's ``list_id`` and enrichment, sent once — no retry — straight to the destination. It does not enter the
-log, move the cursor or count as an attempt: it answers "would this hook work?" before events rely on it.
+The sample is the catalogue's realistic message of the chosen event type (``catalog.samples``; default: the hook's
+first type), marked ``is_test: true``, with the hook's ``list_id`` and enrichment, sent once — no retry — straight to
+the destination. It does not enter the log, move the cursor or count as an attempt: it answers "would this hook
+work?" before events rely on it.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -15,14 +15,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..demo_traffic import make_event
+from ..catalog.samples import sample
 from ..dispatch.enrich import Enricher
-from ..errors import DeliveryError
+from ..errors import ApiError, DeliveryError
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
 from ..transports import Batch, open_transport
 from .hooks import own_hook
-from .responses import ApiError, json_response, read_json
+from .responses import json_response, read_json
 
 
 async def send_test_event(request: Request) -> Response:
@@ -34,10 +34,10 @@ async def send_test_event(request: Request) -> Response:
     code = options.get("event_type", hook.spec.event_types[0])
     if code not in hook.spec.event_types:
         raise ApiError(422, f"event_type {code!r} is not one of the hook's event types", "event_type")
-    sample: dict[str, Any] = make_event(code, random.Random(), list_ids=(hook.spec.list_id or 1,))
-    sample.update(id=f"test-{new_id()}", is_test=True)
-    parsed = parse_event(msgspec.json.encode(sample), 0, account_id)
-    assert not isinstance(parsed, ItemError), parsed  # the generator makes valid events
+    event = sample(code, list_ids=(hook.spec.list_id or 1,))
+    event.update(id=f"test-{new_id()}", is_test=True)
+    parsed = parse_event(msgspec.json.encode(event), 0, account_id)
+    assert not isinstance(parsed, ItemError), parsed  # samples are valid messages
     message = Enricher(hook.spec).message(
         LoggedEvent(0, parsed.id, parsed.event_type, parsed.list_id, parsed.profile_id, parsed.payload)
     )

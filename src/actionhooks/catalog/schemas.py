@@ -23,7 +23,7 @@ import copy
 import functools
 from typing import Any, NamedTuple
 
-from ..events import ID_PATTERN
+from ..ids import ID_PATTERN
 from . import catalog
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+from ..errors import SeedError
+
 _HEADER = ("В интерфейсе", "В запросе", "Описание")
 
 
@@ -28,10 +30,6 @@ class SeedRow(NamedTuple):
     name: str
     code: str
     description_ru: str
-
-
-class SeedError(ValueError):
-    """The seed text is not in the expected format."""
 
 
 def _cells(line: str) -> list[str]:

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from ..errors import DeliveryError
+from ..errors import DeliveryError, StaleHook
 from ..hooks import Matcher
 from ..store.base import Attempt, DeadLetter, Hook, Store
 from ..transports import Batch, Message, Transport, TransportContext, open_transport
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 EXCERPT = 500
 MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
-
-
-class StaleHook(Exception):
-    """The hook changed under the worker (edited, stopped or deleted)."""
 
 
 class HookWorker:

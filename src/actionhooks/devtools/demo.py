@@ -2,7 +2,7 @@
 
 The service (API + dispatcher) runs on SQLite behind uvicorn on a loopback port; a local :class:`Receiver` plays
 the customer's system. The demo creates an account and, through the HTTP API, a hook for all 80 event types
-that sends JSON batches to the receiver; then it posts realistic traffic (``demo_traffic``) to ``/v1/events``
+that sends JSON batches to the receiver; then it posts realistic traffic (``devtools.traffic``) to ``/v1/events``
 for ``duration`` seconds at about ``rate`` events/s, showing live counts. When the traffic stops it waits until
 every acknowledged event has reached the receiver and prints a summary. Ctrl-C stops the traffic early and
 still shuts everything down cleanly and prints the summary.
@@ -14,28 +14,26 @@ import asyncio
 import contextlib
 import random
 import signal
-import socket
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import msgspec
-import uvicorn
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from .api import create_app
-from .api.auth import hash_key, new_api_key
-from .catalog import catalog
-from .config import Settings
-from .demo_traffic import traffic
-from .netguard import parse_nets
+from ..api.auth import hash_key, new_api_key
+from ..catalog import catalog
+from ..config import Settings
+from ..netguard import parse_nets
+from ..service import build, serving
+from ..store import open_store
 from .receiver import Receiver
-from .store import Store, open_store
+from .traffic import traffic
 
 DEFAULT_DB = "sqlite:///actionhooks-demo.db"
 MAX_IN_FLIGHT = 4  # concurrent POST /v1/events requests
@@ -43,7 +41,7 @@ DRAIN_TIMEOUT_S = 30.0
 NEXT_STEPS = """
 Next, by hand (after `. .venv/bin/activate`): the service, a receiver, a hook, an event:
   ACTIONHOOKS_ALLOW_NETS=127.0.0.0/8 actionhooks serve &     # API + dispatcher on http://127.0.0.1:8000
-  python -m actionhooks.receiver --port 8099 --ids-file ids.txt &
+  python -m actionhooks.devtools.receiver --port 8099 --ids-file ids.txt &
   actionhooks accounts create me                             # then: KEY=<the api_key it printed>
   curl localhost:8000/v1/hooks -H "Authorization: Bearer $KEY" \\
     -d '{"name":"mine","event_types":["send"],"transport":{"type":"http","url":"http://127.0.0.1:8099/hook"}}'
@@ -126,35 +124,6 @@ class _Run:
 
     def result(self) -> DemoResult:
         return DemoResult(self.sent, self.acknowledged, self.delivered, len(self.types), self.elapsed())
-
-
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # Ctrl-C is the demo's to handle (see run_demo), not uvicorn's
-
-
-@contextlib.asynccontextmanager
-async def _service(settings: Settings, store: Store) -> AsyncIterator[str]:
-    """The app on a free loopback port, for the duration of the block; yields its base URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    config = uvicorn.Config(
-        create_app(settings, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the service stopped while starting")
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _interruptible(work: Awaitable[None]) -> bool:
@@ -323,7 +292,7 @@ async def _demo(duration: float, rate: int, db: str | None, console: Console, ct
     try:
         async with (
             Receiver(keep_events=False, keep_requests=False) as receiver,
-            _service(settings, store) as url,
+            serving(build(settings, store)) as url,
         ):
             key = new_api_key()
             await store.create_account("demo", hash_key(key))

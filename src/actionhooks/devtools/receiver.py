@@ -11,7 +11,7 @@ what benchmarks use.
 
 As a process, for tests that kill the service::
 
-    python -m actionhooks.receiver --port 8099 --ids-file /tmp/ids.txt
+    python -m actionhooks.devtools.receiver --port 8099 --ids-file /tmp/ids.txt
 
 appends the ``id`` of every received event to the file, one per line, flushed after each request, and prints
 its URL on the first line of stdout.
@@ -270,7 +270,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m actionhooks.receiver", description=__doc__.splitlines()[0]
+        prog="python -m actionhooks.devtools.receiver", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on stdout)")

@@ -1,0 +1,98 @@
+"""The service process: its parts built from the settings, and started and stopped together.
+
+:func:`build` wires one process: the store (opened here unless one is given), the transports' context with the
+net guard, the dispatcher (unless ``dispatch=False``: an API-only process beside one that dispatches), the broker
+consumers of ``settings.consume_file``, and the ASGI app over them (``api.create_app``). The app's lifespan opens
+and closes them in order: store, dispatcher, consumers up; consumers, dispatcher, store down.
+
+:func:`serve` runs it under uvicorn (``actionhooks serve``); :func:`serving` runs an app in the current event loop
+for the length of a block (the demo, the tests), leaving the signals to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import uvicorn
+from starlette.applications import Starlette
+
+from .api import create_app
+from .config import Settings
+from .consume.configured import Consumers, load_consumers
+from .dispatch.dispatcher import Dispatcher
+from .netguard import NetGuard
+from .store import Store, open_store
+from .transports import TransportContext
+
+
+def build(settings: Settings, store: Store | None = None, *, dispatch: bool = True) -> Starlette:
+    """The service's app with its parts. Pass ``store`` to share an already opened store (it is then neither
+    opened nor closed here). A bad consumers file raises its ``ConfigError`` now, before anything starts."""
+    own_store = store is None
+    the_store: Store = store if store is not None else open_store(settings.db, settings.secret_key)
+    context = TransportContext(net_guard=NetGuard(settings.allow_nets))
+    consumer_specs = load_consumers(settings.consume_file) if settings.consume_file else ()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if own_store:
+            await the_store.open()
+        dispatcher = Dispatcher(the_store, context, settings.retry) if dispatch else None
+        app.state.dispatcher = dispatcher
+        if dispatcher is not None:
+            await dispatcher.start()
+        consumers = Consumers(consumer_specs, the_store, settings.limits)
+        consumers.start()
+        try:
+            yield
+        finally:
+            await consumers.stop()
+            if dispatcher is not None:
+                await dispatcher.stop()
+            if own_store:
+                await the_store.close()
+
+    return create_app(settings, the_store, context, lifespan=lifespan)
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, log_level: str = "info", dispatch: bool = True
+) -> None:
+    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools, no access log)."""
+    uvicorn.run(
+        build(settings, dispatch=dispatch),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # Ctrl-C and SIGTERM belong to the program that embeds the server
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """``app`` served in this event loop for the length of the block (lifespan included); yields its base URL.
+    ``port`` 0: a free one, chosen when the socket is bound."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the service stopped while starting")
+            await asyncio.sleep(0.01)
+        bound: int = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        await task

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,8 @@ from actionhooks.api.auth import hash_key
 from actionhooks.devtools import procs
 from actionhooks.devtools.receiver import Receiver
 from actionhooks.store import open_store
+
+from .support import eventually
 
 ACTIONHOOKS = str(Path(sys.executable).parent / "actionhooks")
 
@@ -71,7 +74,9 @@ def test_serve_with_a_bad_consumers_file_stops_with_a_clear_error(tmp_path: Path
 
 
 async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: str) -> None:
-    """serve --no-dispatch accepts events into the shared store; the dispatching process delivers them."""
+    """serve --no-dispatch accepts events into the shared store and leaves the hook's cursor where it was; the
+    dispatching process delivers them, each once, in one batch. The test waits for the signal that the dispatching
+    process is done — the hook's cursor at the log head — rather than for a while."""
     _, key = await asyncio.to_thread(procs.create_account, db_url)
     headers = {"Authorization": f"Bearer {key}"}
     api_port, worker_port = procs.free_port(), procs.free_port()
@@ -82,6 +87,12 @@ async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: s
         try:
             await asyncio.to_thread(procs.wait_port, api_port)
             async with aiohttp.ClientSession(f"http://127.0.0.1:{api_port}", headers=headers) as http:
+
+                async def cursor() -> int:
+                    async with http.get(f"/v1/hooks/{created['id']}") as r:
+                        value: int = (await r.json())["cursor"]
+                        return value
+
                 hook = {
                     "name": "h",
                     "event_types": ["deliv"],
@@ -89,18 +100,36 @@ async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: s
                 }
                 async with http.post("/v1/hooks", json=hook) as r:
                     assert r.status == 201
+                    created = await r.json()
                 event = {"event_type": "deliv", "event_date": "2024-01-01T00:00:00Z", "event_data": {}}
                 async with http.post("/v1/events", json=[event, event]) as r:
                     ids = (await r.json())["ids"]
-            await asyncio.sleep(1.5)
-            assert receiver.events == []  # nobody dispatches yet
-            worker = await asyncio.create_subprocess_exec(*base, str(worker_port), env=env)
-            try:
-                await receiver.wait_for_events(2, timeout=20)
+                head = await log_head(db_url)
+                assert await cursor() == created["cursor"] < head  # accepted, not handled
+                assert receiver.events == []
+                worker = await asyncio.create_subprocess_exec(*base, str(worker_port), env=env)
+                try:
+                    await eventually(lambda: caught_up(cursor, head), timeout=20)
+                finally:
+                    worker.send_signal(signal.SIGTERM)
+                    await worker.wait()
                 assert [e["id"] for e in receiver.events] == ids
-            finally:
-                worker.send_signal(signal.SIGTERM)
-                await worker.wait()
+                async with http.get(f"/v1/hooks/{created['id']}/attempts") as r:
+                    attempts = (await r.json())["attempts"]
+                assert [(a["outcome"], a["events"]) for a in attempts] == [("delivered", 2)]
         finally:
             api.send_signal(signal.SIGTERM)
             await api.wait()
+
+
+async def caught_up(cursor: Callable[[], Awaitable[int]], head: int) -> bool:
+    return await cursor() >= head
+
+
+async def log_head(db_url: str) -> int:
+    store = open_store(db_url)
+    await store.open()
+    try:
+        return await store.head()
+    finally:
+        await store.close()

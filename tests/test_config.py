@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import random
+from pathlib import Path
 
 import pytest
 
 from actionhooks.config import Settings
+from actionhooks.dispatch import retry
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.errors import ConfigError
+
+DOCS = Path(__file__).parent.parent / "docs"
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,11 +59,38 @@ def test_bad_values_fail_naming_the_variable(
         Settings.from_env()
 
 
-def test_default_retry_schedule_spans_about_a_day() -> None:
+def test_default_retry_schedule_is_the_documented_one() -> None:
     policy = RetryPolicy()
-    total = sum(policy.schedule())
-    assert 20 * 3600 <= total <= 26 * 3600
-    assert policy.schedule()[:3] == [5.0, 10.0, 20.0]
-    assert max(policy.schedule()) == 3600.0
+    schedule = policy.schedule()
+    # 29 waits: 5 s doubling ten times (5 s … 2560 s, all under the cap), then the 1 h cap for the other 19
+    assert schedule == [5.0 * 2**k for k in range(10)] + [3600.0] * 19
+    nominal = sum(schedule)
+    assert nominal == 5 * (2**10 - 1) + 19 * 3600 == 73_515
+    with_jitter = nominal * 0.75  # each wait drawn uniformly between half and all of it
+    for text in (retry.__doc__ or "", (DOCS / "delivery.md").read_text()):
+        flat = " ".join(text.split())
+        assert "29 waits of 73 515 s" in flat
+        assert f"about {nominal / 3600:.1f} hours" in flat
+        assert f"about {with_jitter / 3600:.1f} hours" in flat
+
+
+def test_jitter_draws_between_half_and_all_of_the_nominal_wait() -> None:
+    policy = RetryPolicy()
+    assert policy.delay(3, rng=Draw(0.0)) == 10.0 and policy.delay(3, rng=Draw(1.0)) == 20.0
+
+
+class Draw(random.Random):
+    """A random source that always draws ``value``: the ends of the jitter range."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_retry_after_is_honoured_up_to_the_longest_back_off() -> None:
+    policy = RetryPolicy()
     assert policy.delay(1, retry_after=120.0) >= 120.0
     assert policy.delay(1, retry_after=10**9) == policy.max_delay_s

@@ -1,4 +1,7 @@
-"""The dispatcher against the stub transport: batching, order, filters, retries, dead letters, isolation."""
+"""The dispatcher against the stub transport: batching, order, filters, retries, dead letters, isolation.
+
+A test that shows something was *not* delivered waits for the dispatcher's explicit signal that the hook is caught
+up (``Dispatcher.caught_up``: every event up to the log head handled, nothing in flight), never for a while."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import uuid
 from typing import Any
 
 import msgspec
+import pytest
 
 from actionhooks.errors import DeliveryError
 from actionhooks.transports.stub import StubDestination
@@ -96,7 +100,7 @@ async def test_events_arrive_in_log_order_across_batches(service: Service, owner
 
 async def test_hook_receives_only_its_types_list_and_filters(service: Service, owner: User) -> None:
     dest, transport = stub(max_batch_size=100, timeout_s=0.05)
-    await make_hook(
+    created = await make_hook(
         service,
         owner,
         transport,
@@ -114,8 +118,7 @@ async def test_hook_receives_only_its_types_list_and_filters(service: Service, o
     ]
     also = event(7, event_data={"campaign_id": 101, "resource_id": 7})
     ids = await send(service, owner, [wanted, *others, also])
-    await dest.wait_for_events(2, timeout=5)
-    await asyncio.sleep(0.3)
+    await service.dispatcher.caught_up(created["id"])
     assert dest.event_ids == [ids[0], ids[-1]]
 
 
@@ -131,11 +134,10 @@ async def test_other_accounts_events_never_reach_a_hook(
     service: Service, owner: User, outsider: User
 ) -> None:
     dest, transport = stub(max_batch_size=100, timeout_s=0.05)
-    await make_hook(service, owner, transport)
+    created = await make_hook(service, owner, transport)
     await send(service, outsider, [event(i) for i in range(5)])
     mine = await send(service, owner, [event(9)])
-    await dest.wait_for_events(1, timeout=5)
-    await asyncio.sleep(0.3)
+    await service.dispatcher.caught_up(created["id"])
     assert dest.event_ids == mine
 
 
@@ -231,13 +233,11 @@ async def test_stopped_hook_captures_nothing_and_resumes_from_now(service: Servi
     created = await make_hook(service, owner, transport)
     path = f"/v1/hooks/{created['id']}"
     await service.call("PATCH", path, owner, {"active": False})
+    assert created["id"] not in service.dispatcher.workers  # stopped before the API answered
     await send(service, owner, [event(1), event(2)])
-    await asyncio.sleep(0.3)
-    assert dest.event_ids == []
     await service.call("PATCH", path, owner, {"active": True})
     later = await send(service, owner, [event(3)])
-    await dest.wait_for_events(1, timeout=5)
-    await asyncio.sleep(0.2)
+    await service.dispatcher.caught_up(created["id"])  # handled up to the head: events 1 and 2 included
     assert dest.event_ids == later
 
 
@@ -256,9 +256,12 @@ async def test_deleted_hook_stops_delivering(service: Service, owner: User) -> N
     await send(service, owner, [event(1)])
     await dest.wait_for_events(1, timeout=5)
     await service.call("DELETE", f"/v1/hooks/{created['id']}", owner)
-    await eventually(lambda: created["id"] not in service.dispatcher.workers)
-    await send(service, owner, [event(2)])
-    await asyncio.sleep(0.3)
+    assert created["id"] not in service.dispatcher.workers  # stopped before the API answered
+    witness_dest, witness_transport = stub(max_batch_size=100, timeout_s=0)
+    witness = await make_hook(service, owner, witness_transport)
+    later = await send(service, owner, [event(2)])
+    await service.dispatcher.caught_up(witness["id"])
+    assert witness_dest.event_ids == later  # the event was dispatched, to the live hook only
     assert len(dest.event_ids) == 1
 
 
@@ -283,3 +286,41 @@ async def test_a_hook_whose_settings_cannot_be_read_does_not_stop_the_others(
     await healthy.wait_for_events(2, timeout=5)
     assert healthy.event_ids == ids
     assert broken_dest.event_ids == []
+
+
+async def test_caught_up_waits_until_a_failing_batch_is_dead_lettered(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    attempts = service.settings.retry.max_attempts
+    dest.fail_next(DeliveryError("down"), times=attempts)
+    created = await make_hook(service, owner, transport)
+    await send(service, owner, [event(1)])
+    await service.dispatcher.caught_up(created["id"])
+    assert dest.calls == attempts and dest.event_ids == []
+    _, answer, _ = await service.call("GET", f"/v1/hooks/{created['id']}/dead-letters", owner)
+    assert [d["attempts"] for d in answer["dead_letters"]] == [attempts]
+
+
+async def test_caught_up_waits_while_events_wait_for_their_batch(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=100, timeout_s=60)
+    created = await make_hook(service, owner, transport)
+    await send(service, owner, [event(1)])
+    with pytest.raises(TimeoutError):
+        await service.dispatcher.caught_up(created["id"], timeout=0.5)
+    assert dest.calls == 0
+
+
+async def test_caught_up_follows_an_edited_hook_to_its_new_worker(service: Service, owner: User) -> None:
+    waiting_dest, waiting_transport = stub(max_batch_size=100, timeout_s=60)
+    prompt, prompt_transport = stub(max_batch_size=100, timeout_s=0)
+    created = await make_hook(service, owner, waiting_transport)
+    ids = await send(service, owner, [event(1)])
+    waiting = asyncio.create_task(service.dispatcher.caught_up(created["id"]))
+    worker, _ = service.dispatcher.workers[created["id"]]
+    await eventually(lambda: worker.buffer)  # the old worker holds the event for its 60 s batch
+    assert not waiting.done()
+    status, _, _ = await service.call(
+        "PATCH", f"/v1/hooks/{created['id']}", owner, {"transport": prompt_transport}
+    )
+    assert status == 200
+    await waiting  # the new worker, on the new settings, delivered what the old one held
+    assert prompt.event_ids == ids and waiting_dest.calls == 0

@@ -3,7 +3,8 @@
 It reconciles its workers with the store's active hooks at start, whenever the API says a hook changed, and every
 ``reconcile_interval`` seconds (changes made by other processes). A worker that ends or crashes is restarted by the
 next reconciliation; one hook's failures never reach another's worker. Appends in this process wake the workers of
-the accounts they touched at once; appends elsewhere are seen within ``poll_interval``.
+the accounts they touched at once; appends elsewhere are seen within ``poll_interval``. ``caught_up`` awaits a
+hook's worker having handled everything up to a log position (tests wait on it instead of sleeping).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Dispatcher:
         self._reconciling = asyncio.Lock()
         self._loop_task: asyncio.Task[None] | None = None
         self._unreadable: dict[int, int] = {}  # hook id → generation whose settings could not be loaded
+        self._worker_started = asyncio.Event()  # set, and replaced, whenever a worker starts
         store.add_append_listener(self._appended)
 
     async def start(self) -> None:
@@ -65,6 +67,28 @@ class Dispatcher:
         flight is cut off). Dispatchers in other processes see the change within ``reconcile_interval``."""
         async with self._reconciling:
             await self.reconcile()
+
+    async def caught_up(self, hook_id: int, seq: int | None = None, timeout: float = 10.0) -> None:
+        """Return once hook ``hook_id`` has handled (delivered, dead-lettered or found not matching) every event
+        up to log position ``seq`` — by default the log head when called — with its cursor saved and nothing in
+        flight. A worker replaced meanwhile (the hook was edited) is followed to its successor; a hook without a
+        worker (stopped, deleted, unreadable) is waited for. ``TimeoutError`` after ``timeout`` seconds."""
+        target = await self.store.head() if seq is None else seq
+        async with asyncio.timeout(timeout):
+            while True:
+                entry = self.workers.get(hook_id)
+                if entry is None or entry[1].done():
+                    started = self._worker_started
+                    await started.wait()
+                    continue
+                worker, task = entry
+                waiting = asyncio.ensure_future(worker.caught_up(target))
+                try:
+                    await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+                if waiting.done() and not waiting.cancelled():
+                    return
 
     def _appended(self, account_ids: set[int]) -> None:
         for worker, _ in self.workers.values():
@@ -107,6 +131,8 @@ class Dispatcher:
         task = asyncio.create_task(worker.run(), name=f"hook-{hook.id}")
         task.add_done_callback(self._worker_done)
         self.workers[hook.id] = (worker, task)
+        self._worker_started.set()
+        self._worker_started = asyncio.Event()
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -1,7 +1,7 @@
 """The retry policy: exponential back-off with full jitter, capped, for a bounded number of attempts.
 
-Defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — about 22 hours of trying before a batch
-goes to dead letters (the sum of the caps: 5·(2^10−1) s ≈ 85 min for the first 11 waits, then 18 waits of 1 h).
+Defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — 29 waits of 73 515 s nominal (about 20.4 hours;
+5·(2^10−1) s ≈ 85 min for the first 10 waits, then 19 of 1 h), about 15.3 hours with jitter, before dead letters.
 Jitter draws each wait between half and all of its nominal value, so hooks failing together do not retry in step.
 A destination's ``Retry-After`` is honoured when it asks for longer than the schedule (up to ``max_delay_s``).
 """

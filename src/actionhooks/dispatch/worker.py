@@ -11,7 +11,9 @@ The loop, for a hook at cursor ``c``:
    events wait (per-hook order). Permanent, or attempts exhausted → the batch's events become dead letters with
    the reason, and the cursor moves on.
 4. Nothing to do → save ``scan`` as the cursor (so an idle hook does not rescan), then sleep until new events are
-   appended, the oldest buffered event falls due, or the poll interval passes.
+   appended, the oldest buffered event falls due, or the poll interval passes. When nothing is buffered either,
+   the worker is *caught up*: every event up to the saved cursor is handled (delivered, dead-lettered or not
+   matching) and no write is in flight — ``caught_up(seq)`` returns once that holds for ``seq``.
 
 Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
 nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
@@ -66,6 +68,9 @@ class HookWorker:
         self.transport: Transport | None = None
         self._pending_write: asyncio.Future[bool] | None = None
         self.window = MIN_WINDOW
+        # every event up to this log position is handled and recorded; moves when the worker catches up
+        self.handled_through = hook.cursor
+        self._progress = asyncio.Event()
 
     async def run(self) -> None:
         self.transport = open_transport(self.hook.spec.transport, self.context)
@@ -79,6 +84,19 @@ class HookWorker:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._pending_write)
             await self.transport.close()
+
+    async def caught_up(self, seq: int) -> None:
+        """Return once every event up to log position ``seq`` is handled — delivered, dead-lettered or not
+        matching the hook — with its cursor saved and no write in flight. Waits indefinitely: the caller bounds
+        it (a hook whose batch keeps failing is not caught up until the batch is delivered or dead-lettered)."""
+        while self.handled_through < seq:
+            progress = self._progress
+            await progress.wait()
+
+    def _went_idle(self) -> None:
+        self.handled_through = self.saved_cursor
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     async def _record(self, write: Awaitable[bool], *, wait: bool = False) -> None:
         """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
@@ -131,6 +149,9 @@ class HookWorker:
                     self.store.save_cursor(self.hook.id, self.hook.generation, self.scan), wait=True
                 )
                 self.saved_cursor = self.scan
+            if not self.buffer:
+                await self._settle()
+                self._went_idle()
             wait = self.poll_interval if not self.buffer else min(self.poll_interval, self._due_in())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001))

@@ -38,6 +38,8 @@ async def own_hook(request: Request) -> tuple[Store, int, Hook]:
         hook_id = int(request.path_params["hook_id"])
     except ValueError:
         raise ApiError(404, "no such hook") from None
+    if not 0 < hook_id < 2**63:  # beyond the BIGINT column: no such hook either
+        raise ApiError(404, "no such hook")
     hook = await state.store.get_hook(account_id, hook_id)
     if hook is None:
         raise ApiError(404, "no such hook")
@@ -120,6 +122,8 @@ def _paging(request: Request) -> tuple[int, int | None]:
         raise ApiError(422, "limit and before must be integers") from None
     if not 1 <= limit <= 1000:
         raise ApiError(422, "limit must be between 1 and 1000", "limit")
+    if before_id is not None and not 0 <= before_id < 2**63:
+        raise ApiError(422, "before must be an id (0 to 2^63 - 1)", "before")
     return limit, before_id
 
 

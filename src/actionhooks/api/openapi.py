@@ -144,7 +144,7 @@ PAGING = [
         "in": "query",
         "required": False,
         "description": "only those with a smaller `id` (the last `id` of the previous page)",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
     },
 ]
 HOOK_LINKS = {

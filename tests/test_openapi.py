@@ -192,7 +192,7 @@ FUZZ_CHECKS = "not_a_server_error,status_code_conformance,response_schema_confor
 
 
 @pytest.mark.timeout(300)
-async def test_schemathesis_finds_nothing(service: Service, owner: User) -> None:
+async def test_schemathesis_finds_nothing(service: Service, owner: User, tmp_path: Path) -> None:
     """Every operation (examples, coverage, fuzzing) and the stateful links (create → get / patch / test /
     clone / delete), against the live service on each engine."""
     async with Receiver(keep_events=False) as receiver:
@@ -224,7 +224,7 @@ async def test_schemathesis_finds_nothing(service: Service, owner: User) -> None
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,
-            cwd=ROOT,
+            cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
         )
         out, _ = await proc.communicate()
     report = out.decode(errors="replace")

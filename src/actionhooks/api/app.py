@@ -8,34 +8,34 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from ..catalog import catalog
 from ..config import Settings
 from ..errors import ApiError
 from ..store import Store
 from ..transports import TransportContext
-from . import hooks
+from . import hooks, openapi
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
 from .sample_event import send_test_event
+from .schema import EventTypeList, Health
 
 log = logging.getLogger(__name__)
 
 
 async def event_types(request: Request) -> Response:
     await request.app.state.auth.account(request)
-    return json_response({"event_types": [msgspec.to_builtins(t) for t in catalog().types]})
+    return json_response(EventTypeList(list(catalog().types)))
 
 
 async def health(request: Request) -> Response:
-    return json_response({"status": "ok"})
+    return json_response(Health("ok"))
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -57,6 +57,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/healthz", health),
+    Route("/openapi.json", openapi.openapi_json),
+    Route("/docs", openapi.docs_page),
+    Mount(openapi.DOCS_ASSETS, openapi.assets(), name="docs-assets"),
     Route("/v1/events", post_events, methods=["POST"]),
     Route("/v1/event-types", event_types),
     Route("/v1/hooks", hooks.create_hook, methods=["POST"]),

@@ -5,10 +5,8 @@ A hook of another account answers 404, exactly like a hook that does not exist.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,24 +14,7 @@ from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec, merge_patch, parse_hook
 from ..store.base import Hook, Store
 from .responses import json_response, read_json
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def hook_view(hook: Hook) -> dict[str, Any]:
-    return {
-        "id": hook.id,
-        **hook.spec.to_builtins(public=True),
-        "cursor": hook.cursor,
-        "created_at": iso(hook.created_at),
-        "updated_at": iso(hook.updated_at),
-        "last_error": hook.last_error,
-        "last_error_at": iso(hook.last_error_at),
-    }
+from .schema import AttemptList, AttemptView, DeadLetterList, DeadLetterView, HookList, HookView
 
 
 def _validated(request: Request, data: Any) -> HookSpec:
@@ -57,6 +38,8 @@ async def own_hook(request: Request) -> tuple[Store, int, Hook]:
         hook_id = int(request.path_params["hook_id"])
     except ValueError:
         raise ApiError(404, "no such hook") from None
+    if not 0 < hook_id < 2**63:  # beyond the BIGINT column: no such hook either
+        raise ApiError(404, "no such hook")
     hook = await state.store.get_hook(account_id, hook_id)
     if hook is None:
         raise ApiError(404, "no such hook")
@@ -79,18 +62,19 @@ async def create_hook(request: Request) -> Response:
     spec = _validated(request, await read_json(request))
     hook = await state.store.create_hook(account_id, spec)
     await _changed(request)
-    return json_response(hook_view(hook), 201, {"Location": f"/v1/hooks/{hook.id}"})
+    return json_response(HookView.of(hook), 201, {"Location": f"/v1/hooks/{hook.id}"})
 
 
 async def list_hooks(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    return json_response({"hooks": [hook_view(h) for h in await state.store.list_hooks(account_id)]})
+    hooks = await state.store.list_hooks(account_id)
+    return json_response(HookList([HookView.of(h) for h in hooks]))
 
 
 async def get_hook(request: Request) -> Response:
     _, _, hook = await own_hook(request)
-    return json_response(hook_view(hook))
+    return json_response(HookView.of(hook))
 
 
 async def patch_hook(request: Request) -> Response:
@@ -103,7 +87,7 @@ async def patch_hook(request: Request) -> Response:
     if updated is None:
         raise ApiError(404, "no such hook")
     await _changed(request)
-    return json_response(hook_view(updated))
+    return json_response(HookView.of(updated))
 
 
 async def delete_hook(request: Request) -> Response:
@@ -126,7 +110,7 @@ async def clone_hook(request: Request) -> Response:
     spec = _validated(request, settings)
     clone = await store.create_hook(account_id, spec)
     await _changed(request)
-    return json_response(hook_view(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
+    return json_response(HookView.of(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
 
 
 def _paging(request: Request) -> tuple[int, int | None]:
@@ -138,6 +122,8 @@ def _paging(request: Request) -> tuple[int, int | None]:
         raise ApiError(422, "limit and before must be integers") from None
     if not 1 <= limit <= 1000:
         raise ApiError(422, "limit must be between 1 and 1000", "limit")
+    if before_id is not None and not 0 <= before_id < 2**63:
+        raise ApiError(422, "before must be an id (0 to 2^63 - 1)", "before")
     return limit, before_id
 
 
@@ -145,26 +131,11 @@ async def list_attempts(request: Request) -> Response:
     store, _, hook = await own_hook(request)
     limit, before = _paging(request)
     attempts = await store.list_attempts(hook.id, limit, before)
-    return json_response({"attempts": [{**msgspec.to_builtins(a), "at": iso(a.at)} for a in attempts]})
+    return json_response(AttemptList([AttemptView.of(a) for a in attempts]))
 
 
 async def list_dead_letters(request: Request) -> Response:
     store, _, hook = await own_hook(request)
     limit, before = _paging(request)
     letters = await store.list_dead_letters(hook.id, limit, before)
-    return json_response(
-        {
-            "dead_letters": [
-                {
-                    "id": d.id,
-                    "event_id": d.event_id,
-                    "event_seq": d.event_seq,
-                    "reason": d.reason,
-                    "attempts": d.attempts,
-                    "failed_at": iso(d.failed_at),
-                    "event": msgspec.Raw(d.payload),
-                }
-                for d in letters
-            ]
-        }
-    )
+    return json_response(DeadLetterList([DeadLetterView.of(d) for d in letters]))

@@ -10,22 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import IngestLimits
 from ..errors import ApiError
-from ..events import ItemError, parse_events, split_body
+from ..events import parse_events, split_body
 from ..store.base import Store
 from .responses import json_response, read_body
-
-
-class IngestResult(msgspec.Struct):
-    accepted: int
-    duplicates: int
-    ids: list[str]
-    errors: list[ItemError]
+from .schema import IngestResult
 
 
 async def ingest(

@@ -9,7 +9,6 @@ work?" before events rely on it.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 from starlette.requests import Request
@@ -17,21 +16,26 @@ from starlette.responses import Response
 
 from ..catalog.samples import sample
 from ..dispatch.enrich import Enricher
-from ..errors import ApiError, DeliveryError
+from ..errors import ApiError, DeliveryError, field_error
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
 from ..transports import Batch, open_transport
 from .hooks import own_hook
 from .responses import json_response, read_json
+from .schema import TestOptions, TestOutcome
 
 
 async def send_test_event(request: Request) -> Response:
     _, account_id, hook = await own_hook(request)
     body = await request.body()
-    options = await read_json(request) if body.strip() else {}
-    if not isinstance(options, dict):
-        raise ApiError(422, 'the body must be a JSON object, e.g. {"event_type": "deliv"}')
-    code = options.get("event_type", hook.spec.event_types[0])
+    try:
+        options = msgspec.convert(await read_json(request) if body.strip() else {}, TestOptions)
+    except msgspec.ValidationError as exc:
+        wrong = field_error(exc)
+        raise ApiError(
+            422, f'{wrong.message}; the body is e.g. {{"event_type": "deliv"}}', wrong.field
+        ) from None
+    code = options.event_type or hook.spec.event_types[0]
     if code not in hook.spec.event_types:
         raise ApiError(422, f"event_type {code!r} is not one of the hook's event types", "event_type")
     event = sample(code, list_ids=(hook.spec.list_id or 1,))
@@ -43,20 +47,24 @@ async def send_test_event(request: Request) -> Response:
     )
     transport = open_transport(hook.spec.transport, request.app.state.context)
     started = time.perf_counter()
-    outcome: dict[str, Any]
     try:
         receipt = await transport.send(Batch(hook.id, f"{hook.id}-test-{parsed.id}", [message]))
-        outcome = {"delivered": True, "status": receipt.status, "response_excerpt": receipt.response_excerpt}
+        delivered, status, excerpt = True, receipt.status, receipt.response_excerpt
+        error, permanent = None, None
     except DeliveryError as err:
-        outcome = {
-            "delivered": False,
-            "status": err.status,
-            "response_excerpt": err.response_excerpt,
-            "error": err.reason,
-            "permanent": err.permanent,
-        }
+        delivered, status, excerpt = False, err.status, err.response_excerpt
+        error, permanent = err.reason, err.permanent
     finally:
         await transport.close()
-    outcome["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
-    outcome["event"] = msgspec.Raw(message.body)
-    return json_response(outcome)
+    latency_ms = round((time.perf_counter() - started) * 1000, 1)
+    return json_response(
+        TestOutcome(
+            delivered=delivered,
+            status=status,
+            response_excerpt=excerpt,
+            error=error,
+            permanent=permanent,
+            latency_ms=latency_ms,
+            event=msgspec.Raw(message.body),
+        )
+    )

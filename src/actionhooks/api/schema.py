@@ -1,0 +1,201 @@
+"""The API's answers as msgspec types: the handlers encode them, ``openapi.py`` publishes their JSON Schemas and
+``actionhooks.client`` decodes them — one definition for all three.
+
+Request bodies are validated by the domain's own types (``events.Envelope``, ``hooks.parse_hook`` with the
+transports' ``Settings``); ``TransportChoice`` names those settings classes as one union tagged by ``type``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from ..catalog import EventType
+from ..events import ItemError
+from ..hooks import Filters
+from ..store.base import Attempt, DeadLetter, Hook
+from ..transports import TransportSettings
+from ..transports.http import Settings as HttpSettings
+from ..transports.kafka import Settings as KafkaSettings
+from ..transports.nats import Settings as NatsSettings
+from ..transports.rabbitmq import ExchangeSettings as RabbitMQExchangeSettings
+from ..transports.rabbitmq import QueueSettings as RabbitMQQueueSettings
+from ..transports.stub import Settings as StubSettings
+
+TransportChoice = (
+    HttpSettings
+    | RabbitMQQueueSettings
+    | RabbitMQExchangeSettings
+    | KafkaSettings
+    | NatsSettings
+    | StubSettings
+)
+"""Every registered transport's settings (``tests/test_openapi.py`` checks it against the registry); ``stub`` is
+the in-process destination of the dispatcher's tests."""
+
+
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+"""A moment in UTC, RFC 3339 with ``Z`` (microseconds)."""
+
+
+def timestamp(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error answer: what is wrong, and the field to blame (a dotted path) when there is one."""
+
+    error: str
+    field: str | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class EventTypeList(msgspec.Struct):
+    event_types: list[EventType]
+
+
+class IngestResult(msgspec.Struct):
+    """``POST /v1/events``: ``accepted`` newly stored, ``duplicates`` already known ids, ``ids`` of every valid
+    event in request order, ``errors`` of the invalid ones by index."""
+
+    accepted: int
+    duplicates: int
+    ids: list[str]
+    errors: list[ItemError]
+
+
+class HookView(msgspec.Struct, kw_only=True):
+    """A hook as the API shows it: its settings (secrets as ``"***"``) and its delivery state."""
+
+    id: int
+    name: str
+    active: bool
+    list_id: int | None
+    event_types: list[str]
+    filters: Filters
+    custom_data_fields: list[str]
+    transport: TransportChoice
+    cursor: int
+    created_at: Instant
+    updated_at: Instant
+    last_error: str | None
+    last_error_at: Instant | None
+
+    @classmethod
+    def of(cls, hook: Hook) -> HookView:
+        spec = hook.spec
+        return cls(
+            id=hook.id,
+            name=spec.name,
+            active=spec.active,
+            list_id=spec.list_id,
+            event_types=list(spec.event_types),
+            filters=spec.filters,
+            custom_data_fields=list(spec.custom_data_fields),
+            transport=public_transport(spec.transport),
+            cursor=hook.cursor,
+            created_at=timestamp(hook.created_at),
+            updated_at=timestamp(hook.updated_at),
+            last_error=hook.last_error,
+            last_error_at=timestamp(hook.last_error_at) if hook.last_error_at is not None else None,
+        )
+
+
+def public_transport(settings: TransportSettings) -> TransportChoice:
+    """The settings with their secrets replaced by ``"***"`` (every secret is a string setting)."""
+    shown: TransportChoice = msgspec.convert(settings.public(), TransportChoice)
+    return shown
+
+
+class HookList(msgspec.Struct):
+    hooks: list[HookView]
+
+
+class AttemptView(msgspec.Struct, kw_only=True):
+    """One try at delivering one batch; ``outcome``: delivered | retry | failed (sent to dead letters)."""
+
+    hook_id: int
+    at: Instant
+    batch_id: str
+    events: int
+    first_seq: int
+    last_seq: int
+    outcome: str
+    status: int | None
+    latency_ms: float | None
+    response_excerpt: str | None
+    error: str | None
+    id: int | None
+
+    @classmethod
+    def of(cls, a: Attempt) -> AttemptView:
+        return cls(
+            hook_id=a.hook_id,
+            at=timestamp(a.at),
+            batch_id=a.batch_id,
+            events=a.events,
+            first_seq=a.first_seq,
+            last_seq=a.last_seq,
+            outcome=a.outcome,
+            status=a.status,
+            latency_ms=a.latency_ms,
+            response_excerpt=a.response_excerpt,
+            error=a.error,
+            id=a.id,
+        )
+
+
+class AttemptList(msgspec.Struct):
+    attempts: list[AttemptView]
+
+
+class DeadLetterView(msgspec.Struct, kw_only=True):
+    """An event given up on: why, after how many attempts, and the stored message as ``event``."""
+
+    id: int | None
+    event_id: str
+    event_seq: int
+    reason: str
+    attempts: int
+    failed_at: Instant
+    event: msgspec.Raw
+
+    @classmethod
+    def of(cls, d: DeadLetter) -> DeadLetterView:
+        return cls(
+            id=d.id,
+            event_id=d.event_id,
+            event_seq=d.event_seq,
+            reason=d.reason,
+            attempts=d.attempts,
+            failed_at=timestamp(d.failed_at),
+            event=msgspec.Raw(d.payload),
+        )
+
+
+class DeadLetterList(msgspec.Struct):
+    dead_letters: list[DeadLetterView]
+
+
+class TestOptions(msgspec.Struct, kw_only=True):
+    """``POST /v1/hooks/{id}/test``'s optional body: the event type of the sample (default: the hook's first)."""
+
+    event_type: str | None = None
+
+
+class TestOutcome(msgspec.Struct, kw_only=True):
+    """One sample event sent through a hook now: ``delivered``, what the destination answered, and (when not
+    delivered) the error and whether retrying could help; ``event`` is the message as sent."""
+
+    delivered: bool
+    status: int | None
+    response_excerpt: str | None
+    error: str | None = None
+    permanent: bool | None = None
+    latency_ms: float
+    event: msgspec.Raw

@@ -9,12 +9,12 @@ import time
 from typing import Any
 
 import pytest
-from actionhooks.receiver import Receiver
 
 from actionhooks.client import AsyncClient, Client, RequestFailed
 from actionhooks.config import IngestLimits
+from actionhooks.devtools.procs import free_port
+from actionhooks.devtools.receiver import Receiver
 from actionhooks.transports.http import Settings as HttpSettings
-from bench.procs import free_port
 
 from .support import Service, User, eventually
 

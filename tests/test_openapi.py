@@ -13,12 +13,12 @@ from typing import Any
 import jsonschema_rs
 import msgspec
 import pytest
-from actionhooks.receiver import Receiver
 from starlette.routing import Route
 
 from actionhooks.api.app import ROUTES
 from actionhooks.api.openapi import document
 from actionhooks.api.schema import TransportChoice
+from actionhooks.devtools.receiver import Receiver
 from actionhooks.transports import TRANSPORTS
 
 from .support import Service, User, eventually

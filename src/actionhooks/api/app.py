@@ -20,6 +20,7 @@ from ..config import Settings
 from ..consume.configured import Consumers, load_consumers
 from ..dispatch.dispatcher import Dispatcher
 from ..netguard import NetGuard
+from ..registry import HookRegistry
 from ..store import Store, open_store
 from ..transports import TransportContext
 from . import hooks
@@ -76,7 +77,8 @@ ROUTES = [
 def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool = True) -> Starlette:
     """The service. Pass ``store`` to share an already opened store (it is then not closed by the app)."""
     own_store = store is None
-    the_store: Store = store if store is not None else open_store(settings.db, settings.secret_key)
+    the_store: Store = store if store is not None else open_store(settings.db)
+    registry = HookRegistry(the_store, settings.secret_key)
     context = TransportContext(net_guard=NetGuard(settings.allow_nets))
     # read now: a bad consumers file stops the start-up with its error
     consumer_specs = load_consumers(settings.consume_file) if settings.consume_file else ()
@@ -85,7 +87,8 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if own_store:
             await the_store.open()
-        dispatcher = Dispatcher(the_store, context, settings.retry) if dispatch else None
+        await registry.open()
+        dispatcher = Dispatcher(the_store, registry, context, settings.retry) if dispatch else None
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
             await dispatcher.start()
@@ -108,6 +111,7 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
     state: Any = app.state
     state.settings = settings
     state.store = the_store
+    state.hooks = registry
     state.context = context
     state.auth = Authenticator(the_store)
     state.dispatcher = None

@@ -13,7 +13,8 @@ import contextlib
 import logging
 
 from ..errors import ActionhooksError
-from ..store.base import Hook, Store
+from ..registry import Hook, HookRegistry
+from ..store.base import Store
 from ..transports import TransportContext
 from .retry import RetryPolicy
 from .worker import HookWorker
@@ -25,6 +26,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
+        hooks: HookRegistry,
         context: TransportContext | None = None,
         retry: RetryPolicy | None = None,
         *,
@@ -32,6 +34,7 @@ class Dispatcher:
         reconcile_interval: float = 2.0,
     ) -> None:
         self.store = store
+        self.hooks = hooks
         self.context = context or TransportContext()
         self.retry = retry or RetryPolicy()
         self.poll_interval = poll_interval
@@ -94,7 +97,7 @@ class Dispatcher:
             if hook_id in self.workers or self._unreadable.get(hook_id) == generation:
                 continue
             try:
-                hook = await self.store.load_hook(hook_id)
+                hook = await self.hooks.load_hook(hook_id)
             except ActionhooksError as exc:
                 log.error("dispatcher: hook %s cannot be loaded: %s", hook_id, exc)
                 self._unreadable[hook_id] = generation

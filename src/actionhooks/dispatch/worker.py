@@ -27,7 +27,8 @@ from collections.abc import Awaitable
 
 from ..errors import DeliveryError
 from ..hooks import Matcher
-from ..store.base import Attempt, DeadLetter, Hook, Store
+from ..registry import Hook
+from ..store.base import Attempt, DeadLetter, Store
 from ..transports import Batch, Message, Transport, TransportContext, open_transport
 from .enrich import Enricher
 from .retry import RetryPolicy
@@ -115,7 +116,6 @@ class HookWorker:
                     self.scan,
                     limit,
                     self.window,
-                    dense=self.window == MIN_WINDOW,
                 )
                 self._adapt_window(len(page.events), limit, page.caught_up)
                 if self.matcher.trivial:

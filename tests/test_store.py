@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import psycopg
 import pytest
 
 from actionhooks.events import NewEvent
 from actionhooks.store import Attempt, Store
+from actionhooks.transports.stub import StubDestination
+
+from .conftest import PG_ADMIN_URL
+from .support import Service, eventually
 
 TYPES = ["deliv", "send", "uopen"]
 
@@ -145,3 +151,122 @@ async def test_a_group_broken_by_a_failed_write_is_committed_append_by_append(st
     assert await first == [True, True]
     assert list(await rest) == [[True, True], [True, True]]
     assert await store.count_events(account) == 6
+
+
+# --- connections that heal (PostgreSQL: the test database's backends are cut from an admin connection) ----------
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql)
+
+
+def _cut_connections(db_url: str) -> None:
+    """Terminate every backend of the test database (as a server restart or a failover would)."""
+    name = db_url.rsplit("/", 1)[1]
+    _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
+
+def _accepting(db_url: str, allowed: bool) -> None:
+    """Refuse (or accept again) new connections to the test database: down and back, without a private server."""
+    _admin(f'ALTER DATABASE "{db_url.rsplit("/", 1)[1]}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+
+def stub(**settings: object) -> tuple[StubDestination, dict[str, object]]:
+    name = f"healing-{time.monotonic_ns()}"
+    return StubDestination(name), {"type": "stub", "name": name, **settings}
+
+
+def _batch(producer: int, n: int, size: int = 50) -> list[dict[str, object]]:
+    return [
+        {
+            "id": f"p{producer}-{n}-{i}",
+            "event_type": "deliv",
+            "event_date": "2024-05-01T10:00:00Z",
+            "event_data": {},
+        }
+        for i in range(size)
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_store_heals_after_its_connections_are_cut(store: Store, db_url: str) -> None:
+    account = await store.create_account("a", "k")
+    await store.append(account, events(3, account))
+    await asyncio.to_thread(_cut_connections, db_url)
+    assert await store.count_events(account) == 3  # a read on a dead connection is repeated on a fresh one
+    await asyncio.to_thread(_cut_connections, db_url)
+    assert await store.append(account, events(2, account, start=3)) == [True, True]  # BEGIN failed: repeated
+    assert await store.count_events(account) == 5
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_ingest_and_delivery_recover_when_connections_are_cut_mid_load(
+    service: Service, db_url: str
+) -> None:
+    owner = await service.user("owner")
+    dest, transport = stub(max_batch_size=100, timeout_s=0.05)
+    status, _, _ = await service.call(
+        "POST", "/v1/hooks", owner, {"name": "h", "event_types": ["deliv"], "transport": transport}
+    )
+    assert status == 201
+    acked: set[str] = set()
+    unavailable = 0
+
+    async def producer(k: int) -> None:
+        nonlocal unavailable
+        for n in range(40):
+            while True:  # what the docs ask of producers: own ids, and send again after a 503
+                status, body, headers = await service.call("POST", "/v1/events", owner, _batch(k, n))
+                if status == 202:
+                    acked.update(body["ids"])
+                    break
+                assert status == 503 and int(headers["Retry-After"]) >= 1, (status, body)
+                unavailable += 1
+                await asyncio.sleep(0.05)
+
+    started = time.monotonic()
+    load = asyncio.gather(*(producer(k) for k in range(4)))
+    for _ in range(5):
+        await asyncio.sleep(0.2)
+        assert not load.done()  # the cuts land mid-load
+        await asyncio.to_thread(_cut_connections, db_url)
+    await load
+    loaded = time.monotonic()
+    assert len(acked) == 4 * 40 * 50
+    await eventually(lambda: acked <= set(dest.event_ids), timeout=30)  # every acknowledged id delivered
+    print(
+        f"5 cuts: {unavailable} answers 503; load {loaded - started:.2f} s,"
+        f" all delivered {time.monotonic() - loaded:.2f} s after it"
+    )
+    assert await service.store.count_events(owner.account_id) == len(acked)  # and stored once
+
+
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+async def test_api_answers_503_while_the_database_is_down_and_serves_within_seconds_of_its_return(
+    service: Service, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner = await service.user("owner")
+    assert (await service.call("POST", "/v1/events", owner, _batch(0, 0)))[0] == 202
+    caplog.set_level(logging.INFO, "actionhooks")
+    try:
+        await asyncio.to_thread(_accepting, db_url, False)
+        await asyncio.to_thread(_cut_connections, db_url)
+        for n in range(1, 20):
+            status, body, headers = await service.call("POST", "/v1/events", owner, _batch(0, n))
+            assert status == 503 and headers["Retry-After"] == "1" and "unavailable" in body["error"]
+            assert (await service.call("GET", "/v1/hooks", owner))[0] == 503
+            await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(_accepting, db_url, True)
+    back = time.monotonic()
+    while (await service.call("POST", "/v1/events", owner, _batch(0, 99)))[0] != 202:
+        assert time.monotonic() - back < 5, (
+            "the store did not serve again within 5 s of the database's return"
+        )
+        await asyncio.sleep(0.02)
+    print(f"served again {time.monotonic() - back:.2f} s after the database accepted connections")
+    store_lines = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
+    assert len(store_lines) == 2, store_lines  # one line down, one line back; no traceback per request
+    assert "unavailable" in store_lines[0] and "available again" in store_lines[1]
+    assert not [r for r in caplog.records if r.exc_info], "no tracebacks"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..catalog import catalog
 from ..config import Settings
 from ..consume.configured import Consumers, load_consumers
 from ..dispatch.dispatcher import Dispatcher
+from ..errors import StoreUnavailable
 from ..netguard import NetGuard
 from ..registry import HookRegistry
 from ..store import Store, open_store
@@ -49,6 +51,14 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down or was cut off: 503 and when to retry (the store logs the outage once, not here)."""
+    assert isinstance(exc, StoreUnavailable)
+    return json_response(
+        {"error": "the store is unavailable; retry"}, 503, {"Retry-After": str(math.ceil(exc.retry_after))}
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -106,7 +116,12 @@ def create_app(settings: Settings, store: Store | None = None, *, dispatch: bool
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+            Exception: _unexpected,
+        },
     )
     state: Any = app.state
     state.settings = settings

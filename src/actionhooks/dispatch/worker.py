@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 
 from ..errors import DeliveryError
 from ..hooks import Matcher
@@ -89,7 +89,12 @@ class HookWorker:
         """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
         without waiting for this one, but waits for the previous one — so at most one write is outstanding and a
         stale hook is noticed one batch later at the latest (that batch may be delivered twice: at-least-once)."""
-        await self._settle()
+        try:
+            await self._settle()
+        except BaseException:
+            if isinstance(write, Coroutine):  # never started: close it (no "never awaited" warning)
+                write.close()
+            raise
         future = asyncio.ensure_future(write)
         if wait:
             if not await future:

@@ -35,6 +35,10 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
+class NotBegun(Exception):
+    """A transaction failed to begin (its ``__cause__`` says why): none of its work reached the database."""
+
+
 class Dialect(Protocol):
     engine: str
     marker: str  # the parameter placeholder the engine's driver expects: "?" or "%s"
@@ -42,7 +46,11 @@ class Dialect(Protocol):
     walk_span: int  # reads spanning at most this many log positions walk the log (when ``walk_hint`` is set)
 
     def connect(self, *, writer: bool) -> Connection: ...
-    def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]: ...
+    def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]:
+        """A cursor inside a transaction: committed when the block ends, rolled back when it raises; a failure to
+        begin is raised as :class:`NotBegun`."""
+        ...
+
     def lock_log(self, cur: Cursor) -> None:
         """Serialise appends so that seq order is commit order (engines with many writers)."""
         ...

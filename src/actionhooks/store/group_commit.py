@@ -1,5 +1,6 @@
 """Group commit: while one append transaction runs, newer appends queue up and the next transaction takes them
-all. A group whose transaction fails is committed again append by append, so only the append at fault fails."""
+all. A group whose transaction is refused is committed again append by append, so only the append at fault fails;
+when the store is unavailable every append of the group fails with ``StoreUnavailable``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
+from ..errors import StoreUnavailable
 from ..events import NewEvent
 from .base import AppendListener
 
@@ -64,6 +66,8 @@ class GroupCommit:
             group, self._queue = self._queue, []
             try:
                 await self._commit(group)
+            except StoreUnavailable:
+                continue  # every waiter heard it: the outcome is unknown, a retry here might store twice
             except Exception:
                 if len(group) == 1:
                     continue
@@ -79,7 +83,7 @@ class GroupCommit:
         try:
             results = await self._commit_group(group)
         except BaseException as exc:
-            if len(group) == 1 or not isinstance(exc, Exception):
+            if len(group) == 1 or isinstance(exc, StoreUnavailable) or not isinstance(exc, Exception):
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(exc)

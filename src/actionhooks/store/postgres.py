@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import psycopg
 
 from ..events import NewEvent
-from .dialect import Connection, Cursor, migration_scripts
+from .dialect import Connection, Cursor, NotBegun, migration_scripts
 from .sql import SqlStore
 
 _LOG_LOCK = 0x61637468_6F6F6B73 & 0x7FFF_FFFF_FFFF_FFFF  # "acthooks"
@@ -28,13 +28,22 @@ class PostgresDialect:
     def connect(self, *, writer: bool) -> Connection:
         # no server-side prepared statements: a generic plan made while the log was small (say, a scan for the
         # duplicate-id check) would be kept as it grows
-        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
+        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None, connect_timeout=5)
 
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:
-        assert isinstance(conn, psycopg.Connection)
-        with conn.transaction(), conn.cursor() as cur:
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN")
+        except psycopg.Error as exc:
+            raise NotBegun from exc
+        try:
             yield cur
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to roll back
+                cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
 
     def lock_log(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))

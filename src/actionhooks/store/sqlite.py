@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from ..events import NewEvent
-from .dialect import Connection, Cursor, migration_scripts
+from .dialect import Connection, Cursor, NotBegun, migration_scripts
 from .sql import SqlStore
 
 _COLUMNS = (
@@ -18,6 +18,15 @@ _ROW = "(?, ?, ?, ?, ?, ?, ?)"
 _INSERT = _COLUMNS + _ROW
 _ROWS_PER_STATEMENT = 250  # 1750 parameters, well under SQLite's 32766
 _INSERT_MANY = _COLUMNS + ", ".join([_ROW] * _ROWS_PER_STATEMENT)
+# errors a retry can cure: busy or locked past busy_timeout, I/O errors, a full disk, a file that cannot be opened
+_TRANSIENT = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PROTOCOL",
+)
 
 
 class SqliteDialect:
@@ -45,7 +54,10 @@ class SqliteDialect:
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:
         cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise NotBegun from exc
         try:
             yield cur
         except BaseException:
@@ -88,8 +100,7 @@ class SqliteDialect:
         return isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc)
 
     def retryable(self, exc: BaseException) -> bool:
-        # busy/locked past busy_timeout, a full disk, an I/O error, a file that cannot be opened
-        return isinstance(exc, sqlite3.OperationalError)
+        return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorname", "").startswith(_TRANSIENT)
 
 
 class SqliteStore(SqlStore):

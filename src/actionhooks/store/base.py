@@ -76,7 +76,8 @@ AppendListener = Callable[[set[int]], None]
 
 class Store(Protocol):
     """What the API and the dispatcher need of a storage engine. All methods are coroutines safe to call
-    concurrently from one event loop."""
+    concurrently from one event loop. Any of them may raise ``StoreUnavailable`` (errors.py) while the database
+    cannot be reached; the store heals by itself when it is back."""
 
     engine: str
 

@@ -17,6 +17,7 @@ from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
 from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
+from actionhooks.registry import HookRegistry
 from actionhooks.service import build, serving
 from actionhooks.store import Store
 
@@ -100,6 +101,11 @@ class Service:
             text = await resp.read()
             payload = msgspec.json.decode(text) if text and resp.content_type == "application/json" else text
             return resp.status, payload, dict(resp.headers)
+
+    @property
+    def hooks(self) -> HookRegistry:
+        registry: HookRegistry = self.app.state.hooks
+        return registry
 
     @property
     def dispatcher(self) -> Any:

@@ -273,12 +273,7 @@ async def test_a_hook_whose_settings_cannot_be_read_does_not_stop_the_others(
     broken = await make_hook(service, owner, broken_transport)
     await make_hook(service, owner, healthy_transport)
     # the stored, encrypted settings of one hook are damaged (a wrong key, a bad restore…)
-    await service.store._write(  # type: ignore[attr-defined]
-        lambda conn: conn.cursor().execute(
-            service.store._q("UPDATE hooks SET settings = ?, generation = generation + 1 WHERE id = ?"),  # type: ignore[attr-defined]
-            (b"not a fernet token", broken["id"]),
-        )
-    )
+    await service.store.update_hook(owner.account_id, broken["id"], b"not a fernet token", True)
     await service.dispatcher.stop()  # as after a restart: the dispatcher loads every hook afresh
     await service.dispatcher.start()
     assert broken["id"] not in service.dispatcher.workers

@@ -105,7 +105,7 @@ async def test_secrets_are_write_only(service: Service, owner: User) -> None:
     path = f"/v1/hooks/{created['id']}"
     status, _, _ = await service.call("PATCH", path, owner, {"transport": created["transport"]})
     assert status == 200
-    stored = await service.store.get_hook(owner.account_id, created["id"])
+    stored = await service.hooks.get_hook(owner.account_id, created["id"])
     assert stored is not None
     assert stored.spec.transport.auth.password == "s3cret-pass"  # type: ignore[attr-defined]
 

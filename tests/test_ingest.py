@@ -158,7 +158,7 @@ async def test_backlog_over_limit_answers_429_with_retry_after(store: Store, db_
     writer_busy = threading.Event()
     try:
         user = await svc.user("owner")
-        store._writer.submit(writer_busy.wait, 30)  # type: ignore[attr-defined]  # hold the one writer thread
+        writer_busy = store.faults.hold_writes()  # the next write waits: appends queue up behind it
 
         async def one_more_while_queued() -> tuple[int, Any, dict[str, str]]:
             await eventually(lambda: store.pending_appends >= 10)

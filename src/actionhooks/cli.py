@@ -83,7 +83,7 @@ def accounts_create(name: str, db: DbOption = None) -> None:
     settings = _settings(db)
 
     async def run() -> int:
-        store = open_store(settings.db, settings.secret_key)
+        store = open_store(settings.db)
         await store.open()
         try:
             return await store.create_account(name, hash_key(key))

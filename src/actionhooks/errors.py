@@ -7,6 +7,8 @@ The tree::
     ├── SeedError              the product owner's seed table is not in the expected format (also a ValueError)
     ├── ValidationError        bad input (an event, a hook's settings); carries the field it names
     ├── ApiError               an HTTP request refused with a 4xx: status, message, the field to blame, headers
+    ├── StoreUnavailable       the database does not answer (down, restarting, connection lost); retry later —
+    │                          the outcome of a write cut off this way is unknown (producer ids make a retry safe)
     ├── DeliveryError          a transport could not deliver a batch
     │                          ├─ permanent=True   never retried: the batch goes to dead letters
     │                          └─ permanent=False  retried with back-off; retry_after is the
@@ -65,6 +67,15 @@ def field_error(exc: Exception, prefix: str = "") -> ValidationError:
     if prefix:
         path.insert(0, prefix)
     return ValidationError(message, ".".join(path) or None)
+
+
+class StoreUnavailable(ActionhooksError):
+    """The database cannot be reached now; ``retry_after``: seconds after which trying again makes sense."""
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class DeliveryError(ActionhooksError):

@@ -1,6 +1,6 @@
 """The service process: its parts built from the settings, and started and stopped together.
 
-:func:`build` wires one process: the store (opened here unless one is given), the transports' context with the
+:func:`build` wires one process: the store (opened here unless one is given) and the hooks over it (settings sealed at rest), the transports' context with the
 net guard, the dispatcher (unless ``dispatch=False``: an API-only process beside one that dispatches), the broker
 consumers of ``settings.consume_file``, and the ASGI app over them (``api.create_app``). The app's lifespan opens
 and closes them in order: store, dispatcher, consumers up; consumers, dispatcher, store down.
@@ -23,6 +23,7 @@ from .config import Settings
 from .consume.configured import Consumers, load_consumers
 from .dispatch.dispatcher import Dispatcher
 from .netguard import NetGuard
+from .registry import HookRegistry
 from .store import Store, open_store
 from .transports import TransportContext
 
@@ -31,7 +32,8 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
     """The service's app with its parts. Pass ``store`` to share an already opened store (it is then neither
     opened nor closed here). A bad consumers file raises its ``ConfigError`` now, before anything starts."""
     own_store = store is None
-    the_store: Store = store if store is not None else open_store(settings.db, settings.secret_key)
+    the_store: Store = store if store is not None else open_store(settings.db)
+    registry = HookRegistry(the_store, settings.secret_key)
     context = TransportContext(net_guard=NetGuard(settings.allow_nets))
     consumer_specs = load_consumers(settings.consume_file) if settings.consume_file else ()
 
@@ -39,7 +41,8 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if own_store:
             await the_store.open()
-        dispatcher = Dispatcher(the_store, context, settings.retry) if dispatch else None
+        await registry.open()
+        dispatcher = Dispatcher(the_store, registry, context, settings.retry) if dispatch else None
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
             await dispatcher.start()
@@ -54,7 +57,7 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
             if own_store:
                 await the_store.close()
 
-    return create_app(settings, the_store, context, lifespan=lifespan)
+    return create_app(settings, the_store, registry, context, lifespan=lifespan)
 
 
 def serve(

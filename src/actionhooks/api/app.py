@@ -4,6 +4,7 @@ context, settings); ``service.py`` builds those parts and starts and stops them 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -16,7 +17,8 @@ from starlette.routing import Mount, Route
 
 from ..catalog import catalog
 from ..config import Settings
-from ..errors import ApiError
+from ..errors import ApiError, StoreUnavailable
+from ..registry import HookRegistry
 from ..store import Store
 from ..transports import TransportContext
 from . import hooks, openapi
@@ -48,6 +50,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": exc.detail}, exc.status_code, dict(exc.headers or {}))
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down or was cut off: 503 and when to retry (the store logs the outage once, not here)."""
+    assert isinstance(exc, StoreUnavailable)
+    return json_response(
+        {"error": "the store is unavailable; retry"}, 503, {"Retry-After": str(math.ceil(exc.retry_after))}
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response(
@@ -77,21 +87,28 @@ ROUTES = [
 def create_app(
     settings: Settings,
     store: Store,
+    registry: HookRegistry,
     context: TransportContext,
     *,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> Starlette:
-    """The API over ``store`` (opened by whoever gave it), delivering test events with ``context``. ``lifespan``
+    """The API over ``store`` and its hooks (opened by whoever gave them), delivering test events with ``context``. ``lifespan``
     starts and stops the process's other parts; it sets ``app.state.dispatcher`` when there is one, which the hooks
     routes tell about edits."""
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            StoreUnavailable: _store_unavailable,
+            Exception: _unexpected,
+        },
     )
     state: Any = app.state
     state.settings = settings
     state.store = store
+    state.hooks = registry
     state.context = context
     state.auth = Authenticator(store)
     state.dispatcher = None

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec, merge_patch, parse_hook
-from ..store.base import Hook, Store
+from ..registry import Hook, HookRegistry
 from .responses import json_response, read_json
 from .schema import AttemptList, AttemptView, DeadLetterList, DeadLetterView, HookList, HookView
 
@@ -31,7 +31,7 @@ def _validated(request: Request, data: Any) -> HookSpec:
     return spec
 
 
-async def own_hook(request: Request) -> tuple[Store, int, Hook]:
+async def own_hook(request: Request) -> tuple[HookRegistry, int, Hook]:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
     try:
@@ -40,10 +40,10 @@ async def own_hook(request: Request) -> tuple[Store, int, Hook]:
         raise ApiError(404, "no such hook") from None
     if not 0 < hook_id < 2**63:  # beyond the BIGINT column: no such hook either
         raise ApiError(404, "no such hook")
-    hook = await state.store.get_hook(account_id, hook_id)
+    hook = await state.hooks.get_hook(account_id, hook_id)
     if hook is None:
         raise ApiError(404, "no such hook")
-    return state.store, account_id, hook
+    return state.hooks, account_id, hook
 
 
 async def _changed(request: Request) -> None:
@@ -60,7 +60,7 @@ async def create_hook(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
     spec = _validated(request, await read_json(request))
-    hook = await state.store.create_hook(account_id, spec)
+    hook = await state.hooks.create_hook(account_id, spec)
     await _changed(request)
     return json_response(HookView.of(hook), 201, {"Location": f"/v1/hooks/{hook.id}"})
 
@@ -68,7 +68,7 @@ async def create_hook(request: Request) -> Response:
 async def list_hooks(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    hooks = await state.store.list_hooks(account_id)
+    hooks = await state.hooks.list_hooks(account_id)
     return json_response(HookList([HookView.of(h) for h in hooks]))
 
 
@@ -78,12 +78,12 @@ async def get_hook(request: Request) -> Response:
 
 
 async def patch_hook(request: Request) -> Response:
-    store, account_id, hook = await own_hook(request)
+    hooks, account_id, hook = await own_hook(request)
     patch = await read_json(request)
     if not isinstance(patch, dict):
         raise ApiError(422, "a patch must be a JSON object (JSON Merge Patch, RFC 7386)")
     spec = _validated(request, merge_patch(hook.spec.to_builtins(public=False), patch))
-    updated = await store.update_hook(account_id, hook.id, spec)
+    updated = await hooks.update_hook(account_id, hook.id, spec)
     if updated is None:
         raise ApiError(404, "no such hook")
     await _changed(request)
@@ -91,14 +91,14 @@ async def patch_hook(request: Request) -> Response:
 
 
 async def delete_hook(request: Request) -> Response:
-    store, account_id, hook = await own_hook(request)
-    await store.delete_hook(account_id, hook.id)
+    hooks, account_id, hook = await own_hook(request)
+    await hooks.delete_hook(account_id, hook.id)
     await _changed(request)
     return Response(status_code=204)
 
 
 async def clone_hook(request: Request) -> Response:
-    store, account_id, hook = await own_hook(request)
+    hooks, account_id, hook = await own_hook(request)
     settings = hook.spec.to_builtins(public=False)
     settings["name"] = f"{hook.spec.name} (copy)"[:200]
     body = await request.body()
@@ -108,7 +108,7 @@ async def clone_hook(request: Request) -> Response:
             raise ApiError(422, "clone overrides must be a JSON object")
         settings = merge_patch(settings, patch)
     spec = _validated(request, settings)
-    clone = await store.create_hook(account_id, spec)
+    clone = await hooks.create_hook(account_id, spec)
     await _changed(request)
     return json_response(HookView.of(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
 
@@ -128,14 +128,14 @@ def _paging(request: Request) -> tuple[int, int | None]:
 
 
 async def list_attempts(request: Request) -> Response:
-    store, _, hook = await own_hook(request)
+    hooks, _, hook = await own_hook(request)
     limit, before = _paging(request)
-    attempts = await store.list_attempts(hook.id, limit, before)
+    attempts = await hooks.store.list_attempts(hook.id, limit, before)
     return json_response(AttemptList([AttemptView.of(a) for a in attempts]))
 
 
 async def list_dead_letters(request: Request) -> Response:
-    store, _, hook = await own_hook(request)
+    hooks, _, hook = await own_hook(request)
     limit, before = _paging(request)
-    letters = await store.list_dead_letters(hook.id, limit, before)
+    letters = await hooks.store.list_dead_letters(hook.id, limit, before)
     return json_response(DeadLetterList([DeadLetterView.of(d) for d in letters]))

@@ -15,7 +15,8 @@ import msgspec
 from ..catalog import EventType
 from ..events import ItemError
 from ..hooks import Filters
-from ..store.base import Attempt, DeadLetter, Hook
+from ..registry import Hook
+from ..store.base import Attempt, DeadLetter
 from ..transports import TransportSettings
 from ..transports.http import Settings as HttpSettings
 from ..transports.kafka import Settings as KafkaSettings

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from ..config import IngestLimits
-from ..errors import ActionhooksError
+from ..errors import ActionhooksError, StoreUnavailable
 from ..events import NewEvent, parse_events, split_body
 from ..store import Store, open_store
 
@@ -161,10 +161,15 @@ class Ingester:
         return None, items
 
     async def append(self, checked: Checked) -> tuple[int, int]:
-        """Commit the valid events; (stored, duplicates)."""
+        """Commit the valid events, waiting while the store is unavailable; (stored, duplicates)."""
         if not checked.events:
             return 0, 0
-        flags = await self.store.append(self.account_id, checked.events, checked.chosen_ids)
+        while True:  # the batch stays unacknowledged until its events are committed
+            try:
+                flags = await self.store.append(self.account_id, checked.events, checked.chosen_ids)
+                break
+            except StoreUnavailable as exc:
+                await asyncio.sleep(exc.retry_after)
         stored = sum(flags)
         return stored, len(flags) - stored
 

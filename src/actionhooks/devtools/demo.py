@@ -287,7 +287,7 @@ async def run_demo(duration: float, rate: int, db: str | None, console: Console 
 
 async def _demo(duration: float, rate: int, db: str | None, console: Console, ctrl_c: _CtrlC) -> DemoResult:
     settings = Settings(db=db or DEFAULT_DB, allow_nets=parse_nets("127.0.0.0/8"))
-    store = open_store(settings.db, settings.secret_key)
+    store = open_store(settings.db)
     await store.open()
     try:
         async with (

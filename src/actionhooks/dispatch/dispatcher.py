@@ -2,9 +2,10 @@
 
 It reconciles its workers with the store's active hooks at start, whenever the API says a hook changed, and every
 ``reconcile_interval`` seconds (changes made by other processes). A worker that ends or crashes is restarted by the
-next reconciliation; one hook's failures never reach another's worker. Appends in this process wake the workers of
-the accounts they touched at once; appends elsewhere are seen within ``poll_interval``. ``caught_up`` awaits a
-hook's worker having handled everything up to a log position (tests wait on it instead of sleeping).
+next reconciliation; one hook's failures never reach another's worker. While the store is unavailable, workers stop
+and reconciliation fails quietly; both resume when it is back. Appends in this process wake the workers of the
+accounts they touched at once; appends elsewhere are seen within ``poll_interval``. ``caught_up`` awaits a hook's
+worker having handled everything up to a log position (tests wait on it instead of sleeping).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 
-from ..errors import ActionhooksError
-from ..store.base import Hook, Store
+from ..errors import ActionhooksError, StoreUnavailable
+from ..registry import Hook, HookRegistry
+from ..store.base import Store
 from ..transports import TransportContext
 from .retry import RetryPolicy
 from .worker import HookWorker
@@ -26,6 +28,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
+        hooks: HookRegistry,
         context: TransportContext | None = None,
         retry: RetryPolicy | None = None,
         *,
@@ -33,6 +36,7 @@ class Dispatcher:
         reconcile_interval: float = 2.0,
     ) -> None:
         self.store = store
+        self.hooks = hooks
         self.context = context or TransportContext()
         self.retry = retry or RetryPolicy()
         self.poll_interval = poll_interval
@@ -103,6 +107,8 @@ class Dispatcher:
             try:
                 async with self._reconciling:
                     await self.reconcile()
+            except StoreUnavailable:
+                pass  # the store logs the outage once; the next round tries again
             except Exception:
                 log.exception("dispatcher: reconciliation failed; trying again")
 
@@ -118,7 +124,9 @@ class Dispatcher:
             if hook_id in self.workers or self._unreadable.get(hook_id) == generation:
                 continue
             try:
-                hook = await self.store.load_hook(hook_id)
+                hook = await self.hooks.load_hook(hook_id)
+            except StoreUnavailable:
+                raise
             except ActionhooksError as exc:
                 log.error("dispatcher: hook %s cannot be loaded: %s", hook_id, exc)
                 self._unreadable[hook_id] = generation
@@ -138,7 +146,9 @@ class Dispatcher:
         if task.cancelled():
             return
         exc = task.exception()
-        if exc is not None:  # restarted by the next periodic reconciliation, not at once: no hot crash loop
+        if isinstance(exc, StoreUnavailable):  # the store logs the outage; the worker resumes from its cursor
+            log.info("dispatcher: %s stopped: %s; restarting it", task.get_name(), exc)
+        elif exc is not None:  # restarted by the next periodic reconciliation, not at once: no hot crash loop
             log.error("dispatcher: %s crashed: %r; restarting it", task.get_name(), exc, exc_info=exc)
         else:
             self._changed.set()

@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 
 from ..errors import DeliveryError, StaleHook
 from ..hooks import Matcher
-from ..store.base import Attempt, DeadLetter, Hook, Store
+from ..registry import Hook
+from ..store.base import Attempt, DeadLetter, Store
 from ..transports import Batch, Message, Transport, TransportContext, open_transport
 from .enrich import Enricher
 from .retry import RetryPolicy
@@ -102,7 +103,12 @@ class HookWorker:
         """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
         without waiting for this one, but waits for the previous one — so at most one write is outstanding and a
         stale hook is noticed one batch later at the latest (that batch may be delivered twice: at-least-once)."""
-        await self._settle()
+        try:
+            await self._settle()
+        except BaseException:
+            if isinstance(write, Coroutine):  # never started: close it (no "never awaited" warning)
+                write.close()
+            raise
         future = asyncio.ensure_future(write)
         if wait:
             if not await future:
@@ -129,7 +135,6 @@ class HookWorker:
                     self.scan,
                     limit,
                     self.window,
-                    dense=self.window == MIN_WINDOW,
                 )
                 self._adapt_window(len(page.events), limit, page.caught_up)
                 if self.matcher.trivial:

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Attempt, DeadLetter, Hook, Page, Store
+from .base import Attempt, DeadLetter, Page, Store, StoredHook
 
-__all__ = ["Attempt", "DeadLetter", "Hook", "Page", "Store", "open_store"]
+__all__ = ["Attempt", "DeadLetter", "Page", "Store", "StoredHook", "open_store"]
 
 
-def open_store(url: str, secret_key: str | None = None) -> Store:
+def open_store(url: str) -> Store:
     """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://…``.
     Call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///") :], secret_key)
+        return SqliteStore(url[len("sqlite:///") :])
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, secret_key)
+        return PostgresStore(url)
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…")

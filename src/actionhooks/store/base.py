@@ -19,13 +19,16 @@ from typing import NamedTuple, Protocol
 import msgspec
 
 from ..events import LoggedEvent, NewEvent
-from ..hooks import HookSpec
+from .faults import WriteFaults
 
 
-class Hook(msgspec.Struct, kw_only=True):
+class StoredHook(msgspec.Struct, kw_only=True, frozen=True):
+    """A hook's row. ``settings`` are sealed (encrypted) by the caller; the store never reads them."""
+
     id: int
     account_id: int
-    spec: HookSpec
+    settings: bytes
+    active: bool
     cursor: int
     generation: int
     created_at: float
@@ -73,12 +76,21 @@ AppendListener = Callable[[set[int]], None]
 
 class Store(Protocol):
     """What the API and the dispatcher need of a storage engine. All methods are coroutines safe to call
-    concurrently from one event loop."""
+    concurrently from one event loop. Any of them may raise ``StoreUnavailable`` (errors.py) while the database
+    cannot be reached; the store heals by itself when it is back."""
 
     engine: str
 
+    @property
+    def faults(self) -> WriteFaults:
+        """The test seam that makes writes fail or wait (:mod:`actionhooks.store.faults`)."""
+        ...
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def meta_value(self, key: str, initial: Callable[[], str]) -> str:
+        """The stored value of ``key``; on first use ``initial()`` is stored (and returned)."""
+        ...
 
     # accounts and keys
     async def create_account(self, name: str, key_hash: str) -> int: ...
@@ -110,21 +122,25 @@ class Store(Protocol):
         after: int,
         limit: int,
         window: int = 50_000,
-        dense: bool = False,
     ) -> Page:
         """Events of ``account_id`` with ``seq > after``, of the given types (and ``list_id`` when set), in
         ``seq`` order, at most ``limit``; the scan covers at most ``window`` log positions, so a hook whose
-        events are rare still moves forward in bounded steps. ``dense``: most events in the span match, so
-        walking the log in order beats the (account, type) index."""
+        events are rare still moves forward in bounded steps. How to scan (an index, or the log in order) is
+        the engine's choice."""
         ...
 
     async def count_events(self, account_id: int | None = None) -> int: ...
 
-    # hooks
-    async def create_hook(self, account_id: int, spec: HookSpec) -> Hook: ...
-    async def get_hook(self, account_id: int, hook_id: int) -> Hook | None: ...
-    async def list_hooks(self, account_id: int) -> list[Hook]: ...
-    async def update_hook(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook | None:
+    # hooks (settings sealed by the caller: see actionhooks.registry)
+    async def create_hook(self, account_id: int, settings: bytes, active: bool) -> StoredHook:
+        """A new hook whose cursor is the log head."""
+        ...
+
+    async def get_hook(self, account_id: int, hook_id: int) -> StoredHook | None: ...
+    async def list_hooks(self, account_id: int) -> list[StoredHook]: ...
+    async def update_hook(
+        self, account_id: int, hook_id: int, settings: bytes, active: bool
+    ) -> StoredHook | None:
         """Replace the settings and bump ``generation``; reactivating a stopped hook moves its cursor to the
         log head (a stopped hook captures nothing)."""
         ...
@@ -134,7 +150,7 @@ class Store(Protocol):
         """Every active hook's id → generation (cheap: what the dispatcher polls)."""
         ...
 
-    async def load_hook(self, hook_id: int) -> Hook | None:
+    async def load_hook(self, hook_id: int) -> StoredHook | None:
         """A hook by id, whatever its account (the dispatcher's view)."""
         ...
 

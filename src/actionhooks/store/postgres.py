@@ -5,46 +5,59 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import psycopg
 
 from ..events import NewEvent
-from .sql import Conn, SqlStore
+from .dialect import Connection, Cursor, NotBegun, migration_scripts
+from .sql import SqlStore
 
 _LOG_LOCK = 0x61637468_6F6F6B73 & 0x7FFF_FFFF_FFFF_FFFF  # "acthooks"
 _MIGRATION_LOCK = _LOG_LOCK - 1
 
 
-class PostgresStore(SqlStore):
+class PostgresDialect:
     engine = "postgres"
-    placeholder = "%s"
+    marker = "%s"
+    walk_hint = ""  # the planner picks the index or a seq-ordered scan by itself
+    walk_span = 0
 
-    def __init__(self, url: str, secret_key: str | None = None) -> None:
-        super().__init__(secret_key)
+    def __init__(self, url: str) -> None:
         self.url = url
 
-    def _connect(self, *, writer: bool) -> Conn:
+    def connect(self, *, writer: bool) -> Connection:
         # no server-side prepared statements: a generic plan made while the log was small (say, a scan for the
         # duplicate-id check) would be kept as it grows
-        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None)
+        return psycopg.connect(self.url, autocommit=True, prepare_threshold=None, connect_timeout=5)
 
     @contextlib.contextmanager
-    def _transaction(self, conn: Conn) -> Iterator[Any]:
-        with conn.transaction(), conn.cursor() as cur:
+    def transaction(self, conn: Connection) -> Iterator[Cursor]:
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN")
+        except psycopg.Error as exc:
+            raise NotBegun from exc
+        try:
             yield cur
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):  # a lost connection has nothing to roll back
+                cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
 
-    def _lock_log(self, cur: Any) -> None:
+    def lock_log(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))
 
-    def _insert_events(self, cur: Any, events: Sequence[NewEvent]) -> None:
+    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload) FROM STDIN"
         ) as copy:
             for e in events:
                 copy.write_row(e)
 
-    def _migrate(self, conn: Conn) -> None:
+    def migrate(self, conn: Connection) -> None:
+        assert isinstance(conn, psycopg.Connection)
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
             try:
@@ -54,7 +67,7 @@ class PostgresStore(SqlStore):
                 )
                 cur.execute("SELECT version FROM schema_migrations")
                 done = {row[0] for row in cur.fetchall()}
-                for version, script in self.migration_scripts():
+                for version, script in migration_scripts(self.engine):
                     if version in done:
                         continue
                     with conn.transaction():
@@ -62,3 +75,22 @@ class PostgresStore(SqlStore):
                         cur.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+
+    def connection_lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+    def retryable(self, exc: BaseException) -> bool:
+        # the connection failed or broke; or the server is shutting down, starting up, out of connections
+        return isinstance(
+            exc,
+            psycopg.OperationalError
+            | psycopg.InterfaceError
+            | psycopg.errors.AdminShutdown
+            | psycopg.errors.CannotConnectNow
+            | psycopg.errors.TooManyConnections,
+        )
+
+
+class PostgresStore(SqlStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(PostgresDialect(url))

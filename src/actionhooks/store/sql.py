@@ -1,35 +1,25 @@
-"""The store's logic in SQL shared by both engines; each engine supplies connections, transactions and bulk insert.
+"""The store's logic in SQL shared by both engines. The engine's :class:`~.dialect.Dialect` supplies connections,
+transactions, bulk insert, the log lock and the read hint; :class:`~.runtime.Runtime` runs the work on the store's
+threads and :class:`~.group_commit.GroupCommit` shares append transactions.
 
-Threads: one writer thread owns the only writing connection (appends, hooks, delivery state); a few reader threads
-own read-only work. Async callers hop to them with ``run_in_executor``. Appends are group-committed: while one
-transaction runs, newer appends queue up and the next transaction takes them all.
+Queries are built once per store with the dialect's parameter marker (``p`` below).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Sequence
 
-import msgspec
-
-from ..crypto import SettingsCipher
 from ..events import LoggedEvent, NewEvent
-from ..hooks import HookSpec, parse_hook
-from .base import AppendListener, Attempt, DeadLetter, Hook, Page
-
-T = TypeVar("T")
-Conn = Any  # a DB-API connection of the engine
-Row = tuple[Any, ...]
+from .base import AppendListener, Attempt, DeadLetter, Page, StoredHook
+from .dialect import Connection, Cursor, Dialect, Param, Row, marks
+from .faults import WriteFaults
+from .group_commit import GroupCommit, PendingAppend
+from .runtime import Runtime
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
-    "id, account_id, settings, cursor, generation, created_at, updated_at, last_error, last_error_at"
+    "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at"
 )
 _ATTEMPT_COLUMNS = (
     "hook_id, at, batch_id, events, first_seq, last_seq, outcome, status, latency_ms, response_excerpt, error"
@@ -37,230 +27,146 @@ _ATTEMPT_COLUMNS = (
 _DEAD_COLUMNS = "hook_id, event_seq, event_id, payload, reason, attempts, failed_at"
 _ATTEMPT_FIELDS = ("id", *_ATTEMPT_COLUMNS.split(", "))
 _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
+_HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
+_IDS_PER_QUERY = 500
 
 
-class _Pending:
-    __slots__ = ("account_id", "chosen_ids", "events", "future")
+class _Queries:
+    """The fixed statements, with the engine's parameter marker."""
 
-    def __init__(
-        self,
-        account_id: int,
-        events: Sequence[NewEvent],
-        chosen_ids: Collection[str],
-        future: asyncio.Future[list[bool]],
-    ) -> None:
-        self.account_id = account_id
-        self.events = events
-        self.chosen_ids = chosen_ids
-        self.future = future
+    def __init__(self, p: str) -> None:
+        self.meta_get = f"SELECT value FROM meta WHERE key = {p}"
+        self.meta_put = f"INSERT INTO meta (key, value) VALUES ({p}, {p})"
+        self.account_insert = f"INSERT INTO accounts (name, created_at) VALUES ({p}, {p}) RETURNING id"
+        self.key_insert = f"INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ({p}, {p}, {p})"
+        self.account_for_key = f"SELECT account_id FROM api_keys WHERE key_hash = {p}"
+        self.count_account = f"SELECT COUNT(*) FROM events WHERE account_id = {p}"
+        self.hook_insert = (
+            "INSERT INTO hooks (account_id, settings, active, cursor, generation, created_at, updated_at)"
+            f" VALUES ({p}, {p}, {p}, ({_HEAD}), 1, {p}, {p}) RETURNING {_HOOK_COLUMNS}"
+        )
+        self.hook_of_account = f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = {p} AND account_id = {p}"
+        self.hooks_of_account = f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE account_id = {p} ORDER BY id"
+        self.hook = f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = {p}"
+        self.active_generations = f"SELECT id, generation FROM hooks WHERE active = {p}"
+        self.hook_active = f"SELECT active FROM hooks WHERE id = {p} AND account_id = {p}"
+        update = (
+            f"UPDATE hooks SET settings = {p}, active = {p}, generation = generation + 1, updated_at = {p}"
+        )
+        where = f" WHERE id = {p} AND account_id = {p} RETURNING {_HOOK_COLUMNS}"
+        self.hook_update = update + where
+        self.hook_update_resume = update + f", cursor = ({_HEAD})" + where
+        self.hook_delete = f"DELETE FROM hooks WHERE id = {p} AND account_id = {p}"
+        self.attempts_delete = f"DELETE FROM attempts WHERE hook_id = {p}"
+        self.dead_letters_delete = f"DELETE FROM dead_letters WHERE hook_id = {p}"
+        self.cursor_save = (
+            f"UPDATE hooks SET cursor = {p} WHERE id = {p} AND generation = {p} AND cursor <= {p}"
+        )
+        self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
+        self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
 
 
 class SqlStore:
-    engine = "sql"
-    placeholder = "?"
-    readers = 3
-    dense_hint = ""  # table hint that makes a read walk the log in seq order
+    """A :class:`~.base.Store` on a SQL engine described by ``dialect``."""
 
-    def __init__(self, secret_key: str | None = None) -> None:
-        self._secret_key = secret_key
-        self._cipher: SettingsCipher | None = None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-writer")
-        self._reader = ThreadPoolExecutor(self.readers, thread_name_prefix="store-reader")
-        self._local = threading.local()
-        self._connections: list[Conn] = []
-        self._connections_lock = threading.Lock()
-        self._queue: list[_Pending] = []
-        self._queued_events = 0
-        self._committer: asyncio.Task[None] | None = None
-        self._listeners: list[AppendListener] = []
+    def __init__(self, dialect: Dialect, readers: int = 3) -> None:
+        self.dialect = dialect
+        self.engine = dialect.engine
+        self._p = dialect.marker
+        self._sql = _Queries(dialect.marker)
+        self._runtime = Runtime(dialect, readers)
+        self._appends = GroupCommit(self._commit_group)
 
-    # --- engine hooks -------------------------------------------------------------------------------------
-    def _connect(self, *, writer: bool) -> Conn:
-        raise NotImplementedError
+    @property
+    def faults(self) -> WriteFaults:
+        """The test seam that makes writes fail or wait (see :mod:`.faults`)."""
+        return self._runtime.faults
 
-    @contextlib.contextmanager
-    def _transaction(self, conn: Conn) -> Iterator[Any]:
-        raise NotImplementedError
-        yield
+    async def _fetchall(self, sql: str, params: Sequence[Param] = ()) -> list[Row]:
+        def work(conn: Connection) -> list[Row]:
+            cur = conn.cursor()
+            cur.execute(sql, params)
+            return cur.fetchall()
 
-    def _insert_events(self, cur: Any, events: Sequence[NewEvent]) -> None:
-        raise NotImplementedError
-
-    def _lock_log(self, cur: Any) -> None:
-        """Serialise appends so that seq order is commit order (engines with many writers)."""
-
-    def _migrate(self, conn: Conn) -> None:
-        raise NotImplementedError
-
-    # --- plumbing -----------------------------------------------------------------------------------------
-    def _q(self, sql: str) -> str:
-        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
-
-    def _conn(self, writer: bool) -> Conn:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect(writer=writer)
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
-        return conn
-
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, lambda: fn(self._conn(True), *args))
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, lambda: fn(self._conn(False), *args))
-
-    def _fetchall(self, conn: Conn, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        cur = conn.cursor()
-        cur.execute(self._q(sql), params)
-        rows: list[Row] = cur.fetchall()
-        return rows
-
-    def migration_scripts(self) -> list[tuple[int, str]]:
-        folder = resources.files("actionhooks.store").joinpath("migrations", self.engine)
-        scripts = []
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.endswith(".sql"):
-                scripts.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
-        return scripts
+        return await self._runtime.read(work)
 
     async def open(self) -> None:
-        await self._write(self._migrate)
-        key = self._secret_key
-        if key is None:
-            key = await self._write(self._stored_key)
-        self._cipher = SettingsCipher(key)
-
-    def _stored_key(self, conn: Conn) -> str:
-        with self._transaction(conn) as cur:
-            cur.execute(self._q("SELECT value FROM meta WHERE key = ?"), ("secret_key",))
-            row = cur.fetchone()
-            if row:
-                return str(row[0])
-            key = SettingsCipher.new_key()
-            cur.execute(self._q("INSERT INTO meta (key, value) VALUES (?, ?)"), ("secret_key", key))
-            return key
+        await self._runtime.write(self.dialect.migrate)
 
     async def close(self) -> None:
-        if self._committer is not None:
-            await self._committer
-        for executor in (self._writer, self._reader):
-            executor.submit(self._close_local).result()
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
-        with self._connections_lock:
-            for conn in self._connections:
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._connections.clear()
+        await self._appends.drain()
+        await self._runtime.close()
 
-    def _close_local(self) -> None:
-        self._local.conn = None
+    async def meta_value(self, key: str, initial: Callable[[], str]) -> str:
+        def work(conn: Connection) -> str:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.meta_get, (key,))
+                row = cur.fetchone()
+                if row:
+                    return str(row[0])
+                value = initial()
+                cur.execute(self._sql.meta_put, (key, value))
+                return value
+
+        return await self._runtime.write(work)
 
     # --- accounts -----------------------------------------------------------------------------------------
     async def create_account(self, name: str, key_hash: str) -> int:
-        def work(conn: Conn) -> int:
+        def work(conn: Connection) -> int:
             now = time.time()
-            with self._transaction(conn) as cur:
-                cur.execute(
-                    self._q("INSERT INTO accounts (name, created_at) VALUES (?, ?) RETURNING id"), (name, now)
-                )
-                account_id = int(cur.fetchone()[0])
-                cur.execute(
-                    self._q("INSERT INTO api_keys (key_hash, account_id, created_at) VALUES (?, ?, ?)"),
-                    (key_hash, account_id, now),
-                )
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.account_insert, (name, now))
+                account_id = int(_one(cur)[0])
+                cur.execute(self._sql.key_insert, (key_hash, account_id, now))
             return account_id
 
-        return await self._write(work)
+        return await self._runtime.write(work)
 
     async def account_for_key(self, key_hash: str) -> int | None:
-        rows = await self._read(
-            self._fetchall, "SELECT account_id FROM api_keys WHERE key_hash = ?", (key_hash,)
-        )
+        rows = await self._fetchall(self._sql.account_for_key, (key_hash,))
         return int(rows[0][0]) if rows else None
 
     # --- the event log ------------------------------------------------------------------------------------
     def add_append_listener(self, listener: AppendListener) -> None:
-        self._listeners.append(listener)
+        self._appends.listeners.append(listener)
 
     @property
     def pending_appends(self) -> int:
-        return self._queued_events
+        return self._appends.pending
 
     async def append(
         self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str] = ()
     ) -> list[bool]:
         if not events:
             return []
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(account_id, events, chosen_ids, future))
-        self._queued_events += len(events)
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_loop())
-        return await future
+        return await self._appends.append(account_id, events, chosen_ids)
 
-    async def _commit_loop(self) -> None:
-        while self._queue:
-            group, self._queue = self._queue, []
-            try:
-                await self._commit(group)
-            except Exception:
-                if len(group) == 1:
-                    continue
-                # One append's events broke the group's transaction: commit each append on its own, so only
-                # that request fails and the others are not held responsible for it.
-                for pending in group:
-                    with contextlib.suppress(Exception):
-                        await self._commit([pending])
-
-    async def _commit(self, group: list[_Pending]) -> None:
-        """One transaction for ``group``; every waiter hears the outcome (the exception is re-raised)."""
-        size = sum(len(p.events) for p in group)
-        try:
-            results = await self._write(self._append_group, group)
-        except BaseException as exc:
-            if len(group) == 1 or not isinstance(exc, Exception):
+    async def _commit_group(self, group: list[PendingAppend]) -> list[list[bool]]:
+        def work(conn: Connection) -> list[list[bool]]:
+            results = []
+            with self.dialect.transaction(conn) as cur:
+                self.dialect.lock_log(cur)
                 for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                self._queued_events -= size
-            raise
-        self._queued_events -= size
-        for p, result in zip(group, results, strict=True):
-            if not p.future.done():
-                p.future.set_result(result)
-        accounts = {p.account_id for p in group}
-        for listener in self._listeners:
-            listener(accounts)
+                    fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids)
+                    if fresh:
+                        self.dialect.insert_events(cur, fresh)
+                    results.append(flags)
+            return results
 
-    def _append_group(self, conn: Conn, group: list[_Pending]) -> list[list[bool]]:
-        results = []
-        with self._transaction(conn) as cur:
-            self._lock_log(cur)
-            for p in group:
-                fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids)
-                if fresh:
-                    self._insert_events(cur, fresh)
-                results.append(flags)
-        return results
+        return await self._runtime.write(work)
 
     def _without_duplicates(
-        self, cur: Any, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
+        self, cur: Cursor, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
     ) -> tuple[Sequence[NewEvent], list[bool]]:
         """Drop events whose producer-chosen id is already in the log or earlier in the same request."""
         chosen = list(chosen_ids)
         if not chosen:
             return events, [True] * len(events)
         known: set[str] = set()
-        for start in range(0, len(chosen), 500):
-            part = chosen[start : start + 500]
-            marks = ", ".join("?" * len(part))
+        for start in range(0, len(chosen), _IDS_PER_QUERY):
+            part = chosen[start : start + _IDS_PER_QUERY]
             cur.execute(
-                self._q(f"SELECT id FROM events WHERE account_id = ? AND id IN ({marks})"),
+                f"SELECT id FROM events WHERE account_id = {self._p} AND id IN ({marks(self._p, len(part))})",
                 (account_id, *part),
             )
             known.update(row[0] for row in cur.fetchall())
@@ -277,16 +183,14 @@ class SqlStore:
         return fresh, flags
 
     async def head(self) -> int:
-        rows = await self._read(self._fetchall, "SELECT COALESCE(MAX(seq), 0) FROM events")
+        rows = await self._fetchall(_HEAD)
         return int(rows[0][0])
 
     async def count_events(self, account_id: int | None = None) -> int:
         if account_id is None:
-            rows = await self._read(self._fetchall, "SELECT COUNT(*) FROM events")
+            rows = await self._fetchall("SELECT COUNT(*) FROM events")
         else:
-            rows = await self._read(
-                self._fetchall, "SELECT COUNT(*) FROM events WHERE account_id = ?", (account_id,)
-            )
+            rows = await self._fetchall(self._sql.count_account, (account_id,))
         return int(rows[0][0])
 
     async def read_events(
@@ -297,160 +201,109 @@ class SqlStore:
         after: int,
         limit: int,
         window: int = 50_000,
-        dense: bool = False,
     ) -> Page:
-        return await self._read(
-            self._read_events, account_id, tuple(event_types), list_id, after, limit, window, dense
+        types = tuple(event_types)
+        return await self._runtime.read(
+            lambda conn: self._read_events(conn, account_id, types, list_id, after, limit, window)
         )
 
     def _read_events(
         self,
-        conn: Conn,
+        conn: Connection,
         account_id: int,
         types: tuple[str, ...],
         list_id: int | None,
         after: int,
         limit: int,
         window: int,
-        dense: bool,
     ) -> Page:
         cur = conn.cursor()
-        cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
-        head = int(cur.fetchone()[0])
+        cur.execute(_HEAD)
+        head = int(_one(cur)[0])
         upper = min(head, after + window)
         if upper <= after:
             return Page([], after, True)
+        p = self._p
+        # A short span is walked in log order, stopping after `limit` matches (bounded by the span however few
+        # events match); over a long one the (account, type) index finds the few matches without the walk.
+        hint = self.dialect.walk_hint if upper - after <= self.dialect.walk_span else ""
         sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events{self.dense_hint if dense else ''}"
-            " WHERE account_id = ? AND seq > ? AND seq <= ?"
-            f" AND event_type IN ({', '.join('?' * len(types))})"
+            f"SELECT {_EVENT_COLUMNS} FROM events{hint} WHERE account_id = {p} AND seq > {p} AND seq <= {p}"
+            f" AND event_type IN ({marks(p, len(types))})"
         )
-        params: list[Any] = [account_id, after, upper, *types]
+        params: list[Param] = [account_id, after, upper, *types]
         if list_id is not None:
-            sql += " AND list_id = ?"
+            sql += f" AND list_id = {p}"
             params.append(list_id)
-        sql += " ORDER BY seq LIMIT ?"
+        sql += f" ORDER BY seq LIMIT {p}"
         params.append(limit)
-        cur.execute(self._q(sql), params)
+        cur.execute(sql, params)
         events = [LoggedEvent._make(r) for r in cur.fetchall()]
         scanned_to = events[-1].seq if len(events) >= limit else upper
         return Page(events, scanned_to, scanned_to >= head)
 
     # --- hooks --------------------------------------------------------------------------------------------
-    def _seal(self, spec: HookSpec) -> bytes:
-        assert self._cipher is not None, "store is not open"
-        return self._cipher.seal(msgspec.json.encode(spec.to_builtins(public=False)))
-
-    def _hook(self, row: Row) -> Hook:
-        assert self._cipher is not None, "store is not open"
-        spec = parse_hook(msgspec.json.decode(self._cipher.open(bytes(row[2]))))
-        return Hook(
-            id=int(row[0]),
-            account_id=int(row[1]),
-            spec=spec,
-            cursor=int(row[3]),
-            generation=int(row[4]),
-            created_at=row[5],
-            updated_at=row[6],
-            last_error=row[7],
-            last_error_at=row[8],
-        )
-
-    async def create_hook(self, account_id: int, spec: HookSpec) -> Hook:
-        sealed = self._seal(spec)
-
-        def work(conn: Conn) -> Row:
+    async def create_hook(self, account_id: int, settings: bytes, active: bool) -> StoredHook:
+        def work(conn: Connection) -> Row:
             now = time.time()
-            with self._transaction(conn) as cur:
-                cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
-                head = int(cur.fetchone()[0])
-                cur.execute(
-                    self._q(
-                        "INSERT INTO hooks (account_id, settings, active, cursor, generation, created_at, updated_at)"
-                        f" VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING {_HOOK_COLUMNS}"
-                    ),
-                    (account_id, sealed, spec.active, head, now, now),
-                )
-                row: Row = cur.fetchone()
-            return row
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.hook_insert, (account_id, settings, active, now, now))
+                return _one(cur)
 
-        return self._hook(await self._write(work))
+        return _hook(await self._runtime.write(work))
 
-    async def get_hook(self, account_id: int, hook_id: int) -> Hook | None:
-        rows = await self._read(
-            self._fetchall,
-            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = ? AND account_id = ?",
-            (hook_id, account_id),
-        )
-        return self._hook(rows[0]) if rows else None
+    async def get_hook(self, account_id: int, hook_id: int) -> StoredHook | None:
+        rows = await self._fetchall(self._sql.hook_of_account, (hook_id, account_id))
+        return _hook(rows[0]) if rows else None
 
-    async def list_hooks(self, account_id: int) -> list[Hook]:
-        rows = await self._read(
-            self._fetchall,
-            f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE account_id = ? ORDER BY id",
-            (account_id,),
-        )
-        return [self._hook(r) for r in rows]
+    async def list_hooks(self, account_id: int) -> list[StoredHook]:
+        return [_hook(r) for r in await self._fetchall(self._sql.hooks_of_account, (account_id,))]
 
     async def active_generations(self) -> dict[int, int]:
-        rows = await self._read(self._fetchall, "SELECT id, generation FROM hooks WHERE active = ?", (True,))
+        rows = await self._fetchall(self._sql.active_generations, (True,))
         return {int(r[0]): int(r[1]) for r in rows}
 
-    async def load_hook(self, hook_id: int) -> Hook | None:
-        rows = await self._read(self._fetchall, f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = ?", (hook_id,))
-        return self._hook(rows[0]) if rows else None
+    async def load_hook(self, hook_id: int) -> StoredHook | None:
+        rows = await self._fetchall(self._sql.hook, (hook_id,))
+        return _hook(rows[0]) if rows else None
 
-    async def update_hook(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook | None:
-        sealed = self._seal(spec)
-
-        def work(conn: Conn) -> Row | None:
-            with self._transaction(conn) as cur:
-                cur.execute(
-                    self._q("SELECT active FROM hooks WHERE id = ? AND account_id = ?"), (hook_id, account_id)
-                )
+    async def update_hook(
+        self, account_id: int, hook_id: int, settings: bytes, active: bool
+    ) -> StoredHook | None:
+        def work(conn: Connection) -> Row | None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.hook_active, (hook_id, account_id))
                 found = cur.fetchone()
                 if found is None:
                     return None
-                resume = spec.active and not bool(found[0])
-                cursor_sql = ", cursor = (SELECT COALESCE(MAX(seq), 0) FROM events)" if resume else ""
-                cur.execute(
-                    self._q(
-                        f"UPDATE hooks SET settings = ?, active = ?, generation = generation + 1,"
-                        f" updated_at = ?{cursor_sql} WHERE id = ? AND account_id = ? RETURNING {_HOOK_COLUMNS}"
-                    ),
-                    (sealed, spec.active, time.time(), hook_id, account_id),
-                )
-                row: Row = cur.fetchone()
-            return row
+                resume = active and not bool(found[0])
+                sql = self._sql.hook_update_resume if resume else self._sql.hook_update
+                cur.execute(sql, (settings, active, time.time(), hook_id, account_id))
+                return _one(cur)
 
-        row = await self._write(work)
-        return self._hook(row) if row else None
+        row = await self._runtime.write(work)
+        return _hook(row) if row else None
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool:
-        def work(conn: Conn) -> bool:
-            with self._transaction(conn) as cur:
-                cur.execute(
-                    self._q("DELETE FROM hooks WHERE id = ? AND account_id = ?"), (hook_id, account_id)
-                )
+        def work(conn: Connection) -> bool:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.hook_delete, (hook_id, account_id))
                 if cur.rowcount == 0:
                     return False
-                cur.execute(self._q("DELETE FROM attempts WHERE hook_id = ?"), (hook_id,))
-                cur.execute(self._q("DELETE FROM dead_letters WHERE hook_id = ?"), (hook_id,))
+                cur.execute(self._sql.attempts_delete, (hook_id,))
+                cur.execute(self._sql.dead_letters_delete, (hook_id,))
                 return True
 
-        return await self._write(work)
+        return await self._runtime.write(work)
 
     # --- delivery state -----------------------------------------------------------------------------------
     async def save_cursor(self, hook_id: int, generation: int, cursor: int) -> bool:
-        def work(conn: Conn) -> bool:
-            with self._transaction(conn) as cur:
-                cur.execute(
-                    self._q("UPDATE hooks SET cursor = ? WHERE id = ? AND generation = ? AND cursor <= ?"),
-                    (cursor, hook_id, generation, cursor),
-                )
+        def work(conn: Connection) -> bool:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.cursor_save, (cursor, hook_id, generation, cursor))
                 return bool(cur.rowcount)
 
-        return await self._write(work)
+        return await self._runtime.write(work)
 
     async def finish_batch(
         self,
@@ -460,27 +313,29 @@ class SqlStore:
         dead_letters: Sequence[DeadLetter] = (),
         last_error: str | None = None,
     ) -> bool:
-        def work(conn: Conn) -> bool:
-            with self._transaction(conn) as cur:
-                sets: list[str] = []
-                params: list[Any] = []
-                if cursor is not None:
-                    sets.append("cursor = ?")
-                    params.append(cursor)
-                if last_error is not None:
-                    sets += ["last_error = ?", "last_error_at = ?"]
-                    params += [last_error, attempt.at]
-                guard = " AND cursor <= ?" if cursor is not None else ""
-                cur.execute(
-                    self._q(
-                        f"UPDATE hooks SET {', '.join(sets) or 'id = id'} WHERE id = ? AND generation = ?{guard}"
-                    ),
-                    (*params, attempt.hook_id, generation, *([cursor] if cursor is not None else [])),
-                )
+        p = self._p
+        sets: list[str] = []
+        params: list[Param] = []
+        if cursor is not None:
+            sets.append(f"cursor = {p}")
+            params.append(cursor)
+        if last_error is not None:
+            sets += [f"last_error = {p}", f"last_error_at = {p}"]
+            params += [last_error, attempt.at]
+        params += [attempt.hook_id, generation]
+        guard = ""
+        if cursor is not None:
+            guard = f" AND cursor <= {p}"
+            params.append(cursor)
+        update = f"UPDATE hooks SET {', '.join(sets) or 'id = id'} WHERE id = {p} AND generation = {p}{guard}"
+
+        def work(conn: Connection) -> bool:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(update, params)
                 if cur.rowcount == 0:
                     return False
                 cur.execute(
-                    self._q(f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({', '.join('?' * 11)})"),
+                    self._sql.attempt_insert,
                     (
                         attempt.hook_id,
                         attempt.at,
@@ -497,7 +352,7 @@ class SqlStore:
                 )
                 if dead_letters:
                     cur.executemany(
-                        self._q(f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                        self._sql.dead_letter_insert,
                         [
                             (d.hook_id, d.event_seq, d.event_id, d.payload, d.reason, d.attempts, d.failed_at)
                             for d in dead_letters
@@ -505,7 +360,7 @@ class SqlStore:
                     )
                 return True
 
-        return await self._write(work)
+        return await self._runtime.write(work)
 
     async def list_attempts(self, hook_id: int, limit: int = 100, before: int | None = None) -> list[Attempt]:
         rows = await self._newest("attempts", _ATTEMPT_COLUMNS, hook_id, limit, before)
@@ -523,9 +378,32 @@ class SqlStore:
         self, table: str, columns: str, hook_id: int, limit: int, before: int | None
     ) -> list[Row]:
         """A hook's rows of ``table``, newest first; ``before`` pages on by id."""
-        sql = f"SELECT id, {columns} FROM {table} WHERE hook_id = ?"
-        params: list[Any] = [hook_id]
+        p = self._p
+        sql = f"SELECT id, {columns} FROM {table} WHERE hook_id = {p}"
+        params: list[Param] = [hook_id]
         if before is not None:
-            sql += " AND id < ?"
+            sql += f" AND id < {p}"
             params.append(before)
-        return await self._read(self._fetchall, sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        params.append(limit)
+        return await self._fetchall(sql + f" ORDER BY id DESC LIMIT {p}", params)
+
+
+def _one(cur: Cursor) -> Row:
+    row = cur.fetchone()
+    assert row is not None, "the statement returns a row"
+    return row
+
+
+def _hook(row: Row) -> StoredHook:
+    return StoredHook(
+        id=int(row[0]),
+        account_id=int(row[1]),
+        settings=bytes(row[2]),
+        active=bool(row[3]),
+        cursor=int(row[4]),
+        generation=int(row[5]),
+        created_at=row[6],
+        updated_at=row[7],
+        last_error=row[8],
+        last_error_at=row[9],
+    )

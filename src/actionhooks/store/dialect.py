@@ -1,0 +1,82 @@
+"""What an engine supplies to the shared SQL: typed DB-API connections, the parameter marker the queries are built
+with, transactions, bulk insert, the log lock, the read hint, migrations and which errors mean "connection lost".
+
+The queries in :mod:`.sql` are built once per store with the dialect's ``marker`` (never rewritten as text), so an
+engine's own operators (say, PostgreSQL's jsonb ``?``) are never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any, Protocol
+
+from ..events import NewEvent
+
+Param = int | float | str | bytes | bool | None
+Params = Sequence[Param]
+Row = tuple[Any, ...]  # a fetched row: the driver's own column types
+
+
+class Cursor(Protocol):
+    """The DB-API cursor the shared SQL uses (``sqlite3.Cursor`` and ``psycopg.Cursor`` both are one)."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def execute(self, sql: str, params: Params = ..., /) -> object: ...
+    def executemany(self, sql: str, rows: Iterable[Params], /) -> object: ...
+    def fetchone(self) -> Row | None: ...
+    def fetchall(self) -> list[Row]: ...
+
+
+class Connection(Protocol):
+    def cursor(self) -> Cursor: ...
+    def close(self) -> None: ...
+
+
+class NotBegun(Exception):
+    """A transaction failed to begin (its ``__cause__`` says why): none of its work reached the database."""
+
+
+class Dialect(Protocol):
+    engine: str
+    marker: str  # the parameter placeholder the engine's driver expects: "?" or "%s"
+    walk_hint: str  # appended to ``FROM events`` to walk the log in seq order instead of using an index
+    walk_span: int  # reads spanning at most this many log positions walk the log (when ``walk_hint`` is set)
+
+    def connect(self, *, writer: bool) -> Connection: ...
+    def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]:
+        """A cursor inside a transaction: committed when the block ends, rolled back when it raises; a failure to
+        begin is raised as :class:`NotBegun`."""
+        ...
+
+    def lock_log(self, cur: Cursor) -> None:
+        """Serialise appends so that seq order is commit order (engines with many writers)."""
+        ...
+
+    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None: ...
+    def migrate(self, conn: Connection) -> None: ...
+    def connection_lost(self, exc: BaseException) -> bool:
+        """True when ``exc`` means the connection is no longer usable (drop it, connect afresh)."""
+        ...
+
+    def retryable(self, exc: BaseException) -> bool:
+        """True when the same work may succeed if tried again on a fresh connection (the database is down or
+        busy), as opposed to a refusal of this work (a constraint, a bad value)."""
+        ...
+
+
+def migration_scripts(engine: str) -> list[tuple[int, str]]:
+    """``store/migrations/<engine>/NNN_name.sql`` in version order."""
+    folder = resources.files("actionhooks.store").joinpath("migrations", engine)
+    scripts = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            scripts.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return scripts
+
+
+def marks(marker: str, n: int) -> str:
+    """``n`` parameter markers separated by commas (for ``IN (…)`` and ``VALUES (…)``)."""
+    return ", ".join([marker] * n)

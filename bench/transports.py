@@ -48,8 +48,8 @@ import uvloop
 from actionhooks.catalog import catalog
 from actionhooks.events import LoggedEvent
 from actionhooks.ids import new_id
+from actionhooks.integrations import Batch, TransportContext, open_transport, parse_settings
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.transports import Batch, TransportContext, open_transport, parse_settings
 
 from . import amqp_ceiling, procs
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
+from actionhooks.integrations.base import Batch, Message, TransportContext
 from actionhooks.netguard import NetGuard
-from actionhooks.transports.base import Batch, Message, TransportContext
 from bench import procs
 
 from .support import free_port

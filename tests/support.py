@@ -15,8 +15,8 @@ import uvicorn
 
 from actionhooks.api import create_app
 from actionhooks.api.auth import hash_key, new_api_key
+from actionhooks.backoff import RetryPolicy
 from actionhooks.config import IngestLimits, Settings
-from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
 from actionhooks.store import Store
 from bench.procs import free_port

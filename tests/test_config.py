@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
+from actionhooks.backoff import RetryPolicy
 from actionhooks.config import Settings
-from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.errors import ConfigError
 
 

@@ -33,10 +33,13 @@ from actionhooks.api.app import create_app
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
 from actionhooks.consume.base import Ingester, Source, Stats, run
-from actionhooks.consume.kafka import KafkaSettings, KafkaSource
-from actionhooks.consume.nats import NatsSettings, NatsSource
-from actionhooks.consume.rabbitmq import RabbitMQSettings, RabbitMQSource
 from actionhooks.errors import ConfigError
+from actionhooks.integrations.kafka.consumer import ConsumerSettings as KafkaSettings
+from actionhooks.integrations.kafka.consumer import KafkaSource
+from actionhooks.integrations.nats.consumer import ConsumerSettings as NatsSettings
+from actionhooks.integrations.nats.consumer import NatsSource
+from actionhooks.integrations.rabbitmq.consumer import ConsumerSettings as RabbitMQSettings
+from actionhooks.integrations.rabbitmq.consumer import RabbitMQSource
 from actionhooks.store import Store
 from bench import procs
 from tests import brokers
@@ -129,7 +132,7 @@ class RabbitHarness(BrokerHarness):
 
     def source(self, dead_letters: bool = True) -> Source:
         dlq = self.dlq if dead_letters else None
-        return RabbitMQSource(RabbitMQSettings(self.queue, prefetch=100, dead_letter_queue=dlq))
+        return RabbitMQSource(RabbitMQSettings(queue=self.queue, prefetch=100, dead_letter_queue=dlq))
 
     def command(self) -> list[str]:
         return ["rabbitmq", "--queue", self.queue, "--prefetch", "20", "--dead-letter-queue", self.dlq]
@@ -174,7 +177,14 @@ class KafkaHarness(BrokerHarness):
     def source(self, dead_letters: bool = True) -> Source:
         dlt = self.dlt if dead_letters else None
         return KafkaSource(
-            KafkaSettings(self.address, self.topic, self.group, 100, dlt, config=self._config())
+            KafkaSettings(
+                bootstrap_servers=self.address,
+                topic=self.topic,
+                group=self.group,
+                batch=100,
+                dead_letter_topic=dlt,
+                config=self._config(),
+            )
         )
 
     def command(self) -> list[str]:
@@ -244,7 +254,15 @@ class NatsHarness(BrokerHarness):
 
     def source(self, dead_letters: bool = True) -> Source:
         dead = self.dead_subject if dead_letters else None
-        s = NatsSettings(self.address, self.subject, self.stream, self.durable, 50, 5.0, dead)
+        s = NatsSettings(
+            servers=self.address,
+            subject=self.subject,
+            stream=self.stream,
+            durable=self.durable,
+            batch=50,
+            ack_wait_s=5.0,
+            dead_letter_subject=dead,
+        )
         return NatsSource(s)
 
     def command(self) -> list[str]:

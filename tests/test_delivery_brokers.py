@@ -22,7 +22,7 @@ import msgspec
 import nats
 import pytest
 
-from actionhooks.dispatch.retry import RetryPolicy
+from actionhooks.backoff import RetryPolicy
 from actionhooks.receiver import Receiver
 from actionhooks.store import Store
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from actionhooks.errors import DeliveryError
-from actionhooks.transports.stub import StubDestination
+from tests.stub import StubDestination
 
 from .support import Service, User, eventually
 

@@ -1,9 +1,13 @@
-"""The retry policy: exponential back-off with full jitter, capped, for a bounded number of attempts.
+"""The one back-off: exponential with full jitter, capped. Delivery retries (``RetryPolicy``, bounded) and broker
+consumer reconnects (``Backoff``, for ever) both wait by it.
 
-Defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — about 22 hours of trying before a batch
-goes to dead letters (the sum of the caps: 5·(2^10−1) s ≈ 85 min for the first 11 waits, then 18 waits of 1 h).
-Jitter draws each wait between half and all of its nominal value, so hooks failing together do not retry in step.
-A destination's ``Retry-After`` is honoured when it asks for longer than the schedule (up to ``max_delay_s``).
+Retry defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — about 22 hours of trying before a
+batch goes to dead letters (the sum of the caps: 5·(2^10−1) s ≈ 85 min for the first 11 waits, then 18 waits of
+1 h). Jitter draws each wait between half and all of its nominal value, so hooks (or consumers) failing together
+do not retry in step. A destination's ``Retry-After`` is honoured when it asks for longer than the schedule (up to
+``max_delay_s``).
+
+This module imports nothing of the package, so settings (``config``) can use it without importing the dispatcher.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class Backoff:
+    """Waits growing from ``initial_delay_s`` by ``multiplier`` per failure up to ``max_delay_s``, with jitter."""
+
     initial_delay_s: float = 5.0
     max_delay_s: float = 3600.0
-    max_attempts: int = 30
     multiplier: float = 2.0
 
     def nominal_delay(self, failures: int) -> float:
@@ -31,6 +36,13 @@ class RetryPolicy:
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_delay_s))
         return wait
+
+
+@dataclass(frozen=True)
+class RetryPolicy(Backoff):
+    """Delivery retries: the back-off for a bounded number of attempts (then the batch goes to dead letters)."""
+
+    max_attempts: int = 30
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts

@@ -19,9 +19,9 @@ from ..catalog import catalog
 from ..config import Settings
 from ..consume.configured import Consumers, load_consumers
 from ..dispatch.dispatcher import Dispatcher
+from ..integrations import TransportContext
 from ..netguard import NetGuard
 from ..store import Store, open_store
-from ..transports import TransportContext
 from . import hooks
 from .auth import Authenticator
 from .ingest import post_events

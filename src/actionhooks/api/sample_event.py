@@ -20,7 +20,7 @@ from ..dispatch.enrich import Enricher
 from ..errors import DeliveryError
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
-from ..transports import Batch, open_transport
+from ..integrations import Batch, open_transport
 from .hooks import own_hook
 from .responses import ApiError, json_response, read_json
 

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 
+from ..backoff import RetryPolicy
 from ..errors import ActionhooksError
+from ..integrations import TransportContext
 from ..store.base import Hook, Store
-from ..transports import TransportContext
-from .retry import RetryPolicy
 from .worker import HookWorker
 
 log = logging.getLogger(__name__)

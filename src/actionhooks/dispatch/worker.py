@@ -25,12 +25,12 @@ import logging
 import time
 from collections.abc import Awaitable
 
+from ..backoff import RetryPolicy
 from ..errors import DeliveryError
 from ..hooks import Matcher
+from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..store.base import Attempt, DeadLetter, Hook, Store
-from ..transports import Batch, Message, Transport, TransportContext, open_transport
 from .enrich import Enricher
-from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

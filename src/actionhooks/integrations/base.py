@@ -1,4 +1,4 @@
-"""The transport contract: one small protocol every destination kind implements.
+"""What every integration shares: the transport contract, and settings that keep their secrets out of logs.
 
 A transport receives a :class:`Batch` from the dispatcher and either returns a :class:`Receipt` (the whole batch
 was delivered and acknowledged) or raises :class:`~actionhooks.errors.DeliveryError` — ``permanent`` when retrying
@@ -7,17 +7,20 @@ mapped to ``DeliveryError`` inside the transport; nothing else escapes ``send``.
 
 Each transport module exports ``Settings`` (a :class:`TransportSettings` subclass, tagged with the transport's
 ``type``) and ``open(settings, context) -> Transport``; importing the module must not import its client library
-(that happens inside ``open``), so settings can be validated without the optional extra installed.
+(that happens inside ``open``), so settings can be validated without the optional extra installed. A broker's
+transport settings have two bases: the broker's connection settings (``<broker>/connection.py``, a
+:class:`SecretSettings` with the fields its consumer shares) and :class:`TransportSettings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self
 
 import msgspec
 
+from ..errors import ConfigError, ValidationError
 from ..events import LoggedEvent
 from ..netguard import NetGuard
 
@@ -63,25 +66,16 @@ class Transport(Protocol):
         ...
 
 
-class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
-    """Settings every transport shares: how the dispatcher batches events for it.
+class SecretSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings with write-only secrets: ``SECRET_FIELDS`` (dotted paths) are never shown by the API nor logged.
 
-    A batch goes out when ``max_batch_size`` events wait or the oldest has waited ``timeout_s`` seconds.
-    ``SECRET_FIELDS`` name write-only settings: never returned by the API nor logged.
-    """
+    It declares no field, so a settings class may have one base with fields (a broker's connection settings) and
+    another that adds behaviour only (:class:`TransportSettings`): msgspec allows a single base with fields."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
 
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
-
     def check(self) -> None:
-        """Validation beyond types; raise ``ValidationError`` naming the field (relative to the transport)."""
-
-    def hosts(self) -> list[str]:
-        """Host names or addresses the transport will contact; checked against the net guard when a hook is
-        saved (``ACTIONHOOKS_ALLOW_NETS``)."""
-        return []
+        """Validation beyond types; raise ``ValidationError`` naming the field (relative to these settings)."""
 
     def __repr__(self) -> str:  # secrets never reach logs
         return f"{type(self).__name__}({self.public()!r})"
@@ -95,6 +89,79 @@ class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         for name in self.SECRET_FIELDS:
             _redact(data, name.split("."))
         return data
+
+
+class TransportSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Settings every transport has: how the dispatcher batches events for it.
+
+    A batch goes out when ``max_batch_size`` events wait or the oldest has waited ``timeout_s`` seconds. Each
+    transport declares both fields with its own defaults (``BatchSize`` and ``BatchTimeout`` bound them): this
+    class has no field, so that a broker's connection settings can be the other base (see ``SecretSettings``).
+    """
+
+    if TYPE_CHECKING:  # declared by every subclass (a field here would forbid a second base with fields)
+        max_batch_size: int
+        timeout_s: float
+
+    def hosts(self) -> list[str]:
+        """Host names or addresses the transport will contact; checked against the net guard when a hook is
+        saved (``ACTIONHOOKS_ALLOW_NETS``)."""
+        return []
+
+
+class SourceSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True):
+    """Settings of a broker consumer (``actionhooks consume <broker>`` options, a consumers-file entry): a broker's
+    ``ConsumerSettings`` has its connection settings as the other base. No field here (see ``SecretSettings``).
+
+    ``ALIASES`` maps names the consumer took before it shared its broker's connection settings to the field they
+    stand for (a dotted path into a nested one): ``{"user": "sasl_username"}``."""
+
+    ALIASES: ClassVar[dict[str, str]] = {}
+    SUMMARY: ClassVar[str] = ""  # the help of ``actionhooks consume <broker>``
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` (field names, aliases resolved) made ready for conversion; a hook for older spellings."""
+        return data
+
+    @classmethod
+    def from_options(cls, data: dict[str, Any]) -> Self:
+        """Settings from named values (a consumers-file entry, command-line options), aliases resolved and checked;
+        ``ConfigError`` with msgspec's or the check's message else."""
+        try:
+            settings = msgspec.convert(cls.prepare(cls.unalias(data)), cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(str(exc)) from None
+        settings.validate()
+        return settings
+
+    @classmethod
+    def unalias(cls, data: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in data.items() if k not in cls.ALIASES}
+        for old, path in cls.ALIASES.items():
+            if old not in data:
+                continue
+            *parents, name = path.split(".")
+            target = out
+            for parent in parents:
+                target = target.setdefault(parent, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"{old} stands for {path}: give one of them")
+            if name in target:
+                raise ConfigError(f"{old} stands for {path}: give one of them")
+            target[name] = data[old]
+        return out
+
+    def validate(self) -> None:
+        """``check``, its ``ValidationError`` as the ``ConfigError`` a consumer's settings raise."""
+        try:
+            self.check()
+        except ValidationError as exc:
+            raise ConfigError(exc.message) from None
+
+
+BatchSize = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+BatchTimeout = Annotated[float, msgspec.Meta(ge=0, le=3600)]
 
 
 def _redact(data: dict[str, Any], path: list[str]) -> None:

@@ -583,3 +583,36 @@ async def _start(command: list[str], log: Path) -> asyncio.subprocess.Process:
 
 async def _count_at_least(store: Store, account_id: int, count: int) -> bool:
     return await store.count_events(account_id) >= count
+
+
+# -- settings: the broker's connection settings, shared with its transport; the former names still accepted -------
+
+
+def test_consumer_settings_take_the_transports_connection_options_and_the_former_names() -> None:
+    kafka = KafkaSettings.from_options(
+        {"bootstrap_servers": "k:9092", "topic": "t", "group": "g", "security_protocol": "SASL_SSL"}
+        | {"sasl_mechanism": "SCRAM-SHA-512", "user": "app", "password": "hunter2", "config": {"a.b": "1"}}
+    )
+    assert (kafka.sasl_username, kafka.sasl_password, kafka.config) == ("app", "hunter2", (("a.b", "1"),))
+    assert kafka.common()["sasl.username"] == "app" and "hunter2" not in repr(kafka)
+    nats_ = NatsSettings.from_options(
+        {"servers": "tls://n:4222", "subject": "s", "stream": "S", "durable": "d", "ack_wait": 3}
+        | {"user": "app", "password": "hunter2"}
+    )
+    assert nats_.ack_wait_s == 3.0 and nats_.login_options() == {"user": "app", "password": "hunter2"}
+    assert "hunter2" not in repr(nats_)
+    rabbit = RabbitMQSettings.from_options({"queue": "q", "tls": True})
+    assert (rabbit.host, rabbit.user, rabbit.effective_port) == ("127.0.0.1", "guest", 5671)
+    with pytest.raises(ConfigError, match="user stands for sasl_username"):
+        KafkaSettings.from_options(
+            {"bootstrap_servers": "k:9092", "topic": "t", "group": "g"}
+            | {"user": "a"}
+            | {"sasl_username": "b"}
+        )
+    with pytest.raises(ConfigError, match="sasl_password is required with SASL_SSL"):
+        KafkaSettings.from_options(
+            {"bootstrap_servers": "k:9092", "topic": "t", "group": "g", "security_protocol": "SASL_SSL"}
+            | {"sasl_mechanism": "PLAIN", "user": "app"}
+        )
+    with pytest.raises(ConfigError, match="host must be a host name or address"):
+        RabbitMQSettings.from_options({"queue": "q", "host": "amqp://mq"})

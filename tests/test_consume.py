@@ -616,3 +616,24 @@ def test_consumer_settings_take_the_transports_connection_options_and_the_former
         )
     with pytest.raises(ConfigError, match="host must be a host name or address"):
         RabbitMQSettings.from_options({"queue": "q", "host": "amqp://mq"})
+
+
+def test_the_commands_options_are_the_settings_and_bad_ones_are_a_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from actionhooks.cli import app
+
+    base = ["consume", "kafka", "--account-id", "1", "--db", f"sqlite:///{tmp_path / 'x.db'}"]
+    base += ["--bootstrap-servers", "k:9092", "--topic", "t", "--group", "g"]
+    done = CliRunner().invoke(app, [*base, "--user", "app"])  # the former name of --sasl-username
+    assert done.exit_code == 2, done.output
+    assert "SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL" in _unboxed(done.output)
+    done = CliRunner().invoke(app, [*base, "--security-protocol", "TLS"])
+    assert done.exit_code == 2 and "Invalid enum value 'TLS' - at `$.security_protocol`" in _unboxed(done.output), done.output
+    done = CliRunner().invoke(app, ["consume", "nats", "--help"])
+    assert "--ack-wait-s" in done.output and "--creds" in done.output
+
+
+def _unboxed(output: str) -> str:
+    """The text of typer's boxed error, its lines joined."""
+    return " ".join(output.replace("│", " ").split())

@@ -198,6 +198,8 @@ def _setting_options(kind: type[SourceSettings]) -> list[_SettingOption]:
         optional = isinstance(kind_, msgspec.inspect.UnionType) and kind_.includes_none
         if isinstance(kind_, msgspec.inspect.UnionType):
             kind_ = next(t for t in kind_.types if not isinstance(t, msgspec.inspect.NoneType))
+        if isinstance(kind_, msgspec.inspect.Metadata):  # ``Annotated[int, Meta(…)] | None``
+            described, kind_ = kind_, kind_.type
         python: Any = {
             msgspec.inspect.IntType: int,
             msgspec.inspect.FloatType: float,
@@ -208,7 +210,7 @@ def _setting_options(kind: type[SourceSettings]) -> list[_SettingOption]:
             help_text = (described.extra_json_schema or {}).get("description", "")
         if isinstance(kind_, msgspec.inspect.LiteralType):
             help_text = " | ".join(str(v) for v in kind_.values)
-        names = [n for n in [field.name, *aliases.get(path, [])] if n not in taken]
+        names = [n for n in dict.fromkeys([field.name, *aliases.get(path, [])]) if n not in taken]
         taken.update(names)
         declarations = [f"--{n.replace('_', '-')}" for n in names]
         if isinstance(kind_, msgspec.inspect.VarTupleType):  # KEY=VALUE pairs

@@ -629,7 +629,9 @@ def test_the_commands_options_are_the_settings_and_bad_ones_are_a_clear_error(tm
     assert done.exit_code == 2, done.output
     assert "SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL" in _unboxed(done.output)
     done = CliRunner().invoke(app, [*base, "--security-protocol", "TLS"])
-    assert done.exit_code == 2 and "Invalid enum value 'TLS' - at `$.security_protocol`" in _unboxed(done.output), done.output
+    assert done.exit_code == 2 and "Invalid enum value 'TLS' - at `$.security_protocol`" in _unboxed(
+        done.output
+    ), done.output
     done = CliRunner().invoke(app, ["consume", "nats", "--help"])
     assert "--ack-wait-s" in done.output and "--creds" in done.output
 

@@ -49,8 +49,8 @@ from actionhooks.catalog import catalog
 from actionhooks.devtools.procs import create_account, env, free_port
 from actionhooks.events import LoggedEvent
 from actionhooks.ids import new_id
+from actionhooks.integrations import Batch, TransportContext, open_transport, parse_settings
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.transports import Batch, TransportContext, open_transport, parse_settings
 
 from . import amqp_ceiling, procs
 

@@ -32,8 +32,8 @@ import pytest
 
 from actionhooks.devtools import procs
 from actionhooks.devtools.procs import free_port
+from actionhooks.integrations.base import Batch, Message, TransportContext
 from actionhooks.netguard import NetGuard
-from actionhooks.transports.base import Batch, Message, TransportContext
 
 from .support import service_missing as missing
 

@@ -14,14 +14,18 @@ from typing import Any
 import psycopg
 import pytest
 
+from actionhooks.integrations import register
 from actionhooks.store import Store, open_store
 
-from . import brokers
+from . import brokers, stub
 from .support import Service, User, service_missing, service_settings
 
 # One private RabbitMQ node for the whole session (a fixture defined in each module would start one per module);
 # tests take it through ``brokers.rabbitmq_node``.
 rabbitmq_session_node = brokers.rabbitmq_session_node
+
+# The dispatcher's tests deliver to the in-process stub transport; the service itself does not know it.
+register(stub.INTEGRATION)
 
 PG_ADMIN_URL = os.environ.get("ACTIONHOOKS_TEST_PG", "postgresql://127.0.0.1:5432/test")
 

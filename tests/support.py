@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from actionhooks.api.auth import hash_key, new_api_key
+from actionhooks.backoff import RetryPolicy
 from actionhooks.config import IngestLimits, Settings
-from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.netguard import parse_nets
 from actionhooks.registry import HookRegistry
 from actionhooks.service import build, serving

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from actionhooks import backoff
+from actionhooks.backoff import RetryPolicy
 from actionhooks.config import Settings
-from actionhooks.dispatch import retry
-from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.errors import ConfigError
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -67,7 +67,7 @@ def test_default_retry_schedule_is_the_documented_one() -> None:
     nominal = sum(schedule)
     assert nominal == 5 * (2**10 - 1) + 19 * 3600 == 73_515
     with_jitter = nominal * 0.75  # each wait drawn uniformly between half and all of it
-    for text in (retry.__doc__ or "", (DOCS / "delivery.md").read_text()):
+    for text in (backoff.__doc__ or "", (DOCS / "delivery.md").read_text()):
         flat = " ".join(text.split())
         assert "29 waits of 73 515 s" in flat
         assert f"about {nominal / 3600:.1f} hours" in flat

@@ -32,11 +32,14 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
 from actionhooks.consume.base import Ingester, Source, Stats, run
-from actionhooks.consume.kafka import KafkaSettings, KafkaSource
-from actionhooks.consume.nats import NatsSettings, NatsSource
-from actionhooks.consume.rabbitmq import RabbitMQSettings, RabbitMQSource
 from actionhooks.devtools import procs
 from actionhooks.errors import ConfigError
+from actionhooks.integrations.kafka.consumer import ConsumerSettings as KafkaSettings
+from actionhooks.integrations.kafka.consumer import KafkaSource
+from actionhooks.integrations.nats.consumer import ConsumerSettings as NatsSettings
+from actionhooks.integrations.nats.consumer import NatsSource
+from actionhooks.integrations.rabbitmq.consumer import ConsumerSettings as RabbitMQSettings
+from actionhooks.integrations.rabbitmq.consumer import RabbitMQSource
 from actionhooks.service import build
 from actionhooks.store import Store
 from tests import brokers
@@ -129,7 +132,7 @@ class RabbitHarness(BrokerHarness):
 
     def source(self, dead_letters: bool = True) -> Source:
         dlq = self.dlq if dead_letters else None
-        return RabbitMQSource(RabbitMQSettings(self.queue, prefetch=100, dead_letter_queue=dlq))
+        return RabbitMQSource(RabbitMQSettings(queue=self.queue, prefetch=100, dead_letter_queue=dlq))
 
     def command(self) -> list[str]:
         return ["rabbitmq", "--queue", self.queue, "--prefetch", "20", "--dead-letter-queue", self.dlq]
@@ -174,7 +177,14 @@ class KafkaHarness(BrokerHarness):
     def source(self, dead_letters: bool = True) -> Source:
         dlt = self.dlt if dead_letters else None
         return KafkaSource(
-            KafkaSettings(self.address, self.topic, self.group, 100, dlt, config=self._config())
+            KafkaSettings(
+                bootstrap_servers=self.address,
+                topic=self.topic,
+                group=self.group,
+                batch=100,
+                dead_letter_topic=dlt,
+                config=self._config(),
+            )
         )
 
     def command(self) -> list[str]:
@@ -244,7 +254,15 @@ class NatsHarness(BrokerHarness):
 
     def source(self, dead_letters: bool = True) -> Source:
         dead = self.dead_subject if dead_letters else None
-        s = NatsSettings(self.address, self.subject, self.stream, self.durable, 50, 5.0, dead)
+        s = NatsSettings(
+            servers=self.address,
+            subject=self.subject,
+            stream=self.stream,
+            durable=self.durable,
+            batch=50,
+            ack_wait_s=5.0,
+            dead_letter_subject=dead,
+        )
         return NatsSource(s)
 
     def command(self) -> list[str]:
@@ -565,3 +583,59 @@ async def _start(command: list[str], log: Path) -> asyncio.subprocess.Process:
 
 async def _count_at_least(store: Store, account_id: int, count: int) -> bool:
     return await store.count_events(account_id) >= count
+
+
+# -- settings: the broker's connection settings, shared with its transport; the former names still accepted -------
+
+
+def test_consumer_settings_take_the_transports_connection_options_and_the_former_names() -> None:
+    kafka = KafkaSettings.from_options(
+        {"bootstrap_servers": "k:9092", "topic": "t", "group": "g", "security_protocol": "SASL_SSL"}
+        | {"sasl_mechanism": "SCRAM-SHA-512", "user": "app", "password": "hunter2", "config": {"a.b": "1"}}
+    )
+    assert (kafka.sasl_username, kafka.sasl_password, kafka.config) == ("app", "hunter2", (("a.b", "1"),))
+    assert kafka.common()["sasl.username"] == "app" and "hunter2" not in repr(kafka)
+    nats_ = NatsSettings.from_options(
+        {"servers": "tls://n:4222", "subject": "s", "stream": "S", "durable": "d", "ack_wait": 3}
+        | {"user": "app", "password": "hunter2"}
+    )
+    assert nats_.ack_wait_s == 3.0 and nats_.login_options() == {"user": "app", "password": "hunter2"}
+    assert "hunter2" not in repr(nats_)
+    rabbit = RabbitMQSettings.from_options({"queue": "q", "tls": True})
+    assert (rabbit.host, rabbit.user, rabbit.effective_port) == ("127.0.0.1", "guest", 5671)
+    with pytest.raises(ConfigError, match="user stands for sasl_username"):
+        KafkaSettings.from_options(
+            {"bootstrap_servers": "k:9092", "topic": "t", "group": "g"}
+            | {"user": "a"}
+            | {"sasl_username": "b"}
+        )
+    with pytest.raises(ConfigError, match="sasl_password is required with SASL_SSL"):
+        KafkaSettings.from_options(
+            {"bootstrap_servers": "k:9092", "topic": "t", "group": "g", "security_protocol": "SASL_SSL"}
+            | {"sasl_mechanism": "PLAIN", "user": "app"}
+        )
+    with pytest.raises(ConfigError, match="host must be a host name or address"):
+        RabbitMQSettings.from_options({"queue": "q", "host": "amqp://mq"})
+
+
+def test_the_commands_options_are_the_settings_and_bad_ones_are_a_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from actionhooks.cli import app
+
+    base = ["consume", "kafka", "--account-id", "1", "--db", f"sqlite:///{tmp_path / 'x.db'}"]
+    base += ["--bootstrap-servers", "k:9092", "--topic", "t", "--group", "g"]
+    done = CliRunner().invoke(app, [*base, "--user", "app"])  # the former name of --sasl-username
+    assert done.exit_code == 2, done.output
+    assert "SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL" in _unboxed(done.output)
+    done = CliRunner().invoke(app, [*base, "--security-protocol", "TLS"])
+    assert done.exit_code == 2 and "Invalid enum value 'TLS' - at `$.security_protocol`" in _unboxed(
+        done.output
+    ), done.output
+    done = CliRunner().invoke(app, ["consume", "nats", "--help"])
+    assert "--ack-wait-s" in done.output and "--creds" in done.output
+
+
+def _unboxed(output: str) -> str:
+    """The text of typer's boxed error, its lines joined."""
+    return " ".join(output.replace("│", " ").split())

@@ -22,8 +22,8 @@ import msgspec
 import nats
 import pytest
 
+from actionhooks.backoff import RetryPolicy
 from actionhooks.devtools.receiver import Receiver
-from actionhooks.dispatch.retry import RetryPolicy
 from actionhooks.store import Store
 
 from . import brokers

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from actionhooks.errors import DeliveryError
-from actionhooks.transports.stub import StubDestination
+from tests.stub import StubDestination
 
 from .support import Service, User, eventually
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import integrations
 from .catalog import catalog
 from .config import Settings
 from .errors import ActionhooksError, ConfigError
+from .integrations.base import SourceSettings
 
 app = typer.Typer(
     help="Capture marketing-platform events and deliver them to hooks.",
@@ -131,12 +134,6 @@ AccountOption = Annotated[
         "--account-id", help="the account the events are appended for (no API key: operator process)"
     ),
 ]
-PasswordOption = Annotated[
-    str | None,
-    typer.Option(
-        envvar="ACTIONHOOKS_CONSUME_PASSWORD", show_default=False, help="broker password (never logged)"
-    ),
-]
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning, error")]
 
 
@@ -150,7 +147,8 @@ def _setup_logging(log_level: str) -> None:
 
 def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, log_level: str) -> None:
     """Run a broker consumer until SIGTERM/SIGINT; exit 1 when the broker, dead letters or the store fail."""
-    from .consume.base import ConsumeError, serve
+    from .consume.base import serve
+    from .errors import ConsumeError
 
     settings = _settings(db)
     _setup_logging(log_level)
@@ -165,87 +163,124 @@ def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, lo
         raise typer.Exit(1) from None
 
 
-@consume_app.command("rabbitmq")
-def consume_rabbitmq(
-    account_id: AccountOption,
-    queue: Annotated[str, typer.Option(help="the queue to consume (declared durable when missing)")],
-    host: str = "127.0.0.1",
-    port: int = 5672,
-    user: str = "guest",
-    password: PasswordOption = None,
-    vhost: str = "/",
-    prefetch: Annotated[
-        int,
-        typer.Option(help="messages per batch (QoS prefetch is twice this: the next batch flows meanwhile)"),
-    ] = 300,
-    dead_letter_queue: Annotated[str | None, typer.Option(help="where invalid messages go")] = None,
-    db: DbOption = None,
-    log_level: LogLevelOption = "info",
-) -> None:
-    """Consume a RabbitMQ queue (see docs/consume.md)."""
-    from .consume.rabbitmq import RabbitMQSettings, RabbitMQSource
+class _SettingOption(NamedTuple):
+    """One option of ``actionhooks consume <broker>``: the parameter, and the settings field (dotted) it sets."""
 
-    s = RabbitMQSettings(queue, host, port, user, password or "guest", vhost, prefetch, dead_letter_queue)
-    _consume(lambda: RabbitMQSource(s), db, account_id, log_level)
+    parameter: inspect.Parameter
+    path: str
 
 
-@consume_app.command("kafka")
-def consume_kafka(
-    account_id: AccountOption,
-    bootstrap_servers: Annotated[str, typer.Option(help="host:port[,host:port…]")],
-    topic: Annotated[str, typer.Option(help="the topic to consume")],
-    group: Annotated[str, typer.Option(help="the consumer group (offsets are committed for it)")],
-    batch: Annotated[int, typer.Option(help="records per consume() and per append")] = 500,
-    dead_letter_topic: Annotated[str | None, typer.Option(help="where invalid records go")] = None,
-    security_protocol: str = "PLAINTEXT",
-    sasl_mechanism: str | None = None,
-    user: str | None = None,
-    password: PasswordOption = None,
-    config: Annotated[list[str] | None, typer.Option(help="librdkafka consumer setting KEY=VALUE")] = None,
-    db: DbOption = None,
-    log_level: LogLevelOption = "info",
-) -> None:
-    """Consume a Kafka topic with a consumer group (see docs/consume.md)."""
-    from .consume.kafka import KafkaSettings, KafkaSource
+def _setting_options(kind: type[SourceSettings]) -> list[_SettingOption]:
+    """The options of a broker's ``ConsumerSettings``, one per field (nested settings: one per field of theirs),
+    with the field's former names (``ALIASES``) as further option names and its description as help."""
+    import msgspec
 
-    pairs = [item.partition("=") for item in config or []]
-    if any(not sep or not key for key, sep, _ in pairs):
-        raise typer.BadParameter("--config takes KEY=VALUE")
-    s = KafkaSettings(
-        bootstrap_servers,
-        topic,
-        group,
-        batch,
-        dead_letter_topic,
-        security_protocol,
-        sasl_mechanism,
-        user,
-        password,
-        tuple((key, value) for key, _, value in pairs),
-    )
-    _consume(lambda: KafkaSource(s), db, account_id, log_level)
+    aliases: dict[str, list[str]] = {}
+    for old, path in kind.ALIASES.items():
+        aliases.setdefault(path, []).append(old)
+    out: list[_SettingOption] = []
+    taken: set[str] = set()
+
+    def add(field: msgspec.inspect.Field, path: str, secret: bool) -> None:
+        described, kind_ = field.type, field.type
+        while isinstance(kind_, msgspec.inspect.Metadata):
+            kind_ = kind_.type
+        optional = isinstance(kind_, msgspec.inspect.UnionType) and kind_.includes_none
+        if isinstance(kind_, msgspec.inspect.UnionType):
+            kind_ = next(t for t in kind_.types if not isinstance(t, msgspec.inspect.NoneType))
+        if isinstance(kind_, msgspec.inspect.Metadata):  # ``Annotated[int, Meta(…)] | None``
+            described, kind_ = kind_, kind_.type
+        python: Any = {
+            msgspec.inspect.IntType: int,
+            msgspec.inspect.FloatType: float,
+            msgspec.inspect.BoolType: bool,
+        }.get(type(kind_), str)
+        help_text = ""
+        if isinstance(described, msgspec.inspect.Metadata):
+            help_text = (described.extra_json_schema or {}).get("description", "")
+        if isinstance(kind_, msgspec.inspect.LiteralType):
+            help_text = " | ".join(str(v) for v in kind_.values)
+        names = [n for n in dict.fromkeys([field.name, *aliases.get(path, [])]) if n not in taken]
+        taken.update(names)
+        declarations = [f"--{n.replace('_', '-')}" for n in names]
+        if isinstance(kind_, msgspec.inspect.VarTupleType):  # KEY=VALUE pairs
+            python, default = list[str] | None, None
+        elif field.required:
+            default = inspect.Parameter.empty
+        else:
+            default = field.default
+            if default is None or optional:
+                python = python | None
+        if python is bool:
+            declarations = [f"{d}/--no-{d[2:]}" for d in declarations]
+        option = typer.Option(
+            *declarations,
+            help=help_text,
+            envvar="ACTIONHOOKS_CONSUME_PASSWORD" if path.endswith("password") else None,
+            show_default=not secret,
+        )
+        name = path.replace(".", "__")
+        parameter = inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[python, option], default=default
+        )
+        out.append(_SettingOption(parameter, path))
+
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        secret = field.name in kind.SECRET_FIELDS
+        inner = field.type
+        if isinstance(inner, msgspec.inspect.UnionType):
+            inner = next((t for t in inner.types if isinstance(t, msgspec.inspect.StructType)), inner)
+        if isinstance(inner, msgspec.inspect.StructType):
+            for sub in inner.fields:
+                add(sub, f"{field.name}.{sub.name}", secret)
+        else:
+            add(field, field.name, secret)
+    return out
 
 
-@consume_app.command("nats")
-def consume_nats(
-    account_id: AccountOption,
-    servers: Annotated[str, typer.Option(help="nats://host:port[,…]")],
-    subject: Annotated[str, typer.Option(help="the subject filter of the consumer")],
-    stream: Annotated[str, typer.Option(help="the JetStream stream capturing the subject (must exist)")],
-    durable: Annotated[str, typer.Option(help="the durable pull consumer's name (created when missing)")],
-    batch: Annotated[int, typer.Option(help="messages per fetch() and per append")] = 200,
-    ack_wait: Annotated[float, typer.Option(help="seconds before an unacknowledged message returns")] = 30.0,
-    dead_letter_subject: Annotated[str | None, typer.Option(help="where invalid messages go")] = None,
-    user: str | None = None,
-    password: PasswordOption = None,
-    db: DbOption = None,
-    log_level: LogLevelOption = "info",
-) -> None:
-    """Consume a NATS JetStream stream with a durable pull consumer (see docs/consume.md)."""
-    from .consume.nats import NatsSettings, NatsSource
+def _add_consume_command(broker: str) -> None:
+    """``actionhooks consume <broker>``, its options made from the broker's ``ConsumerSettings``."""
+    from .consume.configured import open_source, settings_type
 
-    s = NatsSettings(servers, subject, stream, durable, batch, ack_wait, dead_letter_subject, user, password)
-    _consume(lambda: NatsSource(s), db, account_id, log_level)
+    kind = settings_type(broker)
+    options = _setting_options(kind)
+
+    def command(account_id: int, db: str | None, log_level: str, **values: Any) -> None:
+        data: dict[str, Any] = {}
+        for option in options:
+            value = values[option.parameter.name]
+            if value is None:
+                continue
+            if isinstance(value, list):  # KEY=VALUE pairs
+                pairs = [item.partition("=") for item in value]
+                if any(not sep or not key for key, sep, _ in pairs):
+                    raise typer.BadParameter(f"--{option.path.replace('_', '-')} takes KEY=VALUE")
+                value = [(key, item) for key, _, item in pairs]
+            *parents, name = option.path.split(".")
+            target = data
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[name] = value
+        _consume(lambda: open_source(broker, kind.from_options(data)), db, account_id, log_level)
+
+    common = [
+        inspect.Parameter("account_id", inspect.Parameter.KEYWORD_ONLY, annotation=AccountOption),
+        *(o.parameter for o in options),
+        inspect.Parameter("db", inspect.Parameter.KEYWORD_ONLY, annotation=DbOption, default=None),
+        inspect.Parameter(
+            "log_level", inspect.Parameter.KEYWORD_ONLY, annotation=LogLevelOption, default="info"
+        ),
+    ]
+    command.__signature__ = inspect.Signature(common)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in common}
+    command.__doc__ = kind.SUMMARY or f"Consume from {broker} (see docs/consume.md)."
+    consume_app.command(broker)(command)
+
+
+for _broker in integrations.brokers():
+    _add_consume_command(_broker)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from .dispatch.retry import RetryPolicy
+from .backoff import RetryPolicy
 from .errors import ConfigError
 from .netguard import IPNetwork, parse_nets
 

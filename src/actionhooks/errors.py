@@ -126,3 +126,20 @@ class ApiError(ActionhooksError):
 
 class StaleHook(ActionhooksError):
     """The hook changed under the worker (edited, stopped or deleted)."""
+
+
+class ConsumeError(ActionhooksError):
+    """A broker or dead-letter failure that ends a consumer run (nothing of the batch in hand is acknowledged)."""
+
+
+class DestinationRefused(OSError, ActionhooksError):
+    """The net guard refused every address of a destination; ``reason`` says why.
+
+    An ``OSError``, so that aiohttp, whose resolver raises it (``integrations.http.resolver``), wraps it in
+    ``ClientConnectorDNSError`` like any failed resolution; the HTTP transport maps it to a permanent
+    ``DeliveryError``."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(f"{host}: {reason}")
+        self.host = host
+        self.reason = reason

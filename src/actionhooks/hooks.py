@@ -22,7 +22,7 @@ import msgspec
 
 from .catalog import catalog
 from .errors import ValidationError, field_error
-from .transports import TransportSettings, parse_settings
+from .integrations import TransportSettings, parse_settings
 
 FILTER_ATTRIBUTES: dict[str, str] = {
     "resource_ids": "resource_id",

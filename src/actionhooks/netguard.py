@@ -3,7 +3,8 @@
 Loopback, private (RFC 1918, unique-local), link-local (cloud metadata lives at 169.254.169.254), shared,
 multicast, reserved and unspecified addresses are refused, so a hook cannot be pointed at the service's own
 network. ``ACTIONHOOKS_ALLOW_NETS`` (comma-separated CIDRs) opens chosen ranges, e.g. ``127.0.0.0/8`` for tests.
-Checks apply to the addresses a name resolves to, right before connecting, so DNS tricks do not bypass them.
+Checks apply to the addresses a name resolves to, right before connecting, so DNS tricks do not bypass them
+(``integrations.http.resolver`` applies them to aiohttp's connections; brokers call :meth:`NetGuard.check_host`).
 """
 
 from __future__ import annotations
@@ -74,12 +75,6 @@ class NetGuard:
             refusal = self.refusal(str(info[4][0]))
             if refusal:
                 raise DeliveryError(f"{what} host {host!r} refused: {refusal}", permanent=True)
-
-    def resolver(self) -> Any:
-        """An aiohttp resolver that drops refused addresses and fails when none is left."""
-        from .transports.guarded_resolver import GuardedResolver
-
-        return GuardedResolver(self)
 
     def addresses_ok(self, infos: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         kept = [i for i in infos if self.refusal(str(i["host"])) is None]

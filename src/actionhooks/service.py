@@ -22,10 +22,10 @@ from .api import create_app
 from .config import Settings
 from .consume.configured import Consumers, load_consumers
 from .dispatch.dispatcher import Dispatcher
+from .integrations import TransportContext
 from .netguard import NetGuard
 from .registry import HookRegistry
 from .store import Store, open_store
-from .transports import TransportContext
 
 
 def build(settings: Settings, store: Store | None = None, *, dispatch: bool = True) -> Starlette:

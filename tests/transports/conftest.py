@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from actionhooks.devtools.receiver import Receiver
+from actionhooks.integrations import TransportContext, open_transport, parse_settings
+from actionhooks.integrations.http.transport import HttpTransport
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.transports import TransportContext, open_transport, parse_settings
-from actionhooks.transports.http import HttpTransport
 
 LOOPBACK = TransportContext(net_guard=NetGuard(parse_nets("127.0.0.0/8")))
 

@@ -17,12 +17,12 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from actionhooks.devtools.procs import free_port
 from actionhooks.devtools.receiver import Answer, Receiver
-from actionhooks.errors import DeliveryError, ValidationError
+from actionhooks.errors import DeliveryError, DestinationRefused, ValidationError
+from actionhooks.integrations import TransportContext, parse_settings
+from actionhooks.integrations.base import Batch, Message
+from actionhooks.integrations.http.resolver import GuardedResolver
+from actionhooks.integrations.http.transport import Settings
 from actionhooks.netguard import NetGuard, parse_nets
-from actionhooks.transports import TransportContext, parse_settings
-from actionhooks.transports.base import Batch, Message
-from actionhooks.transports.guarded_resolver import DestinationRefused, GuardedResolver
-from actionhooks.transports.http import Settings
 from tests.brokers import missing
 
 from .conftest import OpenHttp

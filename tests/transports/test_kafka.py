@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.transports import TransportContext, open_transport, parse_settings
-from actionhooks.transports.base import Batch
-from actionhooks.transports.kafka import Settings
+from actionhooks.integrations import TransportContext, open_transport, parse_settings
+from actionhooks.integrations.base import Batch
+from actionhooks.integrations.kafka.transport import Settings
 from tests import brokers
 from tests.brokers import (
     TANSU_USER,

@@ -13,9 +13,9 @@ import nats
 import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.transports import TransportContext, open_transport, parse_settings
-from actionhooks.transports.base import Batch
-from actionhooks.transports.nats import Settings
+from actionhooks.integrations import TransportContext, open_transport, parse_settings
+from actionhooks.integrations.base import Batch
+from actionhooks.integrations.nats.transport import Settings
 from tests import brokers
 from tests.brokers import free_port, loopback_context, make_batch, run_nats, unique
 from tests.support import eventually

@@ -12,9 +12,9 @@ import aio_pika
 import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.transports import TransportContext, open_transport, parse_settings
-from actionhooks.transports.base import Batch
-from actionhooks.transports.rabbitmq import ExchangeSettings, QueueSettings
+from actionhooks.integrations import TransportContext, open_transport, parse_settings
+from actionhooks.integrations.base import Batch
+from actionhooks.integrations.rabbitmq.transport import ExchangeSettings, QueueSettings
 from tests import brokers
 from tests.brokers import (
     RabbitNode,

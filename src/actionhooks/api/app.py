@@ -18,9 +18,9 @@ from starlette.routing import Mount, Route
 from ..catalog import catalog
 from ..config import Settings
 from ..errors import ApiError, StoreUnavailable
+from ..integrations import TransportContext
 from ..registry import HookRegistry
 from ..store import Store
-from ..transports import TransportContext
 from . import hooks, openapi
 from .auth import Authenticator
 from .ingest import post_events

@@ -19,7 +19,7 @@ from ..dispatch.enrich import Enricher
 from ..errors import ApiError, DeliveryError, field_error
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
-from ..transports import Batch, open_transport
+from ..integrations import Batch, open_transport
 from .hooks import own_hook
 from .responses import json_response, read_json
 from .schema import TestOptions, TestOutcome

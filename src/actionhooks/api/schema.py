@@ -15,26 +15,20 @@ import msgspec
 from ..catalog import EventType
 from ..events import ItemError
 from ..hooks import Filters
+from ..integrations import TransportSettings
+from ..integrations.http.transport import Settings as HttpSettings
+from ..integrations.kafka.transport import Settings as KafkaSettings
+from ..integrations.nats.transport import Settings as NatsSettings
+from ..integrations.rabbitmq.transport import ExchangeSettings as RabbitMQExchangeSettings
+from ..integrations.rabbitmq.transport import QueueSettings as RabbitMQQueueSettings
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter
-from ..transports import TransportSettings
-from ..transports.http import Settings as HttpSettings
-from ..transports.kafka import Settings as KafkaSettings
-from ..transports.nats import Settings as NatsSettings
-from ..transports.rabbitmq import ExchangeSettings as RabbitMQExchangeSettings
-from ..transports.rabbitmq import QueueSettings as RabbitMQQueueSettings
-from ..transports.stub import Settings as StubSettings
 
 TransportChoice = (
-    HttpSettings
-    | RabbitMQQueueSettings
-    | RabbitMQExchangeSettings
-    | KafkaSettings
-    | NatsSettings
-    | StubSettings
+    HttpSettings | RabbitMQQueueSettings | RabbitMQExchangeSettings | KafkaSettings | NatsSettings
 )
-"""Every registered transport's settings (``tests/test_openapi.py`` checks it against the registry); ``stub`` is
-the in-process destination of the dispatcher's tests."""
+"""Every built-in transport's settings (``tests/test_openapi.py`` checks it against the registry, less what the
+tests register themselves)."""
 
 
 Instant = Annotated[datetime, msgspec.Meta(tz=True)]

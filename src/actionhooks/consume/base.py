@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, Protocol
 import msgspec
 
 from ..config import IngestLimits
-from ..errors import ActionhooksError, StoreUnavailable
+from ..errors import StoreUnavailable
 from ..events import NewEvent, parse_events, split_body
 from ..store import Store, open_store
 
@@ -47,10 +47,6 @@ ERRORS_HEADER_MAX = (
     16_000  # bytes of the JSON error list in a dead letter's header (the count is always there)
 )
 NDJSON = "application/x-ndjson"
-
-
-class ConsumeError(ActionhooksError):
-    """A broker or dead-letter failure that ends a consumer run (nothing of the batch in hand is acknowledged)."""
 
 
 class Incoming(NamedTuple):
@@ -175,7 +171,7 @@ class Ingester:
 
 
 class Source(Protocol):
-    """A broker's side of a consumer run (``rabbitmq.py``, ``kafka.py``, ``nats.py``)."""
+    """A broker's side of a consumer run (``integrations/<broker>/consumer.py``)."""
 
     name: str  # where messages come from, for logs and the ``actionhooks-source`` header
     dead_letters: bool  # a dead-letter destination is configured

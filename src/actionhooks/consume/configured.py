@@ -2,8 +2,9 @@
 ``ACTIONHOOKS_CONSUME_FILE``).
 
 The file is a JSON array; each entry names the broker, the account, and the settings the ``actionhooks consume``
-command takes as options, under the names of the broker's settings class (``RabbitMQSettings``,
-``KafkaSettings``, ``NatsSettings``)::
+command takes as options, under the field names of the broker's ``ConsumerSettings``
+(``integrations/<broker>/consumer.py``: its connection settings, shared with its transport, and its own), or their
+former names (``ALIASES``)::
 
     [{"broker": "rabbitmq", "account_id": 1, "queue": "events", "host": "mq", "user": "app", "password": "…",
       "dead_letter_queue": "events.dead"},
@@ -15,16 +16,14 @@ command takes as options, under the names of the broker's settings class (``Rabb
 Each source runs in the service's process on the service's store, under the same contract as the command
 (``base``): one append per broker batch, acknowledged after the commit. Where the command exits so that a
 supervisor restarts it, the service keeps its API up instead: a failed source is logged, closed (what was not
-acknowledged goes back to the broker) and opened again after a back-off of 1 s doubling to 60 s. Stopping the
-service finishes each source's batch in hand.
+acknowledged goes back to the broker) and opened again after a back-off of 1 s doubling to 60 s, with jitter (the
+service's one back-off, ``backoff.py``). Stopping the service finishes each source's batch in hand.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,21 +31,17 @@ from typing import Any
 
 import msgspec
 
+from .. import integrations
+from ..backoff import Backoff
 from ..config import IngestLimits
 from ..errors import ConfigError
+from ..integrations.base import SourceSettings
 from ..store import Store
 from .base import Ingester, Source, run
 
 log = logging.getLogger("actionhooks.consume")
 
-# broker → (module, settings class, source class)
-SOURCES = {
-    "rabbitmq": ("actionhooks.consume.rabbitmq", "RabbitMQSettings", "RabbitMQSource"),
-    "kafka": ("actionhooks.consume.kafka", "KafkaSettings", "KafkaSource"),
-    "nats": ("actionhooks.consume.nats", "NatsSettings", "NatsSource"),
-}
-FIRST_BACKOFF_S = 1.0
-MAX_BACKOFF_S = 60.0
+RECONNECT = Backoff(initial_delay_s=1.0, max_delay_s=60.0)
 STOP_TIMEOUT_S = 30.0
 
 
@@ -54,12 +49,21 @@ STOP_TIMEOUT_S = 30.0
 class ConsumerSpec:
     broker: str
     account_id: int
-    settings: Any  # the broker's settings dataclass (checked)
+    settings: SourceSettings  # the broker's ConsumerSettings (checked)
 
     def source(self) -> Source:
-        module, _, source_class = SOURCES[self.broker]
-        source: Source = getattr(importlib.import_module(module), source_class)(self.settings)
-        return source
+        return open_source(self.broker, self.settings)
+
+
+def settings_type(broker: str) -> type[SourceSettings]:
+    """The ``ConsumerSettings`` of ``broker`` (a name from ``integrations.brokers()``)."""
+    kind: type[SourceSettings] = integrations.INTEGRATIONS[broker].consumer_module().ConsumerSettings
+    return kind
+
+
+def open_source(broker: str, settings: SourceSettings) -> Source:
+    source: Source = integrations.INTEGRATIONS[broker].consumer_module().open_source(settings)
+    return source
 
 
 def load_consumers(path: str) -> tuple[ConsumerSpec, ...]:
@@ -78,22 +82,17 @@ def load_consumers(path: str) -> tuple[ConsumerSpec, ...]:
 def _spec(entry: dict[str, Any], where: str) -> ConsumerSpec:
     entry = dict(entry)
     broker, account_id = entry.pop("broker", None), entry.pop("account_id", None)
-    if broker not in SOURCES:
-        raise ConfigError(f"{where}: broker must be one of {', '.join(SOURCES)}")
+    brokers = integrations.brokers()
+    if broker not in brokers:
+        raise ConfigError(f"{where}: broker must be one of {', '.join(brokers)}")
     if type(account_id) is not int or account_id < 1:
         raise ConfigError(f"{where}: account_id must be a positive integer")
-    module, settings_class, _ = SOURCES[broker]
-    kind = getattr(importlib.import_module(module), settings_class)
-    unknown = sorted(set(entry) - {f.name for f in dataclasses.fields(kind)})
+    kind = settings_type(broker)
+    unknown = sorted(set(entry) - set(kind.__struct_fields__) - set(kind.ALIASES))
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)} for {broker}")
-    if isinstance(entry.get("config"), dict):  # Kafka's extra librdkafka settings, as an object
-        entry["config"] = list(entry["config"].items())
     try:
-        settings = msgspec.convert(entry, kind)
-        settings.check()
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        settings = kind.from_options(entry)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return ConsumerSpec(broker, account_id, settings)
@@ -121,20 +120,22 @@ class Consumers:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _keep_running(self, spec: ConsumerSpec) -> None:
-        backoff = FIRST_BACKOFF_S
+        failures = 0  # in a row: an open that succeeded starts the back-off again
         while not self._stop.is_set():
             source = spec.source()
+            wait = 0.0
             try:
                 await source.open()
                 log.info("%s: consuming for account %d", source.name, spec.account_id)
-                backoff = FIRST_BACKOFF_S
+                failures = 0
                 stats = await run(source, Ingester(self.store, spec.account_id, self.limits), self._stop)
                 log.info("%s: stopped; %s", source.name, stats.line())
             except Exception as exc:  # the broker or the store failed: nothing of the batch was acknowledged
-                log.error("%s: %s; opening it again in %g s", source.name, exc, backoff)
+                failures += 1
+                wait = RECONNECT.delay(failures)
+                log.error("%s: %s; opening it again in %.1f s", source.name, exc, wait)
             finally:
                 await source.close()
             if not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                    await asyncio.wait_for(self._stop.wait(), wait)

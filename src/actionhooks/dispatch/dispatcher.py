@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 
+from ..backoff import RetryPolicy
 from ..errors import ActionhooksError, StoreUnavailable
+from ..integrations import TransportContext
 from ..registry import Hook, HookRegistry
 from ..store.base import Store
-from ..transports import TransportContext
-from .retry import RetryPolicy
 from .worker import HookWorker
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ..hooks import HookSpec
-from ..transports.base import Message
+from ..integrations.base import Message
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode

@@ -27,13 +27,13 @@ import logging
 import time
 from collections.abc import Awaitable, Coroutine
 
+from ..backoff import RetryPolicy
 from ..errors import DeliveryError, StaleHook
 from ..hooks import Matcher
+from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, Store
-from ..transports import Batch, Message, Transport, TransportContext, open_transport
 from .enrich import Enricher
-from .retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 

@@ -14,56 +14,61 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from ..errors import ConfigError
-from .base import IDLE_S, ConsumeError, Incoming, Rejection, dead_letter_headers
+import msgspec
+
+from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
+from ...errors import ConfigError, ConsumeError
+from ..base import SourceSettings
+from .connection import ConnectionSettings
 
 DELIVERY_TIMEOUT_S = 30.0
 _log = logging.getLogger("actionhooks.consume.kafka")
 
 
-@dataclass(frozen=True)
-class KafkaSettings:
-    """``config``: extra librdkafka consumer settings (e.g. ``session.timeout.ms``), applied last."""
+class ConsumerSettings(ConnectionSettings, SourceSettings, kw_only=True):
+    """The connection (``connection.py``), the topic and the group. ``config``: extra librdkafka consumer settings
+    (e.g. ``session.timeout.ms``), applied last. ``user``/``password`` are the former names of ``sasl_username``
+    and ``sasl_password``."""
 
-    bootstrap_servers: str
-    topic: str
-    group: str
-    batch: int = 500
-    dead_letter_topic: str | None = None
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    config: tuple[tuple[str, str], ...] = ()
+    SUMMARY: ClassVar[str] = "Consume a Kafka topic with a consumer group (see docs/consume.md)."
+
+    ALIASES: ClassVar[dict[str, str]] = {"user": "sasl_username", "password": "sasl_password"}
+
+    topic: Annotated[str, msgspec.Meta(description="the topic to consume")]
+    group: Annotated[str, msgspec.Meta(description="the consumer group (offsets are committed for it)")]
+    batch: Annotated[int, msgspec.Meta(description="records per consume() and per append")] = 500
+    dead_letter_topic: Annotated[str | None, msgspec.Meta(description="where invalid records go")] = None
+    config: Annotated[
+        tuple[tuple[str, str], ...], msgspec.Meta(description="librdkafka consumer setting KEY=VALUE")
+    ] = ()
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(data.get("config"), dict):  # the consumers file gives an object
+            data = data | {"config": list(data["config"].items())}
+        return data
 
     def check(self) -> None:
+        super().check()
         if self.dead_letter_topic == self.topic:
             raise ConfigError("the dead-letter topic must not be the topic consumed")
         if not 1 <= self.batch <= 100_000:
             raise ConfigError("batch must be between 1 and 100000")
-        if self.security_protocol.startswith("SASL_") and not (self.sasl_mechanism and self.user):
-            raise ConfigError(f"{self.security_protocol} needs --sasl-mechanism, --user and a password")
 
     def common(self) -> dict[str, Any]:
         """Connection settings the consumer and the dead-letter producer share (credentials included)."""
-        out: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": "actionhooks-consume",
-            "security.protocol": self.security_protocol,
-            "logger": _log,
-        }
-        if self.security_protocol.startswith("SASL_"):
-            out |= {"sasl.mechanism": self.sasl_mechanism}
-            out |= {"sasl.username": self.user, "sasl.password": self.password}
-        return out
+        return self.client_config("actionhooks-consume") | {"logger": _log}
+
+
+def open_source(settings: ConsumerSettings) -> KafkaSource:
+    return KafkaSource(settings)
 
 
 class KafkaSource:
-    def __init__(self, settings: KafkaSettings) -> None:
-        settings.check()
+    def __init__(self, settings: ConsumerSettings) -> None:
+        settings.validate()
         self.settings = settings
         self.name = f"kafka topic {settings.topic!r} group {settings.group!r}"
         self.dead_letters = settings.dead_letter_topic is not None

@@ -18,12 +18,11 @@ import asyncio
 import logging
 import re
 import time
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, Literal
 
-import msgspec
-
-from ..errors import DeliveryError, ValidationError
-from .base import Batch, Message, Receipt, TransportContext, TransportSettings
+from ...errors import DeliveryError, ValidationError
+from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportContext, TransportSettings
+from .connection import ConnectionSettings
 
 DELIVERY_TIMEOUT_S = 30.0
 _log = logging.getLogger(__name__)
@@ -33,32 +32,18 @@ _SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?
 KeyChoice = Literal["profile_id", "list_id", "event_type", "event_id", "none"]
 
 
-class Settings(TransportSettings, tag="kafka", kw_only=True):
-    """``bootstrap_servers``: ``host:port`` strings (a list, or one comma-separated string)."""
+class Settings(ConnectionSettings, TransportSettings, tag="kafka", kw_only=True):
+    """The connection (``connection.py``), the topic and how records are made."""
 
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
-
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
-    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
-    bootstrap_servers: list[str] | str
+    max_batch_size: BatchSize = 500
+    timeout_s: BatchTimeout = 0.0
     topic: str
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = None
     key: KeyChoice = "profile_id"
     idempotent: bool = True
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
 
-    @property
-    def servers(self) -> list[str]:
-        items = self.bootstrap_servers
-        parts = items.split(",") if isinstance(items, str) else items
-        return [p.strip() for p in parts if p.strip()]
-
     def check(self) -> None:
-        if not self.servers:
-            raise ValidationError("bootstrap_servers must name at least one host:port", "bootstrap_servers")
+        super().check()
         for server in self.servers:
             match = _SERVER.fullmatch(server)
             if match is None or not 1 <= int(match["port"]) <= 65535:
@@ -66,15 +51,6 @@ class Settings(TransportSettings, tag="kafka", kw_only=True):
         if not _TOPIC.fullmatch(self.topic) or self.topic in (".", ".."):
             raise ValidationError(
                 "topic must be 1-249 characters of letters, digits, '.', '_' and '-'", "topic"
-            )
-        sasl = (self.sasl_mechanism, self.sasl_username, self.sasl_password)
-        if self.security_protocol.startswith("SASL_"):
-            for name, value in zip(("sasl_mechanism", "sasl_username", "sasl_password"), sasl, strict=True):
-                if not value:
-                    raise ValidationError(f"{name} is required with {self.security_protocol}", name)
-        elif any(v is not None for v in sasl):
-            raise ValidationError(
-                "SASL settings need security_protocol SASL_PLAINTEXT or SASL_SSL", "security_protocol"
             )
 
     def hosts(self) -> list[str]:
@@ -174,23 +150,16 @@ class KafkaTransport:
         from confluent_kafka import Producer
 
         s = self.settings
-        config: dict[str, Any] = {
-            "bootstrap.servers": ",".join(s.servers),
-            "client.id": "actionhooks",
+        config: dict[str, Any] = s.client_config("actionhooks") | {
             "enable.idempotence": s.idempotent,
             "acks": "all",
             "linger.ms": 5,
             "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
-            "socket.connection.setup.timeout.ms": 10_000,
             "partitioner": "murmur2_random",
             "compression.type": s.compression,
-            "security.protocol": s.security_protocol,
             "error_cb": self._on_client_error,
             "logger": self._client_log,
         }
-        if s.security_protocol.startswith("SASL_"):
-            config |= {"sasl.mechanism": s.sasl_mechanism}
-            config |= {"sasl.username": s.sasl_username, "sasl.password": s.sasl_password}
         self._producer = Producer(config)
         return self._producer
 

@@ -20,9 +20,9 @@ from pika import frame, spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.exceptions import ChannelWrongStateError
 
-from .base import outcome_seen
+from ..base import outcome_seen
+from .connection import CONNECT_TIMEOUT_S
 
-CONNECT_TIMEOUT_S = 10.0
 HEARTBEAT_S = 60
 PERSISTENT = 2  # AMQP delivery mode
 NOT_FOUND = 404  # AMQP reply code

@@ -16,7 +16,7 @@ from urllib.parse import quote_plus
 
 import msgspec
 
-from ..errors import DeliveryError, ValidationError
+from ...errors import DeliveryError, ValidationError
 
 if TYPE_CHECKING:
     import aiohttp

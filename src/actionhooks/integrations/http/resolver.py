@@ -1,7 +1,7 @@
 """An aiohttp resolver that lets a connection reach only the addresses the net guard accepts.
 
 Names are resolved by aiohttp's own resolver; every address the :class:`~actionhooks.netguard.NetGuard`
-refuses is dropped, and when none is left :class:`DestinationRefused` is raised. It is an ``OSError``, so
+refuses is dropped, and when none is left :class:`~actionhooks.errors.DestinationRefused` is raised. It is an ``OSError``, so
 aiohttp wraps it in ``ClientConnectorDNSError`` (whose ``os_error`` is this exception) and the transport maps
 it to a permanent ``DeliveryError``. Because the check runs on the addresses a connection is about to use, a
 name that resolves to a private address (or DNS rebinding) cannot slip past it.
@@ -19,17 +19,10 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from ...errors import DestinationRefused
+
 if TYPE_CHECKING:
-    from ..netguard import NetGuard
-
-
-class DestinationRefused(OSError):
-    """The net guard refused every address of a destination; ``reason`` says why."""
-
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(f"{host}: {reason}")
-        self.host = host
-        self.reason = reason
+    from ...netguard import NetGuard
 
 
 class GuardedResolver(AbstractResolver):

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 import msgspec
 from yarl import URL
 
-from .. import __version__
-from ..errors import DeliveryError, ValidationError
-from . import http_auth
-from .base import Batch, Receipt, TransportContext, TransportSettings
-from .http_auth import Auth, NoAuth, OAuth2Auth, TokenSource, read_capped
+from ... import __version__
+from ...errors import DeliveryError, DestinationRefused, ValidationError
+from ..base import Batch, BatchSize, BatchTimeout, Receipt, TransportContext, TransportSettings
+from . import auth as http_auth
+from .auth import Auth, NoAuth, OAuth2Auth, TokenSource, read_capped
 
 if TYPE_CHECKING:
     import aiohttp
@@ -48,9 +48,11 @@ _RESERVED_HEADERS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 
 
-class Settings(TransportSettings, tag="http"):
+class Settings(TransportSettings, tag="http", kw_only=True):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = (*http_auth.SECRET_FIELDS, "signing_secret", "headers")
 
+    max_batch_size: BatchSize = 100
+    timeout_s: BatchTimeout = 1.0
     url: Annotated[str, msgspec.Meta(max_length=2048)]
     success_regex: Annotated[str, msgspec.Meta(max_length=1000)] = ""
     headers: dict[str, str] = {}  # noqa: RUF012 - msgspec copies mutable defaults per instance
@@ -149,7 +151,9 @@ class HttpTransport:
     def _open_session(self) -> aiohttp.ClientSession:
         import aiohttp
 
-        self._resolver = self.guard.resolver()
+        from .resolver import GuardedResolver
+
+        self._resolver = GuardedResolver(self.guard)
         connector = aiohttp.TCPConnector(resolver=self._resolver, limit=16, ttl_dns_cache=10)
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -253,8 +257,6 @@ def parse_retry_after(value: str) -> float | None:
 
 def _delivery_error(exc: Exception, where: str) -> DeliveryError:
     import aiohttp
-
-    from .guarded_resolver import DestinationRefused
 
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         if isinstance(exc.os_error, DestinationRefused):

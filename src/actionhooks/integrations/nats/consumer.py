@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from ..errors import ConfigError
-from .base import IDLE_S, ConsumeError, Incoming, Rejection, dead_letter_headers
+import msgspec
 
-CONNECT_TIMEOUT_S = 5.0
+from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
+from ...errors import ConfigError, ConsumeError
+from ..base import SourceSettings
+from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
+
 PUBLISH_TIMEOUT_S = 30.0
 _log = logging.getLogger("actionhooks.consume.nats")
 
@@ -37,36 +39,49 @@ def subject_matches(pattern: str, subject: str) -> bool:
     return len(want) == len(have)
 
 
-@dataclass(frozen=True)
-class NatsSettings:
-    servers: str
-    subject: str
-    stream: str
-    durable: str
-    batch: int = 200
-    ack_wait_s: float = 30.0
-    dead_letter_subject: str | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
+class ConsumerSettings(ConnectionSettings, SourceSettings, kw_only=True):
+    """The connection (``connection.py``), the stream and the durable consumer. ``user``/``password`` are the
+    former names of ``credentials.user`` and ``credentials.password``; ``ack_wait`` of ``ack_wait_s``."""
 
-    @property
-    def server_urls(self) -> list[str]:
-        parts = [p.strip() for p in self.servers.split(",") if p.strip()]
-        return [p if "://" in p else f"nats://{p}" for p in parts]
+    SUMMARY: ClassVar[str] = (
+        "Consume a NATS JetStream stream with a durable pull consumer (see docs/consume.md)."
+    )
+
+    ALIASES: ClassVar[dict[str, str]] = {
+        "user": "credentials.user",
+        "password": "credentials.password",
+        "ack_wait": "ack_wait_s",
+    }
+
+    subject: Annotated[str, msgspec.Meta(description="the subject filter of the consumer")]
+    stream: Annotated[
+        str, msgspec.Meta(description="the JetStream stream capturing the subject (must exist)")
+    ]
+    durable: Annotated[
+        str, msgspec.Meta(description="the durable pull consumer's name (created when missing)")
+    ]
+    batch: Annotated[int, msgspec.Meta(description="messages per fetch() and per append")] = 200
+    ack_wait_s: Annotated[
+        float, msgspec.Meta(description="seconds before an unacknowledged message returns")
+    ] = 30.0
+    dead_letter_subject: Annotated[str | None, msgspec.Meta(description="where invalid messages go")] = None
 
     def check(self) -> None:
+        super().check()
         dl = self.dead_letter_subject
         if dl is not None and subject_matches(self.subject, dl):
             raise ConfigError("the dead-letter subject must not match the subject consumed")
         if not 1 <= self.batch <= 10_000:
             raise ConfigError("batch must be between 1 and 10000")
-        if not self.server_urls:
-            raise ConfigError("servers must name at least one server")
+
+
+def open_source(settings: ConsumerSettings) -> NatsSource:
+    return NatsSource(settings)
 
 
 class NatsSource:
-    def __init__(self, settings: NatsSettings) -> None:
-        settings.check()
+    def __init__(self, settings: ConsumerSettings) -> None:
+        settings.validate()
         self.settings = settings
         self.name = (
             f"nats stream {settings.stream!r} subject {settings.subject!r} durable {settings.durable!r}"
@@ -81,10 +96,8 @@ class NatsSource:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         s = self.settings
-        options: dict[str, Any] = {}
-        if s.user is not None:
-            options = {"user": s.user, "password": s.password}
         try:
+            options = s.login_options()
             self._nc = await nats.connect(
                 servers=s.server_urls,
                 name="actionhooks-consume",
@@ -105,7 +118,8 @@ class NatsSource:
             )
         except Exception as exc:
             await self.close()
-            raise ConsumeError(f"{self.name} at {s.servers}: {type(exc).__name__}: {exc}") from exc
+            servers = s.servers if isinstance(s.servers, str) else ",".join(s.servers)
+            raise ConsumeError(f"{self.name} at {servers}: {type(exc).__name__}: {exc}") from exc
 
     async def _on_error(self, exc: Exception) -> None:
         _log.warning("%s: %s: %s", self.name, type(exc).__name__, exc)

@@ -1,4 +1,5 @@
-"""A stub transport for tests of the dispatcher (the unit under test is the caller, not the destination).
+"""A stub transport for tests of the dispatcher (the unit under test is the caller, not the destination); the
+tests register it (``INTEGRATION``, from ``conftest.py``), the service does not know it.
 
 ``{"type": "stub", "name": "x"}`` delivers to the in-process :class:`StubDestination` registered as ``x``: it
 records every batch it accepts, fails on command, and lets a test wait for a number of events.
@@ -10,11 +11,24 @@ import asyncio
 from collections import deque
 from typing import ClassVar
 
-from ..errors import DeliveryError
-from .base import Batch, Receipt, TransportContext, TransportSettings
+from actionhooks.errors import DeliveryError
+from actionhooks.integrations import Integration
+from actionhooks.integrations.base import (
+    Batch,
+    BatchSize,
+    BatchTimeout,
+    Receipt,
+    TransportContext,
+    TransportSettings,
+)
+
+INTEGRATION = Integration("stub", ("stub",), __name__)
+"""Registered by ``tests/conftest.py``: the service itself knows no ``stub`` transport."""
 
 
 class Settings(TransportSettings, tag="stub"):
+    max_batch_size: BatchSize = 100
+    timeout_s: BatchTimeout = 1.0
     name: str = "default"
 
 

@@ -17,60 +17,42 @@ import asyncio
 import contextlib
 import re
 import string
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
 
-from actionhooks.errors import DeliveryError, ValidationError
-from actionhooks.transports.base import (
+from ...errors import DeliveryError, ValidationError
+from ..base import (
     Batch,
+    BatchSize,
+    BatchTimeout,
     Message,
     Receipt,
     TransportContext,
     TransportSettings,
     outcome_seen,
 )
+from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
 
-CONNECT_TIMEOUT_S = 5.0
 ACK_TIMEOUT_S = 30.0
 NO_LIST_TOKEN = "0"
 _PLACEHOLDERS = ("list_id", "event_type")
 _TOKEN = re.compile(r"[^\s.*>]+")
 
 
-class Credentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """One of: ``user`` + ``password``; ``token``; ``creds`` (the text of a ``.creds`` file: user JWT and NKey
-    seed — needs the ``nkeys`` package)."""
+class Settings(ConnectionSettings, TransportSettings, tag="nats", kw_only=True):
+    """The connection (``connection.py``) and the subject template."""
 
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: str | None = None
-
-
-class Settings(TransportSettings, tag="nats", kw_only=True):
-    """``servers``: ``nats://host:port`` or ``tls://host:port`` URLs (a list, or one comma-separated string)."""
-
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("credentials",)
-
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
-    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
-    servers: list[str] | str
+    max_batch_size: BatchSize = 500
+    timeout_s: BatchTimeout = 0.0
     subject: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-    credentials: Credentials | None = None
-
-    @property
-    def server_urls(self) -> list[str]:
-        parts = self.servers.split(",") if isinstance(self.servers, str) else self.servers
-        return [p.strip() if "://" in p else f"nats://{p.strip()}" for p in parts if p.strip()]
 
     def check(self) -> None:
-        if not self.server_urls:
-            raise ValidationError("servers must name at least one server", "servers")
+        super().check()
         for url in self.server_urls:
             parts = urlsplit(url)
-            if parts.scheme not in ("nats", "tls") or not parts.hostname or parts.username or parts.path:
+            if parts.username or parts.path:  # credentials belong in ``credentials``, which is never shown
                 raise ValidationError(f"{url!r} is not nats://host:port or tls://host:port", "servers")
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(self.subject) if f is not None]
@@ -84,16 +66,6 @@ class Settings(TransportSettings, tag="nats", kw_only=True):
                 "{list_id}, {event_type}",
                 "subject",
             )
-        c = self.credentials
-        if c is not None:
-            forms = [c.user is not None or c.password is not None, c.token is not None, c.creds is not None]
-            if sum(forms) != 1 or (forms[0] and not (c.user and c.password)):
-                raise ValidationError(
-                    "credentials: give user and password, or token, or creds", "credentials"
-                )
-
-    def hosts(self) -> list[str]:
-        return [urlsplit(u).hostname or "" for u in self.server_urls]
 
 
 def render_subject(template: str, list_id: int | None, event_type: str) -> str:
@@ -173,16 +145,7 @@ class NatsTransport:
         for url in self.settings.server_urls:
             parts = urlsplit(url)
             await self._guard.check_host(parts.hostname or "", parts.port or 4222, "NATS")
-        options: dict[str, Any] = {}
-        c = self.settings.credentials
-        if c is not None and c.user is not None:
-            options = {"user": c.user, "password": c.password}
-        elif c is not None and c.token is not None:
-            options = {"token": c.token}
-        elif c is not None and c.creds is not None:
-            from nats.aio.client import RawCredentials
-
-            options = {"user_credentials": RawCredentials(c.creds)}
+        options = self.settings.login_options()
         self._nc = NATS()  # kept before connecting, so that ``_drop`` closes a half-open client too
         self._lost = lost = asyncio.Event()
 

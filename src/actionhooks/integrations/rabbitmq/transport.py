@@ -1,4 +1,4 @@
-"""RabbitMQ transports (pika, through ``amqp.Link``): ``rabbitmq_queue`` and ``rabbitmq_exchange``.
+"""RabbitMQ transports (pika, through ``link.Link``): ``rabbitmq_queue`` and ``rabbitmq_exchange``.
 
 Each event is one AMQP message: the body is the event's message JSON, ``content_type`` ``application/json``,
 ``delivery_mode`` persistent, ``message_id`` the event id, ``type`` the event type. Messages go out on a channel
@@ -22,55 +22,32 @@ or an incompatible existing exchange → permanent.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
-from ..errors import DeliveryError, ValidationError
-from .base import Batch, Message, Receipt, TransportContext, TransportSettings
+from ...errors import DeliveryError, ValidationError
+from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportContext, TransportSettings
+from .connection import CONNECT_TIMEOUT_S, ConnectionSettings, Name
 
 if TYPE_CHECKING:
-    from .amqp import Link
+    from .link import Link
 
-CONNECT_TIMEOUT_S = 10.0
 CONFIRM_TIMEOUT_S = 30.0
 NO_LIST_KEY = "0"
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+class _Settings(ConnectionSettings, TransportSettings, kw_only=True):
+    """What both RabbitMQ transports take: the connection (``connection.py``) and how events are batched."""
+
+    max_batch_size: BatchSize = 1000
+    timeout_s: BatchTimeout = 0.0
 
 
-class _ConnectionSettings(TransportSettings, kw_only=True):
-    """Settings both RabbitMQ transports share; ``port`` defaults to 5672, or 5671 with ``tls``."""
-
-    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
-
-    max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
-    timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
-    host: Name
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
-    user: Name
-    password: str
-    vhost: Name = "/"
-    tls: bool = False
-
-    def check(self) -> None:
-        if any(c in self.host for c in "/@ ") or self.host.startswith(("amqp:", "amqps:")):
-            raise ValidationError("host must be a host name or address, not a URL", "host")
-
-    def hosts(self) -> list[str]:
-        return [self.host]
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or (5671 if self.tls else 5672)
-
-
-class QueueSettings(_ConnectionSettings, tag="rabbitmq_queue"):
+class QueueSettings(_Settings, tag="rabbitmq_queue"):
     queue: Name
     queue_type: Literal["quorum", "classic"] = "quorum"  # for a queue the transport declares
 
 
-class ExchangeSettings(_ConnectionSettings, tag="rabbitmq_exchange"):
+class ExchangeSettings(_Settings, tag="rabbitmq_exchange"):
     exchange: Name
     exchange_type: Literal["direct", "topic"] = "topic"
     durable: bool = True
@@ -133,7 +110,7 @@ class RabbitMQTransport:
         """``(exchange, routing_key, body, properties, mandatory)`` of each message, for ``Link.publish_all``."""
         from pika import BasicProperties
 
-        from .amqp import PERSISTENT
+        from .link import PERSISTENT
 
         out = []
         for message in messages:
@@ -158,18 +135,7 @@ class RabbitMQTransport:
         await self._drop()
         s = self.settings
         await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        from .amqp import Link
-
-        self._link = link = await Link.open(
-            s.host,
-            s.effective_port,
-            s.user,
-            s.password,
-            s.vhost,
-            tls=s.tls,
-            name="actionhooks",
-            confirms=True,
-        )
+        self._link = link = await s.connect(name="actionhooks", confirms=True)
         if isinstance(s, QueueSettings):
             await link.ensure_queue(s.queue, s.queue_type)
         else:
@@ -192,7 +158,7 @@ ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 403, 406, 530  # AMQP reply c
 
 
 def _where(s: QueueSettings | ExchangeSettings) -> str:
-    return f"{s.host}:{s.effective_port} vhost {s.vhost!r}"
+    return s.where
 
 
 def _map_error(exc: BaseException, s: QueueSettings | ExchangeSettings) -> DeliveryError:

@@ -1,4 +1,4 @@
-"""RabbitMQ source (pika, through ``transports.amqp.Link``): consume a queue with a prefetch window, acknowledge each
+"""RabbitMQ source (pika, through ``link.Link``): consume a queue with a prefetch window, acknowledge each
 batch with one ``basic.ack(multiple=True)`` after its events are committed.
 
 A batch is what arrived, up to ``prefetch`` messages (waiting at most ``LINGER_S`` for more once one is there);
@@ -15,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
 
-from .base import IDLE_S, ConsumeError, Incoming, Rejection, dead_letter_headers
+import msgspec
+
+from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
+from ...errors import ConfigError, ConsumeError
+from ..base import SourceSettings
+from .connection import ConnectionSettings, Name
 
 if TYPE_CHECKING:
-    from ..transports.amqp import Link
+    from .link import Link
 
 LINGER_S = 0.05
 CONFIRM_TIMEOUT_S = 30.0
@@ -35,29 +39,38 @@ class Delivery(NamedTuple):
     body: bytes
 
 
-@dataclass(frozen=True)
-class RabbitMQSettings:
-    queue: str
-    host: str = "127.0.0.1"
-    port: int = 5672
-    user: str = "guest"
-    password: str = field(default="guest", repr=False)
-    vhost: str = "/"
-    prefetch: int = 300
-    dead_letter_queue: str | None = None
+class ConsumerSettings(ConnectionSettings, SourceSettings, kw_only=True):
+    """The connection (``connection.py``; the defaults reach a local broker as ``guest``) and the queue."""
+
+    SUMMARY: ClassVar[str] = "Consume a RabbitMQ queue (see docs/consume.md)."
+
+    queue: Annotated[Name, msgspec.Meta(description="the queue to consume (declared durable when missing)")]
+    host: Annotated[Name, msgspec.Meta(description="broker host name or address")] = "127.0.0.1"
+    user: Name = "guest"
+    password: Annotated[str, msgspec.Meta(description="broker password (never logged)")] = "guest"
+    prefetch: Annotated[
+        int,
+        msgspec.Meta(
+            description="messages per batch (QoS prefetch is twice this: the next batch flows meanwhile)"
+        ),
+    ] = 300
+    dead_letter_queue: Annotated[Name | None, msgspec.Meta(description="where invalid messages go")] = None
 
     def check(self) -> None:
-        from ..errors import ConfigError
-
+        super().check()
         if self.dead_letter_queue == self.queue:
             raise ConfigError("the dead-letter queue must not be the queue consumed")
         if not 1 <= self.prefetch <= 65535:
             raise ConfigError("prefetch must be between 1 and 65535")
 
 
+def open_source(settings: ConsumerSettings) -> RabbitMQSource:
+    return RabbitMQSource(settings)
+
+
 class RabbitMQSource:
-    def __init__(self, settings: RabbitMQSettings) -> None:
-        settings.check()
+    def __init__(self, settings: ConsumerSettings) -> None:
+        settings.validate()
         self.settings = settings
         self.name = f"rabbitmq queue {settings.queue!r}"
         self.dead_letters = settings.dead_letter_queue is not None
@@ -65,19 +78,9 @@ class RabbitMQSource:
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
 
     async def open(self) -> None:
-        from ..transports.amqp import Link
-
         s = self.settings
         try:
-            self._link = link = await Link.open(
-                s.host,
-                s.port,
-                s.user,
-                s.password,
-                s.vhost,
-                name="actionhooks-consume",
-                confirms=self.dead_letters,
-            )
+            self._link = link = await s.connect(name="actionhooks-consume", confirms=self.dead_letters)
             await link.ensure_queue(s.queue, "quorum")
             if s.dead_letter_queue is not None:
                 await link.ensure_queue(s.dead_letter_queue, "quorum")
@@ -86,9 +89,7 @@ class RabbitMQSource:
             await link.call(link.channel.basic_consume, s.queue, self._delivered)
         except Exception as exc:
             await self.close()
-            raise ConsumeError(
-                f"RabbitMQ at {s.host}:{s.port} vhost {s.vhost!r} user {s.user!r}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ConsumeError(f"RabbitMQ at {s.where} user {s.user!r}: {type(exc).__name__}: {exc}") from exc
 
     def _delivered(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._inbox.put_nowait(Delivery(method.delivery_tag, properties, body))
@@ -117,7 +118,7 @@ class RabbitMQSource:
     async def dead_letter(self, rejections: Sequence[Rejection]) -> None:
         from pika import BasicProperties
 
-        from ..transports.amqp import PERSISTENT
+        from .link import PERSISTENT
 
         assert self.settings.dead_letter_queue is not None and self._link is not None
         messages = []

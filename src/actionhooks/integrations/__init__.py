@@ -1,0 +1,141 @@
+"""Integrations: one folder per destination and source (``http``, ``rabbitmq``, ``kafka``, ``nats``), one registry.
+
+An :class:`Integration` names the modules of one folder, imported on first use so that a broker's client library
+stays an optional extra: its transport module (``Settings`` + ``open``, for the transport ``type`` names it
+serves) and its consumer module (``ConsumerSettings`` + ``open_source``, for ``actionhooks consume <name>`` and
+the consumers file). Adding a broker = one folder, its tests, one ``register`` call here, one page in
+``docs/transports/`` (CONTRIBUTING.md). Tests register their own (the ``stub`` transport) with :func:`register`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from ..errors import ValidationError, field_error
+from .base import Batch, Message, Receipt, Transport, TransportContext, TransportSettings
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One destination and/or source: ``transport_types`` served by the module ``transport`` (``Settings`` and
+    ``open``); ``consumer`` the module of its broker consumer (``ConsumerSettings`` and ``open_source``)."""
+
+    name: str
+    transport_types: tuple[str, ...] = ()
+    transport: str | None = None
+    consumer: str | None = None
+
+    def transport_module(self) -> ModuleType:
+        assert self.transport is not None, f"{self.name} has no transport"
+        return importlib.import_module(self.transport)
+
+    def consumer_module(self) -> ModuleType:
+        assert self.consumer is not None, f"{self.name} has no consumer"
+        return importlib.import_module(self.consumer)
+
+
+INTEGRATIONS: dict[str, Integration] = {}
+_BY_TYPE: dict[str, Integration] = {}
+
+
+def register(integration: Integration) -> None:
+    """Add (or replace) ``integration``; its transport types must not belong to another one."""
+    for kind in integration.transport_types:
+        owner = _BY_TYPE.get(kind)
+        if owner is not None and owner.name != integration.name:
+            raise ValueError(f"transport type {kind!r} already belongs to {owner.name}")
+    unregister(integration.name)
+    INTEGRATIONS[integration.name] = integration
+    for kind in integration.transport_types:
+        _BY_TYPE[kind] = integration
+
+
+def unregister(name: str) -> Integration | None:
+    """Remove the integration ``name``; returned (None when there was none)."""
+    integration = INTEGRATIONS.pop(name, None)
+    if integration is not None:
+        for kind in integration.transport_types:
+            _BY_TYPE.pop(kind, None)
+    return integration
+
+
+_PACKAGE = __name__
+register(Integration("http", ("http",), f"{_PACKAGE}.http.transport"))
+register(
+    Integration(
+        "rabbitmq",
+        ("rabbitmq_queue", "rabbitmq_exchange"),
+        f"{_PACKAGE}.rabbitmq.transport",
+        f"{_PACKAGE}.rabbitmq.consumer",
+    )
+)
+register(Integration("kafka", ("kafka",), f"{_PACKAGE}.kafka.transport", f"{_PACKAGE}.kafka.consumer"))
+register(Integration("nats", ("nats",), f"{_PACKAGE}.nats.transport", f"{_PACKAGE}.nats.consumer"))
+
+__all__ = [
+    "INTEGRATIONS",
+    "Batch",
+    "Integration",
+    "Message",
+    "Receipt",
+    "Transport",
+    "TransportContext",
+    "TransportSettings",
+    "brokers",
+    "open_transport",
+    "parse_settings",
+    "register",
+    "transport_module",
+    "transport_types",
+    "unregister",
+]
+
+
+def transport_types() -> list[str]:
+    """The transport ``type`` names a hook may use, sorted."""
+    return sorted(_BY_TYPE)
+
+
+def brokers() -> list[str]:
+    """The integrations with a consumer (``actionhooks consume <name>``), in registration order."""
+    return [name for name, integration in INTEGRATIONS.items() if integration.consumer is not None]
+
+
+def transport_module(kind: str) -> ModuleType:
+    return _BY_TYPE[kind].transport_module()
+
+
+def parse_settings(data: Any) -> TransportSettings:
+    """Validate a hook's ``transport`` object; errors name the field as ``transport.<name>``."""
+    if not isinstance(data, dict):
+        raise ValidationError("transport must be an object", "transport")
+    kind = data.get("type")
+    if not isinstance(kind, str) or kind not in _BY_TYPE:
+        raise ValidationError(
+            f"transport.type must be one of {', '.join(transport_types())}", "transport.type"
+        )
+    settings_type: type[TransportSettings] = transport_module(kind).Settings
+    try:
+        settings = msgspec.convert(data, settings_type)
+    except msgspec.ValidationError as exc:
+        raise field_error(exc, "transport") from None
+    try:
+        settings.check()
+    except ValidationError as exc:
+        raise ValidationError(exc.message, f"transport.{exc.field}" if exc.field else "transport") from None
+    except ValueError as exc:  # a check that tripped over a malformed value (a URL, a port) before naming it
+        raise ValidationError(f"invalid transport settings: {exc}", "transport") from None
+    return settings
+
+
+def open_transport(settings: TransportSettings, context: TransportContext) -> Transport:
+    kind = msgspec.inspect.type_info(type(settings))
+    tag = getattr(kind, "tag", None)
+    module = transport_module(str(tag))
+    transport: Transport = module.open(settings, context)
+    return transport

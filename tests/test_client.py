@@ -14,7 +14,7 @@ from actionhooks.client import AsyncClient, Client, RequestFailed
 from actionhooks.config import IngestLimits
 from actionhooks.devtools.procs import free_port
 from actionhooks.devtools.receiver import Receiver
-from actionhooks.transports.http import Settings as HttpSettings
+from actionhooks.integrations.http.transport import Settings as HttpSettings
 
 from .support import Service, User, eventually
 
@@ -135,7 +135,12 @@ async def test_blocking_client(service: Service, owner: User) -> None:
         with Client(service.url, owner.key, batch_size=2) as client:
             report = client.send_events([event(n) for n in range(5)])
             hook = client.create_hook(
-                {"name": "h", "event_types": ["deliv"], "transport": {"type": "stub", "name": "x"}}
+                {
+                    "name": "h",
+                    "event_types": ["deliv"],
+                    "active": False,
+                    "transport": {"type": "http", "url": "http://127.0.0.1:9/in"},
+                }
             )
             return report.accepted, hook.id, [h.name for h in client.list_hooks()]
 

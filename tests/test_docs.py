@@ -29,11 +29,15 @@ def documented_transports() -> dict[str, list[type[msgspec.Struct]]]:
     """Each transport page's name → the ``Settings`` classes of the transport types it documents
     (``rabbitmq_queue`` and ``rabbitmq_exchange`` share ``rabbitmq.md``). The one place that knows where the
     transport registry lives."""
-    from actionhooks.transports import TRANSPORTS, transport_module
+    from actionhooks.integrations import transport_module, transport_types
+
+    from . import stub
 
     pages: dict[str, list[type[msgspec.Struct]]] = {}
-    for kind in TRANSPORTS:
-        if kind == "stub":  # the tests' stand-in destination, not a product transport
+    for kind in transport_types():
+        if (
+            kind in stub.INTEGRATION.transport_types
+        ):  # the tests' stand-in destination, not a product transport
             continue
         info = msgspec.inspect.type_info(transport_module(kind).Settings)
         options = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)

@@ -11,9 +11,9 @@ import pytest
 
 from actionhooks.events import NewEvent
 from actionhooks.store import Attempt, Store
-from actionhooks.transports.stub import StubDestination
 
 from .conftest import PG_ADMIN_URL
+from .stub import StubDestination
 from .support import Service, eventually
 
 TYPES = ["deliv", "send", "uopen"]

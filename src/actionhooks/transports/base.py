@@ -67,10 +67,13 @@ class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Settings every transport shares: how the dispatcher batches events for it.
 
     A batch goes out when ``max_batch_size`` events wait or the oldest has waited ``timeout_s`` seconds.
-    ``SECRET_FIELDS`` name write-only settings: never returned by the API nor logged.
+    ``SECRET_FIELDS`` name write-only settings: never returned by the API nor logged. ``DESTINATION_FIELDS`` name
+    the settings that say where the transport connects: a change to one must bring every secret along again (the
+    hooks API refuses it otherwise), so a secret never follows a hook to a destination unasked.
     """
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
@@ -82,6 +85,11 @@ class TransportSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         """Host names or addresses the transport will contact; checked against the net guard when a hook is
         saved (``ACTIONHOOKS_ALLOW_NETS``)."""
         return []
+
+    def field_of_host(self, host: str) -> str | None:
+        """The setting (relative to the transport) that names ``host`` of :meth:`hosts`, to blame in an error; None
+        when no single one does."""
+        return None
 
     def __repr__(self) -> str:  # secrets never reach logs
         return f"{type(self).__name__}({self.public()!r})"

@@ -5,7 +5,8 @@ profile's events stay in order within one partition), headers ``event_id``, ``ev
 The producer is idempotent with ``acks=all`` (``idempotent: false`` for brokers older than Kafka 0.11) and uses the
 ``murmur2_random`` partitioner, so a key lands on the partition the Java client would choose.
 
-``send`` produces the whole batch at once and then waits, in a worker thread (librdkafka's poll is blocking), for
+``send`` produces the whole batch at once and then waits, in the hook's own thread (librdkafka's poll is blocking;
+never the loop's shared default executor, where one unresponsive broker would hold threads other hooks need), for
 every record's delivery report: the reports decide the outcome. Failures → the producer is discarded (queued records
 purged) and the next ``send`` makes a new one. All brokers down, timeouts and other retriable errors → retryable;
 failed authentication or authorization, a topic that does not exist (and is not auto-created) or a record too large
@@ -18,7 +19,9 @@ import asyncio
 import logging
 import re
 import time
-from typing import Annotated, Any, ClassVar, Literal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -30,6 +33,7 @@ _log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})")
 
+_T = TypeVar("_T")
 KeyChoice = Literal["profile_id", "list_id", "event_type", "event_id", "none"]
 
 
@@ -37,6 +41,7 @@ class Settings(TransportSettings, tag="kafka", kw_only=True):
     """``bootstrap_servers``: ``host:port`` strings (a list, or one comma-separated string)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "security_protocol")
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0
@@ -80,6 +85,9 @@ class Settings(TransportSettings, tag="kafka", kw_only=True):
     def hosts(self) -> list[str]:
         return [_host_port(s)[0] for s in self.servers]
 
+    def field_of_host(self, host: str) -> str | None:
+        return "bootstrap_servers"
+
 
 def _host_port(server: str) -> tuple[str, int]:
     match = _SERVER.fullmatch(server)
@@ -107,6 +115,7 @@ class KafkaTransport:
         self._client_error: Any = None  # the last error librdkafka reported outside a delivery report
         self._client_log = _ClientLog()
         self._lock = asyncio.Lock()
+        self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
 
     async def send(self, batch: Batch) -> Receipt:
         """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""
@@ -114,14 +123,23 @@ class KafkaTransport:
             if self._producer is None:
                 for host, port in (_host_port(s) for s in self.settings.servers):
                     await self._guard.check_host(host, port, "Kafka")
-            await asyncio.to_thread(self._send_blocking, batch)
+            await self._blocking(self._send_blocking, batch)
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
 
     async def close(self) -> None:
         async with self._lock:
             producer, self._producer = self._producer, None
             if producer is not None:
-                await asyncio.to_thread(producer.flush, 5)
+                await self._blocking(producer.flush, 5)
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                thread.shutdown(wait=False)
+
+    async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)`` in this transport's one thread (calls are serialized by ``_lock`` anyway)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-hook")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     def _send_blocking(self, batch: Batch) -> None:
         from confluent_kafka import KafkaException

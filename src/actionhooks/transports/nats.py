@@ -53,6 +53,7 @@ class Settings(TransportSettings, tag="nats", kw_only=True):
     """``servers``: ``nats://host:port`` or ``tls://host:port`` URLs (a list, or one comma-separated string)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("credentials",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("servers",)
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0

@@ -43,6 +43,7 @@ class _ConnectionSettings(TransportSettings, kw_only=True):
     """Settings both RabbitMQ transports share; ``port`` defaults to 5672, or 5671 with ``tls``."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("host", "port", "tls")
 
     max_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
     timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0.0

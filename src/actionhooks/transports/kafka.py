@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +117,7 @@ class KafkaTransport:
         self._client_log = _ClientLog()
         self._lock = asyncio.Lock()
         self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
+        self._closing = threading.Event()  # ends a wait for delivery reports that a cancelled send left behind
 
     async def send(self, batch: Batch) -> Receipt:
         """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""
@@ -127,13 +129,17 @@ class KafkaTransport:
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
 
     async def close(self) -> None:
+        self._closing.set()
         async with self._lock:
-            producer, self._producer = self._producer, None
-            if producer is not None:
-                await self._blocking(producer.flush, 5)
-            thread, self._thread = self._thread, None
-            if thread is not None:
-                thread.shutdown(wait=False)
+            if self._thread is not None:  # after what a cancelled send left running there
+                await self._blocking(self._close_blocking)
+                self._thread.shutdown(wait=False)
+                self._thread = None
+
+    def _close_blocking(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(5)
 
     async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
         """``call(*args)`` in this transport's one thread (calls are serialized by ``_lock`` anyway)."""
@@ -175,6 +181,8 @@ class KafkaTransport:
             while pending and not failures and _rank(self._client_error) < 2:
                 if time.monotonic() > deadline:
                     raise DeliveryError("Kafka did not acknowledge the records in time")
+                if self._closing.is_set():
+                    raise DeliveryError("the transport closed before Kafka acknowledged the records")
                 producer.poll(0.05)
             grace = time.monotonic() + 0.5  # "all brokers down" may precede the reason (a refused login)
             while pending and _rank(self._client_error) == 2 and time.monotonic() < grace:

@@ -1,9 +1,12 @@
 """One hook must never hurt another: a hostile hook of one account must not slow another account's ingest or
 deliveries.
 
-Each test measures the victim account's latencies twice in the same run — before the hostile hooks exist and while
-they work — and requires the 99th percentile under attack within twice the baseline's (plus a small allowance for a
-timer's resolution on a busy machine). A victim round ingests one event and waits for its delivery.
+Each test measures the victim account's latencies in one run, in blocks that alternate between the hostile hooks
+stopped and at work, and requires the 99th percentile with them at work within twice the one without (plus 5 ms:
+below that, differences are the noise of a busy machine, not a hook's doing). A victim round ingests one event and
+waits for its delivery. Against the faults fixed here the victim's p99 grew by 0.2 s (a backtracking
+``success_regex`` on the event loop) and beyond 3 s (Kafka sends holding every thread of the loop's default
+executor).
 """
 
 from __future__ import annotations
@@ -142,8 +145,8 @@ async def test_a_catastrophic_success_regex_does_not_slow_other_accounts(service
         Receiver(keep_events=False) as sink,
         # `^(a+)+$` backtracks 2^n ways on n a's before the '!': about 0.3 s for Python's re
         Receiver(default=Answer(200, "a" * 22 + "!"), keep_events=False) as short_answer,
-        # a pattern RE2 takes (about 4200 instructions) over 4 KiB: a linear but long match
-        Receiver(default=Answer(200, "a" * 4096), keep_events=False) as long_answer,
+        # a pattern RE2 takes (4205 instructions, a DFA larger than its memory) over 16 KiB: linear, ~0.1 s
+        Receiver(default=Answer(200, "a" * 16 * 1024), keep_events=False) as long_answer,
     ):
         await make_hook(service, victim, {"type": "http", "url": sink.hook_url, "timeout_s": 0})
         hostile = [

@@ -46,9 +46,11 @@ if TYPE_CHECKING:
 
 EXCERPT_CHARS = 500
 MAX_RESPONSE_BYTES = 64 * 1024  # what success_regex is matched against; the rest of the body is ignored
-MAX_REGEX_PROGRAM = 5000  # RE2 instructions: a match costs at most about this many steps per byte of the body
-# body length × program size below which a match runs on the loop (well under a millisecond)
-_INLINE_MATCH_STEPS = 200_000
+# RE2 bounds: a pattern of at most MAX_REGEX_PROGRAM instructions, REGEX_MEMORY bytes for it and its DFA cache; a
+# match then costs at most about one step per instruction per byte of the body (~0.5 s over 64 KiB, worst case)
+MAX_REGEX_PROGRAM = 5000
+REGEX_MEMORY = 1024 * 1024
+_INLINE_MATCH_STEPS = 50_000  # body length × program size up to which a match may run on the event loop
 
 # set by the transport itself, or meaningless end to end (RFC 9110 §7.6.1), or the signature's own
 _RESERVED_HEADERS = frozenset(
@@ -122,6 +124,7 @@ def compile_success_regex(pattern: str) -> SuccessPattern:
     options = re2.Options()
     options.log_errors = False  # RE2 would print each refused pattern on stderr
     options.never_capture = True  # only "does it match" is asked: no submatch tracking
+    options.max_mem = REGEX_MEMORY
     try:
         compiled: SuccessPattern = re2.compile(pattern, options)
     except re2.error as exc:

@@ -117,7 +117,9 @@ class KafkaTransport:
         self._client_log = _ClientLog()
         self._lock = asyncio.Lock()
         self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
-        self._closing = threading.Event()  # ends a wait for delivery reports that a cancelled send left behind
+        self._closing = (
+            threading.Event()
+        )  # ends a wait for delivery reports that a cancelled send left behind
 
     async def send(self, batch: Batch) -> Receipt:
         """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""

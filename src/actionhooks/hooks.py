@@ -129,6 +129,52 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def destination_changes(before: HookSpec, after: HookSpec) -> list[str]:
+    """Fields (from the hook's root) by which ``after`` sends somewhere else than ``before``: the transport's
+    ``DESTINATION_FIELDS`` that differ, or ``transport.type`` when the transport itself changed."""
+    old, new = before.transport, after.transport
+    if type(old) is not type(new):
+        return ["transport.type"]
+    old_values, new_values = msgspec.to_builtins(old), msgspec.to_builtins(new)
+    return [
+        f"transport.{name}"
+        for name in new.DESTINATION_FIELDS
+        if _at(old_values, name.split(".")) != _at(new_values, name.split("."))
+    ]
+
+
+def secrets_not_resent(after: HookSpec, patch: dict[str, Any]) -> list[str]:
+    """The secrets ``after`` holds that ``patch`` did not carry as a value (absent, or ``"***"`` kept as it was):
+    field paths from the hook's root, one per value of a secret that is an object (``transport.headers.X-Key``)."""
+    values = msgspec.to_builtins(after.transport)
+    sent = patch.get("transport")
+    missing = []
+    for name in after.transport.SECRET_FIELDS:
+        path = name.split(".")
+        value, given = _at(values, path), _at(sent, path)
+        if isinstance(value, dict):
+            missing += [
+                f"transport.{name}.{key}"
+                for key, item in value.items()
+                if item is not None and not _resent(given.get(key) if isinstance(given, dict) else None)
+            ]
+        elif value is not None and not _resent(given):
+            missing.append(f"transport.{name}")
+    return missing
+
+
+def _resent(value: Any) -> bool:
+    return value is not None and value != "***"
+
+
+def _at(data: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
 class _EventAttrs(msgspec.Struct):
     event_data: dict[str, Any] = msgspec.field(default_factory=dict)
 

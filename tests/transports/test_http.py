@@ -21,7 +21,7 @@ from actionhooks.errors import DeliveryError, DestinationRefused, ValidationErro
 from actionhooks.integrations import TransportContext, parse_settings
 from actionhooks.integrations.base import Batch, Message
 from actionhooks.integrations.http.resolver import GuardedResolver
-from actionhooks.integrations.http.transport import Settings
+from actionhooks.integrations.http.transport import MAX_RESPONSE_BYTES, Settings
 from actionhooks.netguard import NetGuard, parse_nets
 from tests.brokers import missing
 
@@ -77,6 +77,39 @@ async def test_success_regex_that_matches_the_body_delivers(receiver: Receiver, 
     assert receipt.response_excerpt == '{"status": "accepted", "count": 2}'
 
 
+async def test_success_regex_runs_in_linear_time(receiver: Receiver, open_http: OpenHttp) -> None:
+    # with backtracking (Python's re) this takes 2^28 steps: minutes; RE2 needs one pass
+    receiver.answer(200, "a" * 28 + "!")
+    transport = await open_http(receiver.hook_url, success_regex="^(a+)+$")
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert time.monotonic() - started < 1.0 and "did not match" in info.value.reason
+
+
+async def test_a_long_match_runs_off_the_event_loop(receiver: Receiver, open_http: OpenHttp) -> None:
+    # 4205 RE2 instructions (their DFA does not fit REGEX_MEMORY) over 64 KiB: ~0.5 s, linear but long
+    receiver.answer(200, "a" * MAX_RESPONSE_BYTES)
+    transport = await open_http(receiver.hook_url, success_regex="(?s).{300}.{300}z")
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+
+    async def ticks() -> None:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            gaps.append(loop.time() - before)
+
+    ticker = asyncio.create_task(ticks())
+    started = time.monotonic()
+    with pytest.raises(DeliveryError):
+        await transport.send(make_batch(1))
+    took = time.monotonic() - started
+    ticker.cancel()
+    assert took > 0.1, "the match should take long enough to show where it runs"
+    assert max(gaps) < 0.1, f"the loop stalled {max(gaps):.3f} s during a {took:.3f} s send"
+
+
 async def test_success_regex_mismatch_is_retryable(receiver: Receiver, open_http: OpenHttp) -> None:
     receiver.answer(200, '{"status": "queue full"}')
     transport = await open_http(receiver.hook_url, success_regex=r'"status":\s*"accepted"')
@@ -85,6 +118,17 @@ async def test_success_regex_mismatch_is_retryable(receiver: Receiver, open_http
     assert not info.value.permanent
     assert info.value.reason == "response did not match success_regex"
     assert (info.value.status, info.value.response_excerpt) == (200, '{"status": "queue full"}')
+
+
+async def test_secrets_are_cut_from_the_excerpt_before_it_is_capped(
+    receiver: Receiver, open_http: OpenHttp
+) -> None:
+    token = "tok-0123456789abcdef"
+    receiver.answer(500, "x" * 495 + token + " and more")  # the token straddles the 500th character
+    transport = await open_http(receiver.hook_url, auth={"type": "bearer", "token": token})
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert info.value.response_excerpt == "x" * 495 + "*** a"
 
 
 async def test_response_excerpt_is_capped(receiver: Receiver, open_http: OpenHttp) -> None:
@@ -308,6 +352,22 @@ async def test_oauth2_token_endpoint_failure_is_retryable(
     assert (await transport.send(make_batch(1))).status == 200  # the endpoint is back
 
 
+async def test_request_timeout_bounds_the_whole_oauth2_send(
+    oauth_receiver: Receiver, open_http: OpenHttp
+) -> None:
+    # POST, 401, a new token, POST again: each under request_timeout_s, together over it
+    oauth_receiver.answer(401, "expired", delay=0.35)
+    oauth_receiver.answer(200, "ok", delay=0.35)
+    transport = await open_http(oauth_receiver.hook_url, auth=oauth2(oauth_receiver), request_timeout_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as info:
+        await transport.send(make_batch(1))
+    assert time.monotonic() - started < 0.65
+    assert (
+        not info.value.permanent and info.value.reason == "hook: no complete answer within request_timeout_s"
+    )
+
+
 async def test_oauth2_unreachable_token_endpoint_is_retryable(
     receiver: Receiver, open_http: OpenHttp
 ) -> None:
@@ -417,6 +477,9 @@ def test_settings_defaults() -> None:
         ({"url": "https://user:pw@hooks.example.com/"}, "transport.url"),
         ({"url": 5}, "transport.url"),
         ({"success_regex": "(unclosed"}, "transport.success_regex"),
+        ({"success_regex": "(?=ok)ok"}, "transport.success_regex"),  # look-around: RE2 has none
+        ({"success_regex": r"(a)\1"}, "transport.success_regex"),  # backreference: RE2 has none
+        ({"success_regex": "(?s).{1000}.{1000}z"}, "transport.success_regex"),  # over MAX_REGEX_PROGRAM
         ({"headers": {"Content-Type": "text/plain"}}, "transport.headers"),
         ({"headers": {"content-length": "5"}}, "transport.headers"),
         ({"headers": {"Transfer-Encoding": "chunked"}}, "transport.headers"),

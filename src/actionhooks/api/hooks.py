@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError, ValidationError
-from ..hooks import HookSpec, merge_patch, parse_hook
+from ..hooks import HookSpec, destination_changes, merge_patch, parse_hook, secrets_not_resent
 from ..registry import Hook, HookRegistry
 from .responses import json_response, read_json
 from .schema import AttemptList, AttemptView, DeadLetterList, DeadLetterView, HookList, HookView
@@ -26,9 +26,25 @@ def _validated(request: Request, data: Any) -> HookSpec:
     for host in spec.transport.hosts():
         refusal = guard.host_refusal(host)
         if refusal:
-            field = "transport.url" if spec.transport.__struct_config__.tag == "http" else "transport"
-            raise ApiError(422, f"destination refused: {refusal}", field)
+            name = spec.transport.field_of_host(host)
+            raise ApiError(
+                422, f"destination refused: {refusal}", f"transport.{name}" if name else "transport"
+            )
     return spec
+
+
+def _secrets_follow(before: HookSpec, after: HookSpec, patch: dict[str, Any]) -> None:
+    """A hook sent somewhere else (``patch`` changed where it connects) takes its secrets along only when the
+    patch carries them again: otherwise anyone allowed to edit the hook could point it at an endpoint of theirs
+    and read the secrets back from what it receives."""
+    moved = destination_changes(before, after)
+    missing = secrets_not_resent(after, patch) if moved else []
+    if missing:
+        raise ApiError(
+            422,
+            f"{', '.join(moved)} changed: send the hook's secrets again with the change ({', '.join(missing)})",
+            missing[0],
+        )
 
 
 async def own_hook(request: Request) -> tuple[HookRegistry, int, Hook]:
@@ -83,6 +99,7 @@ async def patch_hook(request: Request) -> Response:
     if not isinstance(patch, dict):
         raise ApiError(422, "a patch must be a JSON object (JSON Merge Patch, RFC 7386)")
     spec = _validated(request, merge_patch(hook.spec.to_builtins(public=False), patch))
+    _secrets_follow(hook.spec, spec, patch)
     updated = await hooks.update_hook(account_id, hook.id, spec)
     if updated is None:
         raise ApiError(404, "no such hook")
@@ -102,12 +119,14 @@ async def clone_hook(request: Request) -> Response:
     settings = hook.spec.to_builtins(public=False)
     settings["name"] = f"{hook.spec.name} (copy)"[:200]
     body = await request.body()
+    overrides: Any = {}
     if body.strip():
-        patch = await read_json(request)
-        if not isinstance(patch, dict):
+        overrides = await read_json(request)
+        if not isinstance(overrides, dict):
             raise ApiError(422, "clone overrides must be a JSON object")
-        settings = merge_patch(settings, patch)
+        settings = merge_patch(settings, overrides)
     spec = _validated(request, settings)
+    _secrets_follow(hook.spec, spec, overrides)
     clone = await hooks.create_hook(account_id, spec)
     await _changed(request)
     return json_response(HookView.of(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})

@@ -68,11 +68,14 @@ class Transport(Protocol):
 
 class SecretSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Settings with write-only secrets: ``SECRET_FIELDS`` (dotted paths) are never shown by the API nor logged.
+    ``DESTINATION_FIELDS`` name the settings that say where it connects: a change to one must bring every secret
+    along again (the hooks API refuses it otherwise), so a secret never follows a hook to a destination unasked.
 
     It declares no field, so a settings class may have one base with fields (a broker's connection settings) and
     another that adds behaviour only (:class:`TransportSettings`): msgspec allows a single base with fields."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ()
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def check(self) -> None:
         """Validation beyond types; raise ``ValidationError`` naming the field (relative to these settings)."""
@@ -107,6 +110,11 @@ class TransportSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True
         """Host names or addresses the transport will contact; checked against the net guard when a hook is
         saved (``ACTIONHOOKS_ALLOW_NETS``)."""
         return []
+
+    def field_of_host(self, host: str) -> str | None:
+        """The setting (relative to the transport) that names ``host`` of :meth:`hosts`, to blame in an error; None
+        when no single one does."""
+        return None
 
 
 class SourceSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True):

@@ -85,11 +85,27 @@ def check_auth(auth: Auth) -> None:
             raise ValidationError(f"{name} contains characters not allowed in an HTTP header", f"auth.{name}")
 
 
+def secret_values(auth: Auth) -> list[str]:
+    """The auth's secrets as they go out — the settings' values and the ``Authorization`` credentials made of
+    them — for the transport to keep out of what it records (an echoing endpoint would show them)."""
+    if isinstance(auth, BasicAuth):
+        return [auth.password, _basic_credentials(auth.username, auth.password)]
+    if isinstance(auth, BearerAuth):
+        return [auth.token]
+    if isinstance(auth, OAuth2Auth):
+        secret = quote_plus(auth.client_secret, safe="")
+        return [auth.client_secret, secret, _basic_credentials(quote_plus(auth.client_id, safe=""), secret)]
+    return []
+
+
+def _basic_credentials(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
 def static_authorization(auth: Auth) -> str | None:
     """The fixed ``Authorization`` value of ``basic`` and ``bearer``; None for the others."""
     if isinstance(auth, BasicAuth):
-        pair = f"{auth.username}:{auth.password}".encode()
-        return "Basic " + base64.b64encode(pair).decode("ascii")
+        return "Basic " + _basic_credentials(auth.username, auth.password)
     if isinstance(auth, BearerAuth):
         return f"Bearer {auth.token}"
     return None
@@ -131,8 +147,8 @@ class TokenSource:
         self._token: str | None = None
         self._valid_until = 0.0
         self._lock = asyncio.Lock()
-        client = f"{quote_plus(auth.client_id, safe='')}:{quote_plus(auth.client_secret, safe='')}"
-        self._client_authorization = "Basic " + base64.b64encode(client.encode()).decode("ascii")
+        client = (quote_plus(auth.client_id, safe=""), quote_plus(auth.client_secret, safe=""))
+        self._client_authorization = "Basic " + _basic_credentials(*client)
 
     async def token(self, session: aiohttp.ClientSession, stale: str | None = None) -> str:
         """A valid access token; ``stale`` is one the hook refused, so a new one is fetched unless another
@@ -161,7 +177,7 @@ class TokenSource:
         ) as resp:
             body = await read_capped(resp, 65536)
             status = resp.status
-        excerpt = body[:500].decode("utf-8", "replace")
+        excerpt = body.decode("utf-8", "replace")  # whole: the transport cuts it once secrets are out
         if status != 200:
             try:
                 error = _decode_token_error(body).error

@@ -25,6 +25,7 @@ class ConnectionSettings(SecretSettings, kw_only=True):
     """``bootstrap_servers``: ``host:port`` strings (a list, or one comma-separated string)."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("sasl_password",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "security_protocol")
 
     bootstrap_servers: Annotated[list[str] | str, msgspec.Meta(description="host:port[,host:port…]")]
     security_protocol: SecurityProtocol = "PLAINTEXT"

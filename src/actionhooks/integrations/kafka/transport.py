@@ -5,7 +5,8 @@ profile's events stay in order within one partition), headers ``event_id``, ``ev
 The producer is idempotent with ``acks=all`` (``idempotent: false`` for brokers older than Kafka 0.11) and uses the
 ``murmur2_random`` partitioner, so a key lands on the partition the Java client would choose.
 
-``send`` produces the whole batch at once and then waits, in a worker thread (librdkafka's poll is blocking), for
+``send`` produces the whole batch at once and then waits, in the hook's own thread (librdkafka's poll is blocking;
+never the loop's shared default executor, where one unresponsive broker would hold threads other hooks need), for
 every record's delivery report: the reports decide the outcome. Failures → the producer is discarded (queued records
 purged) and the next ``send`` makes a new one. All brokers down, timeouts and other retriable errors → retryable;
 failed authentication or authorization, a topic that does not exist (and is not auto-created) or a record too large
@@ -17,8 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
 
 from ...errors import DeliveryError, ValidationError
 from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportContext, TransportSettings
@@ -29,6 +33,7 @@ _log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})")
 
+_T = TypeVar("_T")
 KeyChoice = Literal["profile_id", "list_id", "event_type", "event_id", "none"]
 
 
@@ -55,6 +60,9 @@ class Settings(ConnectionSettings, TransportSettings, tag="kafka", kw_only=True)
 
     def hosts(self) -> list[str]:
         return [_host_port(s)[0] for s in self.servers]
+
+    def field_of_host(self, host: str) -> str | None:
+        return "bootstrap_servers"
 
 
 def _host_port(server: str) -> tuple[str, int]:
@@ -83,6 +91,10 @@ class KafkaTransport:
         self._client_error: Any = None  # the last error librdkafka reported outside a delivery report
         self._client_log = _ClientLog()
         self._lock = asyncio.Lock()
+        self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
+        self._closing = (
+            threading.Event()
+        )  # ends a wait for delivery reports that a cancelled send left behind
 
     async def send(self, batch: Batch) -> Receipt:
         """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""
@@ -90,14 +102,27 @@ class KafkaTransport:
             if self._producer is None:
                 for host, port in (_host_port(s) for s in self.settings.servers):
                     await self._guard.check_host(host, port, "Kafka")
-            await asyncio.to_thread(self._send_blocking, batch)
+            await self._blocking(self._send_blocking, batch)
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
 
     async def close(self) -> None:
+        self._closing.set()
         async with self._lock:
-            producer, self._producer = self._producer, None
-            if producer is not None:
-                await asyncio.to_thread(producer.flush, 5)
+            if self._thread is not None:  # after what a cancelled send left running there
+                await self._blocking(self._close_blocking)
+                self._thread.shutdown(wait=False)
+                self._thread = None
+
+    def _close_blocking(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(5)
+
+    async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
+        """``call(*args)`` in this transport's one thread (calls are serialized by ``_lock`` anyway)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-hook")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
     def _send_blocking(self, batch: Batch) -> None:
         from confluent_kafka import KafkaException
@@ -133,6 +158,8 @@ class KafkaTransport:
             while pending and not failures and _rank(self._client_error) < 2:
                 if time.monotonic() > deadline:
                     raise DeliveryError("Kafka did not acknowledge the records in time")
+                if self._closing.is_set():
+                    raise DeliveryError("the transport closed before Kafka acknowledged the records")
                 producer.poll(0.05)
             grace = time.monotonic() + 0.5  # "all brokers down" may precede the reason (a refused login)
             while pending and _rank(self._client_error) == 2 and time.monotonic() < grace:

@@ -33,6 +33,7 @@ class ConnectionSettings(SecretSettings, kw_only=True):
     """``servers``: URLs (a list, or one comma-separated string); ``credentials``: how to log in, if at all."""
 
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("credentials",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("servers",)
 
     servers: Annotated[list[str] | str, msgspec.Meta(description="nats://host:port or tls://host:port[,…]")]
     credentials: Credentials | None = None

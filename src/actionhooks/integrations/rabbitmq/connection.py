@@ -24,6 +24,7 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 class ConnectionSettings(SecretSettings, kw_only=True):
     SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("password",)
+    DESTINATION_FIELDS: ClassVar[tuple[str, ...]] = ("host", "port", "tls")
 
     host: Annotated[Name, msgspec.Meta(description="broker host name or address")]
     port: Annotated[int, msgspec.Meta(ge=1, le=65535, description="5672, or 5671 with --tls")] | None = None

@@ -63,4 +63,5 @@ class ConnectionSettings(SecretSettings, kw_only=True):
             tls=self.tls,
             name=name,
             confirms=confirms,
+            connect_timeout=CONNECT_TIMEOUT_S,
         )

@@ -21,7 +21,6 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.exceptions import ChannelWrongStateError
 
 from ..base import outcome_seen
-from .connection import CONNECT_TIMEOUT_S
 
 HEARTBEAT_S = 60
 PERSISTENT = 2  # AMQP delivery mode
@@ -95,6 +94,7 @@ class Link:
         tls: bool = False,
         name: str,
         confirms: bool = False,
+        connect_timeout: float,
     ) -> Link:
         """Connect and open a channel (in publisher-confirm mode with ``confirms``); raises pika's exceptions."""
         link = cls()
@@ -106,8 +106,8 @@ class Link:
             credentials=pika.PlainCredentials(user, password, erase_on_connect=True),
             ssl_options=pika.SSLOptions(ssl.create_default_context(), host) if tls else None,
             connection_attempts=1,
-            socket_timeout=CONNECT_TIMEOUT_S,
-            stack_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=connect_timeout,
+            stack_timeout=connect_timeout,
             heartbeat=HEARTBEAT_S,
             client_properties={"connection_name": name, "product": "actionhooks"},
         )

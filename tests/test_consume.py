@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from actionhooks.api.auth import hash_key, new_api_key
 from actionhooks.config import IngestLimits, Settings
-from actionhooks.consume.base import Ingester, Source, Stats, run
+from actionhooks.consume.base import Ingester, Stats, run
 from actionhooks.devtools import procs
 from actionhooks.errors import ConfigError
 from actionhooks.integrations.kafka.consumer import ConsumerSettings as KafkaSettings
@@ -40,6 +40,7 @@ from actionhooks.integrations.nats.consumer import ConsumerSettings as NatsSetti
 from actionhooks.integrations.nats.consumer import NatsSource
 from actionhooks.integrations.rabbitmq.consumer import ConsumerSettings as RabbitMQSettings
 from actionhooks.integrations.rabbitmq.consumer import RabbitMQSource
+from actionhooks.integrations.source import Source
 from actionhooks.service import build
 from actionhooks.store import Store
 from tests import brokers

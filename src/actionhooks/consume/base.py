@@ -24,78 +24,31 @@ otherwise a JSON array of the failed items in message order. Headers (``dead_let
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 import msgspec
 
 from ..config import IngestLimits
 from ..errors import StoreUnavailable
 from ..events import NewEvent, parse_events, split_body
+from ..integrations.source import Incoming, Problem, Rejection, Source, dead_letter_headers
 from ..store import Store, open_store
 
 log = logging.getLogger("actionhooks.consume")
 
-IDLE_S = 1.0  # longest a fetch waits for a first message (so a stop request is seen within about a second)
 STATS_EVERY_S = 10.0
-ERRORS_HEADER_MAX = (
-    16_000  # bytes of the JSON error list in a dead letter's header (the count is always there)
-)
 NDJSON = "application/x-ndjson"
-
-
-class Incoming(NamedTuple):
-    """One broker message: its body, its content type ("" when it has none) and the broker's own handle."""
-
-    body: bytes
-    content_type: str
-    handle: Any
-
-
-class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """What is wrong: ``index`` is the item's position in the message (absent for whole-message problems)."""
-
-    error: str
-    index: int | None = None
-    field: str | None = None
-
-
-class Rejection(NamedTuple):
-    """A message's failed part: ``body`` is what goes to dead letters, ``stored`` how many of its items were
-    valid (and appended)."""
-
-    message: Incoming
-    body: bytes
-    problems: list[Problem]
-    stored: int
 
 
 class Checked(NamedTuple):
     events: list[NewEvent]
     chosen_ids: set[str]
     rejections: list[Rejection]
-
-
-def dead_letter_headers(rejection: Rejection, source: str) -> dict[str, str]:
-    """Headers of a dead letter (ASCII): ``actionhooks-errors`` the JSON list of problems (``index``, ``error``,
-    ``field``; cut to about 16 KB), ``actionhooks-error-count``, ``actionhooks-stored-items`` (valid items of the
-    message that were appended), ``actionhooks-source`` (queue, topic or subject it came from)."""
-    problems = [msgspec.to_builtins(p) for p in rejection.problems]
-    text = json.dumps(problems, separators=(",", ":"))
-    while len(text) > ERRORS_HEADER_MAX and len(problems) > 1:
-        problems = problems[: len(problems) // 2]
-        text = json.dumps(problems, separators=(",", ":"))
-    return {
-        "actionhooks-errors": text,
-        "actionhooks-error-count": str(len(rejection.problems)),
-        "actionhooks-stored-items": str(rejection.stored),
-        "actionhooks-source": source,
-    }
 
 
 def _content_type(body: bytes, declared: str) -> str:
@@ -168,28 +121,6 @@ class Ingester:
                 await asyncio.sleep(exc.retry_after)
         stored = sum(flags)
         return stored, len(flags) - stored
-
-
-class Source(Protocol):
-    """A broker's side of a consumer run (``integrations/<broker>/consumer.py``)."""
-
-    name: str  # where messages come from, for logs and the ``actionhooks-source`` header
-    dead_letters: bool  # a dead-letter destination is configured
-
-    async def open(self) -> None: ...
-    async def fetch(self) -> list[Incoming]:
-        """The next batch (as many messages as are there, up to the batch size); [] after about ``IDLE_S``."""
-        ...
-
-    async def dead_letter(self, rejections: Sequence[Rejection]) -> None:
-        """Publish the rejections and return once the broker confirmed all; raise ``ConsumeError`` else."""
-        ...
-
-    async def ack(self, messages: Sequence[Incoming]) -> None:
-        """Acknowledge the batch (every message fetched since the last ack)."""
-        ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass

@@ -36,8 +36,9 @@ from ..backoff import Backoff
 from ..config import IngestLimits
 from ..errors import ConfigError
 from ..integrations.base import SourceSettings
+from ..integrations.source import Source
 from ..store import Store
-from .base import Ingester, Source, run
+from .base import Ingester, run
 
 log = logging.getLogger("actionhooks.consume")
 

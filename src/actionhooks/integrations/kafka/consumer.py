@@ -18,9 +18,9 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
 from ...errors import ConfigError, ConsumeError
 from ..base import SourceSettings
+from ..source import IDLE_S, Incoming, Rejection, dead_letter_headers
 from .connection import ConnectionSettings
 
 DELIVERY_TIMEOUT_S = 30.0

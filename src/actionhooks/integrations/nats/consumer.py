@@ -19,9 +19,9 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
 from ...errors import ConfigError, ConsumeError
 from ..base import SourceSettings
+from ..source import IDLE_S, Incoming, Rejection, dead_letter_headers
 from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
 
 PUBLISH_TIMEOUT_S = 30.0

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
 
-from ...consume.base import IDLE_S, Incoming, Rejection, dead_letter_headers
 from ...errors import ConfigError, ConsumeError
 from ..base import SourceSettings
+from ..source import IDLE_S, Incoming, Rejection, dead_letter_headers
 from .connection import ConnectionSettings, Name
 
 if TYPE_CHECKING:

@@ -3,8 +3,11 @@
 Loopback, private (RFC 1918, unique-local), link-local (cloud metadata lives at 169.254.169.254), shared,
 multicast, reserved and unspecified addresses are refused, so a hook cannot be pointed at the service's own
 network. ``ACTIONHOOKS_ALLOW_NETS`` (comma-separated CIDRs) opens chosen ranges, e.g. ``127.0.0.0/8`` for tests.
-Checks apply to the addresses a name resolves to, right before connecting, so DNS tricks do not bypass them
-(``integrations.http.resolver`` applies them to aiohttp's connections; brokers call :meth:`NetGuard.check_host`).
+Checks apply to the addresses a name resolves to, right before connecting, and the connection goes to an address
+that was checked — never to the name, which a second resolution could lead elsewhere (DNS rebinding):
+``integrations.http.resolver`` applies them to aiohttp's connections; the broker transports connect to what
+:meth:`NetGuard.addresses` returned. Names are resolved by the guard's ``resolver`` (the system's by default; tests
+give their own).
 """
 
 from __future__ import annotations
@@ -12,13 +15,21 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .errors import ConfigError, DeliveryError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""``resolver(host, port)``: the addresses ``host`` resolves to (raises ``OSError`` when it does not)."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses the system's resolver gives for ``host`` (TCP), each once, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def parse_nets(text: str) -> tuple[IPNetwork, ...]:
@@ -34,9 +45,18 @@ def parse_nets(text: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 class NetGuard:
-    def __init__(self, allow: Iterable[IPNetwork] = ()) -> None:
+    def __init__(self, allow: Iterable[IPNetwork] = (), *, resolver: Resolver = system_resolver) -> None:
         self.allow = tuple(allow)
+        self.resolver = resolver
 
     def refusal(self, address: str) -> str | None:
         """Why ``address`` may not be contacted, or None when it may."""
@@ -63,18 +83,31 @@ class NetGuard:
             return None
         return self.refusal(host)
 
-    async def check_host(self, host: str, port: int, what: str) -> None:
-        """Refuse ``host`` (a broker) when any address its name resolves to is refused; ``what`` names the kind
-        of destination in the error. Raises ``DeliveryError``: permanent when refused, retryable when the name
-        does not resolve."""
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise DeliveryError(f"cannot resolve {what} host {host!r}: {exc}") from exc
-        for info in infos:
-            refusal = self.refusal(str(info[4][0]))
+    async def addresses(self, host: str, port: int, what: str) -> list[str]:
+        """The addresses to connect to for ``host`` (a broker): an IP literal as it is, a name resolved once — every
+        address checked. Connect to these, never to the name again (a second resolution may answer otherwise).
+        ``what`` names the kind of destination in the error. Raises ``DeliveryError``: permanent when any address
+        is refused, retryable when the name does not resolve."""
+        literal = host.strip("[]")
+        if _is_ip(literal):
+            found = [literal]
+        else:
+            try:
+                found = await self.resolver(host, port)
+            except OSError as exc:
+                raise DeliveryError(f"cannot resolve {what} host {host!r}: {exc}") from exc
+            if not found:
+                raise DeliveryError(f"cannot resolve {what} host {host!r}: no address")
+        for address in found:
+            refusal = self.refusal(address)
             if refusal:
                 raise DeliveryError(f"{what} host {host!r} refused: {refusal}", permanent=True)
+        return found
+
+    async def check_host(self, host: str, port: int, what: str) -> None:
+        """Refuse ``host`` when any address its name resolves to is refused (see :meth:`addresses`, which gives
+        the addresses to connect to)."""
+        await self.addresses(host, port, what)
 
     def addresses_ok(self, infos: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
         kept = [i for i in infos if self.refusal(str(i["host"])) is None]
@@ -84,4 +117,4 @@ class NetGuard:
         return [], reason
 
 
-__all__ = ["NetGuard", "parse_nets"]
+__all__ = ["NetGuard", "Resolver", "parse_nets", "system_resolver"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from typing import Any
@@ -188,7 +189,8 @@ async def test_a_hook_without_sasl_against_a_broker_that_requires_it_says_the_br
         reason = info.value.reason
         assert not info.value.permanent, reason
         assert "all brokers are down or unreachable (last: " in reason
-        assert "Disconnected: connection closed by peer" in reason
+        # closed or reset, as the broker's timing has it (a reset since the metadata comes first: issue 9 §4)
+        assert re.search(r"Disconnected: connection (closed|reset) by peer", reason), reason
     finally:
         await transport.close()
 

@@ -17,6 +17,14 @@ from ...errors import ValidationError
 from ..base import SecretSettings
 
 CONNECT_TIMEOUT_S = 5.0
+DEFAULT_PORT = 4222
+
+
+def pinned_url(url: str, address: str, port: int) -> str:
+    """``url`` with its host replaced by ``address`` (an IP, resolved and checked beforehand): the client connects
+    there without resolving the name again."""
+    host = f"[{address}]" if ":" in address else address
+    return f"{urlsplit(url).scheme}://{host}:{port}"
 
 
 class Credentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +68,14 @@ class ConnectionSettings(SecretSettings, kw_only=True):
 
     def hosts(self) -> list[str]:
         return [urlsplit(u).hostname or "" for u in self.server_urls]
+
+    def endpoints(self) -> list[tuple[str, str, int]]:
+        """``(url, host, port)`` of each server (port 4222 when the URL has none)."""
+        out = []
+        for url in self.server_urls:
+            parts = urlsplit(url)
+            out.append((url, parts.hostname or "", parts.port or DEFAULT_PORT))
+        return out
 
     def login_options(self) -> dict[str, Any]:
         """The credentials as ``nats.connect`` options (raises ``ModuleNotFoundError`` for ``creds`` without

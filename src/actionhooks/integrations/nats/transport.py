@@ -33,7 +33,7 @@ from ..base import (
     TransportSettings,
     outcome_seen,
 )
-from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
+from .connection import CONNECT_TIMEOUT_S, ConnectionSettings, pinned_url
 
 ACK_TIMEOUT_S = 30.0
 NO_LIST_TOKEN = "0"
@@ -142,31 +142,51 @@ class NatsTransport:
         await self._drop()
         from nats.aio.client import Client as NATS
 
-        for url in self.settings.server_urls:
-            parts = urlsplit(url)
-            await self._guard.check_host(parts.hostname or "", parts.port or 4222, "NATS")
+        # Each server's name is resolved once, by the guard, and the client is given the checked address (the
+        # certificate of a tls:// server is still checked against the name): a name that answers otherwise the
+        # second time (DNS rebinding) cannot lead elsewhere. Servers the cluster announces (INFO connect_urls) are
+        # never used: there is no reconnection.
+        targets = []
+        for url, host, port in self.settings.endpoints():
+            for address in await self._guard.addresses(host, port, "NATS"):
+                targets.append((pinned_url(url, address, port), host))
         options = self.settings.login_options()
-        self._nc = NATS()  # kept before connecting, so that ``_drop`` closes a half-open client too
-        self._lost = lost = asyncio.Event()
-
-        async def on_lost() -> None:
-            lost.set()
 
         # No background reconnection: a failed send drops the client and the next send connects again. One
-        # attempt per server (max_reconnect_attempts=0 would make nats-py retry a refused server forever).
-        async with asyncio.timeout(CONNECT_TIMEOUT_S * (len(self.settings.server_urls) + 1)):
-            await self._nc.connect(
-                servers=self.settings.server_urls,
-                name="actionhooks",
-                connect_timeout=CONNECT_TIMEOUT_S,
-                allow_reconnect=False,
-                max_reconnect_attempts=1,
-                reconnect_time_wait=0.1,
-                error_cb=self._on_error,
-                disconnected_cb=on_lost,
-                closed_cb=on_lost,
-                **options,
-            )
+        # attempt per address, in order (max_reconnect_attempts=0 would make nats-py retry a refused server
+        # forever).
+        failure: BaseException | None = None
+        for target, host in targets:
+            self._nc = NATS()  # kept before connecting, so that ``_drop`` closes a half-open client too
+            self._lost = lost = asyncio.Event()  # this client's: a failed attempt's closing does not count
+
+            async def on_lost(lost: asyncio.Event = lost) -> None:
+                lost.set()
+
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S * 2):
+                    await self._nc.connect(
+                        servers=[target],
+                        name="actionhooks",
+                        connect_timeout=CONNECT_TIMEOUT_S,
+                        allow_reconnect=False,
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0.1,
+                        tls_hostname=host,
+                        error_cb=self._on_error,
+                        disconnected_cb=on_lost,
+                        closed_cb=on_lost,
+                        **options,
+                    )
+                break
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                failure = exc
+                await self._drop()
+        else:
+            assert failure is not None
+            raise failure
         self._js = self._nc.jetstream()
         return self._js
 
@@ -209,6 +229,13 @@ class NatsTransport:
                 f"{where}: server unreachable or connection lost ({type(exc).__name__}: {exc})"
             )
         return DeliveryError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed connect means "no server there" (the next address is worth a try), not a refusal."""
+    from nats import errors
+
+    return isinstance(exc, errors.NoServersError | OSError | TimeoutError)
 
 
 def open(settings: TransportSettings, context: TransportContext) -> NatsTransport:

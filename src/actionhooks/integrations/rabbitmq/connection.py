@@ -7,6 +7,7 @@ consumer (``consumer.py``) share, and the one place that opens a :class:`~.link.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, ClassVar
 
 import msgspec
@@ -49,19 +50,36 @@ class ConnectionSettings(SecretSettings, kw_only=True):
         """``host:port vhost '…'``, for messages."""
         return f"{self.host}:{self.effective_port} vhost {self.vhost!r}"
 
-    async def connect(self, *, name: str, confirms: bool = False) -> Link:
+    async def connect(self, *, name: str, confirms: bool = False, addresses: Sequence[str] = ()) -> Link:
         """A link to the broker (a channel in publisher-confirm mode with ``confirms``); raises pika's
-        exceptions."""
+        exceptions.
+
+        ``addresses``: the addresses ``host`` was resolved to and checked (``NetGuard.addresses``); they are tried
+        in order (the next one only when a TCP connection could not be made) and ``host`` is not resolved again,
+        so a name that answers otherwise the second time (DNS rebinding) cannot lead elsewhere. With ``tls`` the
+        certificate is still checked against ``host``. None: pika resolves ``host`` itself."""
+        from pika.adapters.utils.connection_workflow import AMQPConnectorSocketConnectError
+
         from .link import Link
 
-        return await Link.open(
-            self.host,
-            self.effective_port,
-            self.user,
-            self.password,
-            self.vhost,
-            tls=self.tls,
-            name=name,
-            confirms=confirms,
-            connect_timeout=CONNECT_TIMEOUT_S,
-        )
+        targets = list(addresses) or [self.host]
+        for n, target in enumerate(targets, 1):
+            try:
+                return await Link.open(
+                    target,
+                    self.effective_port,
+                    self.user,
+                    self.password,
+                    self.vhost,
+                    tls=self.tls,
+                    tls_hostname=self.host,
+                    name=name,
+                    confirms=confirms,
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                )
+            except Exception as exc:
+                wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+                attempts = getattr(wrapped, "exceptions", None) or [wrapped]
+                if n == len(targets) or not isinstance(attempts[-1], AMQPConnectorSocketConnectError):
+                    raise
+        raise AssertionError("unreachable")

@@ -92,11 +92,14 @@ class Link:
         vhost: str,
         *,
         tls: bool = False,
+        tls_hostname: str | None = None,
         name: str,
         confirms: bool = False,
         connect_timeout: float,
     ) -> Link:
-        """Connect and open a channel (in publisher-confirm mode with ``confirms``); raises pika's exceptions."""
+        """Connect to ``host`` (a name or an address) and open a channel (in publisher-confirm mode with
+        ``confirms``); with ``tls``, the certificate is checked against ``tls_hostname`` (``host`` by default), the
+        name given for an address that was resolved beforehand. Raises pika's exceptions."""
         link = cls()
         loop = asyncio.get_running_loop()
         parameters = pika.ConnectionParameters(
@@ -104,7 +107,9 @@ class Link:
             port=port,
             virtual_host=vhost,
             credentials=pika.PlainCredentials(user, password, erase_on_connect=True),
-            ssl_options=pika.SSLOptions(ssl.create_default_context(), host) if tls else None,
+            ssl_options=(
+                pika.SSLOptions(ssl.create_default_context(), tls_hostname or host) if tls else None
+            ),
             connection_attempts=1,
             socket_timeout=connect_timeout,
             stack_timeout=connect_timeout,

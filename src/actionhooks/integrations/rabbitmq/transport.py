@@ -134,8 +134,8 @@ class RabbitMQTransport:
             return self._link
         await self._drop()
         s = self.settings
-        await self._guard.check_host(s.host, s.effective_port, "RabbitMQ")
-        self._link = link = await s.connect(name="actionhooks", confirms=True)
+        addresses = await self._guard.addresses(s.host, s.effective_port, "RabbitMQ")
+        self._link = link = await s.connect(name="actionhooks", confirms=True, addresses=addresses)
         if isinstance(s, QueueSettings):
             await link.ensure_queue(s.queue, s.queue_type)
         else:

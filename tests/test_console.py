@@ -105,7 +105,9 @@ async def test_a_change_without_the_csrf_token_is_refused(service: Service) -> N
             async with http.post(f"/console/hooks/{hook['id']}/state", data=sent) as answer:
                 assert answer.status == 403
         assert (await service.hooks.get_hook(owner.account_id, hook["id"])).spec.active  # type: ignore[union-attr]
-        async with http.post(f"/console/hooks/{hook['id']}/state", data={"csrf": csrf, "active": "0"}) as answer:
+        async with http.post(
+            f"/console/hooks/{hook['id']}/state", data={"csrf": csrf, "active": "0"}
+        ) as answer:
             assert answer.status == 200
         assert not (await service.hooks.get_hook(owner.account_id, hook["id"])).spec.active  # type: ignore[union-attr]
         async with http.post("/console/sign-in", data={"key": owner.key}) as answer:
@@ -166,7 +168,11 @@ async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
         "POST",
         "/v1/hooks",
         owner,
-        {"name": "mine", "event_types": ["send"], "transport": {"type": "http", "url": "http://127.0.0.1:9/"}},
+        {
+            "name": "mine",
+            "event_types": ["send"],
+            "transport": {"type": "http", "url": "http://127.0.0.1:9/"},
+        },
     )
     assert status == 201
     http, csrf = await _browser(service, outsider)
@@ -180,7 +186,9 @@ async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
             ("POST", "/state"),
             ("POST", "/test"),
         ):
-            async with http.request(method, f"/console/hooks/{hook['id']}{path}", data={"csrf": csrf}) as answer:
+            async with http.request(
+                method, f"/console/hooks/{hook['id']}{path}", data={"csrf": csrf}
+            ) as answer:
                 assert answer.status == 404, (method, path)
                 assert "mine" not in await answer.text()
     assert await service.hooks.get_hook(owner.account_id, hook["id"]) is not None

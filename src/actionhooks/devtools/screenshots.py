@@ -88,7 +88,11 @@ def _populate(service: ServiceThread, key: str) -> tuple[int, int]:
             "name": "Analytics stream",
             "active": False,
             "event_types": ["deliv", "open", "click"],
-            "transport": {"type": "kafka", "bootstrap_servers": "127.0.0.1:9092", "topic": "marketing-events"},
+            "transport": {
+                "type": "kafka",
+                "bootstrap_servers": "127.0.0.1:9092",
+                "topic": "marketing-events",
+            },
         },
     )
     rng = random.Random(7)

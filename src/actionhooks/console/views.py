@@ -30,6 +30,7 @@ from ..catalog.samples import sample
 from ..catalog.schemas import event_schema
 from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec
+from ..integrations import transport_types
 from ..registry import Hook, HookRegistry
 from ..store import Store
 from . import form as forms
@@ -62,7 +63,28 @@ def _kind(settings: msgspec.Struct) -> str:
     return str(type(settings).__struct_config__.tag)
 
 
+def _row_labels(t: i18n.Translate) -> dict[str, str]:
+    """The strings of a row of the hooks page (looked up once per page, not per row)."""
+    labels = {
+        name: t(key)
+        for name, key in (
+            ("stop", "action.stop"),
+            ("resume", "action.resume"),
+            ("active", "state.active"),
+            ("stopped", "state.stopped"),
+            ("all", "database.all"),
+            ("none", "none"),
+            ("edit", "action.edit"),
+            ("clone", "action.clone"),
+            ("delete", "action.delete"),
+        )
+    }
+    labels.update((kind, t(f"transport.{kind}")) for kind in transport_types())
+    return labels
+
+
 _env.filters["when"] = _when
+_env.globals["row_labels"] = _row_labels
 _env.filters["kind"] = _kind
 
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest services bench clean
+.PHONY: demo test lint types pytest services bench screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ services:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Every console page in English and Russian, as PNGs under docs/console/ (Debian's chromium; see scripts/services).
+screenshots: $(STAMP) services
+	$(BIN)/python -m actionhooks.devtools.screenshots docs/console
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

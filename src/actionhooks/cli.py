@@ -121,11 +121,15 @@ def demo(
     duration: Annotated[float, typer.Option(help="seconds of traffic")] = 20.0,
     rate: Annotated[int, typer.Option(help="events per second to aim for")] = 5000,
     db: DbOption = None,
+    exit_after_traffic: Annotated[
+        bool, typer.Option(help="exit after the summary instead of serving the console until Ctrl-C")
+    ] = False,
 ) -> None:
-    """Start the service on SQLite, a local receiver and a hook, play traffic of all 80 event types, show counts."""
+    """Start the service on SQLite, a local receiver and a hook, play traffic of all 80 event types, show counts;
+    then serve the console (its address and a key to sign in with are printed) until Ctrl-C."""
     from .devtools.demo import run_demo
 
-    asyncio.run(run_demo(duration=duration, rate=rate, db=db))
+    asyncio.run(run_demo(duration=duration, rate=rate, db=db, serve_after=not exit_after_traffic))
 
 
 AccountOption = Annotated[

@@ -2,7 +2,8 @@
 
 :func:`build` wires one process: the store (opened here unless one is given) and the hooks over it (settings sealed at rest), the transports' context with the
 net guard, the dispatcher (unless ``dispatch=False``: an API-only process beside one that dispatches), the broker
-consumers of ``settings.consume_file``, and the ASGI app over them (``api.create_app``). The app's lifespan opens
+consumers of ``settings.consume_file``, and the ASGI app over them (``api.create_app``, with the console's pages
+at ``/console/``: ``console.mount``). The app's lifespan opens
 and closes them in order: store, dispatcher, consumers up; consumers, dispatcher, store down.
 
 :func:`serve` runs it under uvicorn (``actionhooks serve``); :func:`serving` runs an app in the current event loop
@@ -20,6 +21,7 @@ from starlette.applications import Starlette
 
 from .api import create_app
 from .config import Settings
+from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
 from .dispatch.dispatcher import Dispatcher
 from .integrations import TransportContext
@@ -57,7 +59,9 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
             if own_store:
                 await the_store.close()
 
-    return create_app(settings, the_store, registry, context, lifespan=lifespan)
+    app = create_app(settings, the_store, registry, context, lifespan=lifespan)
+    app.router.routes.append(console_mount())  # the console's HTML pages at /console/ (not API operations)
+    return app
 
 
 def serve(

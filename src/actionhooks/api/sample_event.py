@@ -19,7 +19,8 @@ from ..dispatch.enrich import Enricher
 from ..errors import ApiError, DeliveryError, field_error
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
-from ..integrations import Batch, open_transport
+from ..integrations import Batch, TransportContext, open_transport
+from ..registry import Hook
 from .hooks import own_hook
 from .responses import json_response, read_json
 from .schema import TestOptions, TestOutcome
@@ -35,7 +36,16 @@ async def send_test_event(request: Request) -> Response:
         raise ApiError(
             422, f'{wrong.message}; the body is e.g. {{"event_type": "deliv"}}', wrong.field
         ) from None
-    code = options.event_type or hook.spec.event_types[0]
+    outcome = await deliver_sample(hook, account_id, options.event_type, request.app.state.context)
+    return json_response(outcome)
+
+
+async def deliver_sample(
+    hook: Hook, account_id: int, event_type: str | None, context: TransportContext
+) -> TestOutcome:
+    """Send the sample of ``event_type`` (default: the hook's first type) through ``hook``'s transport once; the
+    outcome says what was sent and what the destination answered. ``ApiError`` 422 when the hook lacks the type."""
+    code = event_type or hook.spec.event_types[0]
     if code not in hook.spec.event_types:
         raise ApiError(422, f"event_type {code!r} is not one of the hook's event types", "event_type")
     event = sample(code, list_ids=(hook.spec.list_id or 1,))
@@ -45,7 +55,7 @@ async def send_test_event(request: Request) -> Response:
     message = Enricher(hook.spec).message(
         LoggedEvent(0, parsed.id, parsed.event_type, parsed.list_id, parsed.profile_id, parsed.payload)
     )
-    transport = open_transport(hook.spec.transport, request.app.state.context)
+    transport = open_transport(hook.spec.transport, context)
     started = time.perf_counter()
     try:
         receipt = await transport.send(Batch(hook.id, f"{hook.id}-test-{parsed.id}", [message]))
@@ -57,14 +67,12 @@ async def send_test_event(request: Request) -> Response:
     finally:
         await transport.close()
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    return json_response(
-        TestOutcome(
-            delivered=delivered,
-            status=status,
-            response_excerpt=excerpt,
-            error=error,
-            permanent=permanent,
-            latency_ms=latency_ms,
-            event=msgspec.Raw(message.body),
-        )
+    return TestOutcome(
+        delivered=delivered,
+        status=status,
+        response_excerpt=excerpt,
+        error=error,
+        permanent=permanent,
+        latency_ms=latency_ms,
+        event=msgspec.Raw(message.body),
     )

@@ -6,6 +6,10 @@ that sends JSON batches to the receiver; then it posts realistic traffic (``devt
 for ``duration`` seconds at about ``rate`` events/s, showing live counts. When the traffic stops it waits until
 every acknowledged event has reached the receiver and prints a summary. Ctrl-C stops the traffic early and
 still shuts everything down cleanly and prints the summary.
+
+Then (``serve_after``, what ``actionhooks demo`` does unless ``--exit-after-traffic``) the service, its console
+and the receiver keep running: the demo prints the console's address and the API key to sign in with, and serves
+until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -267,15 +271,18 @@ class _CtrlC:
             self.task.cancel()
 
 
-async def run_demo(duration: float, rate: int, db: str | None, console: Console | None = None) -> DemoResult:
+async def run_demo(
+    duration: float, rate: int, db: str | None, console: Console | None = None, *, serve_after: bool = False
+) -> DemoResult:
     """Run the demo (see the module's docstring) and return its counts. The first Ctrl-C stops the traffic,
-    the next one the wait for deliveries; shutdown and summary happen either way."""
+    the next one the wait for deliveries; shutdown and summary happen either way. ``serve_after``: then keep
+    the service and its console up until Ctrl-C."""
     console = console or Console()
     loop, ctrl_c = asyncio.get_running_loop(), _CtrlC()
     with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not in the main thread
         loop.add_signal_handler(signal.SIGINT, ctrl_c)
     try:
-        return await _demo(duration, max(1, rate), db, console, ctrl_c)
+        return await _demo(duration, max(1, rate), db, console, ctrl_c, serve_after)
     except asyncio.CancelledError:  # Ctrl-C before the traffic: everything was shut down on the way out
         _uncancel()
         console.print("[yellow]Interrupted.[/]")
@@ -285,7 +292,9 @@ async def run_demo(duration: float, rate: int, db: str | None, console: Console 
             loop.remove_signal_handler(signal.SIGINT)
 
 
-async def _demo(duration: float, rate: int, db: str | None, console: Console, ctrl_c: _CtrlC) -> DemoResult:
+async def _demo(
+    duration: float, rate: int, db: str | None, console: Console, ctrl_c: _CtrlC, serve_after: bool
+) -> DemoResult:
     settings = Settings(db=db or DEFAULT_DB, allow_nets=parse_nets("127.0.0.0/8"))
     store = open_store(settings.db)
     await store.open()
@@ -327,10 +336,29 @@ async def _demo(duration: float, rate: int, db: str | None, console: Console, ct
                     run.phase, run.final = ("interrupted" if interrupted else "done"), True
                     live.update(run.view(), refresh=True)
                 attempts = await _attempts(http, hook_id, run.delivered)
+                _summary(console, run, attempts, hook_id, interrupted)
+                if serve_after:
+                    await _serve_console(console, url, key, ctrl_c)
                 # the receiver goes away with the demo: a later `serve` on this database must not call it
                 async with http.patch(f"/v1/hooks/{hook_id}", json={"active": False}):
                     pass
     finally:
         await store.close()
-    _summary(console, run, attempts, hook_id, interrupted)
     return run.result()
+
+
+async def _serve_console(console: Console, url: str, key: str, ctrl_c: _CtrlC) -> None:
+    """Keep serving (the console, the API, the hook and its receiver) until Ctrl-C."""
+    console.print(
+        f"\n[bold]The console:[/] {url}/console/  ·  sign in with the API key [bold]{key}[/]\n"
+        "Serving until Ctrl-C.",
+        soft_wrap=True,
+        highlight=False,
+    )
+    ctrl_c.armed = True
+    await _interruptible(_forever())
+    ctrl_c.armed = False
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()

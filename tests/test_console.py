@@ -1,0 +1,214 @@
+"""The console over plain HTTP: security headers, the session cookie, CSRF, write-only secrets, languages, and the
+strings catalogue (the browser walks through the pages in ``test_console_browser.py``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from actionhooks.console.i18n import STRINGS, choose
+from actionhooks.store import open_store
+
+from .support import Service, User, service_settings
+
+TEMPLATES = Path(__file__).parents[1] / "src" / "actionhooks" / "console" / "templates"
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[Service]:
+    db = f"sqlite:///{tmp_path}/console.db"
+    store = open_store(db)
+    await store.open()
+    running = Service(store, service_settings(db))
+    await running.start()
+    yield running
+    await running.stop()
+    await store.close()
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found[1]
+
+
+async def _browser(service: Service, user: User | None = None) -> tuple[aiohttp.ClientSession, str]:
+    """A cookie-keeping client, signed in as ``user`` when given; and its CSRF token."""
+    http = aiohttp.ClientSession(service.url, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with http.get("/console/sign-in") as answer:
+        csrf = _csrf(await answer.text())
+    if user is not None:
+        async with http.post("/console/sign-in", data={"csrf": csrf, "key": user.key}) as answer:
+            assert answer.status == 200 and answer.url.path == "/console/hooks"
+            csrf = _csrf(await answer.text())
+    return http, csrf
+
+
+async def test_pages_carry_the_security_headers_and_no_inline_script(service: Service) -> None:
+    owner = await service.user("owner")
+    http, _ = await _browser(service, owner)
+    async with http:
+        for path in ("/console/sign-in", "/console/hooks", "/console/hooks/new", "/console/catalog"):
+            async with http.get(path) as answer:
+                page = await answer.text()
+                assert answer.status == 200, path
+                policy = answer.headers["Content-Security-Policy"]
+                assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy
+                assert "frame-ancestors 'none'" in policy
+                assert answer.headers["X-Frame-Options"] == "DENY"
+                assert answer.headers["Cache-Control"] == "no-store"
+            assert not re.search(r"<script(?![^>]*\bsrc=)", page), path  # every script is a file
+            assert not re.search(r"\son[a-z]+=", page), path  # no inline event handlers
+            assert "<style" not in page and " style=" not in page, path
+        async with http.get("/console/static/htmx.min.js") as answer:
+            assert answer.status == 200 and "Zero-Clause BSD" in (await answer.text())[:1000]
+
+
+async def test_the_session_cookie_is_signed_httponly_strict_and_never_holds_the_key(service: Service) -> None:
+    owner = await service.user("owner")
+    async with aiohttp.ClientSession(service.url, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get("/console/sign-in") as answer:
+            csrf = _csrf(await answer.text())
+        async with http.post(
+            "/console/sign-in", data={"csrf": csrf, "key": owner.key}, allow_redirects=False
+        ) as answer:
+            assert answer.status == 303
+            cookie = answer.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+        assert owner.key not in cookie and owner.key[3:] not in cookie
+        # a tampered cookie is no session
+        value = cookie.split(";")[0].split("=", 1)[1]
+        http.cookie_jar.clear()
+        forged = value[:-2] + ("AA" if not value.endswith("AA") else "BB")
+        async with http.get(
+            "/console/hooks", headers={"Cookie": f"ah_console={forged}"}, allow_redirects=False
+        ) as answer:
+            assert answer.status == 303 and answer.headers["Location"] == "/console/sign-in"
+
+
+async def test_a_change_without_the_csrf_token_is_refused(service: Service) -> None:
+    owner = await service.user("owner")
+    status, hook, _ = await service.call(
+        "POST",
+        "/v1/hooks",
+        owner,
+        {"name": "h", "event_types": ["send"], "transport": {"type": "http", "url": "http://127.0.0.1:9/"}},
+    )
+    assert status == 201
+    http, csrf = await _browser(service, owner)
+    async with http:
+        for sent in ({}, {"csrf": "wrong", "active": "0"}):
+            async with http.post(f"/console/hooks/{hook['id']}/state", data=sent) as answer:
+                assert answer.status == 403
+        assert (await service.hooks.get_hook(owner.account_id, hook["id"])).spec.active  # type: ignore[union-attr]
+        async with http.post(
+            f"/console/hooks/{hook['id']}/state", data={"csrf": csrf, "active": "0"}
+        ) as answer:
+            assert answer.status == 200
+        assert not (await service.hooks.get_hook(owner.account_id, hook["id"])).spec.active  # type: ignore[union-attr]
+        async with http.post("/console/sign-in", data={"key": owner.key}) as answer:
+            assert answer.status == 403  # sign-in too needs the token of the page it came from
+
+
+async def test_secrets_are_write_only_and_kept_on_an_edit(service: Service) -> None:
+    owner = await service.user("owner")
+    token = "bearer-token-that-must-never-show"
+    transport = {
+        "type": "http",
+        "url": "http://127.0.0.1:9/hook",
+        "auth": {"type": "bearer", "token": token},
+        "headers": {"X-Api-Key": "header-secret-value"},
+    }
+    status, hook, _ = await service.call(
+        "POST", "/v1/hooks", owner, {"name": "h", "event_types": ["send"], "transport": transport}
+    )
+    assert status == 201
+    http, csrf = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{hook['id']}/edit") as answer:
+            page = await answer.text()
+        assert token not in page and "header-secret-value" not in page
+        assert 'data-secret="set"' in page and "X-Api-Key: ***" in page
+        form = {
+            "csrf": csrf,
+            "name": "renamed",
+            "database": "all",
+            "event_types": "send",
+            "transport.type": "http",
+            "http.url": "http://127.0.0.1:9/hook",
+            "http.auth": "bearer",
+            "http.auth.bearer.token": "",
+            "http.headers": "X-Api-Key: ***",
+        }
+        async with http.post(f"/console/hooks/{hook['id']}/edit", data=form) as answer:
+            assert answer.status == 200 and answer.url.path == f"/console/hooks/{hook['id']}"
+        saved = await service.hooks.get_hook(owner.account_id, hook["id"])
+        assert saved is not None and saved.spec.name == "renamed"
+        assert saved.spec.transport.auth.token == token  # type: ignore[attr-defined]
+        assert saved.spec.transport.headers == {"X-Api-Key": "header-secret-value"}  # type: ignore[attr-defined]
+
+        # sent somewhere else, the secrets must come along again (the API's rule), named next to their input
+        async with http.post(
+            f"/console/hooks/{hook['id']}/edit", data={**form, "http.url": "http://127.0.0.2:9/elsewhere"}
+        ) as answer:
+            page = await answer.text()
+            assert answer.status == 422
+        assert re.search(r'data-field="http\.auth\.bearer\.token".*?field-error', page, re.S) or re.search(
+            r'data-field="http\.headers".*?field-error', page, re.S
+        )
+
+
+async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
+    owner, outsider = await service.user("owner"), await service.user("outsider")
+    status, hook, _ = await service.call(
+        "POST",
+        "/v1/hooks",
+        owner,
+        {
+            "name": "mine",
+            "event_types": ["send"],
+            "transport": {"type": "http", "url": "http://127.0.0.1:9/"},
+        },
+    )
+    assert status == 201
+    http, csrf = await _browser(service, outsider)
+    async with http:
+        for method, path in (
+            ("GET", ""),
+            ("GET", "/edit"),
+            ("GET", "/delete"),
+            ("POST", "/delete"),
+            ("POST", "/clone"),
+            ("POST", "/state"),
+            ("POST", "/test"),
+        ):
+            async with http.request(
+                method, f"/console/hooks/{hook['id']}{path}", data={"csrf": csrf}
+            ) as answer:
+                assert answer.status == 404, (method, path)
+                assert "mine" not in await answer.text()
+    assert await service.hooks.get_hook(owner.account_id, hook["id"]) is not None
+    assert len(await service.hooks.list_hooks(owner.account_id)) == 1
+
+
+def test_the_language_is_the_cookie_then_accept_language_then_english() -> None:
+    assert choose("ru", "en") == "ru"
+    assert choose(None, "de-DE,ru;q=0.8,en;q=0.5") == "ru"
+    assert choose(None, "en-GB,en;q=0.9,ru;q=0.8") == "en"
+    assert choose(None, "ru;q=0,en;q=0.1") == "en"
+    assert choose("xx", None) == "en"
+
+
+def test_both_languages_have_every_string_the_templates_use() -> None:
+    assert set(STRINGS["en"]) == set(STRINGS["ru"])
+    used = {
+        key
+        for path in TEMPLATES.glob("*.html")
+        for key in re.findall(r"""\bt\(\s*["']([a-z_.]+)["']\s*\)""", path.read_text())
+    }
+    assert len(used) > 50
+    assert sorted(used - set(STRINGS["en"])) == []

@@ -1,0 +1,72 @@
+"""One pruning round: what falls out of the retention windows is removed in small chunks.
+
+1. The log: the oldest events received before ``now - events_s`` (or any, oldest first, while the log is over
+   ``max_bytes``), ``chunk`` per transaction. In the same transaction each active hook whose cursor is behind the
+   removed range has the events it matches (account, types, ``list_id``, filters) counted into its
+   ``expired_undelivered``: gone for it, but never silently.
+2. Attempts older than ``attempts_s``, and each hook's delivered attempts beyond its newest
+   ``KEEP_DELIVERED_ATTEMPTS`` (every attempt's events are already in the hook's delivery counts, kept per 10-second
+   period for ``attempts_s``); failed attempts stay for the whole window.
+3. Dead letters that failed before ``now - dead_letters_s``.
+4. Space: SQLite gives pages back when more than a quarter of the file is free; otherwise freed pages are reused.
+
+Each chunk is one short write transaction on the store's writer; appends queued meanwhile commit between chunks,
+so ingest waits at most one chunk (bench/retention.py measures it). A round does at most ``max_chunks`` chunks of
+each kind, so the caller can renew its lease between rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..config import Retention
+from ..registry import HookRegistry
+from ..stats import active_hooks, hook_query
+from ..store.base import Pruned, Store
+
+KEEP_DELIVERED_ATTEMPTS = 1000  # per hook: the newest delivered attempts kept as rows
+
+
+@dataclass
+class PruneRound:
+    events: int = 0
+    attempts: int = 0
+    dead_letters: int = 0
+    expired: dict[int, int] = field(default_factory=dict)  # hook id → events lost to retention this round
+    more: bool = False  # a kind had more due than ``max_chunks`` chunks: run again at once
+
+
+async def prune_round(
+    store: Store, hooks: HookRegistry, retention: Retention, now: float | None = None, max_chunks: int = 50
+) -> PruneRound:
+    now = time.time() if now is None else now
+    done = PruneRound()
+    queries = [hook_query(h) for h in await active_hooks(store, hooks)]
+
+    async def chunks(prune: Callable[[], Awaitable[Pruned]]) -> int:
+        removed = 0
+        for _ in range(max_chunks):
+            pruned = await prune()
+            removed += pruned.rows
+            for hook_id, n in pruned.expired.items():
+                done.expired[hook_id] = done.expired.get(hook_id, 0) + n
+            if not pruned.more:
+                return removed
+            await asyncio.sleep(0)  # let the appends queued meanwhile go first
+        done.more = True
+        return removed
+
+    c = retention.chunk
+    done.events = await chunks(
+        lambda: store.prune_events(now - retention.events_s, retention.max_bytes, queries, c)
+    )
+    done.attempts = await chunks(
+        lambda: store.prune_attempts(now - retention.attempts_s, KEEP_DELIVERED_ATTEMPTS, c)
+    )
+    done.dead_letters = await chunks(lambda: store.prune_dead_letters(now - retention.dead_letters_s, c))
+    if done.events or done.attempts or done.dead_letters:
+        await store.reclaim_space()
+    return done

@@ -163,7 +163,7 @@ async def test_young_events_stay_and_a_size_cap_removes_the_oldest_first(store: 
     assert summary.events == 50 and summary.oldest_received_at == now
     capped = Retention(events_s=3600, max_bytes=1, chunk=7)  # every byte is over: the log is emptied
     done = await prune_round(store, registry, capped, now=now, max_chunks=3)
-    assert done.events == 21 and done.more
+    assert 21 <= done.events < 50 and done.more  # three chunks of at least 7 each, not all
     await prune_round(store, registry, capped, now=now)
     assert await store.count_events() == 0
 

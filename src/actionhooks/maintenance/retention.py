@@ -11,7 +11,9 @@
 4. Space: SQLite gives pages back when more than a quarter of the file is free; otherwise freed pages are reused.
 
 Each chunk is one short write transaction on the store's writer; appends queued meanwhile commit between chunks,
-so ingest waits at most one chunk (bench/retention.py measures it). A round does at most ``max_chunks`` chunks of
+so ingest waits at most one chunk (bench/retention.py measures it). A chunk starts at ``Retention.chunk`` rows and
+doubles while it takes under 25 ms (up to 16 times that), halving above 100 ms: with one chunk per turn of the
+writer, pruning keeps pace with a heavy ingest whose group commits are large. A round does at most ``max_chunks`` chunks of
 each kind, so the caller can renew its lease between rounds.
 """
 
@@ -28,6 +30,8 @@ from ..stats import active_hooks, hook_query
 from ..store.base import Pruned, Store
 
 KEEP_DELIVERED_ATTEMPTS = 1000  # per hook: the newest delivered attempts kept as rows
+CHUNK_TARGET_S = 0.05  # a chunk's share of the writer
+MAX_CHUNK_GROWTH = 16  # a chunk grows to at most this many times ``Retention.chunk`` rows
 
 
 @dataclass
@@ -46,11 +50,19 @@ async def prune_round(
     done = PruneRound()
     queries = [hook_query(h) for h in await active_hooks(store, hooks)]
 
-    async def chunks(prune: Callable[[], Awaitable[Pruned]]) -> int:
-        removed = 0
+    async def chunks(prune: Callable[[int], Awaitable[Pruned]]) -> int:
+        removed, size = 0, retention.chunk
         for _ in range(max_chunks):
-            pruned = await prune()
+            started = time.perf_counter()
+            pruned = await prune(size)
+            took = time.perf_counter() - started
             removed += pruned.rows
+            # one chunk per turn of the writer: keep each near CHUNK_TARGET_S, so pruning keeps pace with ingest
+            # (whose group commits alternate with the chunks) without holding appends up for long
+            if pruned.more and took < CHUNK_TARGET_S / 2:
+                size = min(size * 2, retention.chunk * MAX_CHUNK_GROWTH)
+            elif took > CHUNK_TARGET_S * 2:
+                size = max(size // 2, retention.chunk)
             for hook_id, n in pruned.expired.items():
                 done.expired[hook_id] = done.expired.get(hook_id, 0) + n
             if not pruned.more:
@@ -59,14 +71,13 @@ async def prune_round(
         done.more = True
         return removed
 
-    c = retention.chunk
     done.events = await chunks(
-        lambda: store.prune_events(now - retention.events_s, retention.max_bytes, queries, c)
+        lambda c: store.prune_events(now - retention.events_s, retention.max_bytes, queries, c)
     )
     done.attempts = await chunks(
-        lambda: store.prune_attempts(now - retention.attempts_s, KEEP_DELIVERED_ATTEMPTS, c)
+        lambda c: store.prune_attempts(now - retention.attempts_s, KEEP_DELIVERED_ATTEMPTS, c)
     )
-    done.dead_letters = await chunks(lambda: store.prune_dead_letters(now - retention.dead_letters_s, c))
+    done.dead_letters = await chunks(lambda c: store.prune_dead_letters(now - retention.dead_letters_s, c))
     if done.events or done.attempts or done.dead_letters:
         await store.reclaim_space()
     return done

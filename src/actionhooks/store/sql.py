@@ -79,6 +79,7 @@ class _Queries:
         )
         self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
         self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
+        self.delivery_counts_delete = f"DELETE FROM delivery_counts WHERE hook_id = {p}"
         self.count_attempt = (
             "INSERT INTO delivery_counts (hook_id, period_start, delivered, failed, dead_lettered)"
             f" VALUES ({marks(p, 5)}) ON CONFLICT (hook_id, period_start) DO UPDATE SET"
@@ -316,6 +317,7 @@ class SqlStore:
                     return False
                 cur.execute(self._sql.attempts_delete, (hook_id,))
                 cur.execute(self._sql.dead_letters_delete, (hook_id,))
+                cur.execute(self._sql.delivery_counts_delete, (hook_id,))
                 return True
 
         return await self._runtime.write(work)

@@ -2,7 +2,7 @@
 
 In-process on the store (no HTTP): 4 appenders commit batches of 1000 events for ``--seconds`` each way.
 The log is first filled with ``--backlog`` events received 8 days ago; "with pruning", the background job's
-pruning round (``maintenance.prune_round``, chunks of 2000) runs in a loop beside the appenders, removing that
+pruning round (``maintenance.prune_round``, adaptive chunks) runs in a loop beside the appenders, removing that
 backlog — the worst case, pruning never idle. Reported: events/s appended, append latency p50/p99, rows pruned/s.
 
     .venv/bin/python -m bench.retention [--pg postgresql://127.0.0.1:5432/test] [--vacuum-events 1000000]

@@ -75,7 +75,7 @@ class Retention:
     attempts_s: float = 30 * 86400
     dead_letters_s: float = 30 * 86400
     interval_s: float = 5.0  # between pruning rounds (a round goes on while it finds full chunks)
-    chunk: int = 2000  # rows removed per transaction: appends wait at most one chunk's delete
+    chunk: int = 5000  # rows first removed per transaction (it adapts: maintenance/retention.py)
 
 
 @dataclass(frozen=True)

@@ -91,9 +91,8 @@ class HookQuery(NamedTuple):
 class Pruned:
     rows: int  # rows removed
     more: bool  # the chunk was full: more may be due now
-    expired: dict[int, int] = field(
-        default_factory=dict
-    )  # hook id → matching events not handled (events only)
+    expired: dict[int, int] = field(default_factory=dict)  # hook id → events it matched, not handled
+    seconds: float = 0.0  # the work's own time on the writer (not the wait for its turn)
 
 
 class DeliveryCounts(NamedTuple):

@@ -467,6 +467,7 @@ class SqlStore:
         p = self._p
 
         def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
             with self.dialect.transaction(conn) as cur:
                 cur.execute(f"SELECT seq, received_at FROM events ORDER BY seq LIMIT {p}", (chunk,))
                 oldest = cur.fetchall()
@@ -475,12 +476,12 @@ class SqlStore:
                 else:  # log order is (nearly) arrival order: stop at the first event still in the window
                     n = next((i for i, row in enumerate(oldest) if row[1] >= received_before), len(oldest))
                 if n == 0:
-                    return Pruned(0, False)
+                    return Pruned(0, False, seconds=time.perf_counter() - started)
                 low, high = int(oldest[0][0]), int(oldest[n - 1][0])
                 expired = self._count_expired(cur, low, high, hooks)
                 cur.execute(f"DELETE FROM events WHERE seq >= {p} AND seq <= {p}", (low, high))
                 removed = cur.rowcount
-            return Pruned(removed, n == chunk, expired)
+            return Pruned(removed, n == chunk, expired, time.perf_counter() - started)
 
         return await self._runtime.write(work)
 
@@ -520,6 +521,7 @@ class SqlStore:
         p = self._p
 
         def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
             removed, full = 0, False
             with self.dialect.transaction(conn) as cur:
                 removed += self._prune_prefix(cur, "attempts", "at", before, chunk)
@@ -542,15 +544,16 @@ class SqlStore:
                     removed += cur.rowcount
                     full = full or cur.rowcount == chunk
                 cur.execute(f"DELETE FROM delivery_counts WHERE period_start < {p}", (before,))
-            return Pruned(removed, full)
+            return Pruned(removed, full, seconds=time.perf_counter() - started)
 
         return await self._runtime.write(work)
 
     async def prune_dead_letters(self, before: float, chunk: int) -> Pruned:
         def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
             with self.dialect.transaction(conn) as cur:
                 removed = self._prune_prefix(cur, "dead_letters", "failed_at", before, chunk)
-            return Pruned(removed, removed == chunk)
+            return Pruned(removed, removed == chunk, seconds=time.perf_counter() - started)
 
         return await self._runtime.write(work)
 

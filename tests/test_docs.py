@@ -89,11 +89,15 @@ def test_documented_configuration_defaults_are_the_settings_defaults(monkeypatch
         "ACTIONHOOKS_RETRY_INITIAL_S": settings.retry.initial_delay_s,
         "ACTIONHOOKS_RETRY_MAX_DELAY_S": settings.retry.max_delay_s,
         "ACTIONHOOKS_RETRY_MAX_ATTEMPTS": settings.retry.max_attempts,
+        "ACTIONHOOKS_RETENTION_S": settings.retention.events_s,
+        "ACTIONHOOKS_ATTEMPT_RETENTION_S": settings.retention.attempts_s,
+        "ACTIONHOOKS_DEAD_LETTER_RETENTION_S": settings.retention.dead_letters_s,
     }
     for name, value in defaults.items():
         assert documented_value(table[name]) == value, name
     assert settings.allow_nets == () and table["ACTIONHOOKS_ALLOW_NETS"] == "none"
     assert settings.consume_file is None and table["ACTIONHOOKS_CONSUME_FILE"] == "none"
+    assert settings.retention.max_bytes is None and table["ACTIONHOOKS_RETENTION_MAX_BYTES"] == "none"
 
 
 # -- transport settings -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import json
 import logging
@@ -32,6 +33,12 @@ consume_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(consume_app, name="consume")
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
 
 DbOption = Annotated[
     str | None,
@@ -64,6 +71,10 @@ def serve(
             "default: ACTIONHOOKS_CONSUME_FILE"
         ),
     ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option(help="text, or json: one object a line (hook_id, batch_id, outcome of each attempt)"),
+    ] = LogFormat.text,
 ) -> None:
     """Run the API and the dispatcher (and any configured broker consumers) in one process."""
     import dataclasses
@@ -73,8 +84,15 @@ def serve(
     settings = _settings(db)
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
-    _setup_logging(log_level)
-    run_service(settings, host=host, port=port, log_level=log_level, dispatch=dispatch)
+    _setup_logging(log_level, log_format)
+    run_service(
+        settings,
+        host=host,
+        port=port,
+        log_level=log_level,
+        dispatch=dispatch,
+        own_logging=log_format is LogFormat.json,
+    )
 
 
 @accounts_app.command("create")
@@ -141,8 +159,22 @@ AccountOption = Annotated[
 LogLevelOption = Annotated[str, typer.Option(help="debug, info, warning, error")]
 
 
-def _setup_logging(log_level: str) -> None:
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(log_level: str, log_format: LogFormat = LogFormat.text) -> None:
+    if log_format is LogFormat.json:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler = logging.StreamHandler()
+        # the record's own fields plus whatever it carries as ``extra`` (the attempts' hook_id, batch_id, outcome)
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+        logging.basicConfig(level=log_level.upper(), handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if log_level.lower() != "debug":
         # pika logs each failed connect four or five times at ERROR; the hook's attempts and last_error (or the
         # consumer's own error) already say what happened. With --log-level debug, pika speaks.

@@ -13,6 +13,10 @@ ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
 ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
 ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
 ACTIONHOOKS_CONSUME_FILE        (none)                   JSON file of broker consumers ``serve`` runs
+ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps an event
+ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
+ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
+ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
 ==============================  =======================  ==============================================
 """
 
@@ -63,6 +67,18 @@ class IngestLimits:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """What the background pruning keeps (``maintenance/``; docs/operations.md#retention)."""
+
+    events_s: float = 7 * 86400
+    max_bytes: int | None = None
+    attempts_s: float = 30 * 86400
+    dead_letters_s: float = 30 * 86400
+    interval_s: float = 5.0  # between pruning rounds (a round goes on while it finds full chunks)
+    chunk: int = 5000  # rows first removed per transaction (it adapts: maintenance/retention.py)
+
+
+@dataclass(frozen=True)
 class Settings:
     db: str = "sqlite:///actionhooks.db"
     secret_key: str | None = None
@@ -70,6 +86,7 @@ class Settings:
     limits: IngestLimits = field(default_factory=IngestLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -88,4 +105,12 @@ class Settings:
                 max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
             ),
             consume_file=os.environ.get("ACTIONHOOKS_CONSUME_FILE") or None,
+            retention=Retention(
+                events_s=env_float("ACTIONHOOKS_RETENTION_S", Retention.events_s, 1.0),
+                max_bytes=env_int("ACTIONHOOKS_RETENTION_MAX_BYTES", 0, 0) or None,
+                attempts_s=env_float("ACTIONHOOKS_ATTEMPT_RETENTION_S", Retention.attempts_s, 1.0),
+                dead_letters_s=env_float(
+                    "ACTIONHOOKS_DEAD_LETTER_RETENTION_S", Retention.dead_letters_s, 1.0
+                ),
+            ),
         )

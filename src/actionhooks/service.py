@@ -3,8 +3,9 @@
 :func:`build` wires one process: the store (opened here unless one is given) and the hooks over it (settings sealed at rest), the transports' context with the
 net guard, the dispatcher (unless ``dispatch=False``: an API-only process beside one that dispatches), the broker
 consumers of ``settings.consume_file``, and the ASGI app over them (``api.create_app``, with the console's pages
-at ``/console/``: ``console.mount``). The app's lifespan opens
-and closes them in order: store, dispatcher, consumers up; consumers, dispatcher, store down.
+at ``/console/``: ``console.mount``). The app's lifespan opens and closes them in order: store, background jobs
+(``maintenance/``: retention, under a lease shared by the processes of one database), dispatcher, consumers up;
+consumers, dispatcher, background jobs, store down.
 
 :func:`serve` runs it under uvicorn (``actionhooks serve``); :func:`serving` runs an app in the current event loop
 for the length of a block (the demo, the tests), leaving the signals to the caller.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -25,6 +27,7 @@ from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
 from .dispatch.dispatcher import Dispatcher
 from .integrations import TransportContext
+from .maintenance import Maintenance
 from .netguard import NetGuard
 from .registry import HookRegistry
 from .store import Store, open_store
@@ -44,6 +47,9 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
         if own_store:
             await the_store.open()
         await registry.open()
+        maintenance = Maintenance(the_store, registry, settings.retention)
+        app.state.maintenance = maintenance
+        await maintenance.start()
         dispatcher = Dispatcher(the_store, registry, context, settings.retry) if dispatch else None
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
@@ -56,6 +62,7 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
             await consumers.stop()
             if dispatcher is not None:
                 await dispatcher.stop()
+            await maintenance.stop()
             if own_store:
                 await the_store.close()
 
@@ -65,9 +72,17 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
 
 
 def serve(
-    settings: Settings, *, host: str, port: int, log_level: str = "info", dispatch: bool = True
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    dispatch: bool = True,
+    own_logging: bool = False,
 ) -> None:
-    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools, no access log)."""
+    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools, no access log). ``own_logging``:
+    uvicorn's loggers keep the handlers the caller set up (``--log-format json``) instead of its own."""
+    extra: dict[str, Any] = {"log_config": None} if own_logging else {}
     uvicorn.run(
         build(settings, dispatch=dispatch),
         host=host,
@@ -76,6 +91,7 @@ def serve(
         http="httptools",
         log_level=log_level,
         access_log=False,
+        **extra,
     )
 
 

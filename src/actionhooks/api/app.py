@@ -15,13 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from .. import metrics
 from ..catalog import catalog
 from ..config import Settings
 from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, openapi
+from . import hooks, observability, openapi
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -67,6 +68,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/healthz", health),
+    Route("/metrics", observability.metrics_page),
     Route("/openapi.json", openapi.openapi_json),
     Route("/docs", openapi.docs_page),
     Mount(openapi.DOCS_ASSETS, openapi.assets(), name="docs-assets"),
@@ -81,6 +83,7 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/test", send_test_event, methods=["POST"]),
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
+    Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
 ]
 
 
@@ -112,4 +115,6 @@ def create_app(
     state.context = context
     state.auth = Authenticator(store)
     state.dispatcher = None
+    state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
+    state.exposition = metrics.Exposition()
     return app

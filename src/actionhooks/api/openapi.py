@@ -33,6 +33,7 @@ from .schema import (
     EventTypeList,
     Health,
     HookList,
+    HookStatsView,
     HookView,
     IngestResult,
     TestOptions,
@@ -57,6 +58,7 @@ _TYPES: dict[str, Any] = {
     "HookList": HookList,
     "AttemptList": AttemptList,
     "DeadLetterList": DeadLetterList,
+    "HookStats": HookStatsView,
     "TestOptions": TestOptions,
     "TestOutcome": TestOutcome,
 }
@@ -156,6 +158,7 @@ HOOK_LINKS = {
         ("CloneHook", "cloneHook"),
         ("ListAttempts", "listAttempts"),
         ("ListDeadLetters", "listDeadLetters"),
+        ("GetHookStats", "getHookStats"),
         ("DeleteHook", "deleteHook"),
     ]
 }
@@ -195,6 +198,20 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "Liveness",
                 "service",
                 {200: _answer("the service runs", _ref("Health"))},
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "metrics",
+                "Prometheus metrics (text exposition format); no API key: keep it off the public network",
+                "service",
+                {
+                    200: {
+                        "description": "the process's counters and the database's state",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
                 public=True,
             )
         },
@@ -353,6 +370,15 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "hooks",
                 {200: _answer("a page of dead letters", _ref("DeadLetterList")), 404: E404, 422: E422},
                 parameters=[HOOK_ID, *PAGING],
+            )
+        },
+        "/v1/hooks/{hook_id}/stats": {
+            "get": _operation(
+                "getHookStats",
+                "A hook's deliveries over the last minute, hour and day, its lag and its state",
+                "hooks",
+                {200: _answer("the hook's stats", _ref("HookStats")), 404: E404},
+                parameters=[HOOK_ID],
             )
         },
     }

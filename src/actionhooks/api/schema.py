@@ -22,6 +22,7 @@ from ..integrations.nats.transport import Settings as NatsSettings
 from ..integrations.rabbitmq.transport import ExchangeSettings as RabbitMQExchangeSettings
 from ..integrations.rabbitmq.transport import QueueSettings as RabbitMQQueueSettings
 from ..registry import Hook
+from ..stats import HookState, HookStats
 from ..store.base import Attempt, DeadLetter
 
 TransportChoice = (
@@ -196,3 +197,44 @@ class TestOutcome(msgspec.Struct, kw_only=True):
     permanent: bool | None = None
     latency_ms: float
     event: msgspec.Raw
+
+
+class WindowCounts(msgspec.Struct):
+    """Events over the last minute, hour and day (to 10 seconds)."""
+
+    minute: int
+    hour: int
+    day: int
+
+
+class HookStatsView(msgspec.Struct, kw_only=True):
+    """``GET /v1/hooks/{id}/stats``: events delivered, in failed attempts, dead-lettered; lost to retention;
+    the lag; the last success and error; the state (docs/api.md#stats)."""
+
+    hook_id: int
+    state: HookState
+    delivered: WindowCounts
+    failed: WindowCounts
+    dead_lettered: WindowCounts
+    expired_undelivered: int
+    lag_events: int
+    lag_seconds: float
+    last_success_at: Instant | None
+    last_error: str | None
+    last_error_at: Instant | None
+
+    @classmethod
+    def of(cls, hook_id: int, s: HookStats) -> HookStatsView:
+        return cls(
+            hook_id=hook_id,
+            state=s.state,
+            delivered=WindowCounts(**s.delivered),
+            failed=WindowCounts(**s.failed),
+            dead_lettered=WindowCounts(**s.dead_lettered),
+            expired_undelivered=s.expired_undelivered,
+            lag_events=s.lag_events,
+            lag_seconds=round(s.lag_seconds, 3),
+            last_success_at=timestamp(s.last_success_at) if s.last_success_at is not None else None,
+            last_error=s.last_error,
+            last_error_at=timestamp(s.last_error_at) if s.last_error_at is not None else None,
+        )

@@ -14,6 +14,7 @@ matching event has been handled (delivered or dead-lettered). Rules every engine
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -72,6 +73,54 @@ class Page(NamedTuple):
 
 
 AppendListener = Callable[[set[int]], None]
+
+
+# --- retention and stats (maintenance/, metrics.py, GET /v1/hooks/{id}/stats) --------------------------------
+class HookQuery(NamedTuple):
+    """What a hook matches, as the log is queried: its account, event types and ``list_id``; ``accepts`` applies
+    its filters on ``event_data`` to a stored message (None: the hook has none)."""
+
+    hook_id: int
+    account_id: int
+    event_types: tuple[str, ...]
+    list_id: int | None
+    accepts: Callable[[bytes], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    rows: int  # rows removed
+    more: bool  # the chunk was full: more may be due now
+    expired: dict[int, int] = field(default_factory=dict)  # hook id → events it matched, not handled
+    seconds: float = 0.0  # the work's own time on the writer (not the wait for its turn)
+
+
+class DeliveryCounts(NamedTuple):
+    """Events of a hook over one window: delivered, in failed attempts (each attempt counts), dead-lettered."""
+
+    delivered: int
+    failed: int
+    dead_lettered: int
+
+
+class LogSummary(NamedTuple):
+    events: int  # log positions from the oldest kept event to the head (rows, but for gaps of rolled-back appends)
+    oldest_received_at: float | None
+    used_bytes: int
+
+
+class HookActivity(NamedTuple):
+    last_success_at: float | None
+    last_outcome: str | None  # of the newest attempt
+    expired_undelivered: int
+
+
+class HookLag(NamedTuple):
+    events: int  # matching events after the cursor, counted up to ``LAG_COUNT_CAP``
+    oldest_received_at: float | None  # of the first of them
+
+
+LAG_COUNT_CAP = 1_000_000
 
 
 class Store(Protocol):
@@ -174,3 +223,40 @@ class Store(Protocol):
     async def list_dead_letters(
         self, hook_id: int, limit: int = 100, before: int | None = None
     ) -> list[DeadLetter]: ...
+
+    # retention and stats: the background jobs (actionhooks.maintenance), /metrics, the hook's stats
+    async def take_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease ``name`` for ``ttl_s`` seconds; False while another holder's is unexpired."""
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None: ...
+    async def prune_events(
+        self, received_before: float, max_bytes: int | None, hooks: Sequence[HookQuery], chunk: int
+    ) -> Pruned:
+        """Remove at most ``chunk`` of the oldest events: those received before ``received_before`` (in log order,
+        stopping at the first younger one), or any while the log uses more than ``max_bytes``. In the same
+        transaction, count for each active hook of ``hooks`` the removed events it matches and had not handled
+        (its cursor was behind them) into its ``expired_undelivered``."""
+        ...
+
+    async def prune_attempts(self, before: float, keep_delivered: int, chunk: int) -> Pruned:
+        """Remove attempts (and delivery counts) older than ``before``, and each hook's delivered attempts beyond
+        its newest ``keep_delivered`` (they are counted in ``delivery_counts``)."""
+        ...
+
+    async def prune_dead_letters(self, before: float, chunk: int) -> Pruned: ...
+    async def reclaim_space(self) -> None:
+        """Give freed space back when much of the file is free (SQLite's incremental vacuum; PostgreSQL: none,
+        autovacuum makes freed rows reusable)."""
+        ...
+
+    async def log_summary(self) -> LogSummary: ...
+    async def delivery_counts(self, hook_id: int, since: Sequence[float]) -> list[DeliveryCounts]:
+        """The hook's counts over each window starting at ``since[i]`` (to 10-second periods)."""
+        ...
+
+    async def hook_activity(self, hook_id: int) -> HookActivity: ...
+    async def hook_lag(self, query: HookQuery, cursor: int) -> HookLag:
+        """Events after ``cursor`` of the hook's account, event types and ``list_id`` (filters on ``event_data``
+        are not applied: an upper bound)."""
+        ...

@@ -66,6 +66,15 @@ class Dialect(Protocol):
         busy), as opposed to a refusal of this work (a constraint, a bad value)."""
         ...
 
+    # retention
+    def used_bytes(self, cur: Cursor) -> int:
+        """About how many bytes the log takes (what ``ACTIONHOOKS_RETENTION_MAX_BYTES`` caps)."""
+        ...
+
+    def reclaim(self, conn: Connection) -> None:
+        """Give space freed by pruning back to the file system when much of it is free (writer connection)."""
+        ...
+
 
 def migration_scripts(engine: str) -> list[tuple[int, str]]:
     """``store/migrations/<engine>/NNN_name.sql`` in version order."""

@@ -90,6 +90,20 @@ class PostgresDialect:
             | psycopg.errors.TooManyConnections,
         )
 
+    # --- retention --------------------------------------------------------------------------------------------
+    def used_bytes(self, cur: Cursor) -> int:
+        """The log's table, indexes and TOAST, less the share of dead rows not yet vacuumed (the statistics
+        lag by up to a second or so: approximate)."""
+        cur.execute(
+            "SELECT pg_total_relation_size('events') * COALESCE(n_live_tup::float8"
+            " / NULLIF(n_live_tup + n_dead_tup, 0), 1) FROM pg_stat_user_tables WHERE relname = 'events'"
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
+
+    def reclaim(self, conn: Connection) -> None:
+        """Nothing: autovacuum makes the rows freed by pruning reusable, so the table stops growing."""
+
 
 class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:

@@ -10,8 +10,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 
+from .. import metrics
 from ..events import LoggedEvent, NewEvent
-from .base import AppendListener, Attempt, DeadLetter, Page, StoredHook
+from .base import (
+    LAG_COUNT_CAP,
+    AppendListener,
+    Attempt,
+    DeadLetter,
+    DeliveryCounts,
+    HookActivity,
+    HookLag,
+    HookQuery,
+    LogSummary,
+    Page,
+    Pruned,
+    StoredHook,
+)
 from .dialect import Connection, Cursor, Dialect, Param, Row, marks
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
@@ -29,6 +43,7 @@ _ATTEMPT_FIELDS = ("id", *_ATTEMPT_COLUMNS.split(", "))
 _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
+COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
 
 
 class _Queries:
@@ -64,6 +79,14 @@ class _Queries:
         )
         self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
         self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
+        self.delivery_counts_delete = f"DELETE FROM delivery_counts WHERE hook_id = {p}"
+        self.count_attempt = (
+            "INSERT INTO delivery_counts (hook_id, period_start, delivered, failed, dead_lettered)"
+            f" VALUES ({marks(p, 5)}) ON CONFLICT (hook_id, period_start) DO UPDATE SET"
+            " delivered = delivery_counts.delivered + excluded.delivered,"
+            " failed = delivery_counts.failed + excluded.failed,"
+            " dead_lettered = delivery_counts.dead_lettered + excluded.dead_lettered"
+        )
 
 
 class SqlStore:
@@ -139,7 +162,9 @@ class SqlStore:
     ) -> list[bool]:
         if not events:
             return []
-        return await self._appends.append(account_id, events, chosen_ids)
+        stored = await self._appends.append(account_id, events, chosen_ids)
+        metrics.events_appended(e.event_type for e, fresh in zip(events, stored, strict=True) if fresh)
+        return stored
 
     async def _commit_group(self, group: list[PendingAppend]) -> list[list[bool]]:
         def work(conn: Connection) -> list[list[bool]]:
@@ -292,6 +317,7 @@ class SqlStore:
                     return False
                 cur.execute(self._sql.attempts_delete, (hook_id,))
                 cur.execute(self._sql.dead_letters_delete, (hook_id,))
+                cur.execute(self._sql.delivery_counts_delete, (hook_id,))
                 return True
 
         return await self._runtime.write(work)
@@ -358,9 +384,16 @@ class SqlStore:
                             for d in dead_letters
                         ],
                     )
+                self._count_attempt(cur, attempt, len(dead_letters))
                 return True
 
-        return await self._runtime.write(work)
+        recorded = await self._runtime.write(work)
+        if recorded:
+            a = attempt
+            metrics.attempt_recorded(
+                a.hook_id, a.batch_id, a.outcome, a.events, a.latency_ms, a.status, len(dead_letters)
+            )
+        return recorded
 
     async def list_attempts(self, hook_id: int, limit: int = 100, before: int | None = None) -> list[Attempt]:
         rows = await self._newest("attempts", _ATTEMPT_COLUMNS, hook_id, limit, before)
@@ -386,6 +419,240 @@ class SqlStore:
             params.append(before)
         params.append(limit)
         return await self._fetchall(sql + f" ORDER BY id DESC LIMIT {p}", params)
+
+    # --- retention and stats ------------------------------------------------------------------------------
+    def _count_attempt(self, cur: Cursor, attempt: Attempt, dead_lettered: int) -> None:
+        """Add the attempt's events to the hook's delivery counts of its 10-second period (same transaction)."""
+        delivered = attempt.events if attempt.outcome == "delivered" else 0
+        failed = 0 if delivered else attempt.events
+        period = attempt.at - attempt.at % COUNT_PERIOD_S
+        cur.execute(self._sql.count_attempt, (attempt.hook_id, period, delivered, failed, dead_lettered))
+
+    async def take_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        p = self._p
+
+        def work(conn: Connection) -> bool:
+            now = time.time()
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    f"UPDATE leases SET holder = {p}, expires_at = {p}"
+                    f" WHERE name = {p} AND (holder = {p} OR expires_at < {p})",
+                    (holder, now + ttl_s, name, holder, now),
+                )
+                if cur.rowcount:
+                    return True
+                cur.execute(
+                    f"INSERT INTO leases (name, holder, expires_at) VALUES ({marks(p, 3)})"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, holder, now + ttl_s),
+                )
+                return bool(cur.rowcount)
+
+        return await self._runtime.write(work)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        p = self._p
+
+        def work(conn: Connection) -> None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    f"UPDATE leases SET expires_at = 0 WHERE name = {p} AND holder = {p}", (name, holder)
+                )
+
+        await self._runtime.write(work)
+
+    async def prune_events(
+        self, received_before: float, max_bytes: int | None, hooks: Sequence[HookQuery], chunk: int
+    ) -> Pruned:
+        p = self._p
+
+        def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(f"SELECT seq, received_at FROM events ORDER BY seq LIMIT {p}", (chunk,))
+                oldest = cur.fetchall()
+                if max_bytes is not None and oldest and self.dialect.used_bytes(cur) > max_bytes:
+                    n = len(oldest)
+                else:  # log order is (nearly) arrival order: stop at the first event still in the window
+                    n = next((i for i, row in enumerate(oldest) if row[1] >= received_before), len(oldest))
+                if n == 0:
+                    return Pruned(0, False, seconds=time.perf_counter() - started)
+                low, high = int(oldest[0][0]), int(oldest[n - 1][0])
+                expired = self._count_expired(cur, low, high, hooks)
+                cur.execute(f"DELETE FROM events WHERE seq >= {p} AND seq <= {p}", (low, high))
+                removed = cur.rowcount
+            return Pruned(removed, n == chunk, expired, time.perf_counter() - started)
+
+        return await self._runtime.write(work)
+
+    def _count_expired(self, cur: Cursor, low: int, high: int, hooks: Sequence[HookQuery]) -> dict[int, int]:
+        """Per active hook behind ``high``: the events in ``[low, high]`` after its cursor that it matches."""
+        p = self._p
+        cur.execute(f"SELECT id, cursor FROM hooks WHERE active = {p} AND cursor < {p}", (True, high))
+        behind = {int(r[0]): int(r[1]) for r in cur.fetchall()}
+        expired: dict[int, int] = {}
+        for q in hooks:
+            if q.hook_id not in behind or not q.event_types:
+                continue
+            after = max(behind[q.hook_id], low - 1)
+            where = (
+                f" FROM events WHERE account_id = {p} AND seq > {p} AND seq <= {p}"
+                f" AND event_type IN ({marks(p, len(q.event_types))})"
+            )
+            params: list[Param] = [q.account_id, after, high, *q.event_types]
+            if q.list_id is not None:
+                where += f" AND list_id = {p}"
+                params.append(q.list_id)
+            if q.accepts is None:
+                cur.execute("SELECT COUNT(*)" + where, params)
+                count = int(_one(cur)[0])
+            else:
+                cur.execute("SELECT payload" + where, params)
+                count = sum(1 for row in cur.fetchall() if q.accepts(bytes(row[0])))
+            if count:
+                expired[q.hook_id] = count
+                cur.execute(
+                    f"UPDATE hooks SET expired_undelivered = expired_undelivered + {p} WHERE id = {p}",
+                    (count, q.hook_id),
+                )
+        return expired
+
+    async def prune_attempts(self, before: float, keep_delivered: int, chunk: int) -> Pruned:
+        p = self._p
+
+        def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
+            removed, full = 0, False
+            with self.dialect.transaction(conn) as cur:
+                removed += self._prune_prefix(cur, "attempts", "at", before, chunk)
+                full = removed == chunk
+                cur.execute("SELECT id FROM hooks")
+                for (hook_id,) in cur.fetchall():
+                    cur.execute(
+                        f"SELECT id FROM attempts WHERE hook_id = {p} AND outcome = 'delivered'"
+                        f" ORDER BY id DESC LIMIT 1 OFFSET {p}",
+                        (hook_id, keep_delivered),
+                    )
+                    found = cur.fetchone()
+                    if found is None:
+                        continue
+                    cur.execute(
+                        f"DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE hook_id = {p}"
+                        f" AND outcome = 'delivered' AND id <= {p} ORDER BY id LIMIT {p})",
+                        (hook_id, found[0], chunk),
+                    )
+                    removed += cur.rowcount
+                    full = full or cur.rowcount == chunk
+                cur.execute(f"DELETE FROM delivery_counts WHERE period_start < {p}", (before,))
+            return Pruned(removed, full, seconds=time.perf_counter() - started)
+
+        return await self._runtime.write(work)
+
+    async def prune_dead_letters(self, before: float, chunk: int) -> Pruned:
+        def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
+            with self.dialect.transaction(conn) as cur:
+                removed = self._prune_prefix(cur, "dead_letters", "failed_at", before, chunk)
+            return Pruned(removed, removed == chunk, seconds=time.perf_counter() - started)
+
+        return await self._runtime.write(work)
+
+    def _prune_prefix(self, cur: Cursor, table: str, column: str, before: float, chunk: int) -> int:
+        """Delete the oldest rows of ``table`` (by id: written in time order) whose ``column`` is before ``before``,
+        at most ``chunk``."""
+        p = self._p
+        cur.execute(f"SELECT id, {column} FROM {table} ORDER BY id LIMIT {p}", (chunk,))
+        rows = cur.fetchall()
+        n = next((i for i, row in enumerate(rows) if row[1] >= before), len(rows))
+        if n == 0:
+            return 0
+        cur.execute(f"DELETE FROM {table} WHERE id <= {p}", (rows[n - 1][0],))
+        return cur.rowcount
+
+    async def reclaim_space(self) -> None:
+        await self._runtime.write(self.dialect.reclaim)
+
+    async def log_summary(self) -> LogSummary:
+        def work(conn: Connection) -> LogSummary:
+            cur = conn.cursor()
+            cur.execute("SELECT MIN(seq), MAX(seq) FROM events")
+            low, high = _one(cur)
+            cur.execute("SELECT received_at FROM events ORDER BY seq LIMIT 1")
+            first = cur.fetchone()
+            used = self.dialect.used_bytes(cur)
+            if low is None or first is None:
+                return LogSummary(0, None, used)
+            return LogSummary(int(high) - int(low) + 1, float(first[0]), used)
+
+        return await self._runtime.read(work)
+
+    async def delivery_counts(self, hook_id: int, since: Sequence[float]) -> list[DeliveryCounts]:
+        p = self._p
+        if not since:
+            return []
+        sums = ", ".join(
+            f"COALESCE(SUM(CASE WHEN period_start >= {p} THEN {column} END), 0)"
+            for _ in since
+            for column in ("delivered", "failed", "dead_lettered")
+        )
+        params: list[Param] = [t for t in since for _ in range(3)]
+        params += [hook_id, min(since)]
+        rows = await self._fetchall(
+            f"SELECT {sums} FROM delivery_counts WHERE hook_id = {p} AND period_start >= {p}", params
+        )
+        values = [int(v) for v in rows[0]]
+        return [DeliveryCounts(*values[i : i + 3]) for i in range(0, len(values), 3)]
+
+    async def hook_activity(self, hook_id: int) -> HookActivity:
+        p = self._p
+
+        def work(conn: Connection) -> HookActivity:
+            cur = conn.cursor()
+            cur.execute(
+                f"SELECT at FROM attempts WHERE hook_id = {p} AND outcome = 'delivered' ORDER BY id DESC LIMIT 1",
+                (hook_id,),
+            )
+            success = cur.fetchone()
+            cur.execute(
+                f"SELECT outcome FROM attempts WHERE hook_id = {p} ORDER BY id DESC LIMIT 1", (hook_id,)
+            )
+            newest = cur.fetchone()
+            cur.execute(f"SELECT expired_undelivered FROM hooks WHERE id = {p}", (hook_id,))
+            expired = cur.fetchone()
+            return HookActivity(
+                float(success[0]) if success else None,
+                str(newest[0]) if newest else None,
+                int(expired[0]) if expired else 0,
+            )
+
+        return await self._runtime.read(work)
+
+    async def hook_lag(self, query: HookQuery, cursor: int) -> HookLag:
+        p = self._p
+        if not query.event_types:
+            return HookLag(0, None)
+        where = (
+            f" FROM events WHERE account_id = {p} AND seq > {p}"
+            f" AND event_type IN ({marks(p, len(query.event_types))})"
+        )
+        params: list[Param] = [query.account_id, cursor, *query.event_types]
+        if query.list_id is not None:
+            where += f" AND list_id = {p}"
+            params.append(query.list_id)
+
+        def work(conn: Connection) -> HookLag:
+            cur = conn.cursor()
+            cur.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1{where} LIMIT {p}) AS behind", [*params, LAG_COUNT_CAP]
+            )
+            count = int(_one(cur)[0])
+            if not count:
+                return HookLag(0, None)
+            cur.execute(f"SELECT received_at{where} ORDER BY seq LIMIT 1", params)
+            first = cur.fetchone()
+            return HookLag(count, float(first[0]) if first else None)
+
+        return await self._runtime.read(work)
 
 
 def _one(cur: Cursor) -> Row:

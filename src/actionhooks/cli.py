@@ -16,6 +16,7 @@ from rich.table import Table
 from .catalog import catalog
 from .config import Settings
 from .errors import ActionhooksError, ConfigError
+from .server_limits import ServerLimits
 
 app = typer.Typer(
     help="Capture marketing-platform events and deliver them to hooks.",
@@ -61,27 +62,44 @@ def serve(
             "default: ACTIONHOOKS_CONSUME_FILE"
         ),
     ] = None,
+    max_head_bytes: Annotated[
+        int, typer.Option(min=1024, help="largest request head (request line + headers); larger: 431")
+    ] = ServerLimits.max_head_bytes,
+    head_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a client may take to send a request head; then 408")
+    ] = ServerLimits.head_timeout_s,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a request body may pause; then 408")
+    ] = ServerLimits.body_timeout_s,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="seconds an idle keep-alive connection stays open")
+    ] = ServerLimits.keep_alive_s,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="connections + requests in progress; past it requests get 503")
+    ] = ServerLimits.max_concurrency,
 ) -> None:
-    """Run the API and the dispatcher (and any configured broker consumers) in one process."""
+    """Run the API and the dispatcher (and any configured broker consumers) in one process. The server's limits
+    are described in docs/operations.md."""
     import dataclasses
 
     import uvicorn
 
     from .api import create_app
+    from .api.server import server_config
 
     settings = _settings(db)
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
     _setup_logging(log_level)
-    uvicorn.run(
-        create_app(settings, dispatch=dispatch),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
+    limits = ServerLimits(
+        max_head_bytes=max_head_bytes,
+        head_timeout_s=head_timeout,
+        body_timeout_s=body_timeout,
+        keep_alive_s=keep_alive,
+        max_concurrency=max_concurrency,
     )
+    config = server_config(create_app(settings, dispatch=dispatch), host, port, log_level, limits)
+    uvicorn.Server(config).run()
 
 
 @accounts_app.command("create")

@@ -5,6 +5,7 @@ A hook of another account answers 404, exactly like a hook that does not exist.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +14,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ValidationError
-from ..hooks import HookSpec, merge_patch, parse_hook
+from ..hooks import HookSpec, merge_patch, validate_hook
 from ..store.base import Hook, Store
-from .responses import ApiError, json_response, read_json
+from .responses import ApiError, json_response, read_json, read_optional_json
+
+_ID = re.compile(r"[0-9]{1,19}\Z")
+MAX_ID = 2**63 - 1  # ids are BIGINT columns
+
+
+def parse_id(text: str) -> int | None:
+    """A row id from a path or query: ASCII digits for 0 … 2⁶³−1, or None (``int()`` would also take ``+1``,
+    ``1_0``, other scripts' digits and numbers past the columns' range)."""
+    if not _ID.match(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 def iso(ts: float | None) -> str | None:
@@ -38,7 +51,7 @@ def hook_view(hook: Hook) -> dict[str, Any]:
 
 def _validated(request: Request, data: Any) -> HookSpec:
     try:
-        spec = parse_hook(data)
+        spec = validate_hook(data)
     except ValidationError as exc:
         raise ApiError(422, exc.message, exc.field) from None
     guard = request.app.state.context.net_guard
@@ -53,10 +66,9 @@ def _validated(request: Request, data: Any) -> HookSpec:
 async def own_hook(request: Request) -> tuple[Store, int, Hook]:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    try:
-        hook_id = int(request.path_params["hook_id"])
-    except ValueError:
-        raise ApiError(404, "no such hook") from None
+    hook_id = parse_id(request.path_params["hook_id"])
+    if hook_id is None:
+        raise ApiError(404, "no such hook")
     hook = await state.store.get_hook(account_id, hook_id)
     if hook is None:
         raise ApiError(404, "no such hook")
@@ -117,9 +129,8 @@ async def clone_hook(request: Request) -> Response:
     store, account_id, hook = await own_hook(request)
     settings = hook.spec.to_builtins(public=False)
     settings["name"] = f"{hook.spec.name} (copy)"[:200]
-    body = await request.body()
-    if body.strip():
-        patch = await read_json(request)
+    patch = await read_optional_json(request)
+    if patch is not None:
         if not isinstance(patch, dict):
             raise ApiError(422, "clone overrides must be a JSON object")
         settings = merge_patch(settings, patch)
@@ -130,14 +141,13 @@ async def clone_hook(request: Request) -> Response:
 
 
 def _paging(request: Request) -> tuple[int, int | None]:
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-        before = request.query_params.get("before")
-        before_id = int(before) if before is not None else None
-    except ValueError:
-        raise ApiError(422, "limit and before must be integers") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(422, "limit must be between 1 and 1000", "limit")
+    limit = parse_id(request.query_params.get("limit", "100"))
+    if limit is None or not 1 <= limit <= 1000:
+        raise ApiError(422, "limit must be an integer between 1 and 1000", "limit")
+    before = request.query_params.get("before")
+    before_id = parse_id(before) if before is not None else None
+    if before is not None and before_id is None:
+        raise ApiError(422, f"before must be an id between 0 and {MAX_ID}", "before")
     return limit, before_id
 
 

@@ -22,13 +22,14 @@ from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
 from ..transports import Batch, open_transport
 from .hooks import own_hook
-from .responses import ApiError, json_response, read_json
+from .responses import ApiError, json_response, read_optional_json
 
 
 async def send_test_event(request: Request) -> Response:
     _, account_id, hook = await own_hook(request)
-    body = await request.body()
-    options = await read_json(request) if body.strip() else {}
+    options = await read_optional_json(request)
+    if options is None:
+        options = {}
     if not isinstance(options, dict):
         raise ApiError(422, 'the body must be a JSON object, e.g. {"event_type": "deliv"}')
     code = options.get("event_type", hook.spec.event_types[0])

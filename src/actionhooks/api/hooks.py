@@ -158,6 +158,16 @@ async def list_attempts(request: Request) -> Response:
     return json_response({"attempts": [{**msgspec.to_builtins(a), "at": iso(a.at)} for a in attempts]})
 
 
+def _stored_event(payload: bytes) -> msgspec.Raw | str:
+    """A logged event as JSON; one whose bytes are not UTF-8 (accepted before ingest refused them) as a string with
+    the bad bytes replaced, so that the answer stays valid JSON."""
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return payload.decode(errors="replace")
+    return msgspec.Raw(payload)
+
+
 async def list_dead_letters(request: Request) -> Response:
     store, _, hook = await own_hook(request)
     limit, before = _paging(request)
@@ -172,7 +182,7 @@ async def list_dead_letters(request: Request) -> Response:
                     "reason": d.reason,
                     "attempts": d.attempts,
                     "failed_at": iso(d.failed_at),
-                    "event": msgspec.Raw(d.payload),
+                    "event": _stored_event(d.payload),
                 }
                 for d in letters
             ]

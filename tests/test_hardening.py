@@ -161,6 +161,24 @@ async def test_ingest_counts_items_before_building_them(service: Service, owner:
     assert time.perf_counter() - started < 2
 
 
+async def test_five_million_tiny_items_cost_no_more_than_the_limit(store: Store) -> None:
+    """Items are counted before they are built: the 413 comes before millions of objects (old: 0.7 s of stall)."""
+    from actionhooks.api.ingest import ingest
+    from actionhooks.api.responses import ApiError
+    from actionhooks.config import IngestLimits
+
+    limits = IngestLimits(max_body_bytes=16 * 1024 * 1024, max_items=1000, max_pending=1)
+    for body, ctype in (
+        (b"[" + b"0," * 5_000_000 + b"0]", "application/json"),
+        (b"0\n" * 5_000_000, "application/x-ndjson"),
+    ):
+        started = time.perf_counter()
+        with pytest.raises(ApiError) as refused:
+            await ingest(store, 1, body, ctype, limits)
+        assert refused.value.status == 413
+        assert time.perf_counter() - started < 0.3, ctype
+
+
 async def test_ids_beyond_64_bits_or_not_plain_digits_are_404_or_422(service: Service, owner: User) -> None:
     for hook_id in ("99999999999999999999999", "9223372036854775808", "-1", "+1", "1_0", "%D9%A3", "%201"):
         status, body, _ = await service.call("GET", f"/v1/hooks/{hook_id}", owner)

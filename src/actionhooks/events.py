@@ -8,6 +8,7 @@ nanoseconds, unknown fields pass through).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -164,6 +165,7 @@ def _count_array_items(body: bytes, max_items: int) -> None:
         return  # malformed: the decode proper reports it
 
 
+_to_datetime = functools.partial(msgspec.convert, type=datetime)
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
     r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
@@ -175,6 +177,15 @@ def event_date_error(text: str) -> str | None:
 
     A leap second (``:60``) is valid, and fractions of a second are not rounded (``23:59:59.9999999Z`` stays in
     its second)."""
+    try:
+        parsed = _to_datetime(text)  # the fast path (C); refuses leap seconds and rounds fractions
+    except msgspec.ValidationError:
+        pass
+    else:
+        if parsed.tzinfo is None:
+            return "event_date must carry a time zone offset (Z or ±hh:mm)"
+        if parsed.year not in (1, 9999):
+            return None
     match = _RFC3339.match(text)
     if match is None:
         return "event_date must be an RFC 3339 date-time with a time zone offset, e.g. 2024-01-31T12:00:00Z"

@@ -7,8 +7,10 @@ RFC 8259 leaves some JSON open to interpretation, and msgspec (fast, used everyw
   exact integer, or refused, depending on the receiver;
 - strings that are not valid UTF-8, including lone UTF-16 surrogates (``"\\ud800"``), which most parsers refuse.
 
-One pass of the standard library's C scanner with hooks finds the first two; invalid UTF-8 fails the strict decode
-of the bytes, and the rare escaped surrogate is left to msgspec, which refuses unpaired ones.
+One pass of the standard library's C scanner with hooks (one call per object and per number) finds the first two
+(msgspec cannot: it has no hook for duplicate keys, msgspec issue #648); invalid UTF-8 fails the strict decode of
+the bytes, and the rare escaped surrogate is left to msgspec, which refuses unpaired ones. The pass costs about as
+much as the rest of an event's validation.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from .catalog import catalog
 from .config import Settings
 from .errors import ActionhooksError, ConfigError
 from .integrations.base import SourceSettings
+from .server_limits import ServerLimits
 
 app = typer.Typer(
     help="Capture marketing-platform events and deliver them to hooks.",
@@ -75,8 +76,24 @@ def serve(
         LogFormat,
         typer.Option(help="text, or json: one object a line (hook_id, batch_id, outcome of each attempt)"),
     ] = LogFormat.text,
+    max_head_bytes: Annotated[
+        int, typer.Option(min=1024, help="largest request head (request line + headers); larger: 431")
+    ] = ServerLimits.max_head_bytes,
+    head_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a client may take to send a request head; then 408")
+    ] = ServerLimits.head_timeout_s,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a request body may pause; then 408")
+    ] = ServerLimits.body_timeout_s,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="seconds an idle keep-alive connection stays open")
+    ] = ServerLimits.keep_alive_s,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="connections + requests in progress; past it requests get 503")
+    ] = ServerLimits.max_concurrency,
 ) -> None:
-    """Run the API and the dispatcher (and any configured broker consumers) in one process."""
+    """Run the API and the dispatcher (and any configured broker consumers) in one process. The server's limits
+    are described in docs/operations.md."""
     import dataclasses
 
     from .service import serve as run_service
@@ -85,6 +102,13 @@ def serve(
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
     _setup_logging(log_level, log_format)
+    limits = ServerLimits(
+        max_head_bytes=max_head_bytes,
+        head_timeout_s=head_timeout,
+        body_timeout_s=body_timeout,
+        keep_alive_s=keep_alive,
+        max_concurrency=max_concurrency,
+    )
     run_service(
         settings,
         host=host,
@@ -92,6 +116,7 @@ def serve(
         log_level=log_level,
         dispatch=dispatch,
         own_logging=log_format is LogFormat.json,
+        limits=limits,
     )
 
 

@@ -161,7 +161,7 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
     reason: str
     attempts: int
     failed_at: Instant
-    event: msgspec.Raw
+    event: msgspec.Raw | str
 
     @classmethod
     def of(cls, d: DeadLetter) -> DeadLetterView:
@@ -172,8 +172,18 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
             reason=d.reason,
             attempts=d.attempts,
             failed_at=timestamp(d.failed_at),
-            event=msgspec.Raw(d.payload),
+            event=stored_event(d.payload),
         )
+
+
+def stored_event(payload: bytes) -> msgspec.Raw | str:
+    """A logged event as JSON; one whose bytes are not UTF-8 (accepted before ingest refused them) as a string with
+    the bad bytes replaced, so that the answer stays valid JSON."""
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return payload.decode(errors="replace")
+    return msgspec.Raw(payload)
 
 
 class DeadLetterList(msgspec.Struct):

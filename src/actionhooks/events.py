@@ -34,7 +34,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     event_data: msgspec.Raw
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
     account_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
-    profile_id: Annotated[str, msgspec.Meta(max_length=256, pattern="\\A[^\\x00]*\\Z")] | None = None
+    profile_id: Annotated[str, msgspec.Meta(max_length=256, pattern="^[^\\x00]*$")] | None = None
     xxh: str | None = msgspec.field(default=None, name="_xxh")
     md5: str | None = msgspec.field(default=None, name="_md5")
     list_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None  # a BIGINT column

@@ -99,9 +99,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """``app`` served in this event loop for the length of the block (lifespan included); yields its base URL.
-    ``port`` 0: a free one, chosen when the socket is bound."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    """``app`` served in this event loop for the length of the block (lifespan included), with the same server
+    limits as ``serve``; yields its base URL. ``port`` 0: a free one, chosen when the socket is bound."""
+    config = server_config(app, host, port, "warning", ServerLimits())
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -13,6 +13,7 @@ ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
 ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
 ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
 ACTIONHOOKS_CONSUME_FILE        (none)                   JSON file of broker consumers ``serve`` runs
+ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
 ==============================  =======================  ==============================================
 """
 
@@ -70,6 +71,7 @@ class Settings:
     limits: IngestLimits = field(default_factory=IngestLimits)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
+    key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -88,4 +90,5 @@ class Settings:
                 max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
             ),
             consume_file=os.environ.get("ACTIONHOOKS_CONSUME_FILE") or None,
+            key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
         )

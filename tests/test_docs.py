@@ -89,6 +89,7 @@ def test_documented_configuration_defaults_are_the_settings_defaults(monkeypatch
         "ACTIONHOOKS_RETRY_INITIAL_S": settings.retry.initial_delay_s,
         "ACTIONHOOKS_RETRY_MAX_DELAY_S": settings.retry.max_delay_s,
         "ACTIONHOOKS_RETRY_MAX_ATTEMPTS": settings.retry.max_attempts,
+        "ACTIONHOOKS_KEY_CACHE_S": settings.key_cache_s,
     }
     for name, value in defaults.items():
         assert documented_value(table[name]) == value, name

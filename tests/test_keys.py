@@ -371,6 +371,22 @@ async def test_an_ingest_key_is_refused_where_admin_is_needed_and_its_use_is_rec
     await eventually(lambda: keys.touched == [3])
 
 
+async def test_account_for_a_hash_needs_a_live_key_of_the_scope(
+    auth: Authenticator, keys: CountingKeys, clock: Clock
+) -> None:
+    """What the console's session asks on every request: the hash of the key it signed in with."""
+    admin, producer = keys.add(1), keys.add(2, "ingest")
+    assert await auth.account_for(hash_key(admin)) == 7
+    assert await auth.account_for(hash_key(producer)) is None
+    assert await auth.account_for(hash_key(producer), "ingest") == 7
+    assert await auth.account_for(hash_key(new_api_key())) is None
+    keys.revoke(admin)
+    assert await auth.account_for(hash_key(admin)) == 7  # cached for the ttl …
+    clock.now += 5.1
+    assert await auth.account_for(hash_key(admin)) is None  # … then it is refused
+    assert keys.lookups[hash_key(admin)] == 2
+
+
 async def test_forget_drops_a_key_revoked_here_at_once(auth: Authenticator, keys: CountingKeys) -> None:
     secret, other = keys.add(1), keys.add(2)
     await auth.account(bearer(secret))

@@ -95,6 +95,16 @@ class Authenticator:
             )
         return key
 
+    async def account_for(self, digest: str, scope: Scope = "admin") -> int | None:
+        """The account of the key of hash ``digest`` when that key is live and its scope allows ``scope``; else
+        None. Cached like every check: for those that hold a key's hash rather than the key (the console's
+        session, which signs in with an ``admin`` key and is checked again on every request)."""
+        try:
+            key = await self._check(digest)
+        except ApiError:
+            return None
+        return key.account_id if allows(key.scope, scope) else None
+
     async def _check(self, digest: str) -> StoredKey:
         key = self.known.get(digest)
         if key is not None:

@@ -227,12 +227,21 @@ async def test_the_store_keeps_an_accounts_last_admin_key_unless_told(store: Sto
     assert await store.account_for_key(hash_key("other")) == other
 
 
-async def test_two_admin_keys_revoking_each_other_at_once_leave_one(store: Store) -> None:
+async def test_two_admin_keys_revoking_each_other_at_once_leave_one(store: Store, db_url: str) -> None:
+    """Each revocation through its own store (its own connection, as two processes would): one of them is
+    refused, whichever commits second."""
     account = await store.create_account("a", hash_key("first"))
     (first,) = await store.list_keys(account)
     second = await store.add_key(account, "second", "admin", hash_key("second"))
     assert second is not None
-    results = await asyncio.gather(store.revoke_key(first.id, account), store.revoke_key(second.id, account))
+    elsewhere = open_store(db_url)
+    await elsewhere.open()
+    try:
+        results = await asyncio.gather(
+            store.revoke_key(first.id, account), elsewhere.revoke_key(second.id, account)
+        )
+    finally:
+        await elsewhere.close()
     assert sorted(r is not None and r.revoked_at is None for r in results) == [False, True]
     assert len([k for k in await store.list_keys(account) if k.revoked_at is None]) == 1
 

@@ -22,7 +22,7 @@ from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, observability, openapi
+from . import hooks, keys, observability, openapi
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -84,6 +84,9 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
+    Route("/v1/keys", keys.create_key, methods=["POST"]),
+    Route("/v1/keys", keys.list_keys, methods=["GET"]),
+    Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
 ]
 
 
@@ -113,7 +116,7 @@ def create_app(
     state.store = store
     state.hooks = registry
     state.context = context
-    state.auth = Authenticator(store)
+    state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()

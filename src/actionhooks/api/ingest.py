@@ -46,7 +46,7 @@ async def ingest(
 
 async def post_events(request: Request) -> Response:
     state: Any = request.app.state
-    account_id = await state.auth.account(request)
+    account_id = await state.auth.account(request, "ingest")
     limits: IngestLimits = state.settings.limits
     if state.store.pending_appends > limits.max_pending:
         raise ApiError(

@@ -7,10 +7,14 @@ RFC 8259 leaves some JSON open to interpretation, and msgspec (fast, used everyw
   exact integer, or refused, depending on the receiver;
 - strings that are not valid UTF-8, including lone UTF-16 surrogates (``"\\ud800"``), which most parsers refuse.
 
-One pass of the standard library's C scanner with hooks (one call per object and per number) finds the first two
-(msgspec cannot: it has no hook for duplicate keys, msgspec issue #648); invalid UTF-8 fails the strict decode of
-the bytes, and the rare escaped surrogate is left to msgspec, which refuses unpaired ones. The pass costs about as
-much as the rest of an event's validation.
+How, fast: msgspec decodes the value, refusing invalid UTF-8, unpaired escaped surrogates and floats past the
+double's range, and keeps one key of a duplicated pair (it has no hook to tell, issue #648). In JSON without a
+backslash (so no escaped quote inside a string) and without white space between a key and its colon, every ``":``
+of the bytes ends a key and every key ends with one, and the strings re-encode byte for byte: the keys as written
+are ``data.count(b'":')``, the distinct ones the same count over msgspec's re-encoding, equal exactly when no
+object repeats a key. A run of 309 digits (an integer that may not fit a double; msgspec reads it as an exact
+integer) also takes the exact path. Typical events qualify (measured: about 3 µs an event, against 11 µs); the rest
+take the exact path, one pass of the standard library's scanner with a hook per object and per number.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import msgspec
 
 _INFINITY = float("inf")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_NOT_DIGITS = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
+_LONG_NUMBER = re.compile(rb"[0-9]{309}")  # an integer that may not fit a double
 
 
 class StrictJsonError(ValueError):
@@ -57,6 +63,26 @@ _scan = json.JSONDecoder(
 
 def check(data: bytes) -> None:
     """Raise :class:`StrictJsonError` unless ``data`` is one JSON value that every receiver reads alike."""
+    if _plain(data):
+        try:
+            value = msgspec.json.decode(data)
+        except msgspec.DecodeError:
+            pass  # the exact path below says what is wrong, in its own words
+        else:
+            if msgspec.json.encode(value).count(b'":') == data.count(b'":'):
+                return
+    _exact(data)
+
+
+def _plain(data: bytes) -> bool:
+    """No backslash, no white space after a quote, no run of 309 digits: the fast path's ground (substring
+    searches first; the digit run looked for only when there are that many digits at all)."""
+    if b"\\" in data or b'" ' in data or b'"\n' in data or b'"\t' in data or b'"\r' in data:
+        return False  # (a superset of) white space between a key and its colon
+    return len(data) < 309 or len(data.translate(None, _NOT_DIGITS)) < 309 or not _LONG_NUMBER.search(data)
+
+
+def _exact(data: bytes) -> None:
     try:
         text = data.decode()  # strict UTF-8: refuses invalid bytes and encoded surrogates
     except UnicodeDecodeError as exc:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actionhooks import strict_json
-from actionhooks.strict_json import StrictJsonError
+from actionhooks.errors import StrictJsonError
 
 KEYS = st.sampled_from(["a", "b", "id", 'q"uote', "ключ", "a\\b"])
 SCALARS = st.one_of(

@@ -37,22 +37,14 @@ from .api.schema import (
     TestOutcome,
 )
 from .catalog import EventType
+from .errors import RequestFailed
 from .events import ItemError
 from .ids import new_ids
 
 T = TypeVar("T")
 RETRIED_STATUSES = frozenset({429, 503})
 
-
-class RequestFailed(Exception):
-    """The service refused the request (``status``, its ``error`` and ``field``), or could not be reached
-    (``status`` None) after the retries."""
-
-    def __init__(self, status: int | None, error: str, field: str | None = None) -> None:
-        super().__init__(f"{status or 'unreachable'}: {error}" + (f" ({field})" if field else ""))
-        self.status = status
-        self.error = error
-        self.field = field
+__all__ = ["AsyncClient", "Client", "RequestFailed"]
 
 
 class _Answer(msgspec.Struct):

@@ -18,8 +18,14 @@ The tree::
     │                          DeliveryError)
     ├── ConsumeError           a broker or dead-letter failure that ends a consumer run (nothing of the batch in
     │                          hand is acknowledged)
-    └── StaleHook              the hook changed under its delivery worker (edited, stopped or deleted); the worker
-                               stops and the dispatcher starts a fresh one from the stored settings
+    ├── StaleHook              the hook changed under its delivery worker (edited, stopped or deleted); the worker
+    │                          stops and the dispatcher starts a fresh one from the stored settings
+    ├── StrictJsonError        JSON that receivers could read differently (duplicate keys, numbers past a double,
+    │                          invalid UTF-8): an item error at ingest, a 400 elsewhere (also a ValueError)
+    ├── TooManyItems           a body with more events than one request may carry: 413 (also a ValueError)
+    ├── NotBegun               a store transaction failed to begin: none of its work reached the database
+    ├── BrowserMissing         devtools: Debian's Chromium or its driver is not installed (also a RuntimeError)
+    └── RequestFailed          actionhooks.client: the service refused a request, or stayed unreachable
 
 Transports map their libraries' exceptions to ``DeliveryError`` at their edge (``raise … from exc``);
 nothing else escapes ``Transport.send``. The API answers an ``ApiError`` with its status and the body
@@ -143,3 +149,34 @@ class DestinationRefused(OSError, ActionhooksError):
         super().__init__(f"{host}: {reason}")
         self.host = host
         self.reason = reason
+
+
+class StrictJsonError(ActionhooksError, ValueError):
+    """JSON that is well-formed but ambiguous, or not JSON at all; the message says why."""
+
+
+class TooManyItems(ActionhooksError, ValueError):
+    """A body holds more events than one request may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} events in one request; the limit is {limit}")
+        self.limit = limit
+
+
+class NotBegun(ActionhooksError):
+    """A transaction failed to begin (its ``__cause__`` says why): none of its work reached the database."""
+
+
+class BrowserMissing(ActionhooksError, RuntimeError):
+    """The system's Chromium or its driver is not installed."""
+
+
+class RequestFailed(ActionhooksError):
+    """The service refused the request (``status``, its ``error`` and ``field``), or could not be reached
+    (``status`` None) after the retries."""
+
+    def __init__(self, status: int | None, error: str, field: str | None = None) -> None:
+        super().__init__(f"{status or 'unreachable'}: {error}" + (f" ({field})" if field else ""))
+        self.status = status
+        self.error = error
+        self.field = field

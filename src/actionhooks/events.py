@@ -20,7 +20,7 @@ import msgspec
 
 from . import strict_json
 from .catalog import catalog
-from .errors import field_error
+from .errors import StrictJsonError, TooManyItems, field_error
 from .ids import ID_PATTERN, new_ids
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
@@ -88,14 +88,6 @@ def _item_error(index: int, exc: ValueError) -> ItemError:
 
 def _is_object(raw: msgspec.Raw) -> bool:
     return memoryview(raw)[:1].tobytes() == b"{"  # a Raw value carries no surrounding space
-
-
-class TooManyItems(ValueError):
-    """A body holds more events than one request may."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit} events in one request; the limit is {limit}")
-        self.limit = limit
 
 
 def media_type(content_type: str) -> str:
@@ -230,7 +222,7 @@ def parse_events(
             continue
         try:
             strict_json.check(raw)
-        except strict_json.StrictJsonError as exc:
+        except StrictJsonError as exc:
             errors.append(ItemError(index, str(exc)))
             continue
         if env.event_type not in codes:

@@ -25,14 +25,12 @@ from typing import Any
 
 import msgspec
 
+from .errors import StrictJsonError
+
 _INFINITY = float("inf")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _NOT_DIGITS = bytes(b for b in range(256) if not 0x30 <= b <= 0x39)
 _LONG_NUMBER = re.compile(rb"[0-9]{309}")  # an integer that may not fit a double
-
-
-class StrictJsonError(ValueError):
-    """JSON that is well-formed but ambiguous, or not JSON at all; the message says why."""
 
 
 def _finite(text: str) -> float:

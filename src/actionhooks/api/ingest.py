@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..config import IngestLimits
-from ..errors import ApiError
-from ..events import TooManyItems, parse_events, split_body
+from ..errors import ApiError, TooManyItems
+from ..events import parse_events, split_body
 from ..store.base import Store
 from .responses import json_response, read_body
 from .schema import IngestResult

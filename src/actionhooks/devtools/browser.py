@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+from ..errors import BrowserMissing
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
@@ -28,10 +30,6 @@ FLAGS = (
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
 )
-
-
-class BrowserMissing(RuntimeError):
-    """The system's Chromium or its driver is not installed."""
 
 
 def browser_installed() -> bool:

@@ -35,10 +35,6 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-class NotBegun(Exception):
-    """A transaction failed to begin (its ``__cause__`` says why): none of its work reached the database."""
-
-
 class Dialect(Protocol):
     engine: str
     marker: str  # the parameter placeholder the engine's driver expects: "?" or "%s"

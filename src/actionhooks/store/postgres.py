@@ -8,8 +8,9 @@ from collections.abc import Iterator, Sequence
 
 import psycopg
 
+from ..errors import NotBegun
 from ..events import NewEvent
-from .dialect import Connection, Cursor, NotBegun, migration_scripts
+from .dialect import Connection, Cursor, migration_scripts
 from .sql import SqlStore
 
 _LOG_LOCK = 0x61637468_6F6F6B73 & 0x7FFF_FFFF_FFFF_FFFF  # "acthooks"

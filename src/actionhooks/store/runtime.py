@@ -19,8 +19,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from ..errors import NotBegun
 from .availability import Availability
-from .dialect import Connection, Dialect, NotBegun
+from .dialect import Connection, Dialect
 from .faults import WriteFaults
 
 T = TypeVar("T")

@@ -9,8 +9,9 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 
+from ..errors import NotBegun
 from ..events import NewEvent
-from .dialect import Connection, Cursor, NotBegun, migration_scripts
+from .dialect import Connection, Cursor, migration_scripts
 from .sql import SqlStore
 
 _COLUMNS = (

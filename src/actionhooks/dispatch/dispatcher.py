@@ -3,9 +3,13 @@
 It reconciles its workers with the store's active hooks at start, whenever the API says a hook changed, and every
 ``reconcile_interval`` seconds (changes made by other processes). A worker that ends or crashes is restarted by the
 next reconciliation; one hook's failures never reach another's worker. While the store is unavailable, workers stop
-and reconciliation fails quietly; both resume when it is back. Appends in this process wake the workers of the
-accounts they touched at once; appends elsewhere are seen within ``poll_interval``. ``caught_up`` awaits a hook's
-worker having handled everything up to a log position (tests wait on it instead of sleeping).
+and reconciliation fails quietly; both resume when it is back.
+
+The workers share one read of the log (:class:`~.feed.LogFeed`: appends in this process make it read the new events
+once and wake only the workers they match; appends elsewhere are seen within ``poll_interval``) and one writer of
+delivery state (:class:`~.states.StateWriter`: records of many hooks share commits, idle cursors are written
+lazily). ``caught_up`` awaits a hook's worker having handled everything up to a log position (tests wait on it
+instead of sleeping).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from ..errors import ActionhooksError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import Hook, HookRegistry
 from ..store.base import Store
+from .feed import LogFeed
+from .states import StateWriter
 from .worker import HookWorker
 
 log = logging.getLogger(__name__)
@@ -47,7 +53,9 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._unreadable: dict[int, int] = {}  # hook id → generation whose settings could not be loaded
         self._worker_started = asyncio.Event()  # set, and replaced, whenever a worker starts
-        store.add_append_listener(self._appended)
+        self.feed = LogFeed(store)
+        self.states = StateWriter(store)
+        store.add_append_listener(self.feed.appended)
 
     async def start(self) -> None:
         await self.reconcile()
@@ -60,6 +68,8 @@ class Dispatcher:
                 await self._loop_task
         for hook_id in list(self.workers):
             await self._stop_worker(hook_id)
+        await self.feed.close()
+        await self.states.close()
 
     def hook_changed(self) -> None:
         """A hook was created, edited or deleted: reconcile soon (without waiting for it)."""
@@ -93,11 +103,6 @@ class Dispatcher:
                     waiting.cancel()
                 if waiting.done() and not waiting.cancelled():
                     return
-
-    def _appended(self, account_ids: set[int]) -> None:
-        for worker, _ in self.workers.values():
-            if worker.hook.account_id in account_ids:
-                worker.wake.set()
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -135,7 +140,15 @@ class Dispatcher:
                 self._start_worker(hook)
 
     def _start_worker(self, hook: Hook) -> None:
-        worker = HookWorker(hook, self.store, self.context, self.retry, self.poll_interval)
+        worker = HookWorker(
+            hook,
+            self.store,
+            self.context,
+            self.retry,
+            self.poll_interval,
+            feed=self.feed,
+            states=self.states,
+        )
         task = asyncio.create_task(worker.run(), name=f"hook-{hook.id}")
         task.add_done_callback(self._worker_done)
         self.workers[hook.id] = (worker, task)

@@ -3,17 +3,22 @@
 The loop, for a hook at cursor ``c``:
 
 1. Read matching events with ``seq > scan`` (``scan`` starts at ``c``) into the buffer; ``scan`` moves to the end
-   of what the store covered.
+   of what the read covered. Reads are served by the dispatcher's shared :class:`~.feed.LogFeed` (the log read once
+   for all hooks); a hook behind the feed's memory reads from the store on its own until it catches up.
 2. When ``max_batch_size`` events wait, or the oldest has waited ``timeout_s`` since it was received, take the
    first ``max_batch_size`` as a batch.
 3. Send it. Delivered → record the attempt and move the cursor past the batch (to ``scan`` when nothing else
    waits) in one transaction. Retryable → record the attempt, wait the back-off, send the same batch again; later
    events wait (per-hook order). Permanent, or attempts exhausted → the batch's events become dead letters with
    the reason, and the cursor moves on.
-4. Nothing to do → save ``scan`` as the cursor (so an idle hook does not rescan), then sleep until new events are
-   appended, the oldest buffered event falls due, or the poll interval passes. When nothing is buffered either,
-   the worker is *caught up*: every event up to the saved cursor is handled (delivered, dead-lettered or not
-   matching) and no write is in flight — ``caught_up(seq)`` returns once that holds for ``seq``.
+4. Nothing to do → note ``scan`` as the cursor (so an idle hook does not rescan): the note is written lazily,
+   sharing a commit with other writes (:class:`~.states.StateWriter`), then sleep until the feed routes an event
+   of the hook's types, the oldest buffered event falls due, or the poll interval passes. When nothing is
+   buffered either, the worker is *caught up*: every event up to the saved cursor is handled (delivered,
+   dead-lettered or not matching) and no write is in flight — ``caught_up(seq)`` returns once that holds for
+   ``seq`` (a cursor note counts once written).
+
+Batch records go through the :class:`~.states.StateWriter` too: many hooks' records share commits.
 
 Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
 nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
@@ -32,8 +37,10 @@ from ..errors import DeliveryError, StaleHook
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..registry import Hook
-from ..store.base import Attempt, DeadLetter, Store
+from ..store.base import Attempt, DeadLetter, Page, Store
 from .enrich import Enricher
+from .feed import LogFeed, Subscription
+from .states import StateWriter
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +57,14 @@ class HookWorker:
         context: TransportContext,
         retry: RetryPolicy,
         poll_interval: float = 1.0,
+        *,
+        feed: LogFeed,
+        states: StateWriter,
     ) -> None:
         self.hook = hook
         self.store = store
+        self.feed = feed
+        self.records = states
         self.context = context
         self.retry = retry
         self.poll_interval = poll_interval
@@ -65,22 +77,28 @@ class HookWorker:
         self.read_limit = max(self.max_batch, 1000)
         self.buffer: list[Message] = []
         self.scan = hook.cursor
-        self.saved_cursor = hook.cursor
+        self.saved_cursor = hook.cursor  # the newest cursor written or being written
+        self.recorded_cursor = hook.cursor  # the newest cursor of a batch's record (written once settled)
         self.transport: Transport | None = None
         self._pending_write: asyncio.Future[bool] | None = None
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
         self.handled_through = hook.cursor
         self._progress = asyncio.Event()
+        self._stale = False  # a cursor note found the hook changed
+        self._waiters = 0  # callers of caught_up
+        self.subscription = Subscription(hook.account_id, tuple(spec.event_types), spec.list_id, self.wake)
 
     async def run(self) -> None:
         self.transport = open_transport(self.hook.spec.transport, self.context)
+        self.feed.subscribe(self.subscription)
         try:
             await self._loop()
             await self._settle()
         except StaleHook:
             log.info("hook %s changed; worker stops", self.hook.id)
         finally:
+            self.feed.unsubscribe(self.subscription)
             if self._pending_write is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._pending_write)
@@ -90,14 +108,50 @@ class HookWorker:
         """Return once every event up to log position ``seq`` is handled — delivered, dead-lettered or not
         matching the hook — with its cursor saved and no write in flight. Waits indefinitely: the caller bounds
         it (a hook whose batch keeps failing is not caught up until the batch is delivered or dead-lettered)."""
-        while self.handled_through < seq:
-            progress = self._progress
-            await progress.wait()
+        self._waiters += 1  # while someone waits, cursor notes are written at once
+        try:
+            while self.handled_through < seq:
+                self.wake.set()  # an idle worker is not woken by events it does not match
+                progress = self._progress
+                await progress.wait()
+        finally:
+            self._waiters -= 1
 
     def _went_idle(self) -> None:
-        self.handled_through = self.saved_cursor
-        self._progress.set()
-        self._progress = asyncio.Event()
+        self._handled(self.recorded_cursor)
+
+    def _handled(self, seq: int) -> None:
+        if seq > self.handled_through:
+            self.handled_through = seq
+            self._progress.set()
+            self._progress = asyncio.Event()
+
+    def _note_cursor(self, cursor: int) -> None:
+        """Save the idle position lazily; once written it counts as handled (if nothing was read since)."""
+        note = self.records.note_cursor(self.hook.id, self.hook.generation, cursor)
+
+        def written(done: asyncio.Future[bool]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return  # the next note (or batch) writes it
+            if not done.result():
+                self._stale = True
+                self.wake.set()
+            else:  # every event up to ``cursor`` was handled and recorded when noted
+                self._handled(cursor)
+
+        note.add_done_callback(written)
+        if self._waiters:
+            self.records.hurry()
+
+    async def _read(self, limit: int) -> Page:
+        """The next page of the hook's events: from the shared feed, or on its own while behind the feed."""
+        spec = self.hook.spec
+        page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
+        if page is not None:
+            return page
+        return await self.store.read_events(
+            self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
+        )
 
     async def _record(self, write: Awaitable[bool], *, wait: bool = False) -> None:
         """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
@@ -125,17 +179,12 @@ class HookWorker:
     async def _loop(self) -> None:
         while True:
             self.wake.clear()
+            if self._stale:
+                raise StaleHook
             caught_up = True
             if len(self.buffer) < self.read_limit:
                 limit = self.read_limit - len(self.buffer)
-                page = await self.store.read_events(
-                    self.hook.account_id,
-                    self.hook.spec.event_types,
-                    self.hook.spec.list_id,
-                    self.scan,
-                    limit,
-                    self.window,
-                )
+                page = await self._read(limit)
                 self._adapt_window(len(page.events), limit, page.caught_up)
                 if self.matcher.trivial:
                     self.buffer.extend(page.events)
@@ -149,13 +198,11 @@ class HookWorker:
                 continue
             if not caught_up:
                 continue
-            if not self.buffer and self.scan > self.saved_cursor:
-                await self._record(
-                    self.store.save_cursor(self.hook.id, self.hook.generation, self.scan), wait=True
-                )
-                self.saved_cursor = self.scan
             if not self.buffer:
-                await self._settle()
+                await self._settle()  # a note never overtakes a batch's record
+                if self.scan > self.saved_cursor:
+                    self._note_cursor(self.scan)
+                    self.saved_cursor = self.scan
                 self._went_idle()
             wait = self.poll_interval if not self.buffer else min(self.poll_interval, self._due_in())
             with contextlib.suppress(TimeoutError):
@@ -200,8 +247,8 @@ class HookWorker:
                 error = DeliveryError(f"internal error: {exc!r}")
             else:
                 attempt = _attempt(batch, at, started, "delivered", receipt.status, receipt.response_excerpt)
-                await self._record(self.store.finish_batch(attempt, self.hook.generation, cursor_after))
-                self.saved_cursor = cursor_after
+                await self._record(self.records.finish_batch(attempt, self.hook.generation, cursor_after))
+                self.saved_cursor = self.recorded_cursor = cursor_after
                 return
             give_up = error.permanent or self.retry.exhausted(attempts)
             attempt = _attempt(
@@ -229,14 +276,14 @@ class HookWorker:
                     )
                     for e in events
                 ]
-                write = self.store.finish_batch(
+                write = self.records.finish_batch(
                     attempt, self.hook.generation, cursor_after, dead, last_error=reason
                 )
                 await self._record(write)
-                self.saved_cursor = cursor_after
+                self.saved_cursor = self.recorded_cursor = cursor_after
                 log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
                 return
-            write = self.store.finish_batch(attempt, self.hook.generation, None, last_error=error.reason)
+            write = self.records.finish_batch(attempt, self.hook.generation, None, last_error=error.reason)
             await self._record(write, wait=True)
             await asyncio.sleep(self.retry.delay(attempts, error.retry_after))
 
@@ -271,11 +318,11 @@ class HookWorker:
             ]
             cursor = cursor_after if not prepared else None  # else the cursor moves with the batch
             await self._record(
-                self.store.finish_batch(attempt, self.hook.generation, cursor, dead, last_error=reason),
+                self.records.finish_batch(attempt, self.hook.generation, cursor, dead, last_error=reason),
                 wait=True,
             )
             if cursor is not None:
-                self.saved_cursor = cursor
+                self.saved_cursor = self.recorded_cursor = cursor
             log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(unfit), reason)
         return prepared
 

@@ -88,6 +88,28 @@ class Page(NamedTuple):
     caught_up: bool  # scanned_to is the log head: nothing more to read now
 
 
+class LogPage(NamedTuple):
+    """A stretch of the whole log (every account) in ``seq`` order: ``accounts[i]`` owns ``events[i]``."""
+
+    accounts: list[int]
+    events: list[LoggedEvent]
+    scanned_to: int  # every event with seq ≤ scanned_to is in ``events`` (or before ``after``)
+    caught_up: bool  # scanned_to is the log head: nothing more to read now
+
+
+class StateWrite(NamedTuple):
+    """One hook's delivery-state write, as :meth:`Store.write_states` takes many at once. With ``attempt``: what
+    :meth:`Store.finish_batch` does. Without: a *cursor note* — move the cursor forward to ``cursor`` (never back)
+    when the hook's generation still holds (an idle hook's position, saved lazily)."""
+
+    hook_id: int
+    generation: int
+    cursor: int | None
+    attempt: Attempt | None = None
+    dead_letters: Sequence[DeadLetter] = ()
+    last_error: str | None = None
+
+
 AppendListener = Callable[[set[int]], None]
 
 
@@ -225,6 +247,11 @@ class Store(Protocol):
         the engine's choice."""
         ...
 
+    async def read_log(self, after: int, limit: int) -> LogPage:
+        """The log after ``after`` in ``seq`` order, every account, at most ``limit`` events: what the
+        dispatcher's shared feed reads once for all hooks."""
+        ...
+
     async def count_events(self, account_id: int | None = None) -> int: ...
 
     # hooks (settings sealed by the caller: see actionhooks.registry)
@@ -262,6 +289,17 @@ class Store(Protocol):
     ) -> bool:
         """Record ``attempt``; when ``cursor`` is given also move the cursor and store ``dead_letters`` — all in
         one transaction. False when the hook's generation moved on (the caller must stop)."""
+        ...
+
+    async def write_states(self, writes: Sequence[StateWrite]) -> list[bool]:
+        """Many hooks' state writes in one transaction (one commit, one fsync), in order; per write whether the
+        hook's generation still held. A failure fails them all (nothing of them is committed)."""
+        ...
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far by this store object (appends, state, hooks): what the tests
+        count to hold idle hooks to no commits of their own."""
         ...
 
     async def list_attempts(

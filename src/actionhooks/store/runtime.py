@@ -37,6 +37,7 @@ class Runtime:
         self._local = threading.local()
         self._connections: set[Connection] = set()
         self._connections_lock = threading.Lock()
+        self.commits = 0  # units of write work done (each one transaction): counted for the tests
 
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on the writer thread (writes run one at a time, in the order submitted)."""
@@ -48,7 +49,9 @@ class Runtime:
 
     def _run_write(self, work: Callable[[Connection], T]) -> T:
         self.faults.check()
-        return self._run(work, True)
+        result = self._run(work, True)
+        self.commits += 1  # only the writer thread counts
+        return result
 
     def _run(self, work: Callable[[Connection], T], writer: bool) -> T:
         self.availability.gate()

@@ -22,10 +22,12 @@ from .base import (
     HookActivity,
     HookLag,
     HookQuery,
+    LogPage,
     LogSummary,
     Page,
     Pruned,
     Scope,
+    StateWrite,
     StoredHook,
     StoredKey,
 )
@@ -100,6 +102,11 @@ class _Queries:
         self.cursor_save = (
             f"UPDATE hooks SET cursor = {p} WHERE id = {p} AND generation = {p} AND cursor <= {p}"
         )
+        self.cursor_note = (  # forward only; the row matches while the generation holds
+            f"UPDATE hooks SET cursor = CASE WHEN cursor < {p} THEN {p} ELSE cursor END"
+            f" WHERE id = {p} AND generation = {p}"
+        )
+        self.read_log = f"SELECT account_id, {_EVENT_COLUMNS} FROM events WHERE seq > {p} AND seq <= {p} ORDER BY seq LIMIT {p}"
         self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
         self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
         self.delivery_counts_delete = f"DELETE FROM delivery_counts WHERE hook_id = {p}"
@@ -122,6 +129,10 @@ class SqlStore:
         self._sql = _Queries(dialect.marker)
         self._runtime = Runtime(dialect, readers)
         self._appends = GroupCommit(self._commit_group)
+
+    @property
+    def commits(self) -> int:
+        return self._runtime.commits
 
     @property
     def faults(self) -> WriteFaults:
@@ -343,6 +354,22 @@ class SqlStore:
         scanned_to = events[-1].seq if len(events) >= limit else upper
         return Page(events, scanned_to, scanned_to >= head)
 
+    async def read_log(self, after: int, limit: int) -> LogPage:
+        def work(conn: Connection) -> LogPage:
+            cur = conn.cursor()
+            cur.execute(_HEAD)
+            head = int(_one(cur)[0])
+            if head <= after:
+                return LogPage([], [], after, True)
+            cur.execute(self._sql.read_log, (after, head, limit))
+            rows = cur.fetchall()
+            accounts = [r[0] for r in rows]
+            events = [LoggedEvent._make(r[1:]) for r in rows]
+            scanned_to = events[-1].seq if len(events) >= limit else head
+            return LogPage(accounts, events, scanned_to, scanned_to >= head)
+
+        return await self._runtime.read(work)
+
     # --- hooks --------------------------------------------------------------------------------------------
     async def create_hook(self, account_id: int, settings: bytes, active: bool) -> StoredHook:
         def work(conn: Connection) -> Row:
@@ -415,6 +442,32 @@ class SqlStore:
         dead_letters: Sequence[DeadLetter] = (),
         last_error: str | None = None,
     ) -> bool:
+        write = StateWrite(attempt.hook_id, generation, cursor, attempt, dead_letters, last_error)
+        return (await self.write_states([write]))[0]
+
+    async def write_states(self, writes: Sequence[StateWrite]) -> list[bool]:
+        if not writes:
+            return []
+
+        def work(conn: Connection) -> list[bool]:
+            with self.dialect.transaction(conn) as cur:
+                return [self._write_state(cur, w) for w in writes]
+
+        done = await self._runtime.write(work)
+        for w, recorded in zip(writes, done, strict=True):
+            if recorded and w.attempt is not None:
+                a = w.attempt
+                metrics.attempt_recorded(
+                    a.hook_id, a.batch_id, a.outcome, a.events, a.latency_ms, a.status, len(w.dead_letters)
+                )
+        return done
+
+    def _write_state(self, cur: Cursor, write: StateWrite) -> bool:
+        attempt, cursor, last_error = write.attempt, write.cursor, write.last_error
+        if attempt is None:
+            assert cursor is not None
+            cur.execute(self._sql.cursor_note, (cursor, cursor, write.hook_id, write.generation))
+            return bool(cur.rowcount)
         p = self._p
         sets: list[str] = []
         params: list[Param] = []
@@ -424,52 +477,41 @@ class SqlStore:
         if last_error is not None:
             sets += [f"last_error = {p}", f"last_error_at = {p}"]
             params += [last_error, attempt.at]
-        params += [attempt.hook_id, generation]
+        params += [attempt.hook_id, write.generation]
         guard = ""
         if cursor is not None:
             guard = f" AND cursor <= {p}"
             params.append(cursor)
         update = f"UPDATE hooks SET {', '.join(sets) or 'id = id'} WHERE id = {p} AND generation = {p}{guard}"
-
-        def work(conn: Connection) -> bool:
-            with self.dialect.transaction(conn) as cur:
-                cur.execute(update, params)
-                if cur.rowcount == 0:
-                    return False
-                cur.execute(
-                    self._sql.attempt_insert,
-                    (
-                        attempt.hook_id,
-                        attempt.at,
-                        attempt.batch_id,
-                        attempt.events,
-                        attempt.first_seq,
-                        attempt.last_seq,
-                        attempt.outcome,
-                        attempt.status,
-                        attempt.latency_ms,
-                        attempt.response_excerpt,
-                        attempt.error,
-                    ),
-                )
-                if dead_letters:
-                    cur.executemany(
-                        self._sql.dead_letter_insert,
-                        [
-                            (d.hook_id, d.event_seq, d.event_id, d.payload, d.reason, d.attempts, d.failed_at)
-                            for d in dead_letters
-                        ],
-                    )
-                self._count_attempt(cur, attempt, len(dead_letters))
-                return True
-
-        recorded = await self._runtime.write(work)
-        if recorded:
-            a = attempt
-            metrics.attempt_recorded(
-                a.hook_id, a.batch_id, a.outcome, a.events, a.latency_ms, a.status, len(dead_letters)
+        cur.execute(update, params)
+        if cur.rowcount == 0:
+            return False
+        cur.execute(
+            self._sql.attempt_insert,
+            (
+                attempt.hook_id,
+                attempt.at,
+                attempt.batch_id,
+                attempt.events,
+                attempt.first_seq,
+                attempt.last_seq,
+                attempt.outcome,
+                attempt.status,
+                attempt.latency_ms,
+                attempt.response_excerpt,
+                attempt.error,
+            ),
+        )
+        if write.dead_letters:
+            cur.executemany(
+                self._sql.dead_letter_insert,
+                [
+                    (d.hook_id, d.event_seq, d.event_id, d.payload, d.reason, d.attempts, d.failed_at)
+                    for d in write.dead_letters
+                ],
             )
-        return recorded
+        self._count_attempt(cur, attempt, len(write.dead_letters))
+        return True
 
     async def list_attempts(self, hook_id: int, limit: int = 100, before: int | None = None) -> list[Attempt]:
         rows = await self._newest("attempts", _ATTEMPT_COLUMNS, hook_id, limit, before)

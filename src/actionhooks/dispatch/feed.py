@@ -1,0 +1,257 @@
+"""The shared read path: the log read once for every hook of the process, each event routed in memory.
+
+One :class:`LogFeed` per dispatcher reads the whole log in ``seq`` order (every account, one query per chunk of
+:data:`CHUNK` events) and keeps the newest :data:`KEEP` events in memory, each chunk indexed by account and event
+type. A hook's read is served from that memory: the events of its account and types after its position (and its
+``list_id`` when set), in ``seq`` order — no query, no copy of the event. Filters on ``event_data`` are the worker's
+(``Matcher``), as before.
+
+After each chunk the feed wakes only the hooks whose account, type and ``list_id`` occur in it (an index of the
+subscribed hooks by account and type): a hook matching nothing is not woken, reads nothing and writes nothing.
+
+A hook whose position is before the oldest event kept (it was far behind when the process started, or fell behind
+by more than :data:`KEEP` events) gets ``None`` from :meth:`LogFeed.read` and reads on its own from the store (the
+store's per-hook query); once its position reaches the feed's memory it is served by the feed again.
+
+Seq order is commit order (store rule 2), so a chunk ending at ``scanned_to`` holds every event up to it: the
+memory is always a gap-free stretch ``(low, high]`` of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+
+from ..events import LoggedEvent
+from ..store.base import LogPage, Page, Store
+
+log = logging.getLogger(__name__)
+
+CHUNK = 5_000  # events per read of the log
+KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them read on their own)
+FRESH_S = (
+    0.1  # a hook at the feed's head triggers no read within this long after the last one reached the head
+)
+MERGE_TYPES = (
+    8  # a hook of at most this many types picks its events from the per-type index; more: walks the chunk
+)
+
+_seq = attrgetter("seq")
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A hook as the feed routes to it: what it matches (filters aside) and the event that wakes its worker."""
+
+    account_id: int
+    event_types: tuple[str, ...]
+    list_id: int | None
+    wake: asyncio.Event
+
+
+@dataclass
+class _Chunk:
+    low: int  # holds every event with low < seq ≤ high
+    high: int
+    accounts: list[int]
+    events: list[LoggedEvent]
+    by_key: dict[tuple[int, str], list[LoggedEvent]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, low: int, page: LogPage) -> _Chunk:
+        chunk = cls(low, page.scanned_to, page.accounts, page.events)
+        for account, event in zip(page.accounts, page.events, strict=True):
+            chunk.by_key.setdefault((account, event.event_type), []).append(event)
+        return chunk
+
+    def pick(
+        self, account_id: int, types: frozenset[str], list_id: int | None, after: int, limit: int
+    ) -> list[LoggedEvent]:
+        """This chunk's events of the hook after ``after``, in seq order, at most ``limit``."""
+        if len(types) <= MERGE_TYPES:
+            runs: list[Sequence[LoggedEvent]] = []
+            for event_type in types:
+                run = self.by_key.get((account_id, event_type))
+                if run:
+                    start = bisect_right(run, after, key=_seq) if run[0].seq <= after else 0
+                    if start < len(run):
+                        runs.append(run[start : start + limit] if list_id is None else run[start:])
+            merged: Iterable[LoggedEvent] = (
+                runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_seq) if runs else ()
+            )
+            if list_id is None:
+                return list(merged)[:limit] if len(runs) > 1 else list(merged)
+            return _first(
+                (e for e in merged if e.list_id == list_id),
+                limit,
+            )
+        start = (
+            bisect_right(self.events, after, key=_seq) if self.events and self.events[0].seq <= after else 0
+        )
+        accounts, events = self.accounts, self.events
+        return _first(
+            (
+                events[i]
+                for i in range(start, len(events))
+                if accounts[i] == account_id
+                and events[i].event_type in types
+                and (list_id is None or events[i].list_id == list_id)
+            ),
+            limit,
+        )
+
+
+def _first(events: Iterable[LoggedEvent], limit: int) -> list[LoggedEvent]:
+    out: list[LoggedEvent] = []
+    for event in events:
+        out.append(event)
+        if len(out) >= limit:
+            break
+    return out
+
+
+class LogFeed:
+    def __init__(
+        self, store: Store, *, chunk: int = CHUNK, keep: int = KEEP, fresh_s: float = FRESH_S
+    ) -> None:
+        self.store = store
+        self.chunk = chunk
+        self.keep = keep
+        self.fresh_s = fresh_s
+        self._chunks: deque[_Chunk] = deque()
+        self._kept = 0
+        self.low = 0  # memory holds the log (low, high]; nothing before the first read
+        self.high: int | None = None
+        self._at_head = False
+        self._dirty = False
+        self._read_at = 0.0  # monotonic time of the last read that reached the head
+        self._pass: asyncio.Task[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._subscribers: dict[tuple[int, str], set[Subscription]] = {}
+        self._accounts: dict[int, int] = {}  # account → subscriptions
+        self.reads = 0  # log reads so far (for tests and benchmarks)
+
+    # --- who is routed to --------------------------------------------------------------------------------
+    def subscribe(self, sub: Subscription) -> None:
+        for event_type in sub.event_types:
+            self._subscribers.setdefault((sub.account_id, event_type), set()).add(sub)
+        self._accounts[sub.account_id] = self._accounts.get(sub.account_id, 0) + 1
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        for event_type in sub.event_types:
+            subs = self._subscribers.get((sub.account_id, event_type))
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[(sub.account_id, event_type)]
+        left = self._accounts.get(sub.account_id, 0) - 1
+        if left > 0:
+            self._accounts[sub.account_id] = left
+        else:
+            self._accounts.pop(sub.account_id, None)
+
+    def appended(self, account_ids: set[int]) -> None:
+        """Events of ``account_ids`` were committed in this process: read them soon (once) and wake the hooks
+        they match. Accounts without a hook cost nothing."""
+        if self.high is None or not any(a in self._accounts for a in account_ids):
+            return
+        self._dirty = True
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._pumping(), name="log-feed")
+
+    async def close(self) -> None:
+        for task in (self._pump, self._pass):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # --- reading -----------------------------------------------------------------------------------------
+    async def read(
+        self, account_id: int, event_types: Sequence[str], list_id: int | None, after: int, limit: int
+    ) -> Page | None:
+        """The hook's events after ``after`` from memory, like ``Store.read_events`` (at most ``limit``; the page
+        says how far it covered and whether that is the log head). ``None`` when ``after`` is before the memory:
+        the hook reads on its own."""
+        if self.high is None or after >= self.high:
+            fresh = self._at_head and not self._dirty and time.monotonic() - self._read_at < self.fresh_s
+            if self.high is None or not fresh:
+                await asyncio.shield(self._read_more())
+            assert self.high is not None
+            if after >= self.high:
+                return Page([], after, self._at_head)
+        if after < self.low:
+            return None
+        types = frozenset(event_types)
+        found: list[LoggedEvent] = []
+        for chunk in self._chunks:
+            if chunk.high <= after:
+                continue
+            found += chunk.pick(account_id, types, list_id, after, limit - len(found))
+            if len(found) >= limit:
+                return Page(found, found[-1].seq, False)
+        return Page(found, self.high, self._at_head)
+
+    def _read_more(self) -> asyncio.Task[None]:
+        """The read of the next chunk: one at a time, shared by everyone waiting for it."""
+        if self._pass is None or self._pass.done():
+            self._pass = asyncio.create_task(self._read_chunk())
+        return self._pass
+
+    async def _read_chunk(self) -> None:
+        if self.high is None:  # the feed starts at the head: hooks behind it read on their own, then join
+            start = await self.store.head()
+            self.low = self.high = start
+        after = self.high
+        self._dirty = False
+        page = await self.store.read_log(after, self.chunk)
+        self.reads += 1
+        if self.high != after:  # cannot happen: one read at a time
+            return
+        if page.events:
+            chunk = _Chunk.of(after, page)
+            self._chunks.append(chunk)
+            self._kept += len(page.events)
+            while self._kept > self.keep and len(self._chunks) > 1:
+                dropped = self._chunks.popleft()
+                self._kept -= len(dropped.events)
+                self.low = dropped.high
+            self.high = page.scanned_to
+            self._route(chunk)
+        else:
+            self.high = max(after, page.scanned_to)
+            if not self._chunks:
+                self.low = self.high
+        self._at_head = page.caught_up
+        if page.caught_up:
+            self._read_at = time.monotonic()
+
+    def _route(self, chunk: _Chunk) -> None:
+        """Wake the hooks whose account, type (and ``list_id``) occur in ``chunk``."""
+        subscribers = self._subscribers
+        for key, events in chunk.by_key.items():
+            subs = subscribers.get(key)
+            if not subs:
+                continue
+            for sub in subs:
+                if sub.wake.is_set():
+                    continue
+                if sub.list_id is None or any(e.list_id == sub.list_id for e in events):
+                    sub.wake.set()
+
+    async def _pumping(self) -> None:
+        """Read until the head while appends keep coming (the read-ahead: chunks arrive while hooks send)."""
+        while self._dirty or not self._at_head:
+            try:
+                await asyncio.shield(self._read_more())
+            except Exception as exc:  # the store logs outages; hooks' own reads and polls go on meanwhile
+                log.debug("log feed: read failed: %r", exc)
+                return

@@ -2,7 +2,7 @@
 tests register it (``INTEGRATION``, from ``conftest.py``), the service does not know it.
 
 ``{"type": "stub", "name": "x"}`` delivers to the in-process :class:`StubDestination` registered as ``x``: it
-records every batch it accepts, fails on command, and lets a test wait for a number of events.
+records every batch it accepts, fails or holds sends on command, and lets a test wait for a number of events.
 """
 
 from __future__ import annotations
@@ -41,7 +41,13 @@ class StubDestination:
         self.calls = 0
         self.failures: deque[DeliveryError] = deque()
         self._changed = asyncio.Event()
+        self.gate: asyncio.Event | None = None  # while set up and not yet set, sends wait (see ``hold``)
         StubDestination.registry[name] = self
+
+    def hold(self) -> asyncio.Event:
+        """Sends wait until the returned event is set (a slow destination)."""
+        self.gate = asyncio.Event()
+        return self.gate
 
     def fail_next(self, error: DeliveryError, times: int = 1) -> None:
         self.failures.extend([error] * times)
@@ -79,6 +85,8 @@ class StubTransport:
         destination = StubDestination.registry.get(self.settings.name)
         if destination is None:
             raise DeliveryError(f"no stub destination named {self.settings.name!r}", permanent=True)
+        if destination.gate is not None:
+            await destination.gate.wait()
         return destination.receive(batch)
 
     async def close(self) -> None:

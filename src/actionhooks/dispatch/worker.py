@@ -87,6 +87,7 @@ class HookWorker:
         self._progress = asyncio.Event()
         self._stale = False  # a cursor note found the hook changed
         self._waiters = 0  # callers of caught_up
+        self.own_reads = 0  # reads from the store, not the feed (the hook was behind the feed's memory)
         self.subscription = Subscription(hook.account_id, tuple(spec.event_types), spec.list_id, self.wake)
 
     async def run(self) -> None:
@@ -149,6 +150,7 @@ class HookWorker:
         page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
         if page is not None:
             return page
+        self.own_reads += 1
         return await self.store.read_events(
             self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
         )

@@ -1,0 +1,167 @@
+"""Fan-out: the log read once for all hooks and routed in memory (dispatch/feed.py); delivery state of many hooks
+in shared commits, idle hooks' cursors written lazily (dispatch/states.py). Against the stub transport."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from actionhooks.dispatch.states import CURSOR_LAG_S
+from actionhooks.events import NewEvent
+from actionhooks.store import Store
+from actionhooks.store.base import Attempt, StateWrite
+
+from .support import Service, User, eventually
+from .test_dispatch import event, make_hook, send, stub
+
+TYPES = ["deliv", "send", "open", "click", "unsub"]
+
+
+async def test_many_hooks_each_get_their_events_in_order_from_one_read(service: Service, owner: User) -> None:
+    hooks: list[tuple[Any, dict[str, Any], list[str], int | None, list[int] | None]] = []
+    for n in range(24):
+        types = [TYPES[n % 5], TYPES[(n + 2) % 5]] if n % 3 else [TYPES[n % 5]]
+        list_id = 2 if n % 4 == 1 else None
+        campaigns = [100] if n % 6 == 5 else None
+        dest, transport = stub(max_batch_size=7, timeout_s=0.02)
+        settings: dict[str, Any] = {"event_types": types}
+        if list_id is not None:
+            settings["list_id"] = list_id
+        if campaigns is not None:
+            settings["filters"] = {"campaign_ids": campaigns}
+        created = await make_hook(service, owner, transport, **settings)
+        hooks.append((dest, created, types, list_id, campaigns))
+    sent: list[tuple[str, dict[str, Any]]] = []
+    for r in range(8):
+        batch = [
+            event(
+                r * 40 + i,
+                event_type=TYPES[(r + i) % 5],
+                list_id=1 + i % 3,
+                event_data={"campaign_id": 100 + i % 2, "n": i},
+            )
+            for i in range(40)
+        ]
+        sent += zip(await send(service, owner, batch), batch, strict=True)
+    for dest, created, types, list_id, campaigns in hooks:
+        await service.dispatcher.caught_up(created["id"])
+        wanted = [
+            i
+            for i, e in sent
+            if e["event_type"] in types
+            and (list_id is None or e["list_id"] == list_id)
+            and (campaigns is None or e["event_data"]["campaign_id"] in campaigns)
+        ]
+        assert wanted and dest.event_ids == wanted, created["id"]
+    workers = [service.dispatcher.workers[created["id"]][0] for _, created, *_ in hooks]
+    assert sum(w.own_reads for w in workers) == 0  # every read served by the shared feed
+    assert service.dispatcher.feed.reads < 8 * 4  # a few reads per request, not one per hook
+
+
+async def test_a_hook_far_behind_reads_on_its_own_and_rejoins(service: Service, owner: User) -> None:
+    feed = service.dispatcher.feed
+    feed.keep, feed.chunk = 20, 10
+    slow, slow_transport = stub(max_batch_size=5, timeout_s=0)
+    quick, quick_transport = stub(max_batch_size=5, timeout_s=0)
+    created = await make_hook(service, owner, slow_transport)
+    await make_hook(service, owner, quick_transport)
+    gate = slow.hold()
+    ids = await send(service, owner, [event(0)])
+    worker = service.dispatcher.workers[created["id"]][0]
+    for r in range(10):
+        ids += await send(service, owner, [event(r * 10 + i + 1) for i in range(10)])
+    await quick.wait_for_events(len(ids))  # the feed read everything; its memory holds the newest 20
+    assert feed.low > worker.scan
+    gate.set()
+    await slow.wait_for_events(len(ids))
+    assert slow.event_ids == ids
+    assert worker.own_reads > 0
+    worker.own_reads = 0
+    more = await send(service, owner, [event(1000 + i) for i in range(5)])
+    await slow.wait_for_events(len(ids) + 5)
+    await service.dispatcher.caught_up(created["id"])
+    assert slow.event_ids == ids + more
+    assert worker.own_reads == 0  # back on the shared feed
+
+
+async def test_idle_hooks_write_no_commits_of_their_own(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    busy = await make_hook(service, owner, transport, event_types=["deliv"])
+    idle = [
+        await make_hook(service, owner, stub(max_batch_size=1, timeout_s=0)[1], event_types=["click"])
+        for _ in range(20)
+    ]
+    await service.dispatcher.caught_up(busy["id"])
+    store = service.store
+    before = store.commits
+    started = time.monotonic()
+    requests = 15
+    for n in range(requests):
+        await send(service, owner, [event(n)])
+        await dest.wait_for_events(n + 1)
+    await service.dispatcher.caught_up(busy["id"])
+    commits = store.commits - before
+    lazy_flushes = (time.monotonic() - started) / CURSOR_LAG_S + 2
+    # one commit per append and per delivered batch; idle hooks add at most a lazy flush now and then
+    # (before: each of the 20 idle hooks woke on every append and saved its cursor — 300 commits more)
+    assert commits <= 2 * requests + lazy_flushes, commits
+    assert all(h["id"] in service.dispatcher.workers for h in idle)
+
+
+async def test_an_idle_hooks_cursor_follows_the_log_within_the_bound(service: Service, owner: User) -> None:
+    busy_dest, busy_transport = stub(max_batch_size=10, timeout_s=0)
+    await make_hook(service, owner, busy_transport, event_types=["deliv"])
+    idle = await make_hook(service, owner, stub()[1], event_types=["click"])
+    await send(service, owner, [event(i) for i in range(10)])
+    await busy_dest.wait_for_events(10)
+    head = await service.store.head()
+    started = time.monotonic()
+
+    async def saved() -> bool:
+        hook = await service.store.load_hook(idle["id"])
+        return hook is not None and hook.cursor >= head
+
+    await eventually(saved, timeout=10)
+    # the worker notices within its poll interval (1 s), the note is written within CURSOR_LAG_S
+    assert time.monotonic() - started <= 1.0 + CURSOR_LAG_S + 1.0
+
+
+async def test_write_states_shares_one_commit_and_answers_each(store: Store) -> None:
+    account = await store.create_account("a", "h")
+    first = await store.create_hook(account, b"s", True)
+    second = await store.create_hook(account, b"s", True)
+    attempt = Attempt(
+        hook_id=first.id, at=time.time(), batch_id="b", events=1, first_seq=1, last_seq=1, outcome="delivered"
+    )
+    before = store.commits
+    done = await store.write_states(
+        [
+            StateWrite(first.id, first.generation, 7, attempt),
+            StateWrite(second.id, second.generation, 9),  # a cursor note
+            StateWrite(second.id, second.generation + 1, 12),  # a stale generation: matches nothing
+            StateWrite(second.id, second.generation, 4),  # a note never moves the cursor back
+        ]
+    )
+    assert done == [True, True, False, True]
+    assert store.commits == before + 1
+    loaded = [await store.load_hook(h.id) for h in (first, second)]
+    assert [h.cursor for h in loaded if h is not None] == [7, 9]
+    assert [a.batch_id for a in await store.list_attempts(first.id)] == ["b"]
+
+
+async def test_read_log_reads_every_account_in_seq_order(store: Store) -> None:
+    one = await store.create_account("one", "h1")
+    two = await store.create_account("two", "h2")
+
+    def new(account: int, n: int) -> NewEvent:
+        return NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b"{}")
+
+    await store.append(one, [new(one, 1), new(one, 2)])
+    await store.append(two, [new(two, 3)])
+    await store.append(one, [new(one, 4)])
+    page = await store.read_log(0, 3)
+    assert page.accounts == [one, one, two] and [e.id for e in page.events] == ["id-1", "id-2", "id-3"]
+    assert not page.caught_up
+    rest = await store.read_log(page.scanned_to, 10)
+    assert rest.accounts == [one] and rest.caught_up and rest.scanned_to == await store.head()
+    assert (await store.read_log(rest.scanned_to, 10)).events == []

@@ -198,8 +198,27 @@ async def test_permanent_failure_dead_letters_the_batch_and_delivery_continues(
     assert [d["event_id"] for d in letters] == lost
     assert letters[0]["reason"] == "HTTP 410 Gone" and letters[0]["attempts"] == 1
     assert letters[0]["event"]["profile_id"] == "p1"
+    await service.dispatcher.caught_up(created["id"])
     _, read, _ = await service.call("GET", f"/v1/hooks/{created['id']}", owner)
-    assert read["last_error"] == "HTTP 410 Gone"
+    # the next delivered batch cleared the error (it stays in the dead letters and the attempts)
+    assert read["last_error"] is None and read["last_error_at"] is None
+    assert read["last_success_at"] is not None
+
+
+async def test_the_first_delivery_after_failures_clears_the_last_error(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    created = await make_hook(service, owner, transport)
+    path = f"/v1/hooks/{created['id']}"
+    _, fresh, _ = await service.call("GET", path, owner)
+    assert fresh["last_success_at"] is None and fresh["last_error"] is None
+    dest.fail_next(DeliveryError("HTTP 503"), times=2)
+    await send(service, owner, [event(1)])
+    await service.dispatcher.caught_up(created["id"])
+    _, attempts, _ = await service.call("GET", f"{path}/attempts", owner)
+    assert [a["outcome"] for a in attempts["attempts"]] == ["delivered", "retry", "retry"]
+    _, healed, _ = await service.call("GET", path, owner)
+    assert healed["last_error"] is None and healed["last_error_at"] is None
+    assert healed["last_success_at"] == attempts["attempts"][0]["at"]
 
 
 async def test_a_batch_failing_past_the_max_age_is_dead_lettered(service: Service, owner: User) -> None:
@@ -218,7 +237,8 @@ async def test_a_batch_failing_past_the_max_age_is_dead_lettered(service: Servic
     (letter,) = await dead_letters(service, owner, created["id"], 1)
     assert letter["event_id"] == lost[0]
     attempts = letter["attempts"]
-    assert attempts >= 2 and dest.calls == attempts + 1  # tried until its age passed, however many tries that took
+    # tried until its age passed, however many tries that took
+    assert attempts >= 2 and dest.calls == attempts + 1
     assert re.fullmatch(rf"gave up after {attempts} attempts in \d+ s: connection refused", letter["reason"])
 
 

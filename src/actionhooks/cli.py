@@ -75,8 +75,17 @@ def serve(
         LogFormat,
         typer.Option(help="text, or json: one object a line (hook_id, batch_id, outcome of each attempt)"),
     ] = LogFormat.text,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="on SIGTERM, seconds to finish requests and batches in flight; default: "
+            "ACTIONHOOKS_SHUTDOWN_TIMEOUT_S (20)",
+        ),
+    ] = None,
 ) -> None:
-    """Run the API and the dispatcher (and any configured broker consumers) in one process."""
+    """Run the API and the dispatcher (and any configured broker consumers) in one process. SIGTERM ends it
+    gracefully: no new requests, requests and batches in flight finished and recorded within the timeout."""
     import dataclasses
 
     from .service import serve as run_service
@@ -84,6 +93,8 @@ def serve(
     settings = _settings(db)
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
+    if shutdown_timeout is not None:
+        settings = dataclasses.replace(settings, shutdown_timeout_s=shutdown_timeout)
     _setup_logging(log_level, log_format)
     run_service(
         settings,

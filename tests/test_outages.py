@@ -36,7 +36,12 @@ PATIENT = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.5, max_age_s=3600)
 def events(producer: int, n: int, size: int = 50) -> list[dict[str, object]]:
     """A request's events with producer ids (what the docs ask of producers, so a retry stores nothing twice)."""
     return [
-        {"id": f"p{producer}-{n}-{i}", "event_type": "deliv", "event_date": "2024-05-01T10:00:00Z", "event_data": {}}
+        {
+            "id": f"p{producer}-{n}-{i}",
+            "event_type": "deliv",
+            "event_date": "2024-05-01T10:00:00Z",
+            "event_data": {},
+        }
         for i in range(size)
     ]
 
@@ -116,7 +121,10 @@ async def test_delivery_resumes_within_10_s_of_a_receivers_recovery(tmp_path: Pa
     """Default retry settings: a receiver refusing connections for 12 s (tries at about 0, 1, 3, 7 s; then every
     10 s at most), then back on the same port."""
     outage = 12.0
-    async with opened(f"sqlite:///{tmp_path / 'a.db'}") as store, running(store, retry=RetryPolicy()) as service:
+    async with (
+        opened(f"sqlite:///{tmp_path / 'a.db'}") as store,
+        running(store, retry=RetryPolicy()) as service,
+    ):
         user = await service.user("u")
         receiver = await Receiver().start()
         port = int(receiver.url.rsplit(":", 1)[1])
@@ -157,7 +165,9 @@ async def test_delivery_resumes_within_10_s_of_a_receivers_recovery(tmp_path: Pa
 def small_filesystem() -> Iterator[Path]:
     """A 24 MB tmpfs (mounting takes root: skipped without it locally, failed in CI)."""
     where = Path(tempfile.mkdtemp(prefix="actionhooks-full-"))
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], capture_output=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], capture_output=True
+    )
     if done.returncode != 0:
         where.rmdir()
         service_missing(f"a tmpfs mount ({done.stderr.decode().strip()})")
@@ -246,7 +256,15 @@ class PrivatePostgres:
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
         )
 
     def stop(self) -> None:
@@ -280,32 +298,35 @@ async def test_postgres_restarted_mid_load_loses_nothing(
     private_postgres: PrivatePostgres, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "actionhooks")
-    async with opened(private_postgres.url) as store, running(store, retry=PATIENT) as service:
-        async with Receiver() as receiver:
-            user = await service.user("u")
-            hook = await http_hook(service, user, receiver)
-            load = Load(service, user)
-            producing = asyncio.create_task(load.run(4, 30, pause=0.02))
-            await eventually(lambda: len(load.acked) >= 1500, timeout=20)
-            stopped = time.monotonic()
-            await asyncio.to_thread(private_postgres.stop)
-            status, body, headers = await service.call("GET", "/readyz", None)
-            assert status == 503 and body["status"] == "not_ready" and "Retry-After" in headers
-            await asyncio.sleep(1.0)
-            await asyncio.to_thread(private_postgres.start)
-            started = time.monotonic()
+    async with (
+        opened(private_postgres.url) as store,
+        running(store, retry=PATIENT) as service,
+        Receiver() as receiver,
+    ):
+        user = await service.user("u")
+        hook = await http_hook(service, user, receiver)
+        load = Load(service, user)
+        producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+        await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+        stopped = time.monotonic()
+        await asyncio.to_thread(private_postgres.stop)
+        status, body, headers = await service.call("GET", "/readyz", None)
+        assert status == 503 and body["status"] == "not_ready" and "Retry-After" in headers
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(private_postgres.start)
+        started = time.monotonic()
 
-            async def ready() -> bool:
-                return (await service.call("GET", "/readyz", None))[0] == 200
+        async def ready() -> bool:
+            return (await service.call("GET", "/readyz", None))[0] == 200
 
-            await eventually(ready, timeout=5)
-            ready_after = time.monotonic() - started
-            await producing
-            await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=30)
-            await service.dispatcher.caught_up(hook["id"])
-            got = delivered(receiver)
-            _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
-            recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
+        await eventually(ready, timeout=5)
+        ready_after = time.monotonic() - started
+        await producing
+        await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=30)
+        await service.dispatcher.caught_up(hook["id"])
+        got = delivered(receiver)
+        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
+        recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
     duplicates = assert_none_lost(load.acked, got)
     assert recorded == sum(got.values())
     store_lines = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
@@ -324,7 +345,7 @@ async def test_sigterm_finishes_the_batch_in_flight_and_records_it(tmp_path: Pat
     """A receiver slow to answer (1.5 s): SIGTERM arrives while a batch is in flight. The process stops taking
     requests, waits for the answer, records the attempt and the cursor, and exits well within its timeout."""
     db = f"sqlite:///{tmp_path / 'term.db'}"
-    account, key = await asyncio.to_thread(procs.create_account, db)
+    _, key = await asyncio.to_thread(procs.create_account, db)
     port = procs.free_port()
     async with Receiver(default=Answer(delay=1.5)) as receiver:
         proc = await asyncio.create_subprocess_exec(
@@ -343,8 +364,15 @@ async def test_sigterm_finishes_the_batch_in_flight_and_records_it(tmp_path: Pat
         try:
             await asyncio.to_thread(procs.wait_port, port)
             async with running_client(port, key) as call:
-                transport = {"type": "http", "url": receiver.hook_url, "max_batch_size": BATCH, "timeout_s": 0}
-                status, hook = await call("POST", "/v1/hooks", {"name": "h", "event_types": ["deliv"], "transport": transport})
+                transport = {
+                    "type": "http",
+                    "url": receiver.hook_url,
+                    "max_batch_size": BATCH,
+                    "timeout_s": 0,
+                }
+                status, hook = await call(
+                    "POST", "/v1/hooks", {"name": "h", "event_types": ["deliv"], "transport": transport}
+                )
                 assert status == 201, hook
                 status, answer = await call("POST", "/v1/events", events(0, 0, 10))
                 assert status == 202

@@ -20,6 +20,7 @@ ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps 
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
 ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
 ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
+ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
 ==============================  =======================  ==============================================
 """
 
@@ -91,6 +92,7 @@ class Settings:
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
     retention: Retention = field(default_factory=Retention)
     shutdown_timeout_s: float = 20.0  # on SIGTERM: finish requests and batches in flight (``service.py``)
+    key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -118,4 +120,5 @@ class Settings:
                 ),
             ),
             shutdown_timeout_s=env_float("ACTIONHOOKS_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, 0.0),
+            key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
         )

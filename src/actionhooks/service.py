@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from .api import create_app
+from .api.server import server_config
 from .config import Settings
 from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
@@ -43,6 +44,7 @@ from .maintenance import Maintenance
 from .netguard import NetGuard
 from .readiness import Readiness
 from .registry import HookRegistry
+from .server_limits import ServerLimits
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -138,23 +140,17 @@ def serve(
     log_level: str = "info",
     dispatch: bool = True,
     own_logging: bool = False,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools, no access log), then end
-    gracefully within ``settings.shutdown_timeout_s`` (:class:`Shutdown`). ``own_logging``: uvicorn's loggers keep
-    the handlers the caller set up (``--log-format json``) instead of its own."""
-    extra: dict[str, Any] = {"log_config": None} if own_logging else {}
+    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools bounded by ``limits``, no access
+    log), then end gracefully within ``settings.shutdown_timeout_s`` (:class:`Shutdown`; it is also the requests'
+    ``graceful_shutdown_s``). ``own_logging``: uvicorn's loggers keep the handlers the caller set up
+    (``--log-format json``) instead of its own."""
     app = build(settings, dispatch=dispatch)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
-        **extra,
+    bounds = dataclasses.replace(
+        limits or ServerLimits(), graceful_shutdown_s=max(1, round(settings.shutdown_timeout_s))
     )
+    config = server_config(app, host, port, log_level, bounds, own_logging)
     _GracefulServer(config, app.state.shutdown).run()
 
 
@@ -179,9 +175,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """``app`` served in this event loop for the length of the block (lifespan included); yields its base URL.
-    ``port`` 0: a free one, chosen when the socket is bound."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    """``app`` served in this event loop for the length of the block (lifespan included), with the same server
+    limits as ``serve``; yields its base URL. ``port`` 0: a free one, chosen when the socket is bound."""
+    config = server_config(app, host, port, "warning", ServerLimits())
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     try:

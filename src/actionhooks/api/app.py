@@ -23,7 +23,7 @@ from ..integrations import TransportContext
 from ..readiness import Readiness
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, observability, openapi
+from . import hooks, keys, observability, openapi
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -96,6 +96,9 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
+    Route("/v1/keys", keys.create_key, methods=["POST"]),
+    Route("/v1/keys", keys.list_keys, methods=["GET"]),
+    Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
 ]
 
 
@@ -125,7 +128,7 @@ def create_app(
     state.store = store
     state.hooks = registry
     state.context = context
-    state.auth = Authenticator(store)
+    state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)

@@ -248,14 +248,17 @@ class HookWorker:
         assert self.transport is not None
         if self.stopping:
             return  # nothing new is sent; the events stay after the saved cursor
-        last = events[-1].seq
+        # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
+        cursor_after = events[-1].seq if len(self.buffer) > len(events) else self.scan
+        prepared = await self._prepare(events, cursor_after)
+        if not prepared:
+            return
+        events = [event for event, _ in prepared]
         batch = Batch(
             hook_id=self.hook.id,
-            batch_id=f"{self.hook.id}-{events[0].seq}-{last}",
-            messages=[self.enricher.message(e) for e in events],
+            batch_id=f"{self.hook.id}-{events[0].seq}-{events[-1].seq}",
+            messages=[message for _, message in prepared],
         )
-        # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
-        cursor_after = last if len(self.buffer) > len(events) else self.scan
         attempts = 0
         first_try = time.time()
         while True:
@@ -317,7 +320,7 @@ class HookWorker:
                     )
                 )
                 self.saved_cursor = cursor_after
-                log.warning("hook %s: %d events dead-lettered: %s", self.hook.id, len(events), reason)
+                log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
                 return
             await self._record(
                 partial(self.store.finish_batch, failed, self.hook.generation, None, last_error=error.reason),
@@ -328,6 +331,47 @@ class HookWorker:
             await self._pause(self.retry.delay(attempts, age, error.retry_after))
             if self.stopping:
                 return
+
+    async def _prepare(self, events: list[Message], cursor_after: int) -> list[tuple[Message, Message]]:
+        """Each event with its message for this hook's destination. An event that cannot become one (the log holds
+        bytes enrichment cannot read, e.g. from before ingest refused them) is dead-lettered at once with the
+        reason — retrying cannot help — so it never stalls the events behind it."""
+        prepared: list[tuple[Message, Message]] = []
+        unfit: list[tuple[Message, str]] = []
+        for event in events:
+            try:
+                prepared.append((event, self.enricher.message(event)))
+            except Exception as exc:  # any failure to prepare is this event's, not the hook's
+                unfit.append((event, f"cannot prepare the message: {type(exc).__name__}: {exc}"))
+        if unfit:
+            at = time.time()
+            first, last = unfit[0][0].seq, unfit[-1][0].seq
+            record = Batch(self.hook.id, f"{self.hook.id}-{first}-{last}", [e for e, _ in unfit])
+            reason = unfit[0][1]
+            attempt = _attempt(record, at, time.perf_counter(), "failed", None, None, reason)
+            dead = [
+                DeadLetter(
+                    hook_id=self.hook.id,
+                    event_seq=e.seq,
+                    event_id=e.id,
+                    payload=e.body,
+                    reason=why,
+                    attempts=0,
+                    failed_at=at,
+                )
+                for e, why in unfit
+            ]
+            cursor = cursor_after if not prepared else None  # else the cursor moves with the batch
+            await self._record(
+                partial(
+                    self.store.finish_batch, attempt, self.hook.generation, cursor, dead, last_error=reason
+                ),
+                wait=True,
+            )
+            if cursor is not None:
+                self.saved_cursor = cursor
+            log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(unfit), reason)
+        return prepared
 
 
 def _attempt(

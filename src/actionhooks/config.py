@@ -9,9 +9,12 @@ ACTIONHOOKS_ALLOW_NETS          (none)                   CIDRs hooks may reach a
 ACTIONHOOKS_MAX_BODY_BYTES      10485760                 ingest request body limit (413 above)
 ACTIONHOOKS_MAX_ITEMS           10000                    events per ingest request (413 above)
 ACTIONHOOKS_MAX_PENDING         200000                   events waiting for commit before 429
-ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
-ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
-ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
+ACTIONHOOKS_RETRY_INITIAL_S     1                        first wait before a batch is sent again
+ACTIONHOOKS_RETRY_MAX_DELAY_S   300                      longest wait between a batch's tries
+ACTIONHOOKS_RETRY_MAX_AGE_S     86400 (1 day)            a failing batch is dead-lettered this long after
+                                                         its first try
+ACTIONHOOKS_SHUTDOWN_TIMEOUT_S  20                       on SIGTERM, how long to finish requests and
+                                                         batches in flight
 ACTIONHOOKS_CONSUME_FILE        (none)                   JSON file of broker consumers ``serve`` runs
 ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps an event
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
@@ -88,6 +91,7 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
     retention: Retention = field(default_factory=Retention)
+    shutdown_timeout_s: float = 20.0  # on SIGTERM: finish requests and batches in flight (``service.py``)
     key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
 
     @classmethod
@@ -104,7 +108,7 @@ class Settings:
             retry=RetryPolicy(
                 initial_delay_s=env_float("ACTIONHOOKS_RETRY_INITIAL_S", RetryPolicy.initial_delay_s, 0.0),
                 max_delay_s=env_float("ACTIONHOOKS_RETRY_MAX_DELAY_S", RetryPolicy.max_delay_s, 0.0),
-                max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
+                max_age_s=env_float("ACTIONHOOKS_RETRY_MAX_AGE_S", RetryPolicy.max_age_s, 0.0),
             ),
             consume_file=os.environ.get("ACTIONHOOKS_CONSUME_FILE") or None,
             retention=Retention(
@@ -115,5 +119,6 @@ class Settings:
                     "ACTIONHOOKS_DEAD_LETTER_RETENTION_S", Retention.dead_letters_s, 1.0
                 ),
             ),
+            shutdown_timeout_s=env_float("ACTIONHOOKS_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, 0.0),
             key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
         )

@@ -20,6 +20,7 @@ from ..catalog import catalog
 from ..config import Settings
 from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
+from ..readiness import Readiness
 from ..registry import HookRegistry
 from ..store import Store
 from . import hooks, keys, observability, openapi
@@ -27,7 +28,7 @@ from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
 from .sample_event import send_test_event
-from .schema import EventTypeList, Health
+from .schema import EventTypeList, Health, ReadinessView
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,16 @@ async def event_types(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     return json_response(Health("ok"))
+
+
+async def ready(request: Request) -> Response:
+    """Readiness (no key): 200 when every check of the process says ``ok``, else 503 with ``Retry-After``."""
+    readiness: Readiness = request.app.state.readiness
+    report = await readiness.report()
+    if report.ready:
+        return json_response(ReadinessView("ready", report.checks))
+    headers = {"Retry-After": str(max(1, report.retry_after))}
+    return json_response(ReadinessView("not_ready", report.checks), 503, headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -68,6 +79,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/healthz", health),
+    Route("/readyz", ready),
     Route("/metrics", observability.metrics_page),
     Route("/openapi.json", openapi.openapi_json),
     Route("/docs", openapi.docs_page),
@@ -118,6 +130,7 @@ def create_app(
     state.context = context
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
+    state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()
     return app

@@ -42,6 +42,7 @@ from .schema import (
     KeyList,
     KeyView,
     NewKey,
+    ReadinessView,
     TestOptions,
     TestOutcome,
     TransportChoice,
@@ -55,6 +56,7 @@ _REF = "#/components/schemas/{name}"
 _TYPES: dict[str, Any] = {
     "ErrorBody": ErrorBody,
     "Health": Health,
+    "Readiness": ReadinessView,
     "EventTypeList": EventTypeList,
     "Event": Envelope,
     "IngestResult": IngestResult,
@@ -234,6 +236,23 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "Liveness",
                 "service",
                 {200: _answer("the service runs", _ref("Health"))},
+                public=True,
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "readiness",
+                "Readiness: whether this process should be sent work — its store reachable and migrated, its "
+                "dispatcher running (in a process that runs one), and any other part's check",
+                "service",
+                {
+                    200: _answer("every check answers `ok`", _ref("Readiness")),
+                    503: _answer(
+                        "a check is failing: `status` is `not_ready` and that check's answer says why",
+                        _ref("Readiness"),
+                        headers=_RETRY_AFTER,
+                    ),
+                },
                 public=True,
             )
         },

@@ -8,7 +8,7 @@ transports' ``Settings``); ``TransportChoice`` names those settings classes as o
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, cast
+from typing import Annotated, Literal, cast
 
 import msgspec
 
@@ -51,6 +51,13 @@ class Health(msgspec.Struct):
     status: str
 
 
+class ReadinessView(msgspec.Struct):
+    """``GET /readyz``: ``ready`` or ``not_ready``, with each check's answer — ``"ok"`` or why it is not ready."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
 class EventTypeList(msgspec.Struct):
     event_types: list[EventType]
 
@@ -81,6 +88,7 @@ class HookView(msgspec.Struct, kw_only=True):
     updated_at: Instant
     last_error: str | None
     last_error_at: Instant | None
+    last_success_at: Instant | None
 
     @classmethod
     def of(cls, hook: Hook) -> HookView:
@@ -99,6 +107,7 @@ class HookView(msgspec.Struct, kw_only=True):
             updated_at=timestamp(hook.updated_at),
             last_error=hook.last_error,
             last_error_at=timestamp(hook.last_error_at) if hook.last_error_at is not None else None,
+            last_success_at=timestamp(hook.last_success_at) if hook.last_success_at is not None else None,
         )
 
 

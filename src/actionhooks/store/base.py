@@ -52,6 +52,7 @@ class StoredHook(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: float
     last_error: str | None = None
     last_error_at: float | None = None
+    last_success_at: float | None = None
 
 
 class Attempt(msgspec.Struct, kw_only=True, frozen=True):
@@ -153,6 +154,10 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def missing_migrations(self) -> list[int]:
+        """Versions of the package's migrations not applied to the database (readiness: reachable and migrated)."""
+        ...
+
     async def meta_value(self, key: str, initial: Callable[[], str]) -> str:
         """The stored value of ``key``; on first use ``initial()`` is stored (and returned)."""
         ...
@@ -261,7 +266,9 @@ class Store(Protocol):
         last_error: str | None = None,
     ) -> bool:
         """Record ``attempt``; when ``cursor`` is given also move the cursor and store ``dead_letters`` — all in
-        one transaction. False when the hook's generation moved on (the caller must stop)."""
+        one transaction. ``last_error`` is kept as the hook's; a delivered attempt without one sets the hook's
+        ``last_success_at`` and clears its last error. False when the hook's generation moved on (the caller must
+        stop)."""
         ...
 
     async def list_attempts(

@@ -29,14 +29,15 @@ from .base import (
     StoredHook,
     StoredKey,
 )
-from .dialect import Connection, Cursor, Dialect, Param, Row, marks
+from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_scripts
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
 from .runtime import Runtime
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
-    "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at"
+    "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at,"
+    " last_success_at"
 )
 _ATTEMPT_COLUMNS = (
     "hook_id, at, batch_id, events, first_seq, last_seq, outcome, status, latency_ms, response_excerpt, error"
@@ -138,6 +139,14 @@ class SqlStore:
 
     async def open(self) -> None:
         await self._runtime.write(self.dialect.migrate)
+
+    async def missing_migrations(self) -> list[int]:
+        """The versions of this package's migrations the database has not applied (a read: it also shows the
+        database answers)."""
+        known = [version for version, _ in migration_scripts(self.dialect.engine)]
+        rows = await self._fetchall("SELECT version FROM schema_migrations")
+        applied = {int(row[0]) for row in rows}
+        return [version for version in known if version not in applied]
 
     async def close(self) -> None:
         await self._appends.drain()
@@ -424,6 +433,9 @@ class SqlStore:
         if last_error is not None:
             sets += [f"last_error = {p}", f"last_error_at = {p}"]
             params += [last_error, attempt.at]
+        elif attempt.outcome == "delivered":  # the hook is healthy again: its old error is cleared
+            sets += [f"last_success_at = {p}", "last_error = NULL", "last_error_at = NULL"]
+            params.append(attempt.at)
         params += [attempt.hook_id, generation]
         guard = ""
         if cursor is not None:
@@ -749,6 +761,7 @@ def _hook(row: Row) -> StoredHook:
         updated_at=row[7],
         last_error=row[8],
         last_error_at=row[9],
+        last_success_at=row[10],
     )
 
 

@@ -17,6 +17,8 @@ ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps 
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
 ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
 ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
+ACTIONHOOKS_PUBLIC_URL          http://127.0.0.1:8000    base URL of the tracking links (open pixel, click)
+ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation remembers a first open / click
 ==============================  =======================  ==============================================
 """
 
@@ -87,6 +89,8 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
     retention: Retention = field(default_factory=Retention)
+    public_url: str = "http://127.0.0.1:8000"  # the tracking links' base (docs/capture.md)
+    derive_ttl_s: float = 90 * 86400  # derivation marks (docs/capture.md#the-uniqueness-window)
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -113,4 +117,13 @@ class Settings:
                     "ACTIONHOOKS_DEAD_LETTER_RETENTION_S", Retention.dead_letters_s, 1.0
                 ),
             ),
+            public_url=env_str("ACTIONHOOKS_PUBLIC_URL", cls.public_url).rstrip("/"),
+            derive_ttl_s=env_float("ACTIONHOOKS_DERIVE_TTL_S", cls.derive_ttl_s, 1.0),
         )
+
+    def __post_init__(self) -> None:
+        if self.derive_ttl_s < self.retention.events_s:
+            raise ConfigError(
+                f"ACTIONHOOKS_DERIVE_TTL_S ({self.derive_ttl_s:g}) must be at least the log's retention"
+                f" ACTIONHOOKS_RETENTION_S ({self.retention.events_s:g})"
+            )

@@ -16,13 +16,15 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .. import metrics
+from ..capture.tokens import TrackingKeys
 from ..catalog import catalog
 from ..config import Settings
+from ..derive import Derivation
 from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, observability, openapi
+from . import account, hooks, observability, openapi, profiles, tracking
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -84,6 +86,22 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
+    # capture (docs/capture.md)
+    Route("/v1/profiles", profiles.upsert_profiles, methods=["POST"]),
+    Route("/v1/profiles/{profile_id}", profiles.get_profile, methods=["GET"]),
+    Route("/v1/profiles/{profile_id}", profiles.put_profile, methods=["PUT"]),
+    Route("/v1/profiles/{profile_id}", profiles.patch_profile, methods=["PATCH"]),
+    Route("/v1/profiles/{profile_id}", profiles.delete_profile, methods=["DELETE"]),
+    Route("/v1/account", account.get_account, methods=["GET"]),
+    Route("/v1/account", account.patch_account, methods=["PATCH"]),
+    Route("/v1/account/tracking-keys", account.create_tracking_key, methods=["POST"]),
+    Route("/v1/account/tracking-keys/{key_id}", account.retire_tracking_key, methods=["DELETE"]),
+    Route("/v1/tracking-tokens", tracking.make_token, methods=["POST"]),
+    Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
+    Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
+    Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
+    Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
+    Route("/t/collect/{token}", tracking.collect_preflight, methods=["OPTIONS"]),
 ]
 
 
@@ -114,6 +132,8 @@ def create_app(
     state.hooks = registry
     state.context = context
     state.auth = Authenticator(store)
+    state.derivation = Derivation(settings.derive_ttl_s)
+    state.tracking_keys = TrackingKeys(store, registry)
     state.dispatcher = None
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()

@@ -1,26 +1,86 @@
-"""From a stored event to the message a hook's destination receives.
+"""From a stored event to the message a hook's destination receives (docs/capture.md#enrichment).
 
-The stored payload already is the message (the producer's object plus ``id``, ``account_id``, ``is_test``). A hook
-with ``custom_data_fields`` receives ``custom_data`` narrowed to those profile fields (fields the event lacks are
-left out; an event without ``custom_data`` stays without it). Everything else passes through untouched.
+The stored payload already is the message (the producer's object plus ``id``, ``account_id``, ``is_test``). At
+delivery, an event with a ``profile_id`` whose profile actionhooks stores is completed from it — what the producer
+sent wins wherever it is given:
+
+- ``custom_data``: for a hook with ``custom_data_fields``, each field from the producer's ``custom_data`` or else
+  the profile's (``fields``, ``email``, ``phone``); a field neither has is absent. A deleted profile gives
+  ``custom_data: null`` (whatever the producer sent).
+- ``subscription``: the profile's ``subscriptions`` when the message has none.
+- ``_md5`` and ``_xxh``: of the profile's lower-cased email when the message has none.
+
+Without a stored profile, a hook with ``custom_data_fields`` receives the producer's ``custom_data`` narrowed to
+those fields (an event without ``custom_data`` stays without it). The profiles of a delivery batch are read in one
+query.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
 
 import msgspec
 
+from .. import profiles
 from ..hooks import HookSpec
 from ..integrations.base import Message
+from ..profiles import StoredProfile
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 
 
+class ProfileSource(Protocol):
+    async def get_profiles(
+        self, account_id: int, profile_ids: Collection[str]
+    ) -> dict[str, StoredProfile]: ...
+
+
 class Enricher:
-    def __init__(self, spec: HookSpec) -> None:
+    def __init__(self, spec: HookSpec, source: ProfileSource | None = None, account_id: int = 0) -> None:
         self.fields = spec.custom_data_fields
+        self.source = source
+        self.account_id = account_id
+
+    async def messages(self, events: Sequence[Message]) -> list[Message]:
+        """The batch's messages, completed from the profiles of its events (one lookup for the batch)."""
+        ids = {e.profile_id for e in events if e.profile_id is not None}
+        stored = await self.source.get_profiles(self.account_id, ids) if ids and self.source else {}
+        if not stored:
+            return [self.message(e) for e in events]
+        loaded: dict[str, profiles.Profile | None] = {pid: profiles.load(s) for pid, s in stored.items()}
+        out = []
+        for e in events:
+            if e.profile_id is not None and e.profile_id in loaded:
+                out.append(e._replace(body=self._from_profile(e.body, loaded[e.profile_id])))
+            else:
+                out.append(self.message(e))
+        return out
+
+    def _from_profile(self, payload: bytes, profile: profiles.Profile | None) -> bytes:
+        message = _decode(payload)
+        sent = message.get("custom_data")
+        if profile is None:  # erased: nothing of the profile leaves any more
+            message["custom_data"] = None
+            return _encode(message)
+        if self.fields:
+            known = profile.custom_data()
+            given = sent if isinstance(sent, dict) else {}
+            custom = {}
+            for k in self.fields:
+                if k in given:
+                    custom[k] = given[k]
+                elif k in known:
+                    custom[k] = known[k]
+            message["custom_data"] = custom
+        if message.get("subscription") is None and profile.subscriptions:
+            message["subscription"] = msgspec.to_builtins(profile.subscriptions)
+        if profile.email and ("_md5" not in message or "_xxh" not in message):
+            md5, xxh = profiles.email_hashes(profile.email)
+            message.setdefault("_md5", md5)
+            message.setdefault("_xxh", xxh)
+        return _encode(message)
 
     def body(self, payload: bytes) -> bytes:
         if not self.fields:
@@ -33,6 +93,7 @@ class Enricher:
         return payload
 
     def message(self, event: Message) -> Message:
+        """``event`` without profile data: ``custom_data`` narrowed to the hook's fields."""
         if not self.fields:
             return event
         return event._replace(body=self.body(event.body))

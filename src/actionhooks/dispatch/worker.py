@@ -59,7 +59,7 @@ class HookWorker:
         self.wake = asyncio.Event()
         spec = hook.spec
         self.matcher = Matcher(spec)
-        self.enricher = Enricher(spec)
+        self.enricher = Enricher(spec, store, hook.account_id)
         self.max_batch = spec.transport.max_batch_size
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
@@ -179,7 +179,7 @@ class HookWorker:
         batch = Batch(
             hook_id=self.hook.id,
             batch_id=f"{self.hook.id}-{events[0].seq}-{last}",
-            messages=[self.enricher.message(e) for e in events],
+            messages=await self.enricher.messages(events),
         )
         # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
         cursor_after = last if len(self.buffer) > len(events) else self.scan

@@ -134,6 +134,7 @@ def create_app(
     state.auth = Authenticator(store)
     state.derivation = Derivation(settings.derive_ttl_s)
     state.tracking_keys = TrackingKeys(store, registry)
+    state.visitor_limit = tracking.VisitorLimit()
     state.dispatcher = None
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()

@@ -61,8 +61,13 @@ async def get_profile(request: Request) -> Response:
 
 async def put_profile(request: Request) -> Response:
     state, account_id, profile_id = await _target(request)
+    body = await read_body(request, MAX_BODY)
     try:
-        profile = profiles.parse_profile(await read_body(request, MAX_BODY))
+        data = msgspec.json.decode(body)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    try:
+        profile = profiles.profile_from_builtins(data)
     except ValidationError as exc:
         raise _invalid(exc) from None
     await state.store.put_profiles(account_id, [profiles.write(profile_id, profile)])

@@ -42,6 +42,7 @@ _CORS = {
     "Access-Control-Max-Age": "86400",
 }
 VISITOR_RATE = 30  # events a visitor may send per minute through the collector
+ADDRESS_RATE = 300  # events one IP address may send per minute (visitor ids are the browser's to choose)
 SITE_TYPES = (
     "pixel_open",
     "popup_open",
@@ -160,23 +161,25 @@ async def collector_js(request: Request) -> Response:
     )
 
 
-class _VisitorLimit:
-    """At most ``VISITOR_RATE`` events per visitor per minute (per process; a fixed window)."""
+class VisitorLimit:
+    """At most ``VISITOR_RATE`` events per visitor and ``ADDRESS_RATE`` per IP address per minute, per account
+    (per process; a fixed window). The app keeps one (``state.visitor_limit``)."""
 
     def __init__(self) -> None:
         self.window = 0
         self.counts: dict[tuple[int, str], int] = {}
 
-    def allow(self, account_id: int, visitor: str, now: float) -> bool:
+    def _count(self, key: tuple[int, str]) -> int:
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    def allow(self, account_id: int, address: str | None, visitor_id: str, now: float) -> bool:
         window = int(now // 60)
         if window != self.window or len(self.counts) > 100_000:
             self.window, self.counts = window, {}
-        key = (account_id, visitor)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key] <= VISITOR_RATE
-
-
-_limit = _VisitorLimit()
+        if address is not None and self._count((account_id, "ip:" + address)) > ADDRESS_RATE:
+            return False
+        return self._count((account_id, "v:" + visitor_id)) <= VISITOR_RATE
 
 
 async def collect_preflight(request: Request) -> Response:
@@ -196,9 +199,8 @@ async def collect(request: Request) -> Response:
         raise ApiError(400, f"body is not valid JSON: {exc}", headers=_CORS) from None
     now = time.time()
     visit = _visit(request)
-    if not _limit.allow(claims.a, visit.ip or sent.visitor_id, now) or not _limit.allow(
-        claims.a, "v:" + sent.visitor_id, now
-    ):
+    limit: VisitorLimit = request.app.state.visitor_limit
+    if not limit.allow(claims.a, visit.ip, sent.visitor_id, now):
         raise ApiError(429, "too many events from this visitor", headers={"Retry-After": "60", **_CORS})
     data: dict[str, Any] = {"visitor_id": sent.visitor_id}
     if sent.event_type == "pixel_open":

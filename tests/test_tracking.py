@@ -132,7 +132,7 @@ async def test_key_rotation(service: Service, owner: User) -> None:
 async def test_another_accounts_key_does_not_verify(service: Service, owner: User, outsider: User) -> None:
     made = await mint(service, owner)
     other = await mint(service, outsider)
-    _, key_id, claims, _ = made["token"].split(".")
+    claims = made["token"].split(".")[2]
     forged = f"v1.{other['token'].split('.')[1]}.{claims}.{other['token'].split('.')[3]}"
     status, _, _ = await fetch(service, "GET", f"/t/click/{forged}")
     assert status == 400
@@ -149,8 +149,6 @@ async def test_site_collector(service: Service, owner: User) -> None:
     status, script, headers = await service.call("GET", "/t/collector.js", None)
     assert status == 200 and b"pixel_open" in script and "javascript" in headers["Content-Type"]
     url = f"/t/collect/{made['token']}"
-    status, _, headers = await service.call("OPTIONS", url, None, headers={"Origin": "https://shop.example"})
-    assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
     text = {"Content-Type": "text/plain", "User-Agent": IPHONE}
     sent = {
         "event_type": "pixel_open",
@@ -158,8 +156,8 @@ async def test_site_collector(service: Service, owner: User) -> None:
         "url": "https://shop.example/",
         "params": {"utm_a": "b"},
     }
-    status, _, _ = await service.call("POST", url, None, raw=msgspec.json.encode(sent), headers=text)
-    assert status == 204
+    status, _, headers = await service.call("POST", url, None, raw=msgspec.json.encode(sent), headers=text)
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
     popup = {"event_type": "popup_post", "visitor_id": "v1", "popup_id": 3, "form_data": {"email": "a@b.c"}}
     status, _, _ = await service.call("POST", url, None, raw=msgspec.json.encode(popup), headers=text)
     assert status == 204
@@ -202,6 +200,6 @@ async def test_head_on_a_click_is_flagged(service: Service, owner: User) -> None
     made = await mint(service, owner)
     status, _, _ = await fetch(service, "HEAD", path(made["click_url"]), {"User-Agent": IPHONE})
     assert status == 302
-    click = [m for m in await logged(service, owner) if m["event_type"] == "click"][0]
+    click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
     assert click["event_data"]["suspected_bot"] is True
     assert click["event_data"]["suspected_bot_reason"] == "HEAD request"

@@ -101,7 +101,6 @@ ROUTES = [
     Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
     Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
     Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
-    Route("/t/collect/{token}", tracking.collect_preflight, methods=["OPTIONS"]),
 ]
 
 

@@ -414,14 +414,6 @@ def _capture_operations() -> dict[str, dict[str, dict[str, Any]]]:
                 parameters=[TOKEN],
                 public=True,
             ),
-            "options": _operation(
-                "collectPreflight",
-                "CORS preflight of the collector",
-                "tracking",
-                {204: {"description": "allowed", "headers": _CORS_HEADERS}},
-                parameters=[TOKEN],
-                public=True,
-            ),
         },
     }
 

@@ -6,8 +6,9 @@ take a signed token instead of an API key.
 - ``GET /t/click/{token}``: ``302`` to the link inside the token only; a malformed, unsigned or tampered token,
   or one without a link, answers ``400`` and records nothing (no open redirect). Records the channel's click.
 - ``GET /t/collector.js``: the site pixel and popup collector script (no build step).
-- ``POST /t/collect/{token}``: what the script sends (a site token: channel ``site``); CORS open to any origin
-  (the token says whose events they are), rate-limited per visitor; ``204``.
+- ``POST /t/collect/{token}``: what the script sends (a site token: channel ``site``); a ``text/plain`` body (a
+  CORS "simple" request: no preflight), answered with ``Access-Control-Allow-Origin: *`` (the token says whose
+  events they are); rate-limited per visitor and IP address; ``204``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ GIF = (
 _NO_STORE = {"Cache-Control": "no-store, max-age=0"}
 _CORS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Methods": "POST",
     "Access-Control-Allow-Headers": "Content-Type",
     "Access-Control-Max-Age": "86400",
 }
@@ -180,10 +181,6 @@ class VisitorLimit:
         if address is not None and self._count((account_id, "ip:" + address)) > ADDRESS_RATE:
             return False
         return self._count((account_id, "v:" + visitor_id)) <= VISITOR_RATE
-
-
-async def collect_preflight(request: Request) -> Response:
-    return Response(status_code=204, headers=_CORS)
 
 
 async def collect(request: Request) -> Response:

@@ -4,12 +4,17 @@
 - Hooks the fuzzer creates or edits deliver to the test's loopback receiver (``ACTIONHOOKS_FUZZ_RECEIVER``): a
   generated broker or URL destination would have the service connect to arbitrary hosts, and a test send to an
   unreachable Kafka waits out its delivery timeout. Settings the fuzzer makes are otherwise sent as generated.
+- ``ast.parse`` one call at a time: Hypothesis parses the source of a filter's lambda to describe it, and CPython
+  3.11 builds AST objects with a recursion counter shared by all threads (python/cpython#106905), so two workers
+  parsing at once can fail with "SystemError: AST constructor recursion depth mismatch".
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import threading
 from typing import Any
 
 import schemathesis
@@ -17,6 +22,17 @@ import schemathesis
 RECEIVER = os.environ.get("ACTIONHOOKS_FUZZ_RECEIVER", "http://127.0.0.1:9/hook")
 HOOK_BODIES = {("POST", "/v1/hooks"), ("PATCH", "/v1/hooks/{hook_id}"), ("POST", "/v1/hooks/{hook_id}/clone")}
 BATCHING = ("max_batch_size", "timeout_s")
+
+_parse = ast.parse
+_parsing = threading.Lock()
+
+
+def _parse_alone(*args: Any, **kwargs: Any) -> Any:
+    with _parsing:
+        return _parse(*args, **kwargs)
+
+
+ast.parse = _parse_alone
 
 
 @schemathesis.serializer("application/x-ndjson")

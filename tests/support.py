@@ -69,6 +69,10 @@ class Service:
         self.url = await self._running.__aenter__()
         self.session = aiohttp.ClientSession(self.url)
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     async def stop(self) -> None:
         if self.session is not None:
             await self.session.close()

@@ -1,4 +1,4 @@
-"""The ``actionhooks`` command: serve, demo, accounts, event-types, consume."""
+"""The ``actionhooks`` command: serve, demo, accounts, keys, event-types, consume."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import enum
 import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,10 @@ from .catalog import catalog
 from .config import Settings
 from .errors import ActionhooksError, ConfigError
 from .integrations.base import SourceSettings
+from .server_limits import ServerLimits
+from .store.base import Scope, Store, StoredKey
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Capture marketing-platform events and deliver them to hooks.",
@@ -28,6 +32,11 @@ app = typer.Typer(
 )
 accounts_app = typer.Typer(help="Accounts and their API keys.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+keys_app = typer.Typer(
+    help="An account's API keys: create (scoped ingest | admin), list, revoke. Each prints JSON.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 consume_app = typer.Typer(
     help="Read raw events from a broker into the event log (the ingest path of POST /v1/events).",
     no_args_is_help=True,
@@ -75,8 +84,24 @@ def serve(
         LogFormat,
         typer.Option(help="text, or json: one object a line (hook_id, batch_id, outcome of each attempt)"),
     ] = LogFormat.text,
+    max_head_bytes: Annotated[
+        int, typer.Option(min=1024, help="largest request head (request line + headers); larger: 431")
+    ] = ServerLimits.max_head_bytes,
+    head_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a client may take to send a request head; then 408")
+    ] = ServerLimits.head_timeout_s,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="seconds a request body may pause; then 408")
+    ] = ServerLimits.body_timeout_s,
+    keep_alive: Annotated[
+        int, typer.Option(min=1, help="seconds an idle keep-alive connection stays open")
+    ] = ServerLimits.keep_alive_s,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="connections + requests in progress; past it requests get 503")
+    ] = ServerLimits.max_concurrency,
 ) -> None:
-    """Run the API and the dispatcher (and any configured broker consumers) in one process."""
+    """Run the API and the dispatcher (and any configured broker consumers) in one process. The server's limits
+    are described in docs/operations.md."""
     import dataclasses
 
     from .service import serve as run_service
@@ -85,6 +110,13 @@ def serve(
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
     _setup_logging(log_level, log_format)
+    limits = ServerLimits(
+        max_head_bytes=max_head_bytes,
+        head_timeout_s=head_timeout,
+        body_timeout_s=body_timeout,
+        keep_alive_s=keep_alive,
+        max_concurrency=max_concurrency,
+    )
     run_service(
         settings,
         host=host,
@@ -92,6 +124,7 @@ def serve(
         log_level=log_level,
         dispatch=dispatch,
         own_logging=log_format is LogFormat.json,
+        limits=limits,
     )
 
 
@@ -114,6 +147,79 @@ def accounts_create(name: str, db: DbOption = None) -> None:
     key = new_api_key()
     account_id = asyncio.run(run())
     typer.echo(json.dumps({"account_id": account_id, "api_key": key}))
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    """``work(store)`` on the opened store of ``settings``, closed afterwards."""
+    from .store import open_store
+
+    async def run() -> T:
+        store = open_store(settings.db)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _refuse(message: str) -> NoReturn:
+    typer.echo(f"actionhooks: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _echo_key(key: StoredKey, secret: str | None = None) -> None:
+    """The key as the API shows it, with its account (and its secret when just made), as one JSON line."""
+    import msgspec
+
+    from .api.schema import KeyCreated, KeyView
+
+    view = KeyView.of(key) if secret is None else KeyCreated.made(key, secret)
+    typer.echo(msgspec.json.encode({"account_id": key.account_id, **msgspec.to_builtins(view)}).decode())
+
+
+IdArgument = Annotated[int, typer.Argument(min=1, max=2**63 - 1)]
+
+
+@keys_app.command("create")
+def keys_create(
+    account_id: IdArgument,
+    name: Annotated[str, typer.Option(help="what the key is for (1–200 characters)")],
+    scope: Annotated[Scope, typer.Option(help="ingest: send events only; admin: everything")],
+    db: DbOption = None,
+) -> None:
+    """Create a key of ACCOUNT_ID and print it as JSON, its secret `api_key` included (shown only here)."""
+    from .api.auth import hash_key, new_api_key
+
+    if not 1 <= len(name) <= 200:
+        raise typer.BadParameter("a name has 1 to 200 characters", param_hint="--name")
+    secret = new_api_key()
+    key = _with_store(_settings(db), lambda store: store.add_key(account_id, name, scope, hash_key(secret)))
+    if key is None:
+        _refuse(f"no account {account_id}")
+    _echo_key(key, secret)
+
+
+@keys_app.command("list")
+def keys_list(account_id: IdArgument, db: DbOption = None) -> None:
+    """Print ACCOUNT_ID's keys as JSON, revoked ones included (never their secrets)."""
+    import msgspec
+
+    from .api.schema import KeyList, KeyView
+
+    keys = _with_store(_settings(db), lambda store: store.list_keys(account_id))
+    typer.echo(msgspec.json.encode(KeyList([KeyView.of(k) for k in keys])).decode())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: IdArgument, db: DbOption = None) -> None:
+    """Revoke key KEY_ID (any key, even an account's last admin key) and print it as JSON. Running processes
+    stop accepting it within ACTIONHOOKS_KEY_CACHE_S seconds."""
+    key = _with_store(_settings(db), lambda store: store.revoke_key(key_id, keep_an_admin=False))
+    if key is None:
+        _refuse(f"no key {key_id}")
+    _echo_key(key)
 
 
 @app.command("event-types")

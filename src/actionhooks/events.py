@@ -8,23 +8,29 @@ nanoseconds, unknown fields pass through).
 
 from __future__ import annotations
 
+import functools
+import json
+import re
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from . import strict_json
 from .catalog import catalog
 from .errors import field_error
 from .ids import ID_PATTERN, new_ids
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 
 
 class Envelope(msgspec.Struct, kw_only=True):
     """What ingest checks of an event. ``event_data`` and ``custom_data`` stay raw: they pass through."""
 
     event_type: str
-    event_date: Annotated[datetime, msgspec.Meta(tz=True)]  # checked here, passed on exactly as sent
+    event_date: str  # checked by event_date_error, passed on exactly as sent
     event_data: msgspec.Raw
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
     account_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
@@ -84,18 +90,119 @@ def _is_object(raw: msgspec.Raw) -> bool:
     return memoryview(raw)[:1].tobytes() == b"{"  # a Raw value carries no surrounding space
 
 
-def split_body(body: bytes, content_type: str) -> Iterator[bytes]:
-    """The items of a request body: one object, a JSON array, or NDJSON. Raises msgspec errors."""
-    if content_type.startswith(("application/x-ndjson", "application/ndjson", "application/jsonl")):
-        for line in body.split(b"\n"):
+class TooManyItems(ValueError):
+    """A body holds more events than one request may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} events in one request; the limit is {limit}")
+        self.limit = limit
+
+
+def media_type(content_type: str) -> str:
+    """``type/subtype`` of a Content-Type header, lower case, without parameters (RFC 9110 §8.3.1)."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def split_body(body: bytes, content_type: str, max_items: int | None = None) -> Iterator[bytes]:
+    """The items of a request body: one object, a JSON array, or NDJSON. Raises msgspec errors, or
+    :class:`TooManyItems` as soon as more than ``max_items`` are seen (before building them all)."""
+    limit = len(body) + 1 if max_items is None else max_items
+    if media_type(content_type) in NDJSON_TYPES:
+        count, start = 0, 0
+        while start < len(body):
+            end = body.find(b"\n", start)
+            end = len(body) if end < 0 else end
+            line = body[start:end]
+            start = end + 1
             if line.strip():
+                count += 1
+                if count > limit:
+                    raise TooManyItems(limit)
                 yield line
         return
     head = body.lstrip()[:1]
     if head == b"[":
+        if body.count(b",") >= limit:  # could hold more than the limit: count them before building any
+            _count_array_items(body, limit)
         yield from (bytes(r) for r in _decode_items(body))
     else:
         yield body
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _SPACE.match(text, pos)
+    return match.end() if match else pos
+
+
+_scan_value = json.JSONDecoder().raw_decode
+
+
+def _count_array_items(body: bytes, max_items: int) -> None:
+    """Raise :class:`TooManyItems` when the JSON array ``body`` holds more than ``max_items`` values; the scan
+    stops there, so a body of millions of tiny values costs no more than ``max_items`` of them."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return  # the decode proper reports it
+    pos = _skip_space(text, text.index("[") + 1)
+    count = 0
+    try:
+        while pos < len(text) and text[pos] != "]":
+            _, pos = _scan_value(text, pos)
+            count += 1
+            if count > max_items:
+                raise TooManyItems(max_items)
+            pos = _skip_space(text, pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip_space(text, pos + 1)
+    except TooManyItems:
+        raise
+    except (ValueError, RecursionError):
+        return  # malformed: the decode proper reports it
+
+
+_to_datetime = functools.partial(msgspec.convert, type=datetime)
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]+)?"
+    r"(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))\Z"
+)
+
+
+def event_date_error(text: str) -> str | None:
+    """Why ``text`` is not an RFC 3339 date-time with an offset whose UTC instant lies in years 1 to 9999, or None.
+
+    A leap second (``:60``) is valid, and fractions of a second are not rounded (``23:59:59.9999999Z`` stays in
+    its second)."""
+    try:
+        parsed = _to_datetime(text)  # the fast path (C); refuses leap seconds and rounds fractions
+    except msgspec.ValidationError:
+        pass
+    else:
+        if parsed.tzinfo is None:
+            return "event_date must carry a time zone offset (Z or ±hh:mm)"
+        if parsed.year not in (1, 9999):
+            return None
+    match = _RFC3339.match(text)
+    if match is None:
+        return "event_date must be an RFC 3339 date-time with a time zone offset, e.g. 2024-01-31T12:00:00Z"
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    sign, off_h, off_m = match.groups()[6:]
+    try:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m)) if sign else timedelta(0)
+        zone = timezone(-offset if sign == "-" else offset)
+        if second > 60 or int(off_m or 0) > 59:
+            raise ValueError("second must be in 0..60 and offset minutes in 0..59")
+        local = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
+    except ValueError as exc:
+        return f"event_date is not a valid date-time: {exc}"
+    try:
+        local.astimezone(UTC)
+    except OverflowError:
+        return "event_date must fall in years 1 to 9999 in UTC"
+    return None
 
 
 def parse_events(
@@ -116,6 +223,15 @@ def parse_events(
             continue
         except RecursionError:
             errors.append(ItemError(index, "event is nested too deeply"))
+            continue
+        date_error = event_date_error(env.event_date)
+        if date_error is not None:
+            errors.append(ItemError(index, date_error, "event_date"))
+            continue
+        try:
+            strict_json.check(raw)
+        except strict_json.StrictJsonError as exc:
+            errors.append(ItemError(index, str(exc)))
             continue
         if env.event_type not in codes:
             errors.append(ItemError(index, f"unknown event_type {env.event_type!r}", "event_type"))

@@ -16,6 +16,7 @@ pixel_ids       pixel_id
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import msgspec
@@ -86,6 +87,33 @@ class HookSpec(msgspec.Struct, kw_only=True, frozen=True):
             "custom_data_fields": list(self.custom_data_fields),
             "transport": self.transport.public() if public else msgspec.to_builtins(self.transport),
         }
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refuse_control_characters(value: Any, path: str) -> None:
+    """Control characters (other than tab and line breaks, which multi-line secrets such as NATS credentials hold)
+    have no place in settings: a header value holding one fails every send, a name holding one rewrites a terminal.
+    Line breaks are refused where they do harm by each transport's own checks (header values, URLs)."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise ValidationError("control characters are not allowed", path or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if _CONTROL.search(str(key)):
+                raise ValidationError("control characters are not allowed in a key", path or None)
+            _refuse_control_characters(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_control_characters(item, f"{path}.{index}")
+
+
+def validate_hook(data: Any) -> HookSpec:
+    """Hook settings as a user sends them: :func:`parse_hook` after refusing control characters anywhere."""
+    _refuse_control_characters(data, "")
+    return parse_hook(data)
 
 
 def parse_hook(data: Any) -> HookSpec:

@@ -13,7 +13,9 @@ import threading
 import time
 
 # What an event id may look like (a producer's own or ours): ingest checks it, the JSON Schemas state it.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+ID_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$(?!\n)"  # "$" alone would also match before a final newline in Python
+)
 
 _getrandbits = random.Random().getrandbits
 _lock = threading.Lock()

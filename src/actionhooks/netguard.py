@@ -8,6 +8,10 @@ that was checked — never to the name, which a second resolution could lead els
 ``integrations.http.resolver`` applies them to aiohttp's connections; the broker transports connect to what
 :meth:`NetGuard.addresses` returned. Names are resolved by the guard's ``resolver`` (the system's by default; tests
 give their own).
+
+An IPv6 address that carries an IPv4 address (IPv4-mapped ``::ffff:0:0/96``, IPv4-compatible ``::/96``,
+IPv4-translated ``::ffff:0:0:0/96``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, Teredo's
+client) is judged by that IPv4 address too: it reaches the same host through a translator or tunnel.
 """
 
 from __future__ import annotations
@@ -30,6 +34,25 @@ async def system_resolver(host: str, port: int) -> list[str]:
     """The addresses the system's resolver gives for ``host`` (TCP), each once, in its order."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# prefixes whose last 32 bits are an IPv4 address (RFC 4291 §2.5.5, RFC 2765, RFC 6052, RFC 8215)
+_IPV4_IN_LOW_32 = tuple(
+    ipaddress.IPv6Network(n)
+    for n in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (see the module's docstring); empty for a plain IPv6 one."""
+    found = []
+    if any(ip in net for net in _IPV4_IN_LOW_32):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
 
 
 def parse_nets(text: str) -> tuple[IPNetwork, ...]:
@@ -70,6 +93,12 @@ class NetGuard:
             return None
         if not ip.is_global or ip.is_multicast:
             return f"destination address {ip} is not public (loopback, private, link-local or reserved)"
+        if isinstance(ip, ipaddress.IPv6Address):
+            for inner in embedded_ipv4(ip):
+                if not any(inner in net for net in self.allow) and (
+                    not inner.is_global or inner.is_multicast
+                ):
+                    return f"destination address {ip} carries {inner}, which is not public"
         return None
 
     def host_refusal(self, host: str) -> str | None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from .api import create_app
+from .api.server import server_config
 from .config import Settings
 from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
@@ -30,6 +30,7 @@ from .integrations import TransportContext
 from .maintenance import Maintenance
 from .netguard import NetGuard
 from .registry import HookRegistry
+from .server_limits import ServerLimits
 from .store import Store, open_store
 
 
@@ -79,20 +80,15 @@ def serve(
     log_level: str = "info",
     dispatch: bool = True,
     own_logging: bool = False,
+    limits: ServerLimits | None = None,
 ) -> None:
-    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools, no access log). ``own_logging``:
-    uvicorn's loggers keep the handlers the caller set up (``--log-format json``) instead of its own."""
-    extra: dict[str, Any] = {"log_config": None} if own_logging else {}
-    uvicorn.run(
-        build(settings, dispatch=dispatch),
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_level=log_level,
-        access_log=False,
-        **extra,
+    """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools bounded by ``limits``, no access
+    log). ``own_logging``: uvicorn's loggers keep the handlers the caller set up (``--log-format json``) instead of
+    its own."""
+    config = server_config(
+        build(settings, dispatch=dispatch), host, port, log_level, limits or ServerLimits(), own_logging
     )
+    uvicorn.Server(config).run()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -103,9 +99,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 @contextlib.asynccontextmanager
 async def serving(app: Starlette, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """``app`` served in this event loop for the length of the block (lifespan included); yields its base URL.
-    ``port`` 0: a free one, chosen when the socket is bound."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+    """``app`` served in this event loop for the length of the block (lifespan included), with the same server
+    limits as ``serve``; yields its base URL. ``port`` 0: a free one, chosen when the socket is bound."""
+    config = server_config(app, host, port, "warning", ServerLimits())
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve())
     try:

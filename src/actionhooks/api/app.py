@@ -24,7 +24,7 @@ from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import HookRegistry
 from ..store import Store
-from . import account, hooks, observability, openapi, profiles, tracking
+from . import account, hooks, keys, observability, openapi, profiles, tracking
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -101,6 +101,9 @@ ROUTES = [
     Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
     Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
     Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
+    Route("/v1/keys", keys.create_key, methods=["POST"]),
+    Route("/v1/keys", keys.list_keys, methods=["GET"]),
+    Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
 ]
 
 
@@ -130,10 +133,10 @@ def create_app(
     state.store = store
     state.hooks = registry
     state.context = context
-    state.auth = Authenticator(store)
     state.derivation = Derivation(settings.derive_ttl_s)
     state.tracking_keys = TrackingKeys(store, registry)
     state.visitor_limit = tracking.VisitorLimit()
+    state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()

@@ -5,21 +5,34 @@ A hook of another account answers 404, exactly like a hook that does not exist.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError, ValidationError
-from ..hooks import HookSpec, destination_changes, merge_patch, parse_hook, secrets_not_resent
+from ..hooks import HookSpec, destination_changes, merge_patch, secrets_not_resent, validate_hook
 from ..registry import Hook, HookRegistry
-from .responses import json_response, read_json
+from .responses import json_response, read_json, read_optional_json
 from .schema import AttemptList, AttemptView, DeadLetterList, DeadLetterView, HookList, HookView
+
+_ID = re.compile(r"[0-9]{1,19}\Z")
+MAX_ID = 2**63 - 1  # ids are BIGINT columns
+
+
+def parse_id(text: str) -> int | None:
+    """A row id from a path or query: ASCII digits for 0 … 2⁶³−1, or None (``int()`` would also take ``+1``,
+    ``1_0``, other scripts' digits and numbers past the columns' range)."""
+    if not _ID.match(text):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 def _validated(request: Request, data: Any) -> HookSpec:
     try:
-        spec = parse_hook(data)
+        spec = validate_hook(data)
     except ValidationError as exc:
         raise ApiError(422, exc.message, exc.field) from None
     guard = request.app.state.context.net_guard
@@ -50,11 +63,8 @@ def _secrets_follow(before: HookSpec, after: HookSpec, patch: dict[str, Any]) ->
 async def own_hook(request: Request) -> tuple[HookRegistry, int, Hook]:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    try:
-        hook_id = int(request.path_params["hook_id"])
-    except ValueError:
-        raise ApiError(404, "no such hook") from None
-    if not 0 < hook_id < 2**63:  # beyond the BIGINT column: no such hook either
+    hook_id = parse_id(request.path_params["hook_id"])
+    if hook_id is None:
         raise ApiError(404, "no such hook")
     hook = await state.hooks.get_hook(account_id, hook_id)
     if hook is None:
@@ -118,31 +128,26 @@ async def clone_hook(request: Request) -> Response:
     hooks, account_id, hook = await own_hook(request)
     settings = hook.spec.to_builtins(public=False)
     settings["name"] = f"{hook.spec.name} (copy)"[:200]
-    body = await request.body()
-    overrides: Any = {}
-    if body.strip():
-        overrides = await read_json(request)
+    overrides = await read_optional_json(request)
+    if overrides is not None:
         if not isinstance(overrides, dict):
             raise ApiError(422, "clone overrides must be a JSON object")
         settings = merge_patch(settings, overrides)
     spec = _validated(request, settings)
-    _secrets_follow(hook.spec, spec, overrides)
+    _secrets_follow(hook.spec, spec, overrides or {})
     clone = await hooks.create_hook(account_id, spec)
     await _changed(request)
     return json_response(HookView.of(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
 
 
 def _paging(request: Request) -> tuple[int, int | None]:
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-        before = request.query_params.get("before")
-        before_id = int(before) if before is not None else None
-    except ValueError:
-        raise ApiError(422, "limit and before must be integers") from None
-    if not 1 <= limit <= 1000:
-        raise ApiError(422, "limit must be between 1 and 1000", "limit")
-    if before_id is not None and not 0 <= before_id < 2**63:
-        raise ApiError(422, "before must be an id (0 to 2^63 - 1)", "before")
+    limit = parse_id(request.query_params.get("limit", "100"))
+    if limit is None or not 1 <= limit <= 1000:
+        raise ApiError(422, "limit must be an integer between 1 and 1000", "limit")
+    before = request.query_params.get("before")
+    before_id = parse_id(before) if before is not None else None
+    if before is not None and before_id is None:
+        raise ApiError(422, f"before must be an id between 0 and {MAX_ID}", "before")
     return limit, before_id
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from ..config import IngestLimits
 from ..errors import ApiError
-from ..events import parse_events, split_body
+from ..events import TooManyItems, parse_events, split_body
 from ..store.base import Deriver, Store
 from .responses import json_response, read_body
 from .schema import IngestResult
@@ -32,13 +32,13 @@ async def ingest(
     """Validate and commit the events of one request body (with what ``derive`` adds, in the same transaction:
     not counted in the answer); raise ApiError for whole-body problems."""
     try:
-        items = list(split_body(body, content_type))
+        items = list(split_body(body, content_type, limits.max_items))
+    except TooManyItems as exc:
+        raise ApiError(413, str(exc)) from None
     except ValueError as exc:  # msgspec's DecodeError and ValidationError, a string that is not UTF-8
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "body is nested too deeply") from None
-    if len(items) > limits.max_items:
-        raise ApiError(413, f"{len(items)} events in one request; the limit is {limits.max_items}")
     if not items:
         raise ApiError(400, "no events in the body")
     chosen_ids: set[str] = set()
@@ -52,7 +52,7 @@ async def ingest(
 
 async def post_events(request: Request) -> Response:
     state: Any = request.app.state
-    account_id = await state.auth.account(request)
+    account_id = await state.auth.account(request, "ingest")
     limits: IngestLimits = state.settings.limits
     if state.store.pending_appends > limits.max_pending:
         raise ApiError(

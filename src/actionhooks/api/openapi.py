@@ -28,6 +28,8 @@ from ..catalog import catalog
 from ..events import Envelope
 from ..hooks import _HookInput
 from ..profiles import Profile, ProfileItem
+from ..store.base import SCOPES, Scope
+from .auth import allows
 from .schema import (
     AccountPatch,
     AccountView,
@@ -40,6 +42,10 @@ from .schema import (
     HookStatsView,
     HookView,
     IngestResult,
+    KeyCreated,
+    KeyList,
+    KeyView,
+    NewKey,
     ProfileUpsertResult,
     ProfileView,
     TestOptions,
@@ -80,6 +86,10 @@ _TYPES: dict[str, Any] = {
     "TrackingTokenRequest": TokenRequest,
     "TrackingToken": TrackingToken,
     "Collected": Collected,
+    "NewKey": NewKey,
+    "Key": KeyView,
+    "KeyCreated": KeyCreated,
+    "KeyList": KeyList,
 }
 
 EVENT_EXAMPLE: dict[str, Any] = {
@@ -136,7 +146,12 @@ E401 = _error(
     {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     "invalid API key",
 )
+E403 = _error(
+    "the key's scope does not allow this call: it needs an `admin` key",
+    example="this key's scope is ingest: it may only send events (POST /v1/events); this call needs an admin key",
+)
 E404 = _error("no such hook in this account (another account's hook too)", example="no such hook")
+E404_KEY = _error("no such key in this account (another account's key too)", example="no such key")
 E413 = _error("the body is over the size limit", example="body larger than 1048576 bytes")
 E422 = _error("invalid settings or parameters; `field` names the culprit as a dotted path")
 E503 = _error(
@@ -182,6 +197,19 @@ HOOK_LINKS = {
     ]
 }
 _LOCATION = {"Location": {"description": "the new hook's path", "schema": {"type": "string"}}}
+KEY_ID = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "description": "the key's id (not the key itself)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
+KEY_LINKS = {"RevokeKey": {"operationId": "revokeKey", "parameters": {"key_id": "$response.body#/id"}}}
+SCOPE_NOTE = {
+    "admin": "Needs an `admin` key.",
+    "ingest": "Any key: an `ingest` or an `admin` key.",
+}
+"""What each operation's description says of the scope it needs (its ``security`` says it too)."""
 
 
 def _operation(
@@ -193,7 +221,11 @@ def _operation(
     body: dict[str, Any] | None = None,
     parameters: list[dict[str, Any]] | None = None,
     public: bool = False,
+    scope: Scope = "admin",
 ) -> dict[str, Any]:
+    """One operation; unless ``public``, it needs a key whose scope allows ``scope`` (``auth.allows``): its
+    ``security`` names the scopes that do (as the roles of the ``apiKey`` scheme) and an ``admin`` one answers
+    ``403`` to a narrower key."""
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "tags": [tag]}
     if parameters:
         op["parameters"] = parameters
@@ -202,7 +234,11 @@ def _operation(
     if public:
         op["security"] = []
     else:
+        op["description"] = SCOPE_NOTE[scope]
+        op["security"] = [{"apiKey": [granted]} for granted in SCOPES if allows(granted, scope)]
         responses = {**responses, 401: E401, 503: E503}
+        if scope == "admin":
+            responses[403] = E403
     op["responses"] = {str(status): answer for status, answer in sorted(responses.items())}
     return op
 
@@ -494,6 +530,7 @@ def _service_operations() -> dict[str, dict[str, dict[str, Any]]]:
                         "too many events waiting to be committed; retry shortly",
                     ),
                 },
+                scope="ingest",
                 body={
                     "required": True,
                     "content": {
@@ -613,6 +650,42 @@ def _service_operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "hooks",
                 {200: _answer("the hook's stats", _ref("HookStats")), 404: E404},
                 parameters=[HOOK_ID],
+            ),
+        },
+        "/v1/keys": {
+            "post": _operation(
+                "createKey",
+                "Create an API key of this account; the answer is the only time its secret is shown",
+                "keys",
+                {
+                    201: _answer("the key, with its secret `api_key`", _ref("KeyCreated"), links=KEY_LINKS),
+                    400: E400,
+                    413: E413,
+                    422: E422,
+                },
+                body={"required": True, "content": _json(_ref("NewKey"), {"name": "crm", "scope": "ingest"})},
+            ),
+            "get": _operation(
+                "listKeys",
+                "The account's API keys, revoked ones included (never their secrets)",
+                "keys",
+                {200: _answer("the keys, oldest first", _ref("KeyList"))},
+            ),
+        },
+        "/v1/keys/{key_id}": {
+            "delete": _operation(
+                "revokeKey",
+                "Revoke an API key: it stops working in every process within `ACTIONHOOKS_KEY_CACHE_S` seconds",
+                "keys",
+                {
+                    200: _answer("the key, revoked (it stays in the list)", _ref("Key")),
+                    404: E404_KEY,
+                    409: _error(
+                        "the key is the one making the call, or the account's last live admin key",
+                        example="a key cannot revoke itself: revoke it with another admin key",
+                    ),
+                },
+                parameters=[KEY_ID],
             )
         },
     }
@@ -645,7 +718,9 @@ def _components() -> dict[str, Any]:
             "apiKey": {
                 "type": "http",
                 "scheme": "bearer",
-                "description": "an API key (`ah_…`) of one account: `Authorization: Bearer <key>`",
+                "description": "an API key (`ah_…`) of one account: `Authorization: Bearer <key>`. Its scope "
+                "is `ingest` (send events only) or `admin` (everything); each operation's `security` names the "
+                "scopes it accepts.",
             }
         },
     }
@@ -702,6 +777,7 @@ def document() -> dict[str, Any]:
             {"name": "profiles", "description": "recipients' data for enrichment at delivery"},
             {"name": "account", "description": "the account's settings and tracking keys"},
             {"name": "tracking", "description": "tokens and the public capture endpoints"},
+            {"name": "keys", "description": "the account's API keys and their scopes"},
             {"name": "service", "description": "health and this document"},
         ],
         "paths": _operations(),

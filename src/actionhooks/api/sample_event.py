@@ -22,15 +22,15 @@ from ..ids import new_id
 from ..integrations import Batch, TransportContext, open_transport
 from ..registry import Hook
 from .hooks import own_hook
-from .responses import json_response, read_json
+from .responses import json_response, read_optional_json
 from .schema import TestOptions, TestOutcome
 
 
 async def send_test_event(request: Request) -> Response:
     _, account_id, hook = await own_hook(request)
-    body = await request.body()
+    body = await read_optional_json(request)
     try:
-        options = msgspec.convert(await read_json(request) if body.strip() else {}, TestOptions)
+        options = msgspec.convert({} if body is None else body, TestOptions)
     except msgspec.ValidationError as exc:
         wrong = field_error(exc)
         raise ApiError(

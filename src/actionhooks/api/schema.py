@@ -24,7 +24,7 @@ from ..integrations.rabbitmq.transport import QueueSettings as RabbitMQQueueSett
 from ..profiles import Subscription
 from ..registry import Hook
 from ..stats import HookState, HookStats
-from ..store.base import Attempt, DeadLetter
+from ..store.base import Attempt, DeadLetter, Scope, StoredKey
 
 TransportChoice = (
     HttpSettings | RabbitMQQueueSettings | RabbitMQExchangeSettings | KafkaSettings | NatsSettings
@@ -162,7 +162,7 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
     reason: str
     attempts: int
     failed_at: Instant
-    event: msgspec.Raw
+    event: msgspec.Raw | str
 
     @classmethod
     def of(cls, d: DeadLetter) -> DeadLetterView:
@@ -173,8 +173,18 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
             reason=d.reason,
             attempts=d.attempts,
             failed_at=timestamp(d.failed_at),
-            event=msgspec.Raw(d.payload),
+            event=stored_event(d.payload),
         )
+
+
+def stored_event(payload: bytes) -> msgspec.Raw | str:
+    """A logged event as JSON; one whose bytes are not UTF-8 (accepted before ingest refused them) as a string with
+    the bad bytes replaced, so that the answer stays valid JSON."""
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return payload.decode(errors="replace")
+    return msgspec.Raw(payload)
 
 
 class DeadLetterList(msgspec.Struct):
@@ -295,3 +305,51 @@ class TrackingToken(msgspec.Struct, kw_only=True):
     token: str
     open_url: str
     click_url: str | None
+
+
+# -- API keys (``api/keys.py``) -----------------------------------------------------------------------------
+
+
+class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/keys``'s body: a name to tell the key by, and its scope (``ingest``: send events only;
+    ``admin``: everything)."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    scope: Scope
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """An API key as listed: never its secret. ``last_used_at`` is coarse (to about a minute); ``revoked_at`` is
+    set once the key is revoked (it then stops working in every process within ``ACTIONHOOKS_KEY_CACHE_S``)."""
+
+    id: int
+    name: str
+    scope: Scope
+    created_at: Instant
+    revoked_at: Instant | None
+    last_used_at: Instant | None
+
+    @classmethod
+    def of(cls, key: StoredKey) -> KeyView:
+        return cls(
+            id=key.id,
+            name=key.name,
+            scope=key.scope,
+            created_at=timestamp(key.created_at),
+            revoked_at=timestamp(key.revoked_at) if key.revoked_at is not None else None,
+            last_used_at=timestamp(key.last_used_at) if key.last_used_at is not None else None,
+        )
+
+
+class KeyCreated(KeyView, kw_only=True):
+    """A key just created, with its secret ``api_key`` — shown in this answer only."""
+
+    api_key: str
+
+    @classmethod
+    def made(cls, key: StoredKey, secret: str) -> KeyCreated:
+        return cls(**msgspec.structs.asdict(KeyView.of(key)), api_key=secret)
+
+
+class KeyList(msgspec.Struct):
+    keys: list[KeyView]

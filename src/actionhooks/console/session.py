@@ -34,7 +34,7 @@ _SALT = "actionhooks.console.session"
 async def account_for_sign_in(auth: Authenticator, key: str) -> tuple[int, str] | None:
     """The account ``key`` opens the console of, and the key's hash; None when it may not sign in.
 
-    The one place that decides who may sign in: today any valid API key (an ``admin`` scope check belongs here)."""
+    The one place that decides who may sign in: a live ``admin`` key (an ``ingest`` key sends events only)."""
     key = key.strip()
     if not key:
         return None
@@ -44,10 +44,9 @@ async def account_for_sign_in(auth: Authenticator, key: str) -> tuple[int, str] 
 
 
 async def _account_of(auth: Authenticator, digest: str) -> int | None:
-    account_id = auth.cache.get(digest)
-    if account_id is None:
-        account_id = await auth.store.account_for_key(digest)
-    return account_id
+    """Live admin keys only; checked again on every request (cached for ``ACTIONHOOKS_KEY_CACHE_S``), so a revoked
+    key ends its console sessions within that time."""
+    return await auth.account_for(digest, "admin")
 
 
 @dataclass(frozen=True)

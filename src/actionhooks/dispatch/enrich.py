@@ -22,11 +22,11 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .. import profiles
 from ..hooks import HookSpec
 from ..integrations.base import Message
-from ..profiles import StoredProfile
+from ..profiles import Profile, StoredProfile, email_hashes, load
 
+Profiles = dict[str, Profile | None]
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -43,22 +43,15 @@ class Enricher:
         self.source = source
         self.account_id = account_id
 
-    async def messages(self, events: Sequence[Message]) -> list[Message]:
-        """The batch's messages, completed from the profiles of its events (one lookup for the batch)."""
+    async def profiles(self, events: Sequence[Message]) -> Profiles:
+        """The stored profiles of the events' ``profile_id`` (None: deleted), read in one query."""
         ids = {e.profile_id for e in events if e.profile_id is not None}
-        stored = await self.source.get_profiles(self.account_id, ids) if ids and self.source else {}
-        if not stored:
-            return [self.message(e) for e in events]
-        loaded: dict[str, profiles.Profile | None] = {pid: profiles.load(s) for pid, s in stored.items()}
-        out = []
-        for e in events:
-            if e.profile_id is not None and e.profile_id in loaded:
-                out.append(e._replace(body=self._from_profile(e.body, loaded[e.profile_id])))
-            else:
-                out.append(self.message(e))
-        return out
+        if not ids or self.source is None:
+            return {}
+        stored = await self.source.get_profiles(self.account_id, ids)
+        return {pid: load(s) for pid, s in stored.items()}
 
-    def _from_profile(self, payload: bytes, profile: profiles.Profile | None) -> bytes:
+    def _from_profile(self, payload: bytes, profile: Profile | None) -> bytes:
         message = _decode(payload)
         sent = message.get("custom_data")
         if profile is None:  # erased: nothing of the profile leaves any more
@@ -77,7 +70,7 @@ class Enricher:
         if message.get("subscription") is None and profile.subscriptions:
             message["subscription"] = msgspec.to_builtins(profile.subscriptions)
         if profile.email and ("_md5" not in message or "_xxh" not in message):
-            md5, xxh = profiles.email_hashes(profile.email)
+            md5, xxh = email_hashes(profile.email)
             message.setdefault("_md5", md5)
             message.setdefault("_xxh", xxh)
         return _encode(message)
@@ -92,8 +85,11 @@ class Enricher:
             return _encode(message)
         return payload
 
-    def message(self, event: Message) -> Message:
-        """``event`` without profile data: ``custom_data`` narrowed to the hook's fields."""
+    def message(self, event: Message, found: Profiles | None = None) -> Message:
+        """``event`` completed from its profile in ``found`` (:meth:`profiles`); without one, ``custom_data``
+        narrowed to the hook's fields."""
+        if found and event.profile_id is not None and event.profile_id in found:
+            return event._replace(body=self._from_profile(event.body, found[event.profile_id]))
         if not self.fields:
             return event
         return event._replace(body=self.body(event.body))

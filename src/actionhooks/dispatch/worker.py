@@ -175,14 +175,17 @@ class HookWorker:
 
     async def _deliver(self, events: list[Message]) -> None:
         assert self.transport is not None
-        last = events[-1].seq
+        # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
+        cursor_after = events[-1].seq if len(self.buffer) > len(events) else self.scan
+        prepared = await self._prepare(events, cursor_after)
+        if not prepared:
+            return
+        events = [event for event, _ in prepared]
         batch = Batch(
             hook_id=self.hook.id,
-            batch_id=f"{self.hook.id}-{events[0].seq}-{last}",
-            messages=await self.enricher.messages(events),
+            batch_id=f"{self.hook.id}-{events[0].seq}-{events[-1].seq}",
+            messages=[message for _, message in prepared],
         )
-        # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
-        cursor_after = last if len(self.buffer) > len(events) else self.scan
         attempts = 0
         while True:
             attempts += 1
@@ -231,11 +234,51 @@ class HookWorker:
                 )
                 await self._record(write)
                 self.saved_cursor = cursor_after
-                log.warning("hook %s: %d events dead-lettered: %s", self.hook.id, len(events), reason)
+                log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
                 return
             write = self.store.finish_batch(attempt, self.hook.generation, None, last_error=error.reason)
             await self._record(write, wait=True)
             await asyncio.sleep(self.retry.delay(attempts, error.retry_after))
+
+    async def _prepare(self, events: list[Message], cursor_after: int) -> list[tuple[Message, Message]]:
+        """Each event with its message for this hook's destination. An event that cannot become one (the log holds
+        bytes enrichment cannot read, e.g. from before ingest refused them) is dead-lettered at once with the
+        reason — retrying cannot help — so it never stalls the events behind it."""
+        prepared: list[tuple[Message, Message]] = []
+        unfit: list[tuple[Message, str]] = []
+        found = await self.enricher.profiles(events)  # the batch's stored profiles, one query
+        for event in events:
+            try:
+                prepared.append((event, self.enricher.message(event, found)))
+            except Exception as exc:  # any failure to prepare is this event's, not the hook's
+                unfit.append((event, f"cannot prepare the message: {type(exc).__name__}: {exc}"))
+        if unfit:
+            at = time.time()
+            first, last = unfit[0][0].seq, unfit[-1][0].seq
+            record = Batch(self.hook.id, f"{self.hook.id}-{first}-{last}", [e for e, _ in unfit])
+            reason = unfit[0][1]
+            attempt = _attempt(record, at, time.perf_counter(), "failed", None, None, reason)
+            dead = [
+                DeadLetter(
+                    hook_id=self.hook.id,
+                    event_seq=e.seq,
+                    event_id=e.id,
+                    payload=e.body,
+                    reason=why,
+                    attempts=0,
+                    failed_at=at,
+                )
+                for e, why in unfit
+            ]
+            cursor = cursor_after if not prepared else None  # else the cursor moves with the batch
+            await self._record(
+                self.store.finish_batch(attempt, self.hook.generation, cursor, dead, last_error=reason),
+                wait=True,
+            )
+            if cursor is not None:
+                self.saved_cursor = cursor
+            log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(unfit), reason)
+        return prepared
 
 
 def _attempt(

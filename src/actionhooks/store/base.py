@@ -15,13 +15,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 import msgspec
 
 from ..events import LoggedEvent, NewEvent
 from ..profiles import ProfileWrite, StoredProfile
 from .faults import WriteFaults
+
+Scope = Literal["ingest", "admin"]
+"""What an API key may do: ``ingest`` only sends events; ``admin`` does everything."""
+SCOPES: tuple[Scope, ...] = ("ingest", "admin")
+
+
+class StoredKey(msgspec.Struct, kw_only=True, frozen=True):
+    """An API key's row, less its hash (the secret itself is never stored)."""
+
+    id: int
+    account_id: int
+    name: str
+    scope: Scope
+    created_at: float
+    revoked_at: float | None = None
+    last_used_at: float | None = None  # coalesced: written at most once a minute per key and process
 
 
 class StoredHook(msgspec.Struct, kw_only=True, frozen=True):
@@ -179,9 +195,40 @@ class Store(Protocol):
         """The stored value of ``key``; on first use ``initial()`` is stored (and returned)."""
         ...
 
-    # accounts and keys
-    async def create_account(self, name: str, key_hash: str) -> int: ...
-    async def account_for_key(self, key_hash: str) -> int | None: ...
+    # accounts and API keys
+    async def create_account(self, name: str, key_hash: str) -> int:
+        """A new account with one ``admin`` key named ``default`` (of hash ``key_hash``)."""
+        ...
+
+    async def account_for_key(self, key_hash: str) -> int | None:
+        """The account of the live (not revoked) key of hash ``key_hash``."""
+        ...
+
+    async def add_key(self, account_id: int, name: str, scope: Scope, key_hash: str) -> StoredKey | None:
+        """A new key of ``account_id``; None when there is no such account."""
+        ...
+
+    async def list_keys(self, account_id: int) -> list[StoredKey]:
+        """The account's keys, revoked ones included, oldest first."""
+        ...
+
+    async def get_key(self, key_id: int) -> StoredKey | None: ...
+    async def key_for_hash(self, key_hash: str) -> StoredKey | None:
+        """The key of hash ``key_hash``, revoked or not."""
+        ...
+
+    async def revoke_key(
+        self, key_id: int, account_id: int | None = None, *, keep_an_admin: bool = True
+    ) -> StoredKey | None:
+        """Revoke key ``key_id`` (of ``account_id`` when given) and return it as it is then; None when there is no
+        such key. Revoking a revoked key changes nothing. With ``keep_an_admin``, the account's last live
+        ``admin`` key is not revoked: it comes back with ``revoked_at`` still None (decided under a lock on the
+        account, so two revocations at once cannot both pass)."""
+        ...
+
+    async def touch_key(self, key_id: int, at: float, older_than: float) -> None:
+        """Set the key's ``last_used_at`` to ``at`` unless it is already ``older_than`` or later."""
+        ...
 
     # the event log
     async def append(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import cast
 
 from .. import metrics
 from ..events import LoggedEvent, NewEvent
@@ -27,7 +28,9 @@ from .base import (
     LogSummary,
     Page,
     Pruned,
+    Scope,
     StoredHook,
+    StoredKey,
     TrackingKey,
 )
 from .dialect import Connection, Cursor, Dialect, Param, Row, marks
@@ -45,6 +48,7 @@ _ATTEMPT_COLUMNS = (
 _DEAD_COLUMNS = "hook_id, event_seq, event_id, payload, reason, attempts, failed_at"
 _ATTEMPT_FIELDS = ("id", *_ATTEMPT_COLUMNS.split(", "))
 _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
+_KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
 COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
@@ -57,8 +61,27 @@ class _Queries:
         self.meta_get = f"SELECT value FROM meta WHERE key = {p}"
         self.meta_put = f"INSERT INTO meta (key, value) VALUES ({p}, {p})"
         self.account_insert = f"INSERT INTO accounts (name, created_at) VALUES ({p}, {p}) RETURNING id"
-        self.key_insert = f"INSERT INTO api_keys (key_hash, account_id, created_at) VALUES ({p}, {p}, {p})"
-        self.account_for_key = f"SELECT account_id FROM api_keys WHERE key_hash = {p}"
+        self.key_insert = (
+            "INSERT INTO api_keys (key_hash, account_id, name, scope, created_at)"
+            f" VALUES ({p}, {p}, {p}, {p}, {p}) RETURNING {_KEY_COLUMNS}"
+        )
+        self.account_for_key = f"SELECT account_id FROM api_keys WHERE key_hash = {p} AND revoked_at IS NULL"
+        self.account_exists = f"SELECT 1 FROM accounts WHERE id = {p}"
+        self.account_lock = (
+            f"UPDATE accounts SET name = name WHERE id = {p}"  # a row lock: one revocation at once
+        )
+        self.key = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = {p}"
+        self.key_for_hash = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_hash = {p}"
+        self.keys_of_account = f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE account_id = {p} ORDER BY id"
+        self.other_admin_keys = (
+            f"SELECT COUNT(*) FROM api_keys WHERE account_id = {p} AND id <> {p}"
+            " AND scope = 'admin' AND revoked_at IS NULL"
+        )
+        self.key_revoke = f"UPDATE api_keys SET revoked_at = {p} WHERE id = {p} AND revoked_at IS NULL RETURNING {_KEY_COLUMNS}"
+        self.key_touch = (
+            f"UPDATE api_keys SET last_used_at = {p}"
+            f" WHERE id = {p} AND (last_used_at IS NULL OR last_used_at < {p})"
+        )
         self.count_account = f"SELECT COUNT(*) FROM events WHERE account_id = {p}"
         self.hook_insert = (
             "INSERT INTO hooks (account_id, settings, active, cursor, generation, created_at, updated_at)"
@@ -137,14 +160,14 @@ class SqlStore:
 
         return await self._runtime.write(work)
 
-    # --- accounts -----------------------------------------------------------------------------------------
+    # --- accounts and API keys -----------------------------------------------------------------------------
     async def create_account(self, name: str, key_hash: str) -> int:
         def work(conn: Connection) -> int:
             now = time.time()
             with self.dialect.transaction(conn) as cur:
                 cur.execute(self._sql.account_insert, (name, now))
                 account_id = int(_one(cur)[0])
-                cur.execute(self._sql.key_insert, (key_hash, account_id, now))
+                cur.execute(self._sql.key_insert, (key_hash, account_id, "default", "admin", now))
             return account_id
 
         return await self._runtime.write(work)
@@ -152,6 +175,59 @@ class SqlStore:
     async def account_for_key(self, key_hash: str) -> int | None:
         rows = await self._fetchall(self._sql.account_for_key, (key_hash,))
         return int(rows[0][0]) if rows else None
+
+    async def add_key(self, account_id: int, name: str, scope: Scope, key_hash: str) -> StoredKey | None:
+        def work(conn: Connection) -> StoredKey | None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.account_exists, (account_id,))
+                if cur.fetchone() is None:
+                    return None
+                cur.execute(self._sql.key_insert, (key_hash, account_id, name, scope, time.time()))
+                return _key(_one(cur))
+
+        return await self._runtime.write(work)
+
+    async def list_keys(self, account_id: int) -> list[StoredKey]:
+        return [_key(r) for r in await self._fetchall(self._sql.keys_of_account, (account_id,))]
+
+    async def get_key(self, key_id: int) -> StoredKey | None:
+        rows = await self._fetchall(self._sql.key, (key_id,))
+        return _key(rows[0]) if rows else None
+
+    async def key_for_hash(self, key_hash: str) -> StoredKey | None:
+        rows = await self._fetchall(self._sql.key_for_hash, (key_hash,))
+        return _key(rows[0]) if rows else None
+
+    async def revoke_key(
+        self, key_id: int, account_id: int | None = None, *, keep_an_admin: bool = True
+    ) -> StoredKey | None:
+        def work(conn: Connection) -> StoredKey | None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.key, (key_id,))
+                row = cur.fetchone()
+                if row is None or (account_id is not None and int(row[1]) != account_id):
+                    return None
+                # lock the account, then read the key again: a revocation committed meanwhile is seen
+                cur.execute(self._sql.account_lock, (int(row[1]),))
+                cur.execute(self._sql.key, (key_id,))
+                key = _key(_one(cur))
+                if key.revoked_at is not None:
+                    return key
+                if keep_an_admin and key.scope == "admin":
+                    cur.execute(self._sql.other_admin_keys, (key.account_id, key.id))
+                    if int(_one(cur)[0]) == 0:
+                        return key
+                cur.execute(self._sql.key_revoke, (time.time(), key.id))
+                return _key(_one(cur))
+
+        return await self._runtime.write(work)
+
+    async def touch_key(self, key_id: int, at: float, older_than: float) -> None:
+        def work(conn: Connection) -> None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(self._sql.key_touch, (at, key_id, older_than))
+
+        await self._runtime.write(work)
 
     # --- the event log ------------------------------------------------------------------------------------
     def add_append_listener(self, listener: AppendListener) -> None:
@@ -873,4 +949,16 @@ def _hook(row: Row) -> StoredHook:
         updated_at=row[7],
         last_error=row[8],
         last_error_at=row[9],
+    )
+
+
+def _key(row: Row) -> StoredKey:
+    return StoredKey(
+        id=int(row[0]),
+        account_id=int(row[1]),
+        name=str(row[2]),
+        scope=cast(Scope, row[3]),
+        created_at=float(row[4]),
+        revoked_at=None if row[5] is None else float(row[5]),
+        last_used_at=None if row[6] is None else float(row[6]),
     )

@@ -20,6 +20,8 @@ ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps 
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
 ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
 ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
+ACTIONHOOKS_PUBLIC_URL          http://127.0.0.1:8000    base URL of the tracking links (open pixel, click)
+ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation remembers a first open / click
 ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
 ==============================  =======================  ==============================================
 """
@@ -92,6 +94,8 @@ class Settings:
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
     retention: Retention = field(default_factory=Retention)
     shutdown_timeout_s: float = 20.0  # on SIGTERM: finish requests and batches in flight (``service.py``)
+    public_url: str = "http://127.0.0.1:8000"  # the tracking links' base (docs/capture.md)
+    derive_ttl_s: float = 90 * 86400  # derivation marks (docs/capture.md#the-uniqueness-window)
     key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
 
     @classmethod
@@ -120,5 +124,14 @@ class Settings:
                 ),
             ),
             shutdown_timeout_s=env_float("ACTIONHOOKS_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, 0.0),
+            public_url=env_str("ACTIONHOOKS_PUBLIC_URL", cls.public_url).rstrip("/"),
+            derive_ttl_s=env_float("ACTIONHOOKS_DERIVE_TTL_S", cls.derive_ttl_s, 1.0),
             key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
         )
+
+    def __post_init__(self) -> None:
+        if self.derive_ttl_s < self.retention.events_s:
+            raise ConfigError(
+                f"ACTIONHOOKS_DERIVE_TTL_S ({self.derive_ttl_s:g}) must be at least the log's retention"
+                f" ACTIONHOOKS_RETENTION_S ({self.retention.events_s:g})"
+            )

@@ -126,7 +126,9 @@ def split_body(body: bytes, content_type: str, max_items: int | None = None) -> 
         yield body
 
 
-_COMMAS_PER_ITEM = 64  # a typical event has 10–30 commas; past 64 a body's values are scanned and counted first
+_COMMAS_PER_ITEM = (
+    64  # a typical event has 10–30 commas; past 64 a body's values are scanned and counted first
+)
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 

@@ -16,14 +16,16 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .. import metrics
+from ..capture.tokens import TrackingKeys
 from ..catalog import catalog
 from ..config import Settings
+from ..derive import Derivation
 from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
 from ..readiness import Readiness
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, keys, observability, openapi
+from . import account, hooks, keys, observability, openapi, profiles, tracking
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -96,6 +98,21 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
+    # capture (docs/capture.md)
+    Route("/v1/profiles", profiles.upsert_profiles, methods=["POST"]),
+    Route("/v1/profiles/{profile_id}", profiles.get_profile, methods=["GET"]),
+    Route("/v1/profiles/{profile_id}", profiles.put_profile, methods=["PUT"]),
+    Route("/v1/profiles/{profile_id}", profiles.patch_profile, methods=["PATCH"]),
+    Route("/v1/profiles/{profile_id}", profiles.delete_profile, methods=["DELETE"]),
+    Route("/v1/account", account.get_account, methods=["GET"]),
+    Route("/v1/account", account.patch_account, methods=["PATCH"]),
+    Route("/v1/account/tracking-keys", account.create_tracking_key, methods=["POST"]),
+    Route("/v1/account/tracking-keys/{key_id}", account.retire_tracking_key, methods=["DELETE"]),
+    Route("/v1/tracking-tokens", tracking.make_token, methods=["POST"]),
+    Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
+    Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
+    Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
+    Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
     Route("/v1/keys", keys.create_key, methods=["POST"]),
     Route("/v1/keys", keys.list_keys, methods=["GET"]),
     Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
@@ -128,6 +145,9 @@ def create_app(
     state.store = store
     state.hooks = registry
     state.context = context
+    state.derivation = Derivation(settings.derive_ttl_s)
+    state.tracking_keys = TrackingKeys(store, registry)
+    state.visitor_limit = tracking.VisitorLimit()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)

@@ -75,7 +75,7 @@ class HookWorker:
         self.wake = asyncio.Event()
         spec = hook.spec
         self.matcher = Matcher(spec)
-        self.enricher = Enricher(spec)
+        self.enricher = Enricher(spec, store, hook.account_id)
         self.max_batch = spec.transport.max_batch_size
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
@@ -338,9 +338,10 @@ class HookWorker:
         reason — retrying cannot help — so it never stalls the events behind it."""
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
+        found = await self.enricher.profiles(events)  # the batch's stored profiles, one query
         for event in events:
             try:
-                prepared.append((event, self.enricher.message(event)))
+                prepared.append((event, self.enricher.message(event, found)))
             except Exception as exc:  # any failure to prepare is this event's, not the hook's
                 unfit.append((event, f"cannot prepare the message: {type(exc).__name__}: {exc}"))
         if unfit:

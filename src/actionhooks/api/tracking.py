@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..capture import record, visitor
-from ..capture.tokens import BadToken, Claims, TokenRequest, TrackingKeys
-from ..errors import ApiError, StoreUnavailable
+from ..capture.tokens import Claims, TokenRequest, TrackingKeys
+from ..errors import ApiError, BadToken, StoreUnavailable
 from ..events import NewEvent
 from .responses import json_response, read_body
 from .schema import TrackingToken

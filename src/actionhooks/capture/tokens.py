@@ -23,6 +23,7 @@ from typing import Annotated, Protocol
 import msgspec
 
 from ..crypto import SettingsCipher
+from ..errors import BadToken
 from ..store.base import Store, TrackingKey
 
 VERSION = "v1"
@@ -73,10 +74,6 @@ class TokenRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             t=int(now),
             x=self.pixel_id,
         )
-
-
-class BadToken(Exception):
-    """A token that is malformed, unsigned, tampered with, or signed by no key of its account."""
 
 
 _encode = msgspec.json.Encoder().encode

@@ -22,7 +22,7 @@ from actionhooks.service import build, serving
 from actionhooks.store import Store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3)
+FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_age_s=0.3)
 
 
 def service_missing(what: str) -> None:

@@ -98,6 +98,10 @@ async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: s
                     "event_types": ["deliv"],
                     "transport": {"type": "http", "url": receiver.hook_url, "timeout_s": 0},
                 }
+                async with http.get("/readyz") as r:  # ready, and says it runs no dispatcher
+                    ready = await r.json()
+                    assert r.status == 200 and ready["checks"]["store"] == "ok", ready
+                    assert "dispatcher" not in ready["checks"]
                 async with http.post("/v1/hooks", json=hook) as r:
                     assert r.status == 201
                     created = await r.json()
@@ -109,6 +113,9 @@ async def test_api_only_process_ingests_and_a_dispatching_one_delivers(db_url: s
                 assert receiver.events == []
                 worker = await asyncio.create_subprocess_exec(*base, str(worker_port), env=env)
                 try:
+                    await asyncio.to_thread(procs.wait_port, worker_port)
+                    async with http.get(f"http://127.0.0.1:{worker_port}/readyz") as r:
+                        assert r.status == 200 and (await r.json())["checks"]["dispatcher"] == "ok"
                     await eventually(lambda: caught_up(cursor, head), timeout=20)
                 finally:
                     worker.send_signal(signal.SIGTERM)

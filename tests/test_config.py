@@ -34,12 +34,14 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACTIONHOOKS_ALLOW_NETS", "127.0.0.0/8, 10.1.0.0/16")
     monkeypatch.setenv("ACTIONHOOKS_MAX_ITEMS", "50")
-    monkeypatch.setenv("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", "4")
+    monkeypatch.setenv("ACTIONHOOKS_RETRY_MAX_AGE_S", "3600")
+    monkeypatch.setenv("ACTIONHOOKS_SHUTDOWN_TIMEOUT_S", "5")
     settings = Settings.from_env(db="postgresql://db/x")
     assert settings.db == "postgresql://db/x"
     assert settings.allow_nets == (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16"))
     assert settings.limits.max_items == 50
-    assert settings.retry.max_attempts == 4
+    assert settings.retry.max_age_s == 3600
+    assert settings.shutdown_timeout_s == 5
 
 
 @pytest.mark.parametrize(
@@ -62,21 +64,46 @@ def test_bad_values_fail_naming_the_variable(
 def test_default_retry_schedule_is_the_documented_one() -> None:
     policy = RetryPolicy()
     schedule = policy.schedule()
-    # 29 waits: 5 s doubling ten times (5 s … 2560 s, all under the cap), then the 1 h cap for the other 19
-    assert schedule == [5.0 * 2**k for k in range(10)] + [3600.0] * 19
-    nominal = sum(schedule)
-    assert nominal == 5 * (2**10 - 1) + 19 * 3600 == 73_515
-    with_jitter = nominal * 0.75  # each wait drawn uniformly between half and all of it
+    # a ramp of 1, 2, 4, 8 s, then 10 s while failing for under 10 minutes, then a tenth of the time failing (from
+    # 60 s, growing by a tenth per wait) up to 5 minutes, until the batch's first try is a day old
+    assert schedule[:6] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    short = [w for elapsed, w in _elapsed(schedule) if elapsed < 600]
+    assert max(short) == 10.0 and len(short) == 63
+    assert schedule[63] == pytest.approx(60.5) and schedule[-1] == 300.0
+    assert sum(schedule[:-1]) < policy.max_age_s <= sum(schedule)
+    tries = len(schedule) + 1
+    assert (tries, len(schedule)) == (359, 358)
     for text in (backoff.__doc__ or "", (DOCS / "delivery.md").read_text()):
         flat = " ".join(text.split())
-        assert "29 waits of 73 515 s" in flat
-        assert f"about {nominal / 3600:.1f} hours" in flat
-        assert f"about {with_jitter / 3600:.1f} hours" in flat
+        assert f"{tries} tries in all, {len(schedule)} waits" in flat
+
+
+def _elapsed(schedule: list[float]) -> list[tuple[float, float]]:
+    """Each wait with the time the batch had been failing when it began."""
+    out, elapsed = [], 0.0
+    for wait in schedule:
+        out.append((elapsed, wait))
+        elapsed += wait
+    return out
+
+
+@pytest.mark.parametrize("outage", [5.0, 30.0, 121.0, 599.0, 601.0, 1800.0, 3600.0, 6 * 3600.0])
+def test_resumption_delay_is_bounded_by_the_outage(outage: float) -> None:
+    """Delivery resumes within 10 s of a destination's recovery after an outage of up to 10 minutes, within a
+    tenth of the outage (at most 5 minutes) after a longer one — whatever the jitter draws."""
+    policy = RetryPolicy()
+    for draw in (0.0, 0.5, 1.0):
+        elapsed, failures = 0.0, 0
+        while elapsed < outage:  # the destination is down: this try fails
+            failures += 1
+            elapsed += policy.delay(failures, elapsed, rng=Draw(draw))
+        bound = 10.0 if outage <= 600 else min(0.1 * outage, 300.0)
+        assert elapsed - outage <= bound, (outage, draw)
 
 
 def test_jitter_draws_between_half_and_all_of_the_nominal_wait() -> None:
     policy = RetryPolicy()
-    assert policy.delay(3, rng=Draw(0.0)) == 10.0 and policy.delay(3, rng=Draw(1.0)) == 20.0
+    assert policy.delay(3, 0.0, rng=Draw(0.0)) == 2.0 and policy.delay(3, 0.0, rng=Draw(1.0)) == 4.0
 
 
 class Draw(random.Random):
@@ -92,5 +119,5 @@ class Draw(random.Random):
 
 def test_retry_after_is_honoured_up_to_the_longest_back_off() -> None:
     policy = RetryPolicy()
-    assert policy.delay(1, retry_after=120.0) >= 120.0
-    assert policy.delay(1, retry_after=10**9) == policy.max_delay_s
+    assert policy.delay(1, 0.0, retry_after=120.0) >= 120.0
+    assert policy.delay(1, 0.0, retry_after=10**9) == policy.max_delay_s

@@ -6,6 +6,7 @@ up (``Dispatcher.caught_up``: every event up to the log head handled, nothing in
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from typing import Any
@@ -197,23 +198,48 @@ async def test_permanent_failure_dead_letters_the_batch_and_delivery_continues(
     assert [d["event_id"] for d in letters] == lost
     assert letters[0]["reason"] == "HTTP 410 Gone" and letters[0]["attempts"] == 1
     assert letters[0]["event"]["profile_id"] == "p1"
+    await service.dispatcher.caught_up(created["id"])
     _, read, _ = await service.call("GET", f"/v1/hooks/{created['id']}", owner)
-    assert read["last_error"] == "HTTP 410 Gone"
+    # the next delivered batch cleared the error (it stays in the dead letters and the attempts)
+    assert read["last_error"] is None and read["last_error_at"] is None
+    assert read["last_success_at"] is not None
 
 
-async def test_exhausted_retries_dead_letter_the_batch(service: Service, owner: User) -> None:
+async def test_the_first_delivery_after_failures_clears_the_last_error(service: Service, owner: User) -> None:
     dest, transport = stub(max_batch_size=1, timeout_s=0)
-    attempts = service.settings.retry.max_attempts
-    dest.fail_next(DeliveryError("connection refused"), times=attempts)
     created = await make_hook(service, owner, transport)
+    path = f"/v1/hooks/{created['id']}"
+    _, fresh, _ = await service.call("GET", path, owner)
+    assert fresh["last_success_at"] is None and fresh["last_error"] is None
+    dest.fail_next(DeliveryError("HTTP 503"), times=2)
+    await send(service, owner, [event(1)])
+    await service.dispatcher.caught_up(created["id"])
+    _, attempts, _ = await service.call("GET", f"{path}/attempts", owner)
+    assert [a["outcome"] for a in attempts["attempts"]] == ["delivered", "retry", "retry"]
+    _, healed, _ = await service.call("GET", path, owner)
+    assert healed["last_error"] is None and healed["last_error_at"] is None
+    assert healed["last_success_at"] == attempts["attempts"][0]["at"]
+
+
+async def test_a_batch_failing_past_the_max_age_is_dead_lettered(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    max_age = service.settings.retry.max_age_s
+    dest.fail_next(DeliveryError("connection refused"), times=1000)
+    created = await make_hook(service, owner, transport)
+    started = time.monotonic()
     lost = await send(service, owner, [event(1)])
+    await service.dispatcher.caught_up(created["id"])
+    assert time.monotonic() - started >= max_age
+    dest.failures.clear()
     kept = await send(service, owner, [event(2)])
     await dest.wait_for_events(1, timeout=10)
     assert dest.event_ids == kept
     (letter,) = await dead_letters(service, owner, created["id"], 1)
     assert letter["event_id"] == lost[0]
-    assert letter["attempts"] == attempts
-    assert letter["reason"] == f"gave up after {attempts} attempts: connection refused"
+    attempts = letter["attempts"]
+    # tried until its age passed, however many tries that took
+    assert attempts >= 2 and dest.calls == attempts + 1
+    assert re.fullmatch(rf"gave up after {attempts} attempts in \d+ s: connection refused", letter["reason"])
 
 
 async def test_one_failing_hook_does_not_stop_others(service: Service, owner: User) -> None:
@@ -285,14 +311,13 @@ async def test_a_hook_whose_settings_cannot_be_read_does_not_stop_the_others(
 
 async def test_caught_up_waits_until_a_failing_batch_is_dead_lettered(service: Service, owner: User) -> None:
     dest, transport = stub(max_batch_size=1, timeout_s=0)
-    attempts = service.settings.retry.max_attempts
-    dest.fail_next(DeliveryError("down"), times=attempts)
+    dest.fail_next(DeliveryError("down"), times=1000)
     created = await make_hook(service, owner, transport)
     await send(service, owner, [event(1)])
     await service.dispatcher.caught_up(created["id"])
-    assert dest.calls == attempts and dest.event_ids == []
+    assert dest.calls >= 2 and dest.event_ids == []
     _, answer, _ = await service.call("GET", f"/v1/hooks/{created['id']}/dead-letters", owner)
-    assert [d["attempts"] for d in answer["dead_letters"]] == [attempts]
+    assert [d["attempts"] for d in answer["dead_letters"]] == [dest.calls]
 
 
 async def test_caught_up_waits_while_events_wait_for_their_batch(service: Service, owner: User) -> None:

@@ -1,11 +1,15 @@
-"""The one back-off: exponential with full jitter, capped. Delivery retries (``RetryPolicy``, bounded) and broker
-consumer reconnects (``Backoff``, for ever) both wait by it.
+"""The back-offs. ``Backoff``: exponential with full jitter, capped — broker consumer reconnects and the worker's
+retries of a state write wait by it, for ever. ``RetryPolicy``: a batch's delivery retries, paced by how long its
+destination has been failing and given up by age, not by a count of tries.
 
-Retry defaults: 5 s, 10 s, 20 s, … doubling up to 1 h, 30 attempts in all — 29 waits of 73 515 s nominal (about
-20.4 hours; 5·(2^10−1) s ≈ 85 min for the first 10 waits, then 19 of 1 h), about 15.3 hours with jitter, before
-dead letters. Jitter draws each wait between half and all of its nominal value, so hooks (or consumers) failing
-together do not retry in step. A destination's ``Retry-After`` is honoured when it asks for longer than the schedule
-(up to ``max_delay_s``).
+Retry defaults: waits of 1 s, 2 s, 4 s, 8 s, then 10 s while the batch has been failing for less than 10 minutes;
+after that a tenth of the time it has been failing (60 s at 10 minutes, growing by a tenth per wait) up to 5
+minutes, until the batch is a day old (``ACTIONHOOKS_RETRY_MAX_AGE_S``): 359 tries in all, 358 waits (nominal;
+jitter makes them a little more). So delivery resumes within 10 s of a destination's recovery after an outage of up to 10 minutes, and
+within a tenth of the outage's length (at most 5 minutes) after a longer one: a destination down for an hour gets a
+try every few minutes, not every few seconds. Jitter draws each wait between half and all of its nominal value, so
+hooks failing together do not retry in step (the waits are shorter, not longer: the bounds above hold). A
+destination's ``Retry-After`` is honoured when it asks for longer (up to ``max_delay_s``).
 
 This module imports nothing of the package, so settings (``config``) can use it without importing the dispatcher.
 """
@@ -14,6 +18,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+
+def _jitter(nominal: float, rng: random.Random | None) -> float:
+    return nominal * (0.5 + 0.5 * (rng or random).random())
 
 
 @dataclass(frozen=True)
@@ -26,27 +34,64 @@ class Backoff:
 
     def nominal_delay(self, failures: int) -> float:
         """The wait after the ``failures``-th failed attempt (1-based), before jitter."""
-        return float(min(self.max_delay_s, self.initial_delay_s * self.multiplier ** (failures - 1)))
+        return float(min(self.max_delay_s, self.initial_delay_s * self.multiplier ** min(failures - 1, 64)))
 
     def delay(
         self, failures: int, retry_after: float | None = None, rng: random.Random | None = None
     ) -> float:
-        nominal = self.nominal_delay(failures)
-        wait = nominal * (0.5 + 0.5 * (rng or random).random())
+        wait = _jitter(self.nominal_delay(failures), rng)
         if retry_after is not None:
             wait = max(wait, min(retry_after, self.max_delay_s))
         return wait
 
 
 @dataclass(frozen=True)
-class RetryPolicy(Backoff):
-    """Delivery retries: the back-off for a bounded number of attempts (then the batch goes to dead letters)."""
+class RetryPolicy:
+    """A batch's delivery retries. The wait after a failed try depends on the try's number (a short ramp) and on
+    how long the batch has been failing (``failing_for``): at most ``steady_delay_s`` during the first
+    ``short_outage_s``, then a tenth of ``failing_for``, capped at ``max_delay_s``. The batch goes to dead letters
+    when its first try is ``max_age_s`` old."""
 
-    max_attempts: int = 30
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 300.0
+    max_age_s: float = 86_400.0
+    steady_delay_s: float = 10.0  # the longest wait while the failure is short (resumption within 10 s)
+    short_outage_s: float = 600.0  # how long a failure counts as short
+    share: float = 0.1  # of the failure's length, the wait after that
 
-    def exhausted(self, attempts: int) -> bool:
-        return attempts >= self.max_attempts
+    def nominal_delay(self, failures: int, failing_for: float) -> float:
+        """The wait after the ``failures``-th failed try (1-based) of a batch failing for ``failing_for`` seconds,
+        before jitter."""
+        ramp = self.initial_delay_s * 2.0 ** min(failures - 1, 64)
+        if failing_for < self.short_outage_s:
+            wait = min(ramp, self.steady_delay_s)
+        else:
+            wait = max(min(ramp, self.steady_delay_s), failing_for * self.share)
+        return float(min(wait, self.max_delay_s))
+
+    def delay(
+        self,
+        failures: int,
+        failing_for: float,
+        retry_after: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float:
+        wait = _jitter(self.nominal_delay(failures, failing_for), rng)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.max_delay_s))
+        return wait
+
+    def expired(self, age_s: float) -> bool:
+        """Whether a batch first tried ``age_s`` seconds ago is given up (its events become dead letters)."""
+        return age_s >= self.max_age_s
 
     def schedule(self) -> list[float]:
-        """Nominal waits between attempts, for docs and tests."""
-        return [self.nominal_delay(n) for n in range(1, self.max_attempts)]
+        """Nominal waits between the tries of a batch that keeps failing (tries taking no time), from its first
+        try until it is given up: for docs and tests."""
+        waits: list[float] = []
+        elapsed = 0.0
+        while not self.expired(elapsed):
+            wait = self.nominal_delay(len(waits) + 1, elapsed)
+            waits.append(wait)
+            elapsed += wait
+        return waits

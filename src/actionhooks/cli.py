@@ -99,9 +99,18 @@ def serve(
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="connections + requests in progress; past it requests get 503")
     ] = ServerLimits.max_concurrency,
+    shutdown_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="on SIGTERM, seconds to finish requests and batches in flight; default: "
+            "ACTIONHOOKS_SHUTDOWN_TIMEOUT_S (20)",
+        ),
+    ] = None,
 ) -> None:
     """Run the API and the dispatcher (and any configured broker consumers) in one process. The server's limits
-    are described in docs/operations.md."""
+    are described in docs/operations.md. SIGTERM ends it gracefully: no new requests, requests and batches in flight
+    finished and recorded within the shutdown timeout."""
     import dataclasses
 
     from .service import serve as run_service
@@ -109,6 +118,8 @@ def serve(
     settings = _settings(db)
     if consume is not None:
         settings = dataclasses.replace(settings, consume_file=str(consume))
+    if shutdown_timeout is not None:
+        settings = dataclasses.replace(settings, shutdown_timeout_s=shutdown_timeout)
     _setup_logging(log_level, log_format)
     limits = ServerLimits(
         max_head_bytes=max_head_bytes,

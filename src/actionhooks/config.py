@@ -9,14 +9,19 @@ ACTIONHOOKS_ALLOW_NETS          (none)                   CIDRs hooks may reach a
 ACTIONHOOKS_MAX_BODY_BYTES      10485760                 ingest request body limit (413 above)
 ACTIONHOOKS_MAX_ITEMS           10000                    events per ingest request (413 above)
 ACTIONHOOKS_MAX_PENDING         200000                   events waiting for commit before 429
-ACTIONHOOKS_RETRY_INITIAL_S     5                        first back-off delay
-ACTIONHOOKS_RETRY_MAX_DELAY_S   3600                     longest back-off delay
-ACTIONHOOKS_RETRY_MAX_ATTEMPTS  30                       attempts before a batch is dead-lettered
+ACTIONHOOKS_RETRY_INITIAL_S     1                        first wait before a batch is sent again
+ACTIONHOOKS_RETRY_MAX_DELAY_S   300                      longest wait between a batch's tries
+ACTIONHOOKS_RETRY_MAX_AGE_S     86400 (1 day)            a failing batch is dead-lettered this long after
+                                                         its first try
+ACTIONHOOKS_SHUTDOWN_TIMEOUT_S  20                       on SIGTERM, how long to finish requests and
+                                                         batches in flight
 ACTIONHOOKS_CONSUME_FILE        (none)                   JSON file of broker consumers ``serve`` runs
 ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps an event
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
 ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
 ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
+ACTIONHOOKS_PUBLIC_URL          http://127.0.0.1:8000    base URL of the tracking links (open pixel, click)
+ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation remembers a first open / click
 ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
 ==============================  =======================  ==============================================
 """
@@ -88,6 +93,9 @@ class Settings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     consume_file: str | None = None  # broker consumers run by ``serve`` (``consume/configured.py``)
     retention: Retention = field(default_factory=Retention)
+    shutdown_timeout_s: float = 20.0  # on SIGTERM: finish requests and batches in flight (``service.py``)
+    public_url: str = "http://127.0.0.1:8000"  # the tracking links' base (docs/capture.md)
+    derive_ttl_s: float = 90 * 86400  # derivation marks (docs/capture.md#the-uniqueness-window)
     key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
 
     @classmethod
@@ -104,7 +112,7 @@ class Settings:
             retry=RetryPolicy(
                 initial_delay_s=env_float("ACTIONHOOKS_RETRY_INITIAL_S", RetryPolicy.initial_delay_s, 0.0),
                 max_delay_s=env_float("ACTIONHOOKS_RETRY_MAX_DELAY_S", RetryPolicy.max_delay_s, 0.0),
-                max_attempts=env_int("ACTIONHOOKS_RETRY_MAX_ATTEMPTS", RetryPolicy.max_attempts, 1),
+                max_age_s=env_float("ACTIONHOOKS_RETRY_MAX_AGE_S", RetryPolicy.max_age_s, 0.0),
             ),
             consume_file=os.environ.get("ACTIONHOOKS_CONSUME_FILE") or None,
             retention=Retention(
@@ -115,5 +123,15 @@ class Settings:
                     "ACTIONHOOKS_DEAD_LETTER_RETENTION_S", Retention.dead_letters_s, 1.0
                 ),
             ),
+            shutdown_timeout_s=env_float("ACTIONHOOKS_SHUTDOWN_TIMEOUT_S", cls.shutdown_timeout_s, 0.0),
+            public_url=env_str("ACTIONHOOKS_PUBLIC_URL", cls.public_url).rstrip("/"),
+            derive_ttl_s=env_float("ACTIONHOOKS_DERIVE_TTL_S", cls.derive_ttl_s, 1.0),
             key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
         )
+
+    def __post_init__(self) -> None:
+        if self.derive_ttl_s < self.retention.events_s:
+            raise ConfigError(
+                f"ACTIONHOOKS_DERIVE_TTL_S ({self.derive_ttl_s:g}) must be at least the log's retention"
+                f" ACTIONHOOKS_RETENTION_S ({self.retention.events_s:g})"
+            )

@@ -25,6 +25,8 @@ The tree::
     ├── TooManyItems           a body with more events than one request may carry: 413 (also a ValueError)
     ├── NotBegun               a store transaction failed to begin: none of its work reached the database
     ├── BrowserMissing         devtools: Debian's Chromium or its driver is not installed (also a RuntimeError)
+    ├── BadToken               a tracking token malformed, unsigned, tampered with or signed by no key: 400,
+    │                          nothing recorded
     └── RequestFailed          actionhooks.client: the service refused a request, or stayed unreachable
 
 Transports map their libraries' exceptions to ``DeliveryError`` at their edge (``raise … from exc``);
@@ -180,3 +182,7 @@ class RequestFailed(ActionhooksError):
         self.status = status
         self.error = error
         self.field = field
+
+
+class BadToken(ActionhooksError):
+    """A tracking token that is malformed, unsigned, tampered with, or signed by no key of its account."""

@@ -114,13 +114,21 @@ def split_body(body: bytes, content_type: str, max_items: int | None = None) -> 
         return
     head = body.lstrip()[:1]
     if head == b"[":
-        if body.count(b",") >= limit:  # could hold more than the limit: count them before building any
+        if body.count(b",") >= _COMMAS_PER_ITEM * limit:
+            # so many commas that the items could be tiny and countless: count them, stopping past the limit,
+            # before building any (a body of 5 M zeros costs what the limit's worth of items costs)
             _count_array_items(body, limit)
-        yield from (bytes(r) for r in _decode_items(body))
+        items = _decode_items(body)  # at most _COMMAS_PER_ITEM × limit values: cheap to build, then counted
+        if len(items) > limit:
+            raise TooManyItems(limit)
+        yield from (bytes(r) for r in items)
     else:
         yield body
 
 
+_COMMAS_PER_ITEM = (
+    64  # a typical event has 10–30 commas; past 64 a body's values are scanned and counted first
+)
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 

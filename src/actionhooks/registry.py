@@ -23,6 +23,7 @@ class Hook(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: float
     last_error: str | None = None
     last_error_at: float | None = None
+    last_success_at: float | None = None
 
 
 class HookRegistry:
@@ -57,6 +58,7 @@ class HookRegistry:
             updated_at=stored.updated_at,
             last_error=stored.last_error,
             last_error_at=stored.last_error_at,
+            last_success_at=stored.last_success_at,
         )
 
     async def create_hook(self, account_id: int, spec: HookSpec) -> Hook:

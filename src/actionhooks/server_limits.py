@@ -16,4 +16,4 @@ class ServerLimits:
     body_timeout_s: float = 30.0  # longest pause while a body arrives; then 408
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     max_concurrency: int = 2048  # open connections + requests in progress; past it new requests get 503
-    graceful_shutdown_s: int = 30  # on stop, requests in progress get this long to finish
+    graceful_shutdown_s: int = 30  # on stop, requests get this long (serve: ACTIONHOOKS_SHUTDOWN_TIMEOUT_S)

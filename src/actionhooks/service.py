@@ -7,6 +7,15 @@ at ``/console/``: ``console.mount``). The app's lifespan opens and closes them i
 (``maintenance/``: retention, under a lease shared by the processes of one database), dispatcher, consumers up;
 consumers, dispatcher, background jobs, store down.
 
+Readiness (``GET /readyz``, :mod:`.readiness`): the lifespan adds the checks of the parts it starts — ``store``
+(reachable and migrated), ``dispatcher`` (only where one runs).
+
+Graceful shutdown (:class:`Shutdown`): at SIGTERM the process stops taking connections and is no longer ready, the
+dispatcher's workers finish and record the batches they are sending and send nothing new, requests in flight (their
+commits) finish; all of it within ``settings.shutdown_timeout_s`` (``ACTIONHOOKS_SHUTDOWN_TIMEOUT_S``). What is
+still unfinished then is cut off: an unanswered request was not acknowledged, a batch sent but not recorded is sent
+again by the next process (at-least-once) — nothing acknowledged is lost either way.
+
 :func:`serve` runs it under uvicorn (``actionhooks serve``); :func:`serving` runs an app in the current event loop
 for the length of a block (the demo, the tests), leaving the signals to the caller.
 """
@@ -15,7 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,9 +42,43 @@ from .dispatch.dispatcher import Dispatcher
 from .integrations import TransportContext
 from .maintenance import Maintenance
 from .netguard import NetGuard
+from .readiness import Readiness
 from .registry import HookRegistry
 from .server_limits import ServerLimits
 from .store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Shutdown:
+    """The process's graceful end: :meth:`begin` (at SIGTERM, or when the lifespan ends) starts the clock of
+    ``timeout_s`` and tells the parts registered with :meth:`on_begin`; :meth:`remaining` is what is left of it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._started: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_begin(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def begin(self) -> None:
+        if self._started is not None:
+            return
+        self._started = time.monotonic()
+        log.info("shutting down: finishing requests and batches in flight (at most %.0f s)", self.timeout_s)
+        for listener in self._listeners:
+            listener()
+
+    def remaining(self) -> float:
+        if self._started is None:
+            return self.timeout_s
+        return max(0.0, self.timeout_s - (time.monotonic() - self._started))
+
+
+async def _store_check(store: Store) -> str | None:
+    missing = await store.missing_migrations()
+    return f"migrations not applied: {missing}" if missing else None
 
 
 def build(settings: Settings, store: Store | None = None, *, dispatch: bool = True) -> Starlette:
@@ -45,6 +92,10 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        readiness: Readiness = app.state.readiness
+        shutdown: Shutdown = app.state.shutdown
+        shutdown.on_begin(readiness.stopping)
+        readiness.add("store", lambda: _store_check(the_store))
         if own_store:
             await the_store.open()
         await registry.open()
@@ -55,19 +106,28 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
         app.state.dispatcher = dispatcher
         if dispatcher is not None:
             await dispatcher.start()
+            shutdown.on_begin(dispatcher.finish)
+            running = dispatcher
+
+            async def dispatcher_check() -> str | None:
+                return None if running.running else "the dispatcher is not running"
+
+            readiness.add("dispatcher", dispatcher_check)
         consumers = Consumers(consumer_specs, the_store, settings.limits)
         consumers.start()
         try:
             yield
         finally:
+            shutdown.begin()
             await consumers.stop()
             if dispatcher is not None:
-                await dispatcher.stop()
+                await dispatcher.stop(grace_s=max(shutdown.remaining(), 0.001))
             await maintenance.stop()
             if own_store:
                 await the_store.close()
 
     app = create_app(settings, the_store, registry, context, lifespan=lifespan)
+    app.state.shutdown = Shutdown(settings.shutdown_timeout_s)
     app.router.routes.append(console_mount())  # the console's HTML pages at /console/ (not API operations)
     return app
 
@@ -83,12 +143,28 @@ def serve(
     limits: ServerLimits | None = None,
 ) -> None:
     """Run the service until SIGINT or SIGTERM (uvicorn's uvloop and httptools bounded by ``limits``, no access
-    log). ``own_logging``: uvicorn's loggers keep the handlers the caller set up (``--log-format json``) instead of
-    its own."""
-    config = server_config(
-        build(settings, dispatch=dispatch), host, port, log_level, limits or ServerLimits(), own_logging
+    log), then end gracefully within ``settings.shutdown_timeout_s`` (:class:`Shutdown`; it is also the requests'
+    ``graceful_shutdown_s``). ``own_logging``: uvicorn's loggers keep the handlers the caller set up
+    (``--log-format json``) instead of its own."""
+    app = build(settings, dispatch=dispatch)
+    bounds = dataclasses.replace(
+        limits or ServerLimits(), graceful_shutdown_s=max(1, round(settings.shutdown_timeout_s))
     )
-    uvicorn.Server(config).run()
+    config = server_config(app, host, port, log_level, bounds, own_logging)
+    _GracefulServer(config, app.state.shutdown).run()
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn's server telling the process's :class:`Shutdown` at once when a signal asks it to end."""
+
+    def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
+        super().__init__(config)
+        self.ending = shutdown
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        with contextlib.suppress(RuntimeError):  # no loop yet: the lifespan's end begins it
+            asyncio.get_running_loop().call_soon_threadsafe(self.ending.begin)
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -16,18 +16,21 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .. import metrics
+from ..capture.tokens import TrackingKeys
 from ..catalog import catalog
 from ..config import Settings
+from ..derive import Derivation
 from ..errors import ApiError, StoreUnavailable
 from ..integrations import TransportContext
+from ..readiness import Readiness
 from ..registry import HookRegistry
 from ..store import Store
-from . import hooks, keys, observability, openapi
+from . import account, hooks, keys, observability, openapi, profiles, tracking
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
 from .sample_event import send_test_event
-from .schema import EventTypeList, Health
+from .schema import EventTypeList, Health, ReadinessView
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,16 @@ async def event_types(request: Request) -> Response:
 
 async def health(request: Request) -> Response:
     return json_response(Health("ok"))
+
+
+async def ready(request: Request) -> Response:
+    """Readiness (no key): 200 when every check of the process says ``ok``, else 503 with ``Retry-After``."""
+    readiness: Readiness = request.app.state.readiness
+    report = await readiness.report()
+    if report.ready:
+        return json_response(ReadinessView("ready", report.checks))
+    headers = {"Retry-After": str(max(1, report.retry_after))}
+    return json_response(ReadinessView("not_ready", report.checks), 503, headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -68,6 +81,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 ROUTES = [
     Route("/healthz", health),
+    Route("/readyz", ready),
     Route("/metrics", observability.metrics_page),
     Route("/openapi.json", openapi.openapi_json),
     Route("/docs", openapi.docs_page),
@@ -84,6 +98,21 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
+    # capture (docs/capture.md)
+    Route("/v1/profiles", profiles.upsert_profiles, methods=["POST"]),
+    Route("/v1/profiles/{profile_id}", profiles.get_profile, methods=["GET"]),
+    Route("/v1/profiles/{profile_id}", profiles.put_profile, methods=["PUT"]),
+    Route("/v1/profiles/{profile_id}", profiles.patch_profile, methods=["PATCH"]),
+    Route("/v1/profiles/{profile_id}", profiles.delete_profile, methods=["DELETE"]),
+    Route("/v1/account", account.get_account, methods=["GET"]),
+    Route("/v1/account", account.patch_account, methods=["PATCH"]),
+    Route("/v1/account/tracking-keys", account.create_tracking_key, methods=["POST"]),
+    Route("/v1/account/tracking-keys/{key_id}", account.retire_tracking_key, methods=["DELETE"]),
+    Route("/v1/tracking-tokens", tracking.make_token, methods=["POST"]),
+    Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
+    Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
+    Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
+    Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
     Route("/v1/keys", keys.create_key, methods=["POST"]),
     Route("/v1/keys", keys.list_keys, methods=["GET"]),
     Route("/v1/keys/{key_id}", keys.revoke_key, methods=["DELETE"]),
@@ -116,8 +145,12 @@ def create_app(
     state.store = store
     state.hooks = registry
     state.context = context
+    state.derivation = Derivation(settings.derive_ttl_s)
+    state.tracking_keys = TrackingKeys(store, registry)
+    state.visitor_limit = tracking.VisitorLimit()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
+    state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)
     state.maintenance = None  # the background jobs, set by ``lifespan`` (``maintenance.Maintenance``)
     state.exposition = metrics.Exposition()
     return app

@@ -16,15 +16,21 @@ from starlette.responses import Response
 from ..config import IngestLimits
 from ..errors import ApiError, TooManyItems
 from ..events import parse_events, split_body
-from ..store.base import Store
+from ..store.base import Deriver, Store
 from .responses import json_response, read_body
 from .schema import IngestResult
 
 
 async def ingest(
-    store: Store, account_id: int, body: bytes, content_type: str, limits: IngestLimits
+    store: Store,
+    account_id: int,
+    body: bytes,
+    content_type: str,
+    limits: IngestLimits,
+    derive: Deriver | None = None,
 ) -> IngestResult:
-    """Validate and commit the events of one request body; raise ApiError for whole-body problems."""
+    """Validate and commit the events of one request body (with what ``derive`` adds, in the same transaction:
+    not counted in the answer); raise ApiError for whole-body problems."""
     try:
         items = list(split_body(body, content_type, limits.max_items))
     except TooManyItems as exc:
@@ -37,7 +43,7 @@ async def ingest(
         raise ApiError(400, "no events in the body")
     chosen_ids: set[str] = set()
     events, errors = parse_events(items, account_id, time.time(), chosen_ids)
-    flags = await store.append(account_id, events, chosen_ids) if events else []
+    flags = await store.append(account_id, events, chosen_ids, derive) if events else []
     stored = sum(flags)
     return IngestResult(
         accepted=stored, duplicates=len(flags) - stored, ids=[e.id for e in events], errors=errors
@@ -53,5 +59,6 @@ async def post_events(request: Request) -> Response:
             429, "too many events waiting to be committed; retry shortly", headers={"Retry-After": "1"}
         )
     body = await read_body(request, limits.max_body_bytes)
-    result = await ingest(state.store, account_id, body, request.headers.get("content-type", ""), limits)
+    content_type = request.headers.get("content-type", "")
+    result = await ingest(state.store, account_id, body, content_type, limits, state.derivation)
     return json_response(result, 202 if result.ids else 400)

@@ -23,12 +23,16 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from .. import __version__
+from ..capture.tokens import TokenRequest
 from ..catalog import catalog
 from ..events import Envelope
 from ..hooks import _HookInput
+from ..profiles import Profile, ProfileItem
 from ..store.base import SCOPES, Scope
 from .auth import allows
 from .schema import (
+    AccountPatch,
+    AccountView,
     AttemptList,
     DeadLetterList,
     ErrorBody,
@@ -42,10 +46,16 @@ from .schema import (
     KeyList,
     KeyView,
     NewKey,
+    ProfileUpsertResult,
+    ProfileView,
+    ReadinessView,
     TestOptions,
     TestOutcome,
+    TrackingKeySecret,
+    TrackingToken,
     TransportChoice,
 )
+from .tracking import Collected
 
 HookSettings = _HookInput
 """The body of ``POST /v1/hooks`` as ``hooks.parse_hook`` decodes it (its ``transport`` then by the transport's
@@ -55,6 +65,7 @@ _REF = "#/components/schemas/{name}"
 _TYPES: dict[str, Any] = {
     "ErrorBody": ErrorBody,
     "Health": Health,
+    "Readiness": ReadinessView,
     "EventTypeList": EventTypeList,
     "Event": Envelope,
     "IngestResult": IngestResult,
@@ -67,6 +78,16 @@ _TYPES: dict[str, Any] = {
     "HookStats": HookStatsView,
     "TestOptions": TestOptions,
     "TestOutcome": TestOutcome,
+    "Profile": Profile,
+    "ProfileItem": ProfileItem,
+    "ProfileView": ProfileView,
+    "ProfileUpsertResult": ProfileUpsertResult,
+    "Account": AccountView,
+    "AccountPatch": AccountPatch,
+    "TrackingKeySecret": TrackingKeySecret,
+    "TrackingTokenRequest": TokenRequest,
+    "TrackingToken": TrackingToken,
+    "Collected": Collected,
     "NewKey": NewKey,
     "Key": KeyView,
     "KeyCreated": KeyCreated,
@@ -224,7 +245,222 @@ def _operation(
     return op
 
 
+PROFILE_ID = {
+    "name": "profile_id",
+    "in": "path",
+    "required": True,
+    "description": "the profile's id",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+TOKEN = {
+    "name": "token",
+    "in": "path",
+    "required": True,
+    "description": "a tracking token (docs/capture.md#tokens)",
+    "schema": {"type": "string"},
+}
+E404_PROFILE = _error("no such profile (or it was deleted)", example="no such profile")
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": {"description": "`*`", "schema": {"type": "string"}},
+}
+
+
+def _capture_operations() -> dict[str, dict[str, dict[str, Any]]]:
+    view = _answer("the profile", _ref("ProfileView"))
+    json_body = {"required": True, "content": _json(_ref("Profile"))}
+    return {
+        "/v1/profiles": {
+            "post": _operation(
+                "upsertProfiles",
+                "Upsert profiles in bulk: a JSON array or NDJSON of profiles with their `profile_id`",
+                "profiles",
+                {
+                    200: _answer("the valid profiles were written", _ref("ProfileUpsertResult")),
+                    400: _answer(
+                        "no profile was valid, or the body is not JSON",
+                        {"anyOf": [_ref("ProfileUpsertResult"), _ref("ErrorBody")]},
+                    ),
+                    413: E413,
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": _ref("ProfileItem")}},
+                        "application/x-ndjson": {
+                            "schema": {"type": "string", "description": "one profile object per line"}
+                        },
+                    },
+                },
+            )
+        },
+        "/v1/profiles/{profile_id}": {
+            "get": _operation(
+                "getProfile",
+                "Read a profile",
+                "profiles",
+                {200: view, 404: E404_PROFILE},
+                parameters=[PROFILE_ID],
+            ),
+            "put": _operation(
+                "putProfile",
+                "Replace a profile (create it when new)",
+                "profiles",
+                {200: view, 400: E400, 404: E404_PROFILE, 413: E413, 422: E422},
+                body=json_body,
+                parameters=[PROFILE_ID],
+            ),
+            "patch": _operation(
+                "patchProfile",
+                "Change a profile with a JSON Merge Patch (create it when new)",
+                "profiles",
+                {200: view, 400: E400, 404: E404_PROFILE, 413: E413, 422: E422},
+                body={"required": True, "content": _json({"type": "object"})},
+                parameters=[PROFILE_ID],
+            ),
+            "delete": _operation(
+                "deleteProfile",
+                "Erase a profile's data; a tombstone stays, so later messages carry `custom_data: null`",
+                "profiles",
+                {204: {"description": "erased"}, 404: E404_PROFILE},
+                parameters=[PROFILE_ID],
+            ),
+        },
+        "/v1/account": {
+            "get": _operation(
+                "getAccount",
+                "The account's settings",
+                "account",
+                {200: _answer("the settings", _ref("Account"))},
+            ),
+            "patch": _operation(
+                "patchAccount",
+                "Change the account's settings (`derive`: derived events on or off)",
+                "account",
+                {200: _answer("the settings", _ref("Account")), 400: E400, 413: E413, 422: E422},
+                body={"required": True, "content": _json(_ref("AccountPatch"))},
+            ),
+        },
+        "/v1/account/tracking-keys": {
+            "post": _operation(
+                "createTrackingKey",
+                "Make a new tracking key: it signs new tokens, older unretired keys still verify",
+                "account",
+                {201: _answer("the key, shown only now", _ref("TrackingKeySecret"))},
+            )
+        },
+        "/v1/account/tracking-keys/{key_id}": {
+            "delete": _operation(
+                "retireTrackingKey",
+                "Retire a tracking key: tokens it signed stop verifying",
+                "account",
+                {204: {"description": "retired"}, 404: _error("no such tracking key")},
+                parameters=[
+                    {
+                        "name": "key_id",
+                        "in": "path",
+                        "required": True,
+                        "description": "the key's id",
+                        "schema": {"type": "string"},
+                    }
+                ],
+            )
+        },
+        "/v1/tracking-tokens": {
+            "post": _operation(
+                "makeTrackingToken",
+                "Mint a tracking token and its open pixel and click URLs",
+                "tracking",
+                {
+                    201: _answer("the token and its URLs", _ref("TrackingToken")),
+                    400: E400,
+                    413: E413,
+                    422: E422,
+                },
+                body={"required": True, "content": _json(_ref("TrackingTokenRequest"))},
+            )
+        },
+        "/t/open/{token}": {
+            "get": _operation(
+                "openPixel",
+                "The open pixel: records the open (+ derived events) of a valid token; always a 1×1 GIF",
+                "tracking",
+                {
+                    200: {
+                        "description": "a 1×1 transparent GIF, whatever the token",
+                        "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                parameters=[TOKEN],
+                public=True,
+            )
+        },
+        "/t/click/{token}": {
+            "get": _operation(
+                "clickRedirect",
+                "The click link: records the click (+ derived events) and redirects to the token's link",
+                "tracking",
+                {
+                    302: {
+                        "description": "to the link signed inside the token",
+                        "headers": {"Location": {"description": "the link", "schema": {"type": "string"}}},
+                    },
+                    400: _error(
+                        "a malformed, unsigned or tampered token: nothing recorded",
+                        example="invalid tracking link",
+                    ),
+                },
+                parameters=[TOKEN],
+                public=True,
+            )
+        },
+        "/t/collector.js": {
+            "get": _operation(
+                "collectorScript",
+                "The site pixel and popup collector script",
+                "tracking",
+                {
+                    200: {
+                        "description": "JavaScript, no build step",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    }
+                },
+                public=True,
+            )
+        },
+        "/t/collect/{token}": {
+            "post": _operation(
+                "collectSiteEvent",
+                "What the collector script sends: `pixel_open` and `popup_*` of a site token (CORS: any origin)",
+                "tracking",
+                {
+                    204: {"description": "recorded", "headers": _CORS_HEADERS},
+                    400: _error("an invalid site token or body"),
+                    413: E413,
+                    422: E422,
+                    429: _error("too many events from this visitor", _RETRY_AFTER),
+                    503: E503,
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "text/plain": {
+                            "schema": {"type": "string", "description": "a `Collected` object as JSON"}
+                        },
+                        "application/json": {"schema": _ref("Collected")},
+                    },
+                },
+                parameters=[TOKEN],
+                public=True,
+            ),
+        },
+    }
+
+
 def _operations() -> dict[str, dict[str, dict[str, Any]]]:
+    return {**_service_operations(), **_capture_operations()}
+
+
+def _service_operations() -> dict[str, dict[str, dict[str, Any]]]:
     hook = _ref("Hook")
     created = _answer("the hook, created", hook, headers=_LOCATION, links=HOOK_LINKS)
     return {
@@ -234,6 +470,23 @@ def _operations() -> dict[str, dict[str, dict[str, Any]]]:
                 "Liveness",
                 "service",
                 {200: _answer("the service runs", _ref("Health"))},
+                public=True,
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "readiness",
+                "Readiness: whether this process should be sent work — its store reachable and migrated, its "
+                "dispatcher running (in a process that runs one), and any other part's check",
+                "service",
+                {
+                    200: _answer("every check answers `ok`", _ref("Readiness")),
+                    503: _answer(
+                        "a check is failing: `status` is `not_ready` and that check's answer says why",
+                        _ref("Readiness"),
+                        headers=_RETRY_AFTER,
+                    ),
+                },
                 public=True,
             )
         },
@@ -540,6 +793,9 @@ def document() -> dict[str, Any]:
         "tags": [
             {"name": "events", "description": "ingest and the catalogue"},
             {"name": "hooks", "description": "where events go"},
+            {"name": "profiles", "description": "recipients' data for enrichment at delivery"},
+            {"name": "account", "description": "the account's settings and tracking keys"},
+            {"name": "tracking", "description": "tokens and the public capture endpoints"},
             {"name": "keys", "description": "the account's API keys and their scopes"},
             {"name": "service", "description": "health and this document"},
         ],

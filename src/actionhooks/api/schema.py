@@ -8,7 +8,7 @@ transports' ``Settings``); ``TransportChoice`` names those settings classes as o
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, cast
+from typing import Annotated, Any, Literal, cast
 
 import msgspec
 
@@ -21,6 +21,7 @@ from ..integrations.kafka.transport import Settings as KafkaSettings
 from ..integrations.nats.transport import Settings as NatsSettings
 from ..integrations.rabbitmq.transport import ExchangeSettings as RabbitMQExchangeSettings
 from ..integrations.rabbitmq.transport import QueueSettings as RabbitMQQueueSettings
+from ..profiles import Subscription
 from ..registry import Hook
 from ..stats import HookState, HookStats
 from ..store.base import Attempt, DeadLetter, Scope, StoredKey
@@ -49,6 +50,13 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
 
 class Health(msgspec.Struct):
     status: str
+
+
+class ReadinessView(msgspec.Struct):
+    """``GET /readyz``: ``ready`` or ``not_ready``, with each check's answer — ``"ok"`` or why it is not ready."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
 
 
 class EventTypeList(msgspec.Struct):
@@ -81,6 +89,7 @@ class HookView(msgspec.Struct, kw_only=True):
     updated_at: Instant
     last_error: str | None
     last_error_at: Instant | None
+    last_success_at: Instant | None
 
     @classmethod
     def of(cls, hook: Hook) -> HookView:
@@ -99,6 +108,7 @@ class HookView(msgspec.Struct, kw_only=True):
             updated_at=timestamp(hook.updated_at),
             last_error=hook.last_error,
             last_error_at=timestamp(hook.last_error_at) if hook.last_error_at is not None else None,
+            last_success_at=timestamp(hook.last_success_at) if hook.last_success_at is not None else None,
         )
 
 
@@ -248,6 +258,62 @@ class HookStatsView(msgspec.Struct, kw_only=True):
             last_error=s.last_error,
             last_error_at=timestamp(s.last_error_at) if s.last_error_at is not None else None,
         )
+
+
+# --- capture: profiles, the account's settings, tracking tokens (docs/capture.md) ----------------------------
+class ProfileView(msgspec.Struct, kw_only=True):
+    """A stored profile (``GET`` / ``PUT`` / ``PATCH /v1/profiles/{profile_id}``)."""
+
+    profile_id: str
+    list_id: int | None
+    email: str | None
+    phone: str | None
+    fields: dict[str, Any]
+    subscriptions: list[Subscription]
+    updated_at: Instant
+
+
+class ProfileUpsertResult(msgspec.Struct):
+    """``POST /v1/profiles``: ``upserted`` profiles written, ``errors`` of the invalid items by index."""
+
+    upserted: int
+    errors: list[ItemError]
+
+
+class TrackingKeyView(msgspec.Struct, kw_only=True):
+    key_id: str
+    created_at: Instant
+    retired_at: Instant | None = None
+
+
+class AccountView(msgspec.Struct, kw_only=True):
+    """``GET /v1/account``: the account's settings. ``derive``: derived events on (docs/capture.md)."""
+
+    account_id: int
+    derive: bool
+    tracking_keys: list[TrackingKeyView]
+
+
+class AccountPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``PATCH /v1/account``: the settings to change."""
+
+    derive: bool | None = None
+
+
+class TrackingKeySecret(msgspec.Struct, kw_only=True):
+    """A new tracking key, shown once: ``secret`` is the base64url of the HMAC key (docs/capture.md#tokens)."""
+
+    key_id: str
+    secret: str
+    created_at: Instant
+
+
+class TrackingToken(msgspec.Struct, kw_only=True):
+    """``POST /v1/tracking-tokens``: the token, the open pixel's URL and (with a ``link_url``) the click URL."""
+
+    token: str
+    open_url: str
+    click_url: str | None
 
 
 # -- API keys (``api/keys.py``) -----------------------------------------------------------------------------

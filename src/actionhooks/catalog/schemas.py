@@ -118,7 +118,9 @@ STRUCTURES: dict[str, Structure] = {
         "A profile's subscription to a channel changed (API unsubscribe, messenger subscribe/unsubscribe).",
         {
             "channel": _t("string", "email, sms, push, telegram_bot, whatsapp, viber, … or all"),
-            "status": _t("string", "the new status", enum=["subscribed", "unsubscribed"]),
+            "status": _t(
+                "string", "the new status", enum=["subscribed", "unsubscribed", "complainer", "hardbounced"]
+            ),
             "resource_id": _t("integer", "the channel's resource (bot, business account, …); absent = all"),
             "subscription_id": _t("string", "the subscription (chat id, phone, …)"),
             "source": _t("string", "who changed it", enum=["api", "user", "provider"]),

@@ -124,7 +124,7 @@ def take(folder: Path) -> list[Path]:
         settings = Settings(
             db=f"sqlite:///{scratch}/screens.db",
             allow_nets=parse_nets("127.0.0.0/8"),
-            retry=RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_attempts=3),
+            retry=RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_age_s=0.3),
         )
         with ServiceThread(settings) as service, chromium(WIDTH, 900) as driver:
             _, key = service.account("Acme Retail")

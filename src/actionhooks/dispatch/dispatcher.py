@@ -3,13 +3,16 @@
 It reconciles its workers with the store's active hooks at start, whenever the API says a hook changed, and every
 ``reconcile_interval`` seconds (changes made by other processes). A worker that ends or crashes is restarted by the
 next reconciliation; one hook's failures never reach another's worker. While the store is unavailable, workers stop
-and reconciliation fails quietly; both resume when it is back.
+and reconciliation fails quietly; workers wait, trying their reads and state writes again with back-off, and go on
+when it is back (dispatch/worker.py).
 
 The workers share one read of the log (:class:`~.feed.LogFeed`: appends in this process make it read the new events
 once and wake only the workers they match; appends elsewhere are seen within ``poll_interval``) and one writer of
 delivery state (:class:`~.states.StateWriter`: records of many hooks share commits, idle cursors are written
 lazily). ``caught_up`` awaits a hook's worker having handled everything up to a log position (tests wait on it
-instead of sleeping).
+instead of sleeping). ``stop(grace_s)`` lets the workers finish and record the batches they are sending for up to
+``grace_s`` seconds, then cuts them off (graceful shutdown: a batch cut off is sent again by the next process —
+at-least-once).
 """
 
 from __future__ import annotations
@@ -61,11 +64,35 @@ class Dispatcher:
         await self.reconcile()
         self._loop_task = asyncio.create_task(self._reconcile_loop())
 
-    async def stop(self) -> None:
+    @property
+    def running(self) -> bool:
+        """Started, not stopped, and its reconciliation loop alive (the readiness check)."""
+        return self._loop_task is not None and not self._loop_task.done()
+
+    def finish(self) -> None:
+        """Begin a graceful stop (at SIGTERM): no new worker starts, and every worker finishes and records the
+        batch it is sending and sends nothing new. :meth:`stop` then waits for them."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        for worker, _ in self.workers.values():
+            worker.stop()
+
+    async def stop(self, grace_s: float = 0.0) -> None:
+        """Stop every worker: with ``grace_s`` > 0, first ask them to finish the batch they are sending and record
+        it (:meth:`finish`), and wait up to ``grace_s`` seconds for that; then cancel what is left."""
+        if grace_s > 0:
+            self.finish()
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if grace_s > 0 and self.workers:
+            tasks = [task for _, task in self.workers.values()]
+            _, late = await asyncio.wait(tasks, timeout=grace_s)
+            if late:
+                log.warning(
+                    "dispatcher: %d hooks still busy after %.1f s; cutting them off", len(late), grace_s
+                )
         for hook_id in list(self.workers):
             await self._stop_worker(hook_id)
         await self.feed.close()

@@ -7,10 +7,11 @@ The loop, for a hook at cursor ``c``:
    for all hooks); a hook behind the feed's memory reads from the store on its own until it catches up.
 2. When ``max_batch_size`` events wait, or the oldest has waited ``timeout_s`` since it was received, take the
    first ``max_batch_size`` as a batch.
-3. Send it. Delivered → record the attempt and move the cursor past the batch (to ``scan`` when nothing else
-   waits) in one transaction. Retryable → record the attempt, wait the back-off, send the same batch again; later
-   events wait (per-hook order). Permanent, or attempts exhausted → the batch's events become dead letters with
-   the reason, and the cursor moves on.
+3. Send it — once the previous batch's record is written (see below). Delivered → record the attempt and move the
+   cursor past the batch (to ``scan`` when nothing else waits) in one transaction. Retryable → record the attempt,
+   wait (``RetryPolicy``: by how long the batch has been failing), send the same batch again; later events wait
+   (per-hook order). Permanent, or the batch's first try older than ``RetryPolicy.max_age_s`` → the batch's events
+   become dead letters with the reason, and the cursor moves on.
 4. Nothing to do → note ``scan`` as the cursor (so an idle hook does not rescan): the note is written lazily,
    sharing a commit with other writes (:class:`~.states.StateWriter`), then sleep until the feed routes an event
    of the hook's types, the oldest buffered event falls due, or the poll interval passes. When nothing is
@@ -22,6 +23,14 @@ Batch records go through the :class:`~.states.StateWriter` too: many hooks' reco
 
 Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
 nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
+
+Sends run at most ``K`` = :data:`SENDS_AHEAD` batch ahead of their records: the record of a delivered batch is
+written while the next one is read and prepared, and must succeed before that one is sent. A record that fails
+(the store down, a full disk) is tried again with back-off until it is written — the worker does not crash and sends
+nothing meanwhile — so a crash redelivers at most ``K`` batches. A read that finds the store unavailable is tried
+again the same way.
+
+:meth:`HookWorker.stop` asks for a graceful end: the batch being sent is finished and recorded, nothing new is sent.
 """
 
 from __future__ import annotations
@@ -30,10 +39,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable
+from functools import partial
 
-from ..backoff import RetryPolicy
-from ..errors import DeliveryError, StaleHook
+from ..backoff import Backoff, RetryPolicy
+from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..registry import Hook
@@ -47,6 +57,12 @@ log = logging.getLogger(__name__)
 EXCERPT = 500
 MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
+SENDS_AHEAD = 1  # K: batches a hook's sends may run ahead of their records (docs/delivery.md)
+STORE_RETRY = Backoff(
+    initial_delay_s=0.1, max_delay_s=2.0
+)  # a state write or read while the store is failing
+
+Write = Callable[[], Awaitable[bool]]  # a delivery-state write, made afresh for each try
 
 
 class HookWorker:
@@ -71,7 +87,7 @@ class HookWorker:
         self.wake = asyncio.Event()
         spec = hook.spec
         self.matcher = Matcher(spec)
-        self.enricher = Enricher(spec)
+        self.enricher = Enricher(spec, store, hook.account_id)
         self.max_batch = spec.transport.max_batch_size
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
@@ -81,6 +97,7 @@ class HookWorker:
         self.recorded_cursor = hook.cursor  # the newest cursor of a batch's record (written once settled)
         self.transport: Transport | None = None
         self._pending_write: asyncio.Future[bool] | None = None
+        self._stopping = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
         self.handled_through = hook.cursor
@@ -105,6 +122,16 @@ class HookWorker:
                     await asyncio.shield(self._pending_write)
             await self.transport.close()
 
+    def stop(self) -> None:
+        """End gracefully: finish and record the batch being sent (a retry's wait is cut short), send nothing new;
+        :meth:`run` then returns. Events read but not sent stay after the saved cursor for the next worker."""
+        self._stopping.set()
+        self.wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def caught_up(self, seq: int) -> None:
         """Return once every event up to log position ``seq`` is handled — delivered, dead-lettered or not
         matching the hook — with its cursor saved and no write in flight. Waits indefinitely: the caller bounds
@@ -128,44 +155,32 @@ class HookWorker:
             self._progress = asyncio.Event()
 
     def _note_cursor(self, cursor: int) -> None:
-        """Save the idle position lazily; once written it counts as handled (if nothing was read since)."""
+        """Save the idle position lazily (:meth:`StateWriter.note_cursor`); once written, every event up to it
+        counts as handled (it was, and recorded, when noted). A failed note is superseded by the next one."""
         note = self.records.note_cursor(self.hook.id, self.hook.generation, cursor)
 
         def written(done: asyncio.Future[bool]) -> None:
             if done.cancelled() or done.exception() is not None:
-                return  # the next note (or batch) writes it
+                if self.saved_cursor == cursor:  # noted again when next idle
+                    self.saved_cursor = self.recorded_cursor
+                return
             if not done.result():
                 self._stale = True
                 self.wake.set()
-            else:  # every event up to ``cursor`` was handled and recorded when noted
+            else:
                 self._handled(cursor)
 
         note.add_done_callback(written)
         if self._waiters:
             self.records.hurry()
 
-    async def _read(self, limit: int) -> Page:
-        """The next page of the hook's events: from the shared feed, or on its own while behind the feed."""
-        spec = self.hook.spec
-        page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
-        if page is not None:
-            return page
-        self.own_reads += 1
-        return await self.store.read_events(
-            self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
-        )
-
-    async def _record(self, write: Awaitable[bool], *, wait: bool = False) -> None:
+    async def _record(self, write: Write, *, wait: bool = False) -> None:
         """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
-        without waiting for this one, but waits for the previous one — so at most one write is outstanding and a
-        stale hook is noticed one batch later at the latest (that batch may be delivered twice: at-least-once)."""
-        try:
-            await self._settle()
-        except BaseException:
-            if isinstance(write, Coroutine):  # never started: close it (no "never awaited" warning)
-                write.close()
-            raise
-        future = asyncio.ensure_future(write)
+        without waiting for this one (unless ``wait``), but the next write — and the next send — wait for it, so
+        at most one write is outstanding and a stale hook is noticed one batch later at the latest (that batch may
+        be delivered twice: at-least-once). A failing write is tried again until it is written."""
+        await self._settle()
+        future = asyncio.ensure_future(self._written(write))
         if wait:
             if not await future:
                 raise StaleHook
@@ -178,15 +193,74 @@ class HookWorker:
             if not await pending:
                 raise StaleHook
 
-    async def _loop(self) -> None:
+    async def _written(self, write: Write) -> bool:
+        """``write`` done, tried again with back-off while it fails: whether the hook's generation still held.
+        One log line when it starts failing and one when it is written."""
+        failures = 0
+        started = time.monotonic()
         while True:
+            try:
+                done = await write()
+            except StoreUnavailable as exc:
+                error: Exception = exc
+            except Exception as exc:  # e.g. a full disk: the delivery happened, its record must follow
+                error = exc
+            else:
+                if failures:
+                    log.warning(
+                        "hook %s: delivery state written after %d failed tries in %.1f s",
+                        self.hook.id,
+                        failures,
+                        time.monotonic() - started,
+                    )
+                return done
+            failures += 1
+            if failures == 1:
+                log.warning(
+                    "hook %s: writing delivery state failed (%s: %s); trying again, sending nothing meanwhile",
+                    self.hook.id,
+                    type(error).__name__,
+                    _oneline(error),
+                )
+            await asyncio.sleep(STORE_RETRY.delay(failures))
+
+    async def _read_page(self, limit: int) -> Page:
+        """The next page of the hook's events, tried again with back-off while the store is unavailable."""
+        failures = 0
+        while True:
+            try:
+                return await self._read(limit)
+            except StoreUnavailable:  # the store logs the outage once
+                failures += 1
+                await self._pause(STORE_RETRY.delay(failures))
+                if self.stopping:
+                    raise
+
+    async def _read(self, limit: int) -> Page:
+        """The next page of the hook's events: from the shared feed, or on its own while behind the feed."""
+        spec = self.hook.spec
+        page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
+        if page is not None:
+            return page
+        self.own_reads += 1
+        return await self.store.read_events(
+            self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
+        )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _loop(self) -> None:
+        while not self.stopping:
             self.wake.clear()
             if self._stale:
                 raise StaleHook
             caught_up = True
             if len(self.buffer) < self.read_limit:
                 limit = self.read_limit - len(self.buffer)
-                page = await self._read(limit)
+                page = await self._read_page(limit)
                 self._adapt_window(len(page.events), limit, page.caught_up)
                 if self.matcher.trivial:
                     self.buffer.extend(page.events)
@@ -224,6 +298,8 @@ class HookWorker:
 
     async def _deliver(self, events: list[Message]) -> None:
         assert self.transport is not None
+        if self.stopping:
+            return  # nothing new is sent; the events stay after the saved cursor
         # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
         cursor_after = events[-1].seq if len(self.buffer) > len(events) else self.scan
         prepared = await self._prepare(events, cursor_after)
@@ -236,8 +312,10 @@ class HookWorker:
             messages=[message for _, message in prepared],
         )
         attempts = 0
+        first_try = time.time()
         while True:
             attempts += 1
+            await self._settle()  # K = 1: the previous batch is recorded before this one is sent
             at = time.time()
             started = time.perf_counter()
             try:
@@ -249,11 +327,14 @@ class HookWorker:
                 error = DeliveryError(f"internal error: {exc!r}")
             else:
                 attempt = _attempt(batch, at, started, "delivered", receipt.status, receipt.response_excerpt)
-                await self._record(self.records.finish_batch(attempt, self.hook.generation, cursor_after))
+                await self._record(
+                    partial(self.records.finish_batch, attempt, self.hook.generation, cursor_after)
+                )
                 self.saved_cursor = self.recorded_cursor = cursor_after
                 return
-            give_up = error.permanent or self.retry.exhausted(attempts)
-            attempt = _attempt(
+            age = time.time() - first_try
+            give_up = error.permanent or self.retry.expired(age)
+            failed = _attempt(
                 batch,
                 at,
                 started,
@@ -264,7 +345,9 @@ class HookWorker:
             )
             if give_up:
                 reason = (
-                    error.reason if error.permanent else f"gave up after {attempts} attempts: {error.reason}"
+                    error.reason
+                    if error.permanent
+                    else f"gave up after {attempts} attempts in {age:.0f} s: {error.reason}"
                 )
                 dead = [
                     DeadLetter(
@@ -278,16 +361,30 @@ class HookWorker:
                     )
                     for e in events
                 ]
-                write = self.records.finish_batch(
-                    attempt, self.hook.generation, cursor_after, dead, last_error=reason
+                await self._record(
+                    partial(
+                        self.records.finish_batch,
+                        failed,
+                        self.hook.generation,
+                        cursor_after,
+                        dead,
+                        last_error=reason,
+                    )
                 )
-                await self._record(write)
                 self.saved_cursor = self.recorded_cursor = cursor_after
                 log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
                 return
-            write = self.records.finish_batch(attempt, self.hook.generation, None, last_error=error.reason)
-            await self._record(write, wait=True)
-            await asyncio.sleep(self.retry.delay(attempts, error.retry_after))
+            await self._record(
+                partial(
+                    self.records.finish_batch, failed, self.hook.generation, None, last_error=error.reason
+                ),
+                wait=True,
+            )
+            if self.stopping:
+                return  # the batch stays after the saved cursor: the next worker sends it
+            await self._pause(self.retry.delay(attempts, age, error.retry_after))
+            if self.stopping:
+                return
 
     async def _prepare(self, events: list[Message], cursor_after: int) -> list[tuple[Message, Message]]:
         """Each event with its message for this hook's destination. An event that cannot become one (the log holds
@@ -295,9 +392,10 @@ class HookWorker:
         reason — retrying cannot help — so it never stalls the events behind it."""
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
+        found = await self.enricher.profiles(events)  # the batch's stored profiles, one query
         for event in events:
             try:
-                prepared.append((event, self.enricher.message(event)))
+                prepared.append((event, self.enricher.message(event, found)))
             except Exception as exc:  # any failure to prepare is this event's, not the hook's
                 unfit.append((event, f"cannot prepare the message: {type(exc).__name__}: {exc}"))
         if unfit:
@@ -320,7 +418,9 @@ class HookWorker:
             ]
             cursor = cursor_after if not prepared else None  # else the cursor moves with the batch
             await self._record(
-                self.records.finish_batch(attempt, self.hook.generation, cursor, dead, last_error=reason),
+                partial(
+                    self.records.finish_batch, attempt, self.hook.generation, cursor, dead, last_error=reason
+                ),
                 wait=True,
             )
             if cursor is not None:
@@ -351,3 +451,8 @@ def _attempt(
         response_excerpt=(excerpt or "")[:EXCERPT] or None,
         error=error,
     )
+
+
+def _oneline(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -77,6 +77,7 @@ async def prune_round(
         lambda c: store.prune_attempts(now - retention.attempts_s, KEEP_DELIVERED_ATTEMPTS, c)
     )
     done.dead_letters = await chunks(lambda c: store.prune_dead_letters(now - retention.dead_letters_s, c))
+    await chunks(lambda c: store.prune_derive_marks(now, c))  # expired derivation marks (docs/capture.md)
     if done.events or done.attempts or done.dead_letters:
         await store.reclaim_space()
     return done

@@ -20,6 +20,7 @@ from typing import Literal, NamedTuple, Protocol
 import msgspec
 
 from ..events import LoggedEvent, NewEvent
+from ..profiles import ProfileWrite, StoredProfile
 from .faults import WriteFaults
 
 Scope = Literal["ingest", "admin"]
@@ -52,6 +53,7 @@ class StoredHook(msgspec.Struct, kw_only=True, frozen=True):
     updated_at: float
     last_error: str | None = None
     last_error_at: float | None = None
+    last_success_at: float | None = None
 
 
 class Attempt(msgspec.Struct, kw_only=True, frozen=True):
@@ -161,6 +163,43 @@ class HookLag(NamedTuple):
 LAG_COUNT_CAP = 1_000_000
 
 
+# --- capture: profiles, derivation state, account settings, tracking keys (docs/capture.md) ---------------
+class DeriveState(Protocol):
+    """What derivation reads and writes inside the append's transaction (the log lock is held: appends of every
+    process are serialised, so two concurrent sources cannot both see a mark as new)."""
+
+    def derives(self, account_id: int) -> bool:
+        """The account's setting: derivation on (the default) or off."""
+        ...
+
+    def marked(self, account_id: int, marks: Collection[str], now: float) -> set[str]:
+        """Those of ``marks`` set and not expired at ``now``."""
+        ...
+
+    def mark(self, account_id: int, marks: Collection[str], expires_at: float) -> None:
+        """Set ``marks`` (replacing expired ones) until ``expires_at``."""
+        ...
+
+    def profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]: ...
+    def put_profiles(self, account_id: int, profiles: Sequence[ProfileWrite], now: float) -> None: ...
+
+
+Deriver = Callable[[int, Sequence[NewEvent], DeriveState], list[NewEvent]]
+"""``deriver(account_id, fresh, state)``: the events to write for ``fresh`` (the append's new events, in order) —
+each source event with the events derived from it around it. Runs in the append's transaction."""
+
+
+class AccountSettings(NamedTuple):
+    derive: bool = True
+
+
+class TrackingKey(NamedTuple):
+    key_id: str
+    sealed: bytes  # the HMAC key, sealed by the caller (crypto.py)
+    created_at: float
+    retired_at: float | None
+
+
 class Store(Protocol):
     """What the API and the dispatcher need of a storage engine. All methods are coroutines safe to call
     concurrently from one event loop. Any of them may raise ``StoreUnavailable`` (errors.py) while the database
@@ -175,6 +214,10 @@ class Store(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+    async def missing_migrations(self) -> list[int]:
+        """Versions of the package's migrations not applied to the database (readiness: reachable and migrated)."""
+        ...
+
     async def meta_value(self, key: str, initial: Callable[[], str]) -> str:
         """The stored value of ``key``; on first use ``initial()`` is stored (and returned)."""
         ...
@@ -216,10 +259,16 @@ class Store(Protocol):
 
     # the event log
     async def append(
-        self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str] = ()
+        self,
+        account_id: int,
+        events: Sequence[NewEvent],
+        chosen_ids: Collection[str] = (),
+        derive: Deriver | None = None,
     ) -> list[bool]:
         """Commit ``events`` (in order) and return, per event, True if stored or False if its id was known.
-        ``chosen_ids``: the ids producers chose (only those can repeat; generated ids are unique)."""
+        ``chosen_ids``: the ids producers chose (only those can repeat; generated ids are unique). ``derive``
+        adds derived events in the same transaction (their ids are checked like producers' ids; they are not
+        in the returned flags)."""
         ...
 
     def add_append_listener(self, listener: AppendListener) -> None:
@@ -288,7 +337,9 @@ class Store(Protocol):
         last_error: str | None = None,
     ) -> bool:
         """Record ``attempt``; when ``cursor`` is given also move the cursor and store ``dead_letters`` — all in
-        one transaction. False when the hook's generation moved on (the caller must stop)."""
+        one transaction. ``last_error`` is kept as the hook's; a delivered attempt without one sets the hook's
+        ``last_success_at`` and clears its last error. False when the hook's generation moved on (the caller must
+        stop)."""
         ...
 
     async def write_states(self, writes: Sequence[StateWrite]) -> list[bool]:
@@ -344,4 +395,34 @@ class Store(Protocol):
     async def hook_lag(self, query: HookQuery, cursor: int) -> HookLag:
         """Events after ``cursor`` of the hook's account, event types and ``list_id`` (filters on ``event_data``
         are not applied: an upper bound)."""
+        ...
+
+    # capture: profiles (actionhooks.profiles), account settings, tracking keys, derivation marks
+    async def get_profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        """The stored profiles (tombstones included) of those ids that have one."""
+        ...
+
+    async def put_profiles(self, account_id: int, profiles: Sequence[ProfileWrite]) -> None:
+        """Upsert every profile in one transaction (``body`` None: a tombstone)."""
+        ...
+
+    async def change_profile(
+        self,
+        account_id: int,
+        profile_id: str,
+        change: Callable[[StoredProfile | None], ProfileWrite | None],
+    ) -> ProfileWrite | None:
+        """Read the profile, call ``change`` with it and store what it returns (None: leave it), atomically."""
+        ...
+
+    async def account_settings(self, account_id: int) -> AccountSettings: ...
+    async def set_account_settings(self, account_id: int, settings: AccountSettings) -> None: ...
+    async def tracking_keys(self, account_id: int) -> list[TrackingKey]:
+        """The account's tracking keys, newest first."""
+        ...
+
+    async def add_tracking_key(self, account_id: int, key: TrackingKey) -> None: ...
+    async def retire_tracking_key(self, account_id: int, key_id: str) -> bool: ...
+    async def prune_derive_marks(self, now: float, chunk: int) -> Pruned:
+        """Remove derivation marks expired at ``now``, at most ``chunk``."""
         ...

@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ..errors import StoreUnavailable
 from ..events import NewEvent
-from .base import AppendListener
+from .base import AppendListener, Deriver
 
 
 class PendingAppend:
-    __slots__ = ("account_id", "chosen_ids", "events", "future")
+    __slots__ = ("account_id", "chosen_ids", "derive", "events", "future")
 
     def __init__(
         self,
@@ -22,11 +22,13 @@ class PendingAppend:
         events: Sequence[NewEvent],
         chosen_ids: Collection[str],
         future: asyncio.Future[list[bool]],
+        derive: Deriver | None = None,
     ) -> None:
         self.account_id = account_id
         self.events = events
         self.chosen_ids = chosen_ids
         self.future = future
+        self.derive = derive
 
 
 CommitGroup = Callable[[list[PendingAppend]], Awaitable[list[list[bool]]]]
@@ -47,10 +49,14 @@ class GroupCommit:
         return self._queued_events
 
     async def append(
-        self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
+        self,
+        account_id: int,
+        events: Sequence[NewEvent],
+        chosen_ids: Collection[str],
+        derive: Deriver | None = None,
     ) -> list[bool]:
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._queue.append(PendingAppend(account_id, events, chosen_ids, future))
+        self._queue.append(PendingAppend(account_id, events, chosen_ids, future, derive))
         self._queued_events += len(events)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())

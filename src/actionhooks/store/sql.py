@@ -13,12 +13,15 @@ from typing import cast
 
 from .. import metrics
 from ..events import LoggedEvent, NewEvent
+from ..profiles import ProfileWrite, StoredProfile
 from .base import (
     LAG_COUNT_CAP,
+    AccountSettings,
     AppendListener,
     Attempt,
     DeadLetter,
     DeliveryCounts,
+    Deriver,
     HookActivity,
     HookLag,
     HookQuery,
@@ -30,15 +33,17 @@ from .base import (
     StateWrite,
     StoredHook,
     StoredKey,
+    TrackingKey,
 )
-from .dialect import Connection, Cursor, Dialect, Param, Row, marks
+from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_scripts
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
 from .runtime import Runtime
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
-    "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at"
+    "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at,"
+    " last_success_at"
 )
 _ATTEMPT_COLUMNS = (
     "hook_id, at, batch_id, events, first_seq, last_seq, outcome, status, latency_ms, response_excerpt, error"
@@ -150,6 +155,14 @@ class SqlStore:
     async def open(self) -> None:
         await self._runtime.write(self.dialect.migrate)
 
+    async def missing_migrations(self) -> list[int]:
+        """The versions of this package's migrations the database has not applied (a read: it also shows the
+        database answers)."""
+        known = [version for version, _ in migration_scripts(self.dialect.engine)]
+        rows = await self._fetchall("SELECT version FROM schema_migrations")
+        applied = {int(row[0]) for row in rows}
+        return [version for version in known if version not in applied]
+
     async def close(self) -> None:
         await self._appends.drain()
         await self._runtime.close()
@@ -245,11 +258,15 @@ class SqlStore:
         return self._appends.pending
 
     async def append(
-        self, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str] = ()
+        self,
+        account_id: int,
+        events: Sequence[NewEvent],
+        chosen_ids: Collection[str] = (),
+        derive: Deriver | None = None,
     ) -> list[bool]:
         if not events:
             return []
-        stored = await self._appends.append(account_id, events, chosen_ids)
+        stored = await self._appends.append(account_id, events, chosen_ids, derive)
         metrics.events_appended(e.event_type for e, fresh in zip(events, stored, strict=True) if fresh)
         return stored
 
@@ -260,6 +277,8 @@ class SqlStore:
                 self.dialect.lock_log(cur)
                 for p in group:
                     fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids)
+                    if fresh and p.derive is not None:
+                        fresh = self._with_derived(cur, p.account_id, fresh, p.derive)
                     if fresh:
                         self.dialect.insert_events(cur, fresh)
                     results.append(flags)
@@ -293,6 +312,22 @@ class SqlStore:
             fresh.append(e)
             flags.append(True)
         return fresh, flags
+
+    def _with_derived(
+        self, cur: Cursor, account_id: int, fresh: Sequence[NewEvent], derive: Deriver
+    ) -> Sequence[NewEvent]:
+        """``fresh`` with what ``derive`` adds, less the derived events already in the log (a source re-posted
+        under a new id cannot derive twice either: the marks say so)."""
+        out = derive(account_id, fresh, _TxState(self, cur))
+        if len(out) == len(fresh):
+            return fresh
+        sources = {e.id for e in fresh}
+        derived = {e.id for e in out if e.id not in sources}
+        kept, flags = self._without_duplicates(cur, account_id, [e for e in out if e.id in derived], derived)
+        if all(flags):
+            return out
+        keep = {e.id for e in kept}
+        return [e for e in out if e.id in sources or e.id in keep]
 
     async def head(self) -> int:
         rows = await self._fetchall(_HEAD)
@@ -477,6 +512,9 @@ class SqlStore:
         if last_error is not None:
             sets += [f"last_error = {p}", f"last_error_at = {p}"]
             params += [last_error, attempt.at]
+        elif attempt.outcome == "delivered":  # the hook is healthy again: its old error is cleared
+            sets += [f"last_success_at = {p}", "last_error = NULL", "last_error_at = NULL"]
+            params.append(attempt.at)
         params += [attempt.hook_id, write.generation]
         guard = ""
         if cursor is not None:
@@ -772,6 +810,180 @@ class SqlStore:
 
         return await self._runtime.read(work)
 
+    # --- capture: profiles, account settings, tracking keys, derivation marks --------------------------------
+    def _profiles(self, cur: Cursor, account_id: int, ids: Collection[str]) -> dict[str, StoredProfile]:
+        p = self._p
+        wanted = list(ids)
+        found: dict[str, StoredProfile] = {}
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            part = wanted[start : start + _IDS_PER_QUERY]
+            cur.execute(
+                f"SELECT profile_id, list_id, body, updated_at FROM profiles WHERE account_id = {p}"
+                f" AND profile_id IN ({marks(p, len(part))})",
+                (account_id, *part),
+            )
+            for r in cur.fetchall():
+                found[r[0]] = StoredProfile(r[0], r[1], None if r[2] is None else bytes(r[2]), float(r[3]))
+        return found
+
+    def _put_profiles(self, cur: Cursor, account_id: int, rows: Sequence[ProfileWrite], now: float) -> None:
+        p = self._p
+        cur.executemany(
+            f"INSERT INTO profiles (account_id, profile_id, list_id, body, updated_at) VALUES ({marks(p, 5)})"
+            " ON CONFLICT (account_id, profile_id) DO UPDATE SET list_id = excluded.list_id,"
+            " body = excluded.body, updated_at = excluded.updated_at",
+            [(account_id, w.profile_id, w.list_id, w.body, now) for w in rows],
+        )
+
+    async def get_profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        if not profile_ids:
+            return {}
+        ids = tuple(profile_ids)
+        return await self._runtime.read(lambda conn: self._profiles(conn.cursor(), account_id, ids))
+
+    async def put_profiles(self, account_id: int, profiles: Sequence[ProfileWrite]) -> None:
+        def work(conn: Connection) -> None:
+            with self.dialect.transaction(conn) as cur:
+                self._put_profiles(cur, account_id, profiles, time.time())
+
+        if profiles:
+            await self._runtime.write(work)
+
+    async def change_profile(
+        self,
+        account_id: int,
+        profile_id: str,
+        change: Callable[[StoredProfile | None], ProfileWrite | None],
+    ) -> ProfileWrite | None:
+        def work(conn: Connection) -> ProfileWrite | None:
+            with self.dialect.transaction(conn) as cur:
+                current = self._profiles(cur, account_id, [profile_id]).get(profile_id)
+                new = change(current)
+                if new is not None:
+                    self._put_profiles(cur, account_id, [new], time.time())
+                return new
+
+        return await self._runtime.write(work)
+
+    async def account_settings(self, account_id: int) -> AccountSettings:
+        rows = await self._fetchall(
+            f"SELECT derive FROM account_settings WHERE account_id = {self._p}", (account_id,)
+        )
+        return AccountSettings(derive=bool(rows[0][0])) if rows else AccountSettings()
+
+    async def set_account_settings(self, account_id: int, settings: AccountSettings) -> None:
+        p = self._p
+
+        def work(conn: Connection) -> None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    f"INSERT INTO account_settings (account_id, derive) VALUES ({p}, {p})"
+                    " ON CONFLICT (account_id) DO UPDATE SET derive = excluded.derive",
+                    (account_id, settings.derive),
+                )
+
+        await self._runtime.write(work)
+
+    async def tracking_keys(self, account_id: int) -> list[TrackingKey]:
+        rows = await self._fetchall(
+            "SELECT key_id, sealed, created_at, retired_at FROM tracking_keys"
+            f" WHERE account_id = {self._p} ORDER BY created_at DESC, key_id DESC",
+            (account_id,),
+        )
+        return [TrackingKey(r[0], bytes(r[1]), float(r[2]), r[3]) for r in rows]
+
+    async def add_tracking_key(self, account_id: int, key: TrackingKey) -> None:
+        p = self._p
+
+        def work(conn: Connection) -> None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    "INSERT INTO tracking_keys (account_id, key_id, sealed, created_at, retired_at)"
+                    f" VALUES ({marks(p, 5)})",
+                    (account_id, key.key_id, key.sealed, key.created_at, key.retired_at),
+                )
+
+        await self._runtime.write(work)
+
+    async def retire_tracking_key(self, account_id: int, key_id: str) -> bool:
+        p = self._p
+
+        def work(conn: Connection) -> bool:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    f"UPDATE tracking_keys SET retired_at = {p}"
+                    f" WHERE account_id = {p} AND key_id = {p} AND retired_at IS NULL",
+                    (time.time(), account_id, key_id),
+                )
+                return bool(cur.rowcount)
+
+        return await self._runtime.write(work)
+
+    async def prune_derive_marks(self, now: float, chunk: int) -> Pruned:
+        p = self._p
+
+        def work(conn: Connection) -> Pruned:
+            started = time.perf_counter()
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    f"SELECT account_id, mark FROM derive_marks WHERE expires_at < {p} LIMIT {p}",
+                    (now, chunk),
+                )
+                rows = cur.fetchall()
+                cur.executemany(
+                    f"DELETE FROM derive_marks WHERE account_id = {p} AND mark = {p} AND expires_at < {p}",
+                    [(r[0], r[1], now) for r in rows],
+                )
+            return Pruned(len(rows), len(rows) == chunk, seconds=time.perf_counter() - started)
+
+        return await self._runtime.write(work)
+
+
+class _TxState:
+    """:class:`~.base.DeriveState` over the append transaction's cursor."""
+
+    def __init__(self, store: SqlStore, cur: Cursor) -> None:
+        self._store = store
+        self._cur = cur
+        self._derives: dict[int, bool] = {}
+
+    def derives(self, account_id: int) -> bool:
+        if account_id not in self._derives:
+            self._cur.execute(
+                f"SELECT derive FROM account_settings WHERE account_id = {self._store._p}", (account_id,)
+            )
+            row = self._cur.fetchone()
+            self._derives[account_id] = True if row is None else bool(row[0])
+        return self._derives[account_id]
+
+    def marked(self, account_id: int, wanted: Collection[str], now: float) -> set[str]:
+        p = self._store._p
+        ids = list(wanted)
+        found: set[str] = set()
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start : start + _IDS_PER_QUERY]
+            self._cur.execute(
+                f"SELECT mark FROM derive_marks WHERE account_id = {p} AND expires_at >= {p}"
+                f" AND mark IN ({marks(p, len(part))})",
+                (account_id, now, *part),
+            )
+            found.update(r[0] for r in self._cur.fetchall())
+        return found
+
+    def mark(self, account_id: int, new: Collection[str], expires_at: float) -> None:
+        p = self._store._p
+        self._cur.executemany(
+            f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES ({marks(p, 3)})"
+            " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
+            [(account_id, m, expires_at) for m in new],
+        )
+
+    def profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        return self._store._profiles(self._cur, account_id, profile_ids)
+
+    def put_profiles(self, account_id: int, profiles: Sequence[ProfileWrite], now: float) -> None:
+        self._store._put_profiles(self._cur, account_id, profiles, now)
+
 
 def _one(cur: Cursor) -> Row:
     row = cur.fetchone()
@@ -791,6 +1003,7 @@ def _hook(row: Row) -> StoredHook:
         updated_at=row[7],
         last_error=row[8],
         last_error_at=row[9],
+        last_success_at=row[10],
     )
 
 

@@ -1,0 +1,2 @@
+-- When the hook last delivered a batch (docs/delivery.md): with last_error, whether it is healthy now.
+ALTER TABLE hooks ADD COLUMN last_success_at DOUBLE PRECISION;

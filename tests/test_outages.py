@@ -1,0 +1,415 @@
+"""Chaos: the service through the outages of what it depends on, each on its own engine — a receiver down then up
+(the resumption delay measured), SQLite's filesystem full, PostgreSQL restarted mid-load (a private server this
+test starts), and SIGTERM to a real ``actionhooks serve`` with a batch in flight. Each counts the ids acknowledged
+with ``202`` against the ids delivered: none lost, duplicates at most K batches per hook (dispatch/worker.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actionhooks.backoff import RetryPolicy
+from actionhooks.devtools import procs
+from actionhooks.devtools.receiver import Answer, Receiver
+from actionhooks.dispatch.worker import SENDS_AHEAD
+from actionhooks.store import Store, open_store
+
+from .support import IN_CI, Service, User, eventually, service_missing, service_settings
+
+BATCH = 100  # the hook's max_batch_size
+PATIENT = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.5, max_age_s=3600)
+
+
+def events(producer: int, n: int, size: int = 50) -> list[dict[str, object]]:
+    """A request's events with producer ids (what the docs ask of producers, so a retry stores nothing twice)."""
+    return [
+        {
+            "id": f"p{producer}-{n}-{i}",
+            "event_type": "deliv",
+            "event_date": "2024-05-01T10:00:00Z",
+            "event_data": {},
+        }
+        for i in range(size)
+    ]
+
+
+class Load:
+    """Producers posting batches of events, sending each again after a 503 until it is acknowledged."""
+
+    def __init__(self, service: Service, user: User) -> None:
+        self.service = service
+        self.user = user
+        self.acked: set[str] = set()
+        self.refused = 0
+        self.producers = 0
+
+    async def run(self, producers: int, requests: int, pause: float = 0.0) -> None:
+        first, self.producers = self.producers, self.producers + producers
+        await asyncio.gather(*(self._produce(k, requests, pause) for k in range(first, self.producers)))
+
+    async def _produce(self, k: int, requests: int, pause: float) -> None:
+        for n in range(requests):
+            while True:
+                status, body, headers = await self.service.call("POST", "/v1/events", self.user, events(k, n))
+                if status == 202:
+                    self.acked.update(body["ids"])
+                    break
+                assert status == 503 and int(headers["Retry-After"]) >= 1, (status, body)
+                self.refused += 1
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
+
+
+async def http_hook(service: Service, user: User, receiver: Receiver) -> dict[str, Any]:
+    transport = {"type": "http", "url": receiver.hook_url, "max_batch_size": BATCH, "timeout_s": 0.05}
+    body = {"name": "chaos", "event_types": ["deliv"], "transport": transport}
+    status, created, _ = await service.call("POST", "/v1/hooks", user, body)
+    assert status == 201, created
+    hook: dict[str, Any] = created
+    return hook
+
+
+def delivered(receiver: Receiver) -> collections.Counter[str]:
+    return collections.Counter(str(e["id"]) for e in receiver.events)
+
+
+def assert_none_lost(acked: set[str], got: collections.Counter[str], hooks: int = 1) -> int:
+    """Every acknowledged id delivered; duplicates within K batches per hook. Returns the duplicates."""
+    assert acked <= set(got), f"{len(acked - set(got))} acknowledged events never delivered"
+    duplicates = sum(got.values()) - len(got)
+    assert duplicates <= SENDS_AHEAD * BATCH * hooks, duplicates
+    return duplicates
+
+
+@contextlib.asynccontextmanager
+async def running(store: Store, **settings: Any) -> AsyncIterator[Service]:
+    service = Service(store, service_settings("", **settings))
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Store]:
+    store = open_store(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+# --- a receiver down, then up ---------------------------------------------------------------------------------
+
+
+async def test_delivery_resumes_within_10_s_of_a_receivers_recovery(tmp_path: Path) -> None:
+    """Default retry settings: a receiver refusing connections for 12 s (tries at about 0, 1, 3, 7 s; then every
+    10 s at most), then back on the same port."""
+    outage = 12.0
+    async with (
+        opened(f"sqlite:///{tmp_path / 'a.db'}") as store,
+        running(store, retry=RetryPolicy()) as service,
+    ):
+        user = await service.user("u")
+        receiver = await Receiver().start()
+        port = int(receiver.url.rsplit(":", 1)[1])
+        hook = await http_hook(service, user, receiver)
+        load = Load(service, user)
+        await load.run(2, 2)
+        await eventually(lambda: len(receiver.events) >= len(load.acked))
+        await receiver.stop()
+        down = time.monotonic()
+        await load.run(2, 2)  # accepted while the receiver is down
+        path = f"/v1/hooks/{hook['id']}"
+
+        async def failing() -> dict[str, Any] | None:
+            _, read, _ = await service.call("GET", path, user)
+            return read if read["last_error"] else None
+
+        seen = await eventually(failing, timeout=outage)
+        assert "connect" in seen["last_error"].lower(), seen["last_error"]
+        await asyncio.sleep(outage - (time.monotonic() - down))
+        before = receiver.event_count
+        receiver = await Receiver().start(port=port)
+        up = time.monotonic()
+        await receiver.wait_for_events(1, timeout=15)
+        resumed = time.monotonic() - up
+        await eventually(lambda: len(receiver.events) >= len(load.acked) - before, timeout=10)
+        await service.dispatcher.caught_up(hook["id"])
+        _, healed, _ = await service.call("GET", path, user)
+        await receiver.stop()
+    print(f"receiver down {outage:.0f} s: delivery resumed {resumed:.1f} s after it came back")
+    assert resumed <= 10.0
+    assert healed["last_error"] is None and healed["last_success_at"] is not None
+
+
+# --- SQLite: the filesystem fills -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_filesystem() -> Iterator[Path]:
+    """A 24 MB tmpfs (mounting takes root: skipped without it locally, failed in CI)."""
+    where = Path(tempfile.mkdtemp(prefix="actionhooks-full-"))
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode != 0:
+        where.rmdir()
+        service_missing(f"a tmpfs mount ({done.stderr.decode().strip()})")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=False)
+        with contextlib.suppress(OSError):
+            where.rmdir()
+
+
+def fill(where: Path) -> Path:
+    """Take every free byte of the filesystem ``where`` with one file (ENOSPC ends it)."""
+    filler = where / "filler"
+    with open(filler, "wb") as out, contextlib.suppress(OSError):
+        chunk = b"\0" * 65536
+        while True:
+            out.write(chunk)
+            out.flush()
+    return filler
+
+
+async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
+    small_filesystem: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "actionhooks")
+    async with (
+        opened(f"sqlite:///{small_filesystem / 'full.db'}") as store,
+        running(store, retry=PATIENT) as service,
+        Receiver(default=Answer(delay=0.05)) as receiver,  # slower than ingest: a backlog to deliver
+    ):
+        user = await service.user("u")
+        hook = await http_hook(service, user, receiver)
+        load = Load(service, user)
+        producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+        await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+        filler = await asyncio.to_thread(fill, small_filesystem)
+        full_at = time.monotonic()
+        await eventually(lambda: load.refused > 0, timeout=10)  # ingest refuses: 503
+        await asyncio.sleep(2.0)  # deliveries go on; their records cannot be written meanwhile
+        assert receiver.event_count < len(load.acked), "the backlog was delivered before the disk filled"
+        filler.unlink()
+        freed = time.monotonic()
+        await producing
+        await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=20)
+        await service.dispatcher.caught_up(hook["id"])
+        got = delivered(receiver)
+        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
+        recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
+    duplicates = assert_none_lost(load.acked, got)
+    assert recorded == sum(got.values())  # every delivered batch has its attempt row: no record lost
+    worker_lines = [r.getMessage() for r in caplog.records if r.name == "actionhooks.dispatch.worker"]
+    assert any("writing delivery state failed" in line for line in worker_lines), worker_lines
+    assert any("delivery state written after" in line for line in worker_lines), worker_lines
+    assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+    print(
+        f"disk full {freed - full_at:.1f} s: {load.refused} answers 503, {duplicates} duplicates,"
+        f" {len(load.acked)} acknowledged = delivered"
+    )
+
+
+# --- PostgreSQL restarted mid-load ------------------------------------------------------------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own, in a temporary directory, run as the ``postgres`` OS user."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="actionhooks-pg-"))
+        self.data = self.root / "data"
+        self.port = procs.free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *args: str) -> None:
+        prefix = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-N")
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if not (PG_BIN / "initdb").exists() or (os.geteuid() == 0 and shutil.which("runuser") is None):
+        service_missing(f"PostgreSQL's server binaries in {PG_BIN}")
+    server = PrivatePostgres()
+    try:
+        server.init()
+    except subprocess.CalledProcessError as exc:
+        server.remove()
+        if IN_CI:
+            raise
+        pytest.skip(f"a private PostgreSQL could not start: {exc.stderr!r}")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+async def test_postgres_restarted_mid_load_loses_nothing(
+    private_postgres: PrivatePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "actionhooks")
+    async with (
+        opened(private_postgres.url) as store,
+        running(store, retry=PATIENT) as service,
+        Receiver() as receiver,
+    ):
+        user = await service.user("u")
+        hook = await http_hook(service, user, receiver)
+        load = Load(service, user)
+        producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+        await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+        stopped = time.monotonic()
+        await asyncio.to_thread(private_postgres.stop)
+        status, body, headers = await service.call("GET", "/readyz", None)
+        assert status == 503 and body["status"] == "not_ready" and "Retry-After" in headers
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(private_postgres.start)
+        started = time.monotonic()
+
+        async def ready() -> bool:
+            return (await service.call("GET", "/readyz", None))[0] == 200
+
+        await eventually(ready, timeout=5)
+        ready_after = time.monotonic() - started
+        await producing
+        await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=30)
+        await service.dispatcher.caught_up(hook["id"])
+        got = delivered(receiver)
+        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
+        recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
+    duplicates = assert_none_lost(load.acked, got)
+    assert recorded == sum(got.values())
+    store_lines = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
+    assert 2 <= len(store_lines) <= 6, store_lines  # a line down, a line back — not one per request
+    assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+    print(
+        f"PostgreSQL down {started - stopped:.1f} s: ready {ready_after:.2f} s after its start,"
+        f" {load.refused} answers 503, {duplicates} duplicates, {len(load.acked)} acknowledged = delivered"
+    )
+
+
+# --- SIGTERM: a real process ends gracefully --------------------------------------------------------------------
+
+
+async def test_sigterm_finishes_the_batch_in_flight_and_records_it(tmp_path: Path) -> None:
+    """A receiver slow to answer (1.5 s): SIGTERM arrives while a batch is in flight. The process stops taking
+    requests, waits for the answer, records the attempt and the cursor, and exits well within its timeout."""
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    _, key = await asyncio.to_thread(procs.create_account, db)
+    port = procs.free_port()
+    async with Receiver(default=Answer(delay=1.5)) as receiver:
+        proc = await asyncio.create_subprocess_exec(
+            str(procs.BIN / "actionhooks"),
+            "serve",
+            "--db",
+            db,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--shutdown-timeout",
+            "10",
+            env=procs.env(),
+        )
+        try:
+            await asyncio.to_thread(procs.wait_port, port)
+            async with running_client(port, key) as call:
+                transport = {
+                    "type": "http",
+                    "url": receiver.hook_url,
+                    "max_batch_size": BATCH,
+                    "timeout_s": 0,
+                }
+                status, hook = await call(
+                    "POST", "/v1/hooks", {"name": "h", "event_types": ["deliv"], "transport": transport}
+                )
+                assert status == 201, hook
+                status, answer = await call("POST", "/v1/events", events(0, 0, 10))
+                assert status == 202
+                acked = set(answer["ids"])
+                await receiver.wait_for_requests(1, timeout=10)
+                proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                await asyncio.sleep(0.2)
+                with pytest.raises(OSError):  # no longer taking connections
+                    await call("GET", "/healthz", None)
+            code = await asyncio.wait_for(proc.wait(), timeout=15)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    took = time.monotonic() - signalled
+    assert code in (0, -signal.SIGTERM), code
+    assert set(str(e["id"]) for e in receiver.events) == acked  # the batch in flight was answered …
+    async with opened(db) as store:  # … and recorded: nothing will be sent again
+        attempts = await store.list_attempts(hook["id"])
+        assert [(a.outcome, a.events) for a in attempts] == [("delivered", 10)]
+        stored = await store.load_hook(hook["id"])
+        assert stored is not None and stored.cursor >= await store.head()
+    assert 1.0 <= took < 10, took
+    print(f"SIGTERM with a batch in flight: exited after {took:.1f} s, the batch recorded")
+
+
+@contextlib.asynccontextmanager
+async def running_client(port: int, key: str) -> AsyncIterator[Any]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(
+        f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+    ) as http:
+
+        async def call(method: str, path: str, body: Any) -> tuple[int, Any]:
+            async with http.request(method, path, json=body) as r:
+                return r.status, await r.json()
+
+        yield call

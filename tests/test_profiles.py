@@ -1,0 +1,135 @@
+"""Profiles over the API and enrichment at delivery from them (both engines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actionhooks.profiles import email_hashes
+from tests.stub import StubDestination
+
+from .support import Service, User
+from .test_dispatch import stub
+
+PROFILE = {
+    "list_id": 3,
+    "email": "Anna@Example.com",
+    "phone": "+10000000001",
+    "fields": {"first_name": "Anna", "city": "Riga", "score": 7},
+    "subscriptions": [
+        {"channel": "email", "resource_id": 9, "status": "subscribed", "email": "anna@example.com"}
+    ],
+}
+
+
+def event(profile: str | None = "p1", **extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event_type": "deliv",
+        "event_date": "2024-05-01T10:00:00.123456789Z",
+        "list_id": 3,
+        "event_data": {"message_id": 1, "campaign_id": 2, "segment_id": 0},
+        **extra,
+    }
+    if profile is not None:
+        out["profile_id"] = profile
+    return out
+
+
+async def test_put_get_patch_delete(service: Service, owner: User, outsider: User) -> None:
+    status, body, _ = await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    assert status == 200
+    assert body["fields"] == PROFILE["fields"] and body["list_id"] == 3 and body["profile_id"] == "p1"
+    status, _, _ = await service.call("GET", "/v1/profiles/p1", outsider)
+    assert status == 404
+    status, body, _ = await service.call(
+        "PATCH", "/v1/profiles/p1", owner, {"fields": {"city": None, "plan": "gold"}, "phone": None}
+    )
+    assert status == 200
+    assert body["fields"] == {"first_name": "Anna", "score": 7, "plan": "gold"}
+    assert body["phone"] is None and body["email"] == "Anna@Example.com"
+    status, body, _ = await service.call("PUT", "/v1/profiles/p1", owner, {"fields": {"x": 1}})
+    assert status == 200 and body["fields"] == {"x": 1} and body["email"] is None
+    status, _, _ = await service.call("DELETE", "/v1/profiles/p1", owner)
+    assert status == 204
+    for method in ("GET", "DELETE"):
+        status, _, _ = await service.call(method, "/v1/profiles/p1", owner)
+        assert status == 404
+
+
+async def test_bad_profiles_are_refused(service: Service, owner: User) -> None:
+    status, body, _ = await service.call("PUT", "/v1/profiles/p1", owner, {"fields": [1]})
+    assert status == 422 and body["field"] == "fields"
+    status, body, _ = await service.call(
+        "PUT", "/v1/profiles/p1", owner, {"subscriptions": [{"channel": "email", "status": "gone"}]}
+    )
+    assert status == 422 and body["field"] == "subscriptions.0.status"
+    status, body, _ = await service.call("PATCH", "/v1/profiles/p1", owner, [1])
+    assert status == 422
+    status, _, _ = await service.call("PUT", "/v1/profiles/p1", owner, raw=b"{nope")
+    assert status == 400
+
+
+async def test_bulk_upsert_json_and_ndjson(service: Service, owner: User) -> None:
+    items = [{"profile_id": "a", "email": "a@x.io"}, {"profile_id": "b", "fields": {"k": 1}}, {"email": 5}]
+    status, body, _ = await service.call("POST", "/v1/profiles", owner, items)
+    assert status == 200 and body["upserted"] == 2
+    assert [e["index"] for e in body["errors"]] == [2]
+    ndjson = b'{"profile_id": "c", "phone": "1"}\n{"profile_id": "a", "email": "new@x.io"}\n'
+    status, body, _ = await service.call(
+        "POST", "/v1/profiles", owner, raw=ndjson, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert status == 200 and body["upserted"] == 2
+    _, a, _ = await service.call("GET", "/v1/profiles/a", owner)
+    assert a["email"] == "new@x.io"
+    status, body, _ = await service.call("POST", "/v1/profiles", owner, [{"nope": 1}])
+    assert status == 400
+
+
+async def _hook(service: Service, owner: User, fields: list[str]) -> StubDestination:
+    dest, transport = stub(max_batch_size=100, timeout_s=0.05)
+    body = {"name": "crm", "event_types": ["deliv"], "transport": transport, "custom_data_fields": fields}
+    status, _, _ = await service.call("POST", "/v1/hooks", owner, body)
+    assert status == 201
+    return dest
+
+
+def delivered(dest: StubDestination) -> list[dict[str, Any]]:
+    return [msgspec.json.decode(m.body) for b in dest.batches for m in b.messages]
+
+
+async def test_enrichment_from_the_stored_profile(service: Service, owner: User) -> None:
+    await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    dest = await _hook(service, owner, ["first_name", "email", "missing", "plan"])
+    await service.call(
+        "POST",
+        "/v1/events",
+        owner,
+        [
+            event(),
+            event(custom_data={"plan": "sent", "first_name": "Producer"}, _md5="0" * 32),
+            event(profile="unknown", custom_data={"first_name": "X", "other": 1}),
+            event(profile=None),
+        ],
+    )
+    await dest.wait_for_events(4)
+    plain, sent, unknown, anonymous = delivered(dest)
+    md5, xxh = email_hashes("anna@example.com")
+    assert plain["custom_data"] == {"first_name": "Anna", "email": "Anna@Example.com"}
+    assert plain["_md5"] == md5 and plain["_xxh"] == xxh
+    assert plain["subscription"] == PROFILE["subscriptions"]
+    assert sent["custom_data"] == {"first_name": "Producer", "email": "Anna@Example.com", "plan": "sent"}
+    assert sent["_md5"] == "0" * 32 and sent["_xxh"] == xxh  # what the producer sent wins
+    assert unknown["custom_data"] == {"first_name": "X"}
+    assert "custom_data" not in anonymous and "_md5" not in anonymous
+
+
+async def test_deleted_profile_gives_custom_data_null(service: Service, owner: User) -> None:
+    await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    await service.call("DELETE", "/v1/profiles/p1", owner)
+    dest = await _hook(service, owner, ["first_name"])
+    await service.call("POST", "/v1/events", owner, [event(custom_data={"first_name": "Anna"})])
+    await dest.wait_for_events(1)
+    (message,) = delivered(dest)
+    assert message["custom_data"] is None
+    assert "_md5" not in message and "subscription" not in message

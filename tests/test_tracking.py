@@ -1,0 +1,205 @@
+"""Tracking tokens, the open pixel, the click redirect, the site collector and the visitor flags (both engines)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import msgspec
+import pytest
+
+from actionhooks.api.tracking import GIF
+from actionhooks.capture import tokens, visitor
+from actionhooks.catalog import catalog
+
+from .support import Service, User
+
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
+    " Version/17.0 Mobile/15E148 Safari/604.1"
+)
+WANTED = {
+    "profile_id": "p1",
+    "list_id": 3,
+    "message_id": 7,
+    "campaign_id": 1,
+    "resource_id": 9,
+    "channel": "email",
+    "link_url": "https://shop.example.com/sale?x=1",
+}
+
+
+async def logged(service: Service, user: User) -> list[dict[str, Any]]:
+    page = await service.store.read_events(
+        user.account_id, list(catalog().codes), None, 0, 10_000, window=1_000_000
+    )
+    return [msgspec.json.decode(e.body) for e in page.events]
+
+
+async def mint(service: Service, user: User, **changes: Any) -> dict[str, Any]:
+    status, body, _ = await service.call("POST", "/v1/tracking-tokens", user, {**WANTED, **changes})
+    assert status == 201, body
+    return dict(body)
+
+
+async def fetch(
+    service: Service, method: str, target: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """A public request, redirects not followed."""
+    assert service.session is not None
+    async with service.session.request(method, target, headers=headers, allow_redirects=False) as resp:
+        return resp.status, await resp.read(), dict(resp.headers)
+
+
+def path(url: str) -> str:
+    return "/" + url.split("/", 3)[3]
+
+
+async def test_open_pixel_records_open_and_uopen(service: Service, owner: User) -> None:
+    made = await mint(service, owner)
+    assert made["open_url"].startswith(service.settings.public_url)
+    for _ in range(2):
+        status, body, headers = await service.call(
+            "GET", path(made["open_url"]), None, headers={"User-Agent": IPHONE}
+        )
+        assert status == 200 and body == GIF and headers["Content-Type"] == "image/gif"
+    messages = await logged(service, owner)
+    assert [m["event_type"] for m in messages] == ["open", "uopen", "open"]
+    data = messages[0]["event_data"]
+    assert messages[0]["profile_id"] == "p1" and messages[0]["list_id"] == 3
+    assert data["message_id"] == 7 and data["campaign_id"] == 1 and data["ip"] == "127.0.0.1"
+    assert data["os"] == "iOS" and data["browser"] == "Mobile Safari" and data["device"] == "iPhone"
+    assert data["machine_open"] is True  # fetched within seconds of the token's issue
+    assert "country" not in data  # no GeoIP: never guessed
+
+
+async def test_click_redirects_to_the_signed_link_only(service: Service, owner: User) -> None:
+    made = await mint(service, owner)
+    status, _, headers = await fetch(service, "GET", path(made["click_url"]), {"User-Agent": IPHONE})
+    assert status == 302 and headers["Location"] == WANTED["link_url"]
+    assert [m["event_type"] for m in await logged(service, owner)] == ["open", "uopen", "click", "uclick"]
+
+
+def _tampered(token: str) -> list[str]:
+    version, key_id, claims, mac = token.split(".")
+    raw = msgspec.json.decode(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    raw["u"] = "https://evil.example.com/"
+    evil = base64.urlsafe_b64encode(msgspec.json.encode(raw)).rstrip(b"=").decode()
+    return [
+        f"{version}.{key_id}.{evil}.{mac}",  # another link under the old signature
+        f"{version}.{key_id}.{claims}.{mac[:-2]}AA",  # a changed signature
+        f"{version}.{key_id}.{claims}",  # unsigned
+        f"{version}.ffffffff.{claims}.{mac}",  # an unknown key
+        "garbage",
+        "v1.a.b.c",
+    ]
+
+
+async def test_tampered_tokens_answer_400_and_record_nothing(service: Service, owner: User) -> None:
+    made = await mint(service, owner)
+    for bad in _tampered(made["token"]):
+        status, body, headers = await fetch(service, "GET", f"/t/click/{bad}")
+        assert status == 400, bad
+        assert "Location" not in headers
+        status, body, _ = await service.call("GET", f"/t/open/{bad}", None)
+        assert status == 200 and body == GIF
+    assert await logged(service, owner) == []
+
+
+async def test_key_rotation(service: Service, owner: User) -> None:
+    old = await mint(service, owner)
+    status, key, _ = await service.call("POST", "/v1/account/tracking-keys", owner)
+    assert status == 201
+    new = await mint(service, owner)
+    assert new["token"].split(".")[1] == key["key_id"] != old["token"].split(".")[1]
+    # a platform holding the key mints its own token
+    secret = base64.urlsafe_b64decode(key["secret"] + "=" * (-len(key["secret"]) % 4))
+    own = tokens.sign(key["key_id"], secret, tokens.Claims(a=owner.account_id, u="https://x.example/"))
+    status, _, headers = await fetch(service, "GET", f"/t/click/{own}")
+    assert status == 302 and headers["Location"] == "https://x.example/"
+    status, _, _ = await fetch(service, "GET", path(old["click_url"]))
+    assert status == 302  # the older key still verifies
+    old_key = old["token"].split(".")[1]
+    status, _, _ = await service.call("DELETE", f"/v1/account/tracking-keys/{old_key}", owner)
+    assert status == 204
+    service.app.state.tracking_keys._cache.clear()
+    status, _, _ = await fetch(service, "GET", path(old["click_url"]))
+    assert status == 400
+    _, account, _ = await service.call("GET", "/v1/account", owner)
+    assert [k["key_id"] for k in account["tracking_keys"]] == [key["key_id"], old_key]
+
+
+async def test_another_accounts_key_does_not_verify(service: Service, owner: User, outsider: User) -> None:
+    made = await mint(service, owner)
+    other = await mint(service, outsider)
+    claims = made["token"].split(".")[2]
+    forged = f"v1.{other['token'].split('.')[1]}.{claims}.{other['token'].split('.')[3]}"
+    status, _, _ = await fetch(service, "GET", f"/t/click/{forged}")
+    assert status == 400
+
+
+async def test_bad_token_requests(service: Service, owner: User) -> None:
+    for body in ({"channel": "fax"}, {"link_url": "javascript:alert(1)"}, {"list_id": -1}):
+        status, _, _ = await service.call("POST", "/v1/tracking-tokens", owner, body)
+        assert status == 422, body
+
+
+async def test_site_collector(service: Service, owner: User) -> None:
+    made = await mint(service, owner, channel="site", pixel_id=5, link_url=None)
+    status, script, headers = await service.call("GET", "/t/collector.js", None)
+    assert status == 200 and b"pixel_open" in script and "javascript" in headers["Content-Type"]
+    url = f"/t/collect/{made['token']}"
+    text = {"Content-Type": "text/plain", "User-Agent": IPHONE}
+    sent = {
+        "event_type": "pixel_open",
+        "visitor_id": "v1",
+        "url": "https://shop.example/",
+        "params": {"utm_a": "b"},
+    }
+    status, _, headers = await service.call("POST", url, None, raw=msgspec.json.encode(sent), headers=text)
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
+    popup = {"event_type": "popup_post", "visitor_id": "v1", "popup_id": 3, "form_data": {"email": "a@b.c"}}
+    status, _, _ = await service.call("POST", url, None, raw=msgspec.json.encode(popup), headers=text)
+    assert status == 204
+    status, _, _ = await service.call("POST", url, None, {"event_type": "popup_open", "visitor_id": "v1"})
+    assert status == 422  # popup_id missing
+    opened, posted = await logged(service, owner)
+    assert opened["event_type"] == "pixel_open" and opened["event_data"]["pixel_id"] == 5
+    assert opened["event_data"]["params"] == {"utm_a": "b"}
+    assert posted["event_data"]["form_data"] == {"email": "a@b.c"}
+    email = await mint(service, owner)
+    status, _, _ = await service.call("POST", f"/t/collect/{email['token']}", None, sent)
+    assert status == 400  # not a site token
+    for _ in range(40):
+        status, _, _ = await service.call("POST", url, None, raw=msgspec.json.encode(sent), headers=text)
+    assert status == 429
+
+
+@pytest.mark.parametrize(
+    ("agent", "method", "age", "click", "expected"),
+    [
+        ("Mozilla/5.0", "GET", 3600.0, False, None),
+        (IPHONE, "HEAD", 3600.0, True, "HEAD request"),
+        ("python-requests/2.31", "GET", 3600.0, True, "scanner user agent (python-requests)"),
+        ("Googlebot/2.1 (+http://www.google.com/bot.html)", "GET", 3600.0, False, "crawler user agent"),
+        (IPHONE, "GET", 1.0, True, "clicked 1 s after the message was sent"),
+        (IPHONE, "GET", 3600.0, True, None),
+    ],
+)
+def test_bot_flags(agent: str, method: str, age: float, click: bool, expected: str | None) -> None:
+    assert visitor.suspected_bot(agent, method, age, click=click) == expected
+
+
+def test_machine_open_flags() -> None:
+    assert visitor.machine_open("Mozilla/5.0", 3600) == "Apple Mail Privacy Protection user agent"
+    assert visitor.machine_open(IPHONE, 2.0) == "fetched 2 s after the message was sent"
+    assert visitor.machine_open(IPHONE, 3600) is None
+
+
+async def test_head_on_a_click_is_flagged(service: Service, owner: User) -> None:
+    made = await mint(service, owner)
+    status, _, _ = await fetch(service, "HEAD", path(made["click_url"]), {"User-Agent": IPHONE})
+    assert status == 302
+    click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
+    assert click["event_data"]["suspected_bot"] is True
+    assert click["event_data"]["suspected_bot_reason"] == "HEAD request"

@@ -3,10 +3,12 @@ in shared commits, idle hooks' cursors written lazily (dispatch/states.py). Agai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from actionhooks.dispatch.states import CURSOR_LAG_S
+from actionhooks.dispatch.worker import SENDS_AHEAD
 from actionhooks.events import NewEvent
 from actionhooks.store import Store
 from actionhooks.store.base import Attempt, StateWrite
@@ -165,3 +167,25 @@ async def test_read_log_reads_every_account_in_seq_order(store: Store) -> None:
     rest = await store.read_log(page.scanned_to, 10)
     assert rest.accounts == [one] and rest.caught_up and rest.scanned_to == await store.head()
     assert (await store.read_log(rest.scanned_to, 10)).events == []
+
+
+async def test_small_batches_send_up_to_k_ahead_of_their_records(service: Service, owner: User) -> None:
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    created = await make_hook(service, owner, transport, event_types=["deliv"])
+    gate = dest.hold()
+    ids = await send(service, owner, [event(i) for i in range(40)])
+    worker = service.dispatcher.workers[created["id"]][0]
+    assert worker.sends_ahead == SENDS_AHEAD > 1
+    held = service.store.faults.hold_writes()
+    try:
+        gate.set()
+        await dest.wait_for_calls(SENDS_AHEAD)
+        await asyncio.sleep(0.3)
+        assert dest.calls == SENDS_AHEAD  # K batches out, their records not written: no more sends
+    finally:
+        held.set()
+    await service.dispatcher.caught_up(created["id"])
+    assert dest.event_ids == ids
+    _, large_transport = stub(max_batch_size=1000, timeout_s=0)
+    big = await make_hook(service, owner, large_transport)
+    assert service.dispatcher.workers[big["id"]][0].sends_ahead == 1  # K = 1 for batches of 1 000

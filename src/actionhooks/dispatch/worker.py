@@ -24,11 +24,14 @@ Batch records go through the :class:`~.states.StateWriter` too: many hooks' reco
 Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
 nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
 
-Sends run at most ``K`` = :data:`SENDS_AHEAD` batch ahead of their records: the record of a delivered batch is
-written while the next one is read and prepared, and must succeed before that one is sent. A record that fails
-(the store down, a full disk) is tried again with back-off until it is written — the worker does not crash and sends
-nothing meanwhile — so a crash redelivers at most ``K`` batches. A read that finds the store unavailable is tried
-again the same way.
+Sends run at most ``K`` batches ahead of their records: the record of a delivered batch is written while the next
+ones are read, prepared and sent, and a batch is sent only while fewer than ``K`` records are unwritten. ``K`` is
+:data:`SENDS_AHEAD` batches for a hook of small batches, fewer for larger ones (:data:`EVENTS_AHEAD` events, at
+least one batch): a hook of batches of one event does not wait a commit per event, a hook of 1 000-event batches
+keeps K = 1. Records are written in order, those waiting together in one write (one commit, shared with other
+hooks). A record that fails (the store down, a full disk) is tried again with back-off until it is written — the
+worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K`` batches. A
+read that finds the store unavailable is tried again the same way.
 
 :meth:`HookWorker.stop` asks for a graceful end: the batch being sent is finished and recorded, nothing new is sent.
 """
@@ -36,6 +39,7 @@ again the same way.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -57,7 +61,8 @@ log = logging.getLogger(__name__)
 EXCERPT = 500
 MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
-SENDS_AHEAD = 1  # K: batches a hook's sends may run ahead of their records (docs/delivery.md)
+SENDS_AHEAD = 16  # K at most: batches a hook's sends may run ahead of their records (docs/delivery.md)
+EVENTS_AHEAD = 1_000  # and at most about this many events (K = 1 for batches of 1 000)
 STORE_RETRY = Backoff(
     initial_delay_s=0.1, max_delay_s=2.0
 )  # a state write or read while the store is failing
@@ -96,7 +101,11 @@ class HookWorker:
         self.saved_cursor = hook.cursor  # the newest cursor written or being written
         self.recorded_cursor = hook.cursor  # the newest cursor of a batch's record (written once settled)
         self.transport: Transport | None = None
-        self._pending_write: asyncio.Future[bool] | None = None
+        # records made, not yet known written (in order); those not yet handed to the store
+        self._unwritten: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._unsent: list[tuple[Write, asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
+        self.sends_ahead = max(1, min(SENDS_AHEAD, EVENTS_AHEAD // self.max_batch))
         self._stopping = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
@@ -117,9 +126,9 @@ class HookWorker:
             log.info("hook %s changed; worker stops", self.hook.id)
         finally:
             self.feed.unsubscribe(self.subscription)
-            if self._pending_write is not None:
+            if self._writing is not None:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self._pending_write)
+                    await asyncio.shield(self._writing)
             await self.transport.close()
 
     def stop(self) -> None:
@@ -175,37 +184,50 @@ class HookWorker:
             self.records.hurry()
 
     async def _record(self, write: Write, *, wait: bool = False) -> None:
-        """Write delivery state. Writes reach the store in the order made (one writer, FIFO); the worker goes on
-        without waiting for this one (unless ``wait``), but the next write — and the next send — wait for it, so
-        at most one write is outstanding and a stale hook is noticed one batch later at the latest (that batch may
-        be delivered twice: at-least-once). A failing write is tried again until it is written."""
-        await self._settle()
-        future = asyncio.ensure_future(self._written(write))
+        """Write delivery state, after every write made before (in order). The worker goes on without waiting for
+        it (unless ``wait``); sends wait while ``K`` records are unwritten (:meth:`_settle`), so a stale hook is
+        noticed within ``K`` batches (those may be delivered twice: at-least-once). A failing write is tried
+        again until it is written."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._unsent.append((write, future))
+        self._unwritten.append(future)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_all(), name=f"hook-{self.hook.id}-records")
         if wait:
-            if not await future:
-                raise StaleHook
-        else:
-            self._pending_write = future
+            await self._settle()
 
-    async def _settle(self) -> None:
-        if self._pending_write is not None:
-            pending, self._pending_write = self._pending_write, None
-            if not await pending:
+    async def _settle(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` records are unwritten; StaleHook when one found the hook changed."""
+        while len(self._unwritten) > keep or (self._unwritten and self._unwritten[0].done()):
+            ok = await asyncio.shield(self._unwritten[0])
+            self._unwritten.popleft()
+            if not ok:
                 raise StaleHook
 
-    async def _written(self, write: Write) -> bool:
-        """``write`` done, tried again with back-off while it fails: whether the hook's generation still held.
-        One log line when it starts failing and one when it is written."""
+    async def _write_all(self) -> None:
+        """Hand the waiting records to the store together (one commit), in order, until none waits."""
+        while self._unsent:
+            group, self._unsent = self._unsent, []
+            done = await self._written([write for write, _ in group])
+            for (_, future), ok in zip(group, done, strict=True):
+                future.set_result(ok)
+
+    async def _written(self, writes: list[Write]) -> list[bool]:
+        """``writes`` done, each tried again with back-off while it fails: whether the hook's generation still
+        held. One log line when they start failing and one when they are written."""
         failures = 0
         started = time.monotonic()
+        results: list[bool | None] = [None] * len(writes)
         while True:
-            try:
-                done = await write()
-            except StoreUnavailable as exc:
-                error: Exception = exc
-            except Exception as exc:  # e.g. a full disk: the delivery happened, its record must follow
-                error = exc
-            else:
+            todo = [i for i, r in enumerate(results) if r is None]
+            answers = await asyncio.gather(*(writes[i]() for i in todo), return_exceptions=True)
+            error: BaseException | None = None
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, bool):
+                    results[i] = answer
+                elif error is None:
+                    error = answer
+            if error is None:
                 if failures:
                     log.warning(
                         "hook %s: delivery state written after %d failed tries in %.1f s",
@@ -213,7 +235,9 @@ class HookWorker:
                         failures,
                         time.monotonic() - started,
                     )
-                return done
+                return [bool(r) for r in results]
+            if not isinstance(error, Exception):  # cancelled: the worker is stopping
+                raise error
             failures += 1
             if failures == 1:
                 log.warning(
@@ -315,7 +339,7 @@ class HookWorker:
         first_try = time.time()
         while True:
             attempts += 1
-            await self._settle()  # K = 1: the previous batch is recorded before this one is sent
+            await self._settle(self.sends_ahead - 1)  # at most K batches sent ahead of their records
             at = time.time()
             started = time.perf_counter()
             try:

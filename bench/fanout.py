@@ -377,6 +377,7 @@ def charts(results: list[Result], folder: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--before-src", type=Path, required=True, help="the src/ folder of the tree before")
+    parser.add_argument("--after-src", type=Path, default=AFTER_SRC, help="the src/ folder of the tree after")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--only", default=",".join([*SCENARIOS, "max_batch_size 1", "postgres"]))
     parser.add_argument("--charts", type=Path, default=HERE / "charts")
@@ -384,7 +385,7 @@ def main() -> None:
     args = parser.parse_args()
     only = args.only.split(",")
     events = sample_events(args.events)
-    sources = {"before": args.before_src.resolve(), "after": AFTER_SRC}
+    sources = {"before": args.before_src.resolve(), "after": args.after_src.resolve()}
     versions = args.versions.split(",")
     results: list[Result] = []
     import tempfile

@@ -76,6 +76,9 @@ class _Chunk:
         self, account_id: int, types: frozenset[str], list_id: int | None, after: int, limit: int
     ) -> list[LoggedEvent]:
         """This chunk's events of the hook after ``after``, in seq order, at most ``limit``."""
+        if list_id is None and self.only(account_id, types):  # every event of the chunk: a slice
+            start = bisect_right(self.events, after, key=_seq) if self.events[0].seq <= after else 0
+            return self.events[start : start + limit]
         if len(types) <= MERGE_TYPES:
             runs: list[Sequence[LoggedEvent]] = []
             for event_type in types:
@@ -107,6 +110,12 @@ class _Chunk:
             ),
             limit,
         )
+
+
+    def only(self, account_id: int, types: frozenset[str]) -> bool:
+        """Whether every event of the chunk is of ``account_id`` and one of ``types``."""
+        keys = self.by_key
+        return all(account == account_id and event_type in types for account, event_type in keys)
 
 
 def _first(events: Iterable[LoggedEvent], limit: int) -> list[LoggedEvent]:

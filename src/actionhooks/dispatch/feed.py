@@ -111,7 +111,6 @@ class _Chunk:
             limit,
         )
 
-
     def only(self, account_id: int, types: frozenset[str]) -> bool:
         """Whether every event of the chunk is of ``account_id`` and one of ``types``."""
         keys = self.by_key

@@ -52,7 +52,7 @@ from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, Page, Store
-from .enrich import Enricher
+from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
 from .states import StateWriter
 
@@ -63,6 +63,7 @@ MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
 SENDS_AHEAD = 16  # K at most: batches a hook's sends may run ahead of their records (docs/delivery.md)
 EVENTS_AHEAD = 1_000  # and at most about this many events (K = 1 for batches of 1 000)
+PROFILES_KEPT_S = 1.0  # profiles read for the buffer serve small batches this long
 STORE_RETRY = Backoff(
     initial_delay_s=0.1, max_delay_s=2.0
 )  # a state write or read while the store is failing
@@ -106,6 +107,9 @@ class HookWorker:
         self._unsent: list[tuple[Write, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
         self.sends_ahead = max(1, min(SENDS_AHEAD, EVENTS_AHEAD // self.max_batch))
+        self._profiles_found: Profiles = {}  # of buffered events (small batches), see _profiles
+        self._profiles_asked: set[str] = set()
+        self._profiles_at = 0.0
         self._stopping = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
@@ -155,6 +159,7 @@ class HookWorker:
             self._waiters -= 1
 
     def _went_idle(self) -> None:
+        self._profiles_found, self._profiles_asked = {}, set()  # profiles are read afresh after a pause
         self._handled(self.recorded_cursor)
 
     def _handled(self, seq: int) -> None:
@@ -282,7 +287,8 @@ class HookWorker:
             if self._stale:
                 raise StaleHook
             caught_up = True
-            if len(self.buffer) < self.read_limit:
+            # read when a full batch does not wait yet, or the buffer is half empty (not once per small batch)
+            if len(self.buffer) < self.max_batch or len(self.buffer) <= self.read_limit // 2:
                 limit = self.read_limit - len(self.buffer)
                 page = await self._read_page(limit)
                 self._adapt_window(len(page.events), limit, page.caught_up)
@@ -410,13 +416,35 @@ class HookWorker:
             if self.stopping:
                 return
 
+    async def _profiles(self, events: list[Message]) -> Profiles:
+        """The stored profiles of the batch's events, one query. Batches smaller than a read share the query of
+        everything buffered (kept until the buffer runs empty): a hook of one-event batches does not query per
+        event. What was read is kept at most :data:`PROFILES_KEPT_S` seconds (and forgotten when the buffer runs
+        empty), so a profile's change reaches deliveries within that long."""
+        if self.max_batch >= self.read_limit:
+            return await self.enricher.profiles(events)
+        now = time.monotonic()
+        if now - self._profiles_at > PROFILES_KEPT_S or len(self._profiles_asked) > 4 * self.read_limit:
+            self._profiles_found, self._profiles_asked, self._profiles_at = {}, set(), now
+        wanted = {e.profile_id for e in events if e.profile_id is not None}
+        if not wanted <= self._profiles_asked:
+            ahead = [
+                e
+                for e in self.buffer
+                if e.profile_id is not None and e.profile_id not in self._profiles_asked
+            ]
+            ahead += [e for e in events if e.profile_id not in self._profiles_asked]
+            self._profiles_found.update(await self.enricher.profiles(ahead))
+            self._profiles_asked.update(e.profile_id for e in ahead if e.profile_id is not None)
+        return self._profiles_found
+
     async def _prepare(self, events: list[Message], cursor_after: int) -> list[tuple[Message, Message]]:
         """Each event with its message for this hook's destination. An event that cannot become one (the log holds
         bytes enrichment cannot read, e.g. from before ingest refused them) is dead-lettered at once with the
         reason — retrying cannot help — so it never stalls the events behind it."""
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
-        found = await self.enricher.profiles(events)  # the batch's stored profiles, one query
+        found = await self._profiles(events)
         for event in events:
             try:
                 prepared.append((event, self.enricher.message(event, found)))

@@ -141,6 +141,16 @@ class HookLag(NamedTuple):
 LAG_COUNT_CAP = 1_000_000
 
 
+# --- the console (actionhooks.console): many hooks' lag at once, a hook's deliveries per period -------------
+class DeliveryPeriod(NamedTuple):
+    """A hook's events in one 10-second period starting at ``start`` (as in :class:`DeliveryCounts`)."""
+
+    start: float
+    delivered: int
+    failed: int
+    dead_lettered: int
+
+
 # --- capture: profiles, derivation state, account settings, tracking keys (docs/capture.md) ---------------
 class DeriveState(Protocol):
     """What derivation reads and writes inside the append's transaction (the log lock is held: appends of every
@@ -357,6 +367,17 @@ class Store(Protocol):
     async def hook_lag(self, query: HookQuery, cursor: int) -> HookLag:
         """Events after ``cursor`` of the hook's account, event types and ``list_id`` (filters on ``event_data``
         are not applied: an upper bound)."""
+        ...
+
+    # the console: the hooks page's lag column, a hook's throughput chart
+    async def hook_lags(self, hooks: Sequence[tuple[HookQuery, int]], cap: int) -> list[HookLag]:
+        """Per ``(query, cursor)``, as :meth:`hook_lag` but counted up to ``cap``, in one read: the newest event of
+        each (account, event type) first, then one capped count per hook behind it. Past ``cap``,
+        ``oldest_received_at`` is the oldest of the events counted, not of all."""
+        ...
+
+    async def delivery_periods(self, hook_id: int, since: float) -> list[DeliveryPeriod]:
+        """The hook's non-empty 10-second periods from ``since`` on, oldest first."""
         ...
 
     # capture: profiles (actionhooks.profiles), account settings, tracking keys, derivation marks

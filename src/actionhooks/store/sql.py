@@ -21,6 +21,7 @@ from .base import (
     Attempt,
     DeadLetter,
     DeliveryCounts,
+    DeliveryPeriod,
     Deriver,
     HookActivity,
     HookLag,
@@ -52,6 +53,8 @@ _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
+_ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
+_PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
 COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
 
 
@@ -895,6 +898,77 @@ class SqlStore:
             return Pruned(len(rows), len(rows) == chunk, seconds=time.perf_counter() - started)
 
         return await self._runtime.write(work)
+
+    # --- the console: many hooks' lag at once, a hook's deliveries per period ----------------------------------
+    async def hook_lags(self, hooks: Sequence[tuple[HookQuery, int]], cap: int) -> list[HookLag]:
+        p = self._p
+        newest_sql = f"(SELECT MAX(seq) FROM events WHERE account_id = {p} AND event_type = {p})"
+
+        def work(conn: Connection) -> list[HookLag]:
+            cur = conn.cursor()
+            pairs = sorted({(q.account_id, t) for q, _ in hooks for t in q.event_types})
+            newest: dict[tuple[int, str], int] = {}
+            for start in range(0, len(pairs), _ARMS_PER_QUERY):
+                some = pairs[start : start + _ARMS_PER_QUERY]
+                cur.execute(
+                    " UNION ALL ".join(f"SELECT {i}, {newest_sql}" for i in range(len(some))),
+                    [v for pair in some for v in pair],
+                )
+                for i, seq in cur.fetchall():
+                    if seq is not None:
+                        newest[some[int(i)]] = int(seq)
+            arms: list[tuple[int, str, list[Param]]] = []  # (hook's index, the arm, its parameters)
+            for index, (q, cursor) in enumerate(hooks):
+                behind = [t for t in q.event_types if newest.get((q.account_id, t), 0) > cursor]
+                if not behind:
+                    continue
+                where = f"account_id = {p} AND event_type IN ({marks(p, len(behind))}) AND seq > {p}"
+                params: list[Param] = [q.account_id, *behind, cursor]
+                if q.list_id is not None:
+                    where += f" AND list_id = {p}"
+                    params.append(q.list_id)
+                params.append(cap)
+                sub = (
+                    f"SELECT seq FROM events WHERE {where} LIMIT {p}"  # from the index alone, without list_id
+                )
+                arm = f"SELECT {index}, COUNT(*), MIN(seq) FROM ({sub}) AS behind"
+                arms.append((index, arm, params))
+            found: dict[int, tuple[int, int]] = {}  # hook's index → (events, the first one's seq)
+            start = 0
+            while start < len(arms):
+                part: list[tuple[int, str, list[Param]]] = []
+                size = 0
+                while start < len(arms) and len(part) < _ARMS_PER_QUERY and size < _PARAMS_PER_QUERY:
+                    part.append(arms[start])
+                    size += len(arms[start][2])
+                    start += 1
+                cur.execute(" UNION ALL ".join(arm for _, arm, _ in part), [v for *_, ps in part for v in ps])
+                found.update(
+                    (int(i), (int(count), int(first))) for i, count, first in cur.fetchall() if count
+                )
+            firsts = sorted({first for _, first in found.values()})
+            received: dict[int, float] = {}
+            for start in range(0, len(firsts), _IDS_PER_QUERY):
+                seqs = firsts[start : start + _IDS_PER_QUERY]
+                cur.execute(f"SELECT seq, received_at FROM events WHERE seq IN ({marks(p, len(seqs))})", seqs)
+                received.update((int(seq), float(at)) for seq, at in cur.fetchall())
+            lags = [HookLag(0, None)] * len(hooks)
+            for index, (count, first) in found.items():
+                lags[index] = HookLag(count, received.get(first))
+            return lags
+
+        if not hooks:
+            return []
+        return await self._runtime.read(work)
+
+    async def delivery_periods(self, hook_id: int, since: float) -> list[DeliveryPeriod]:
+        p = self._p
+        rows = await self._fetchall(
+            "SELECT period_start, delivered, failed, dead_lettered FROM delivery_counts"
+            f" WHERE hook_id = {p} AND period_start >= {p} ORDER BY period_start",
+            (hook_id, since - since % COUNT_PERIOD_S),
+        )
+        return [DeliveryPeriod(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 
 class _TxState:

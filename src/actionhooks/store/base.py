@@ -294,10 +294,11 @@ class Store(Protocol):
     async def get_hook(self, account_id: int, hook_id: int) -> StoredHook | None: ...
     async def list_hooks(self, account_id: int) -> list[StoredHook]: ...
     async def update_hook(
-        self, account_id: int, hook_id: int, settings: bytes, active: bool
+        self, account_id: int, hook_id: int, settings: bytes, active: bool, *, keep_cursor: bool = False
     ) -> StoredHook | None:
         """Replace the settings and bump ``generation``; reactivating a stopped hook moves its cursor to the
-        log head (a stopped hook captures nothing)."""
+        log head (a stopped hook captures nothing) unless ``keep_cursor``: then it resumes from where it stopped
+        (the events retention kept since are delivered)."""
         ...
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool: ...

@@ -407,7 +407,7 @@ class SqlStore:
         return _hook(rows[0]) if rows else None
 
     async def update_hook(
-        self, account_id: int, hook_id: int, settings: bytes, active: bool
+        self, account_id: int, hook_id: int, settings: bytes, active: bool, *, keep_cursor: bool = False
     ) -> StoredHook | None:
         def work(conn: Connection) -> Row | None:
             with self.dialect.transaction(conn) as cur:
@@ -415,7 +415,7 @@ class SqlStore:
                 found = cur.fetchone()
                 if found is None:
                     return None
-                resume = active and not bool(found[0])
+                resume = active and not bool(found[0]) and not keep_cursor
                 sql = self._sql.hook_update_resume if resume else self._sql.hook_update
                 cur.execute(sql, (settings, active, time.time(), hook_id, account_id))
                 return _one(cur)

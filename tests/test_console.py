@@ -268,3 +268,57 @@ async def test_the_hooks_page_shows_each_hooks_lag_and_last_success(service: Ser
     success = re.search(r'class="last-success nowrap">([^<]+)<', healthy_row[0])
     assert success and success[1].startswith(time.strftime("%Y-%m-%d", time.gmtime()))
     assert re.search(r'class="last-success nowrap">—<', stuck_row[0])
+
+
+async def test_the_live_fragment_shows_state_lag_and_a_throughput_chart(service: Service) -> None:
+    owner = await service.user("owner")
+    stuck, stuck_hook = await stub_hook(service, owner)
+    stuck.fail_next(DeliveryError("HTTP 503: busy", status=503), times=10_000)
+    _, healthy_hook = await stub_hook(service, owner)
+    await send(service, owner, [event("deliv")] * 5)
+    await service.dispatcher.caught_up(healthy_hook)
+    await stuck.wait_for_calls(2)
+    http, _ = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{healthy_hook}/live") as answer:
+            healthy = await answer.text()
+        async with http.get(f"/console/hooks/{stuck_hook}/live") as answer:
+            stuck_page = await answer.text()
+        async with http.get(f"/console/hooks/{healthy_hook}") as answer:
+            detail = await answer.text()
+    assert 'hx-trigger="every 5s"' in healthy and 'id="live"' in detail  # the page holds it and polls it
+    assert 'data-state="caught_up"' in healthy and 'data-lag="0"' in healthy
+    assert re.search(r'<rect class="delivered"[^>]*height="(?!0")', healthy)
+    assert "delivered 5 · failed 0" in healthy
+    assert 'data-state="retrying"' in stuck_page and 'data-lag="5"' in stuck_page
+    assert '<rect class="failed"' in stuck_page and '<rect class="delivered"' not in stuck_page
+    assert "<script" not in healthy
+
+
+async def test_a_stopped_hook_resumes_from_where_it_stopped_or_from_now(service: Service) -> None:
+    owner = await service.user("owner")
+    dest, hook_id = await stub_hook(service, owner)
+    http, csrf = await _browser(service, owner)
+    async with http:
+
+        async def post_state(**fields: str) -> str:
+            async with http.post(
+                f"/console/hooks/{hook_id}/state",
+                data={"csrf": csrf, "view": "state", **fields},
+                headers={"HX-Request": "true"},  # the fragment htmx swaps in
+            ) as answer:
+                assert answer.status == 200
+                return await answer.text()
+
+        stopped = await post_state(active="0")
+        assert 'id="resume-cursor"' in stopped and 'id="resume-now"' in stopped
+        await send(service, owner, [event()] * 2)
+        await post_state(active="1", **{"from": "cursor"})
+        await service.dispatcher.caught_up(hook_id)
+        assert len(dest.event_ids) == 2  # what came in while it was stopped
+        await post_state(active="0")
+        await send(service, owner, [event()] * 3)
+        running = await post_state(active="1", **{"from": "now"})
+        assert 'id="stop-hook"' in running
+        await service.dispatcher.caught_up(hook_id)
+        assert len(dest.event_ids) == 2  # skipped

@@ -33,10 +33,11 @@ from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec
 from ..integrations import transport_types
 from ..registry import Hook, HookRegistry
+from ..stats import hook_stats
 from ..store import Store
 from ..store.base import HookLag, HookQuery
+from . import chart, i18n
 from . import form as forms
-from . import i18n
 from .session import CSRF_FIELD, Session, Sessions, account_for_sign_in
 
 PREFIX = "/console"
@@ -315,7 +316,10 @@ class Console:
         active = form.get("active") == "1"
         if hook.spec.active != active:
             spec = msgspec.structs.replace(hook.spec, active=active)
-            updated = await self._hooks(request).update_hook(session.account_id, hook.id, spec)
+            keep_cursor = active and form.get("from") == "cursor"  # else from now, as the API's PATCH
+            updated = await self._hooks(request).update_hook(
+                session.account_id, hook.id, spec, keep_cursor=keep_cursor
+            )
             if updated is None:
                 return self._not_found(request, session)
             hook = updated
@@ -477,6 +481,7 @@ class Console:
             types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
             outcome=None,
             **context,
+            **await self._live(request, hook),
         )
 
     async def _log(self, request: Request, hook: Hook) -> dict[str, Any]:
@@ -504,6 +509,30 @@ class Console:
             return self._not_found(request, session)
         context = await self._log(request, hook)
         return self.render(request, "_attempts.html", session=session, hook=hook, **context)
+
+    async def live_fragment(self, request: Request) -> Response:
+        """The hook's state, lag and throughput chart (polled by the detail page every few seconds)."""
+        session = await self._signed_in(request)
+        if isinstance(session, Response):
+            return session
+        hook = await self._own_hook(request, session)
+        if hook is None:
+            return self._not_found(request, session)
+        return self.render(
+            request, "_live.html", session=session, hook=hook, **await self._live(request, hook)
+        )
+
+    async def _live(self, request: Request, hook: Hook) -> dict[str, Any]:
+        store = self._store(request)
+        now = time.time()
+        language = i18n.choose(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
+        t = i18n.translator(language)
+        periods = await store.delivery_periods(hook.id, now - chart.WINDOW_S)
+        return {
+            "stats": await hook_stats(store, hook, now),
+            "chart": chart.throughput(periods, now, (t("chart.delivered"), t("chart.failed"))),
+            "units": _row_labels(t),
+        }
 
     async def test_event(self, request: Request) -> Response:
         change = await self._change(request)
@@ -540,6 +569,7 @@ class Console:
             types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
             outcome=result,
             **context,
+            **await self._live(request, hook),
         )
 
     # -- the catalogue ----------------------------------------------------------------------------------------

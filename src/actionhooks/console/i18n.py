@@ -231,7 +231,7 @@ STRINGS: dict[str, dict[str, str]] = {
         "chart.failed": "ошибки",
         "hook_state.delivering": "Доставляет",
         "hook_state.retrying": "Повторяет",
-        "hook_state.caught_up": "Всё доставлено",
+        "hook_state.caught_up": "Всё обработано",
         "hook_state.stopped": "Остановлен",
         "hook_state.disabled": "Отключён",
         "resume.cursor": "Возобновить с места остановки",

@@ -15,7 +15,8 @@ from actionhooks.console.i18n import STRINGS, choose
 from actionhooks.errors import DeliveryError
 from actionhooks.events import NewEvent
 from actionhooks.store import Store, open_store
-from actionhooks.store.base import HookQuery
+from actionhooks.store.base import LAG_COUNT_CAP, HookQuery
+from actionhooks.store.sql import _LAG_TAIL as LAG_TAIL
 
 from .support import Service, User, service_settings
 from .test_metrics import event, send, stub_hook
@@ -247,6 +248,14 @@ async def test_the_lags_of_many_hooks_at_once_are_each_hooks_lag(store: Store) -
     capped = await store.hook_lags(queries[:1], cap=4)
     assert capped[0].events == 4
     assert await store.hook_lags([], cap=10) == []
+
+    # hooks further behind than the account's newest positions the store reads at once are counted in SQL
+    more = [NewEvent(account, f"b{i}", "open", i % 2, None, now, b"{}") for i in range(LAG_TAIL + 10)]
+    await store.append(account, more)
+    far = [*queries, (HookQuery(8, account, ("open",), 1), await store.head() - 5)]
+    lags = await store.hook_lags(far, cap=LAG_COUNT_CAP)
+    assert lags == [await store.hook_lag(q, cursor) for q, cursor in far]
+    assert [lag.events for lag in lags] == [10, 10 + (LAG_TAIL + 10) // 2, 4, LAG_TAIL + 10, 0, 5, 0, 3]
 
 
 async def test_the_hooks_page_shows_each_hooks_lag_and_last_success(service: Service) -> None:

@@ -373,8 +373,9 @@ class Store(Protocol):
     # the console: the hooks page's lag column, a hook's throughput chart
     async def hook_lags(self, hooks: Sequence[tuple[HookQuery, int]], cap: int) -> list[HookLag]:
         """Per ``(query, cursor)``, as :meth:`hook_lag` but counted up to ``cap``, in one read: the newest event of
-        each (account, event type) first, then one capped count per hook behind it. Past ``cap``,
-        ``oldest_received_at`` is the oldest of the events counted, not of all."""
+        each (account, event type) first (a hook past them is caught up); the hooks behind are counted in the
+        account's newest log positions, read once; one further behind is counted in SQL up to ``cap`` (then
+        ``oldest_received_at`` is the oldest of the events counted, not of all)."""
         ...
 
     async def delivery_periods(self, hook_id: int, since: float) -> list[DeliveryPeriod]:

@@ -4,6 +4,7 @@ strings catalogue (the browser walks through the pages in ``test_console_browser
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,9 +12,14 @@ import aiohttp
 import pytest
 
 from actionhooks.console.i18n import STRINGS, choose
-from actionhooks.store import open_store
+from actionhooks.errors import DeliveryError
+from actionhooks.events import NewEvent
+from actionhooks.store import Store, open_store
+from actionhooks.store.base import LAG_COUNT_CAP, HookQuery
+from actionhooks.store.sql import _LAG_TAIL as LAG_TAIL
 
 from .support import Service, User, service_settings
+from .test_metrics import event, send, stub_hook
 
 TEMPLATES = Path(__file__).parents[1] / "src" / "actionhooks" / "console" / "templates"
 
@@ -212,3 +218,116 @@ def test_both_languages_have_every_string_the_templates_use() -> None:
     }
     assert len(used) > 50
     assert sorted(used - set(STRINGS["en"])) == []
+
+
+async def test_the_lags_of_many_hooks_at_once_are_each_hooks_lag(store: Store) -> None:
+    """``hook_lags`` (one read for the hooks page) counts what ``hook_lag`` (one hook, the stats) counts, up to the
+    cap; on both engines."""
+    account = await store.create_account("lags", "hash-of-lags")
+    other = await store.create_account("other", "hash-of-other")
+    now = time.time()
+    rows = [
+        NewEvent(account, f"a{i}", ("deliv", "open", "click")[i % 3], i % 2, None, now - 100 + i, b"{}")
+        for i in range(30)
+    ]
+    await store.append(other, [NewEvent(other, f"o{i}", "deliv", 1, None, now, b"{}") for i in range(5)])
+    await store.append(account, rows)
+    head = await store.head()
+    queries = [
+        (HookQuery(1, account, ("deliv",), None), 0),
+        (HookQuery(2, account, ("deliv", "open"), 1), 0),
+        (HookQuery(3, account, ("click",), None), head - 10),
+        (HookQuery(4, account, ("deliv", "open", "click"), None), head),  # caught up
+        (HookQuery(5, account, ("unsub",), None), 0),  # a type never sent
+        (HookQuery(6, other, ("deliv",), 1), 0),
+        (HookQuery(7, account, (), None), 0),
+    ]
+    lags = await store.hook_lags(queries, cap=1000)
+    assert lags == [await store.hook_lag(q, cursor) for q, cursor in queries]
+    assert [lag.events for lag in lags] == [10, 10, 4, 0, 0, 5, 0]
+    capped = await store.hook_lags(queries[:1], cap=4)
+    assert capped[0].events == 4
+    assert await store.hook_lags([], cap=10) == []
+
+    # hooks further behind than the account's newest positions the store reads at once are counted in SQL
+    more = [NewEvent(account, f"b{i}", "open", i % 2, None, now, b"{}") for i in range(LAG_TAIL + 10)]
+    await store.append(account, more)
+    far = [*queries, (HookQuery(8, account, ("open",), 1), await store.head() - 5)]
+    lags = await store.hook_lags(far, cap=LAG_COUNT_CAP)
+    assert lags == [await store.hook_lag(q, cursor) for q, cursor in far]
+    assert [lag.events for lag in lags] == [10, 10 + (LAG_TAIL + 10) // 2, 4, LAG_TAIL + 10, 0, 5, 0, 3]
+
+
+async def test_the_hooks_page_shows_each_hooks_lag_and_last_success(service: Service) -> None:
+    owner = await service.user("owner")
+    stuck, stuck_hook = await stub_hook(service, owner)
+    stuck.fail_next(DeliveryError("HTTP 503: busy", status=503), times=10_000)
+    _, healthy_hook = await stub_hook(service, owner, event_types=["open"])
+    await send(service, owner, [event("deliv")] * 3 + [event("open")])
+    await service.dispatcher.caught_up(healthy_hook)
+    await stuck.wait_for_calls(1)
+    http, _ = await _browser(service, owner)
+    async with http, http.get("/console/hooks") as answer:
+        page = await answer.text()
+    stuck_row = re.search(rf'<tr id="hook-{stuck_hook}".*?</tr>', page, re.S)
+    healthy_row = re.search(rf'<tr id="hook-{healthy_hook}".*?</tr>', page, re.S)
+    assert stuck_row and healthy_row
+    assert 'data-lag="3"' in stuck_row[0] and "waiting" in stuck_row[0]
+    assert 'data-lag="0"' in healthy_row[0] and "caught up" in healthy_row[0]
+    success = re.search(r'class="last-success nowrap">([^<]+)<', healthy_row[0])
+    assert success and success[1].startswith(time.strftime("%Y-%m-%d", time.gmtime()))
+    assert re.search(r'class="last-success nowrap">—<', stuck_row[0])
+
+
+async def test_the_live_fragment_shows_state_lag_and_a_throughput_chart(service: Service) -> None:
+    owner = await service.user("owner")
+    stuck, stuck_hook = await stub_hook(service, owner)
+    stuck.fail_next(DeliveryError("HTTP 503: busy", status=503), times=10_000)
+    _, healthy_hook = await stub_hook(service, owner)
+    await send(service, owner, [event("deliv")] * 5)
+    await service.dispatcher.caught_up(healthy_hook)
+    await stuck.wait_for_calls(2)
+    http, _ = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{healthy_hook}/live") as answer:
+            healthy = await answer.text()
+        async with http.get(f"/console/hooks/{stuck_hook}/live") as answer:
+            stuck_page = await answer.text()
+        async with http.get(f"/console/hooks/{healthy_hook}") as answer:
+            detail = await answer.text()
+    assert 'hx-trigger="every 5s"' in healthy and 'id="live"' in detail  # the page holds it and polls it
+    assert 'data-state="caught_up"' in healthy and 'data-lag="0"' in healthy
+    assert re.search(r'<rect class="delivered"[^>]*height="(?!0")', healthy)
+    assert "delivered 5 · failed 0" in healthy
+    assert 'data-state="retrying"' in stuck_page and 'data-lag="5"' in stuck_page
+    assert '<rect class="failed"' in stuck_page and '<rect class="delivered"' not in stuck_page
+    assert "<script" not in healthy
+
+
+async def test_a_stopped_hook_resumes_from_where_it_stopped_or_from_now(service: Service) -> None:
+    owner = await service.user("owner")
+    dest, hook_id = await stub_hook(service, owner)
+    http, csrf = await _browser(service, owner)
+    async with http:
+
+        async def post_state(**fields: str) -> str:
+            async with http.post(
+                f"/console/hooks/{hook_id}/state",
+                data={"csrf": csrf, "view": "state", **fields},
+                headers={"HX-Request": "true"},  # the fragment htmx swaps in
+            ) as answer:
+                assert answer.status == 200
+                return await answer.text()
+
+        stopped = await post_state(active="0")
+        assert 'id="resume-cursor"' in stopped and 'id="resume-now"' in stopped
+        await send(service, owner, [event()] * 2)
+        await post_state(active="1", **{"from": "cursor"})
+        await service.dispatcher.caught_up(hook_id)
+        assert len(dest.event_ids) == 2  # what came in while it was stopped
+        await post_state(active="0")
+        await send(service, owner, [event()] * 3)
+        running = await post_state(active="1", **{"from": "now"})
+        assert 'id="stop-hook"' in running
+        await service.dispatcher.caught_up(hook_id)
+        assert len(dest.event_ids) == 2  # skipped

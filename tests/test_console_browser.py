@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium through chromium-driver, driven by Selenium): a master user
-signs in, builds an HTTP hook, meets a field error, sends a test event, watches attempts arrive after live traffic,
-stops / resumes / clones / deletes, switches to Russian; another account's key sees none of it.
+signs in, builds an HTTP hook, meets a field error, sends a test event, watches attempts, throughput and lag arrive
+after live traffic, stops / resumes (from where it stopped, or from now) / clones / deletes, switches to Russian;
+another account's key sees none of it.
 
 The tests of this module run in order on one service and one browser (a session of one user, as in life).
 """
@@ -161,6 +162,54 @@ def test_attempts_appear_after_live_traffic(site: Site) -> None:
         lambda d: site.service.receiver.event_count == before + 2, "the filter let the wrong events through"
     )
     assert site.text("tr.attempt.outcome-delivered td.num") == "2"
+
+
+def _campaign_events(campaign: int, count: int) -> list[dict[str, object]]:
+    events = []
+    for _ in range(count):
+        event = sample("send", campaign)
+        event["event_data"]["campaign_id"] = campaign
+        events.append(event)
+    return events
+
+
+def test_throughput_and_lag_refresh_without_reloading(site: Site) -> None:
+    site.open(f"/console/hooks/{site.hook_id}")
+    site.driver.execute_script("document.body.dataset.loaded = 'once'")  # gone if the page reloads
+    assert site.find("#live-state").get_attribute("data-state") == "caught_up"  # type: ignore[attr-defined]
+    assert site.text("#live-delivered").startswith("2 /")  # the live traffic of the test before
+    assert site.driver.find_elements(By.CSS_SELECTOR, "#throughput rect.delivered")
+
+    site.post_events(site.owner[1], _campaign_events(7, 3))
+    site.wait(lambda d: site.text("#live-delivered").startswith("5 /"), "the figures did not refresh")
+    assert site.driver.execute_script("return document.body.dataset.loaded") == "once"
+    assert site.text("#live-lag") == "caught up"
+
+
+def test_resume_from_where_it_stopped_or_from_now(site: Site) -> None:
+    site.open(f"/console/hooks/{site.hook_id}")
+    site.driver.find_element(By.ID, "stop-hook").click()
+    site.wait(lambda d: d.find_elements(By.ID, "resume-cursor"), "no resume choices")
+    assert site.driver.find_elements(By.ID, "resume-now")
+    before = site.service.receiver.event_count
+    site.post_events(site.owner[1], _campaign_events(8, 2))
+    site.open(f"/console/hooks/{site.hook_id}")  # a stopped hook's lag: what resuming from its cursor sends
+    site.wait(lambda d: site.find("#live-lag").get_attribute("data-lag") == "2", "no lag shown")  # type: ignore[attr-defined]
+    site.driver.find_element(By.ID, "resume-cursor").click()
+    site.wait(lambda d: d.find_elements(By.ID, "stop-hook"), "not resumed")
+    site.wait(
+        lambda d: site.service.receiver.event_count == before + 2, "what came in meanwhile was not sent"
+    )
+
+    site.driver.find_element(By.ID, "stop-hook").click()
+    site.wait(lambda d: d.find_elements(By.ID, "resume-now"), "no resume choices")
+    site.post_events(site.owner[1], _campaign_events(8, 3))
+    site.driver.find_element(By.ID, "resume-now").click()
+    site.wait(lambda d: d.find_elements(By.ID, "stop-hook"), "not resumed")
+    site.post_events(site.owner[1], _campaign_events(7, 1))
+    site.wait(lambda d: site.service.receiver.event_count == before + 3, "the new event was not sent")
+    hooks = site.service.app.state.hooks
+    assert site.service.run(hooks.get_hook(site.owner[0], site.hook_id)).spec.active
 
 
 def test_stop_resume_clone_and_delete(site: Site) -> None:

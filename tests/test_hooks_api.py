@@ -1,10 +1,13 @@
-"""Hook routes: create, list, read, edit, stop/resume, clone, delete; validation errors; tenant isolation."""
+"""Hook routes: create, list, read, edit, stop/resume (from the cursor or from now), clone, delete; validation errors;
+tenant isolation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .support import Service, User
+from .test_metrics import event as an_event
+from .test_metrics import send, stub_hook
 
 HTTP = {"type": "http", "url": "http://127.0.0.1:9/hook", "max_batch_size": 10, "timeout_s": 1}
 
@@ -121,6 +124,59 @@ async def test_stop_and_resume_moves_cursor_to_now(service: Service, owner: User
     _, resumed, _ = await service.call("PATCH", path, owner, {"active": True})
     assert resumed["active"] is True
     assert resumed["cursor"] == head
+
+
+async def test_resume_from_the_cursor_delivers_what_came_in_while_stopped(
+    service: Service, owner: User
+) -> None:
+    dest, hook_id = await stub_hook(service, owner)
+    path = f"/v1/hooks/{hook_id}"
+    await send(service, owner, [an_event()])
+    await service.dispatcher.caught_up(hook_id)
+    status, stopped, _ = await service.call("PATCH", path, owner, {"active": False})
+    assert status == 200 and stopped["active"] is False
+    await send(service, owner, [an_event()] * 3)
+    status, resumed, _ = await service.call("POST", f"{path}/resume", owner, {"from": "cursor"})
+    assert status == 200 and resumed["active"] is True and resumed["cursor"] == stopped["cursor"]
+    await service.dispatcher.caught_up(hook_id)
+    assert len(dest.event_ids) == 4
+    status, again, _ = await service.call("POST", f"{path}/resume", owner, {"from": "now"})
+    assert status == 200 and again["active"] is True and again["cursor"] >= resumed["cursor"]  # left as it is
+
+
+async def test_resume_from_now_skips_what_came_in_while_stopped(service: Service, owner: User) -> None:
+    dest, hook_id = await stub_hook(service, owner)
+    path = f"/v1/hooks/{hook_id}"
+    await service.call("PATCH", path, owner, {"active": False})
+    await send(service, owner, [an_event()] * 3)
+    status, resumed, _ = await service.call("POST", f"{path}/resume", owner, {"from": "now"})
+    assert status == 200 and resumed["active"] is True
+    assert resumed["cursor"] == await service.store.head()
+    await send(service, owner, [an_event()])
+    await service.dispatcher.caught_up(hook_id)
+    assert len(dest.event_ids) == 1
+
+
+async def test_resume_refuses_a_bad_body_and_another_accounts_hook(
+    service: Service, owner: User, outsider: User
+) -> None:
+    _, created, _ = await service.call("POST", "/v1/hooks", owner, hook(active=False))
+    path = f"/v1/hooks/{created['id']}/resume"
+    for body, field in (
+        ({"from": "yesterday"}, "from"),
+        ({}, "from"),
+        ({"from": "now", "x": 1}, "x"),
+        ([], None),
+    ):
+        status, answer, _ = await service.call("POST", path, owner, body)
+        assert status == 422, (body, answer)
+        assert answer.get("field") == field, (body, answer)
+    status, _, _ = await service.call("POST", path, owner, raw=b"{")
+    assert status == 400
+    status, _, _ = await service.call("POST", path, outsider, {"from": "now"})
+    assert status == 404
+    _, still, _ = await service.call("GET", f"/v1/hooks/{created['id']}", owner)
+    assert still["active"] is False
 
 
 async def test_clone_copies_settings_with_a_new_id(service: Service, owner: User) -> None:

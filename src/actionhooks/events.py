@@ -27,11 +27,12 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "applica
 
 
 class Envelope(msgspec.Struct, kw_only=True):
-    """What ingest checks of an event. ``event_data`` and ``custom_data`` stay raw: they pass through."""
+    """What ingest checks of an event (converted from the item's one decoding, which the strict check also reads);
+    the stored message is the producer's bytes, so ``event_data`` and ``custom_data`` pass through as sent."""
 
     event_type: str
     event_date: str  # checked by event_date_error, passed on exactly as sent
-    event_data: msgspec.Raw
+    event_data: Any  # must be an object (checked with a message of its own)
     id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
     account_id: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
     profile_id: Annotated[str, msgspec.Meta(max_length=256, pattern="^[^\\x00]*$")] | None = None
@@ -42,7 +43,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     is_test: bool | None = None
     is_static: bool | None = None
     subscription_hash_id: str | None = None
-    custom_data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)  # empty when absent
+    custom_data: Any = msgspec.UNSET  # an object or null when present
     subscription: list[dict[str, Any]] | None = None
 
 
@@ -77,17 +78,13 @@ class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
     field: str | None = None
 
 
-_decode_envelope = msgspec.json.Decoder(Envelope).decode
+_decode_item = msgspec.json.Decoder().decode
 _decode_items = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 def _item_error(index: int, exc: ValueError) -> ItemError:
     error = field_error(exc)
     return ItemError(index, error.message, error.field)
-
-
-def _is_object(raw: msgspec.Raw) -> bool:
-    return memoryview(raw)[:1].tobytes() == b"{"  # a Raw value carries no surrounding space
 
 
 def media_type(content_type: str) -> str:
@@ -217,7 +214,8 @@ def parse_events(
     errors: list[ItemError] = []
     for index, raw in enumerate(items):
         try:
-            env = _decode_envelope(raw)
+            value = _decode_item(raw)
+            env = msgspec.convert(value, Envelope)
         except ValueError as exc:  # msgspec's DecodeError and ValidationError, a string that is not UTF-8
             errors.append(_item_error(index, exc))
             continue
@@ -229,15 +227,19 @@ def parse_events(
             errors.append(ItemError(index, date_error, "event_date"))
             continue
         try:
-            strict_json.check(raw)
+            strict_json.check_decoded(raw, value)
         except StrictJsonError as exc:
             errors.append(ItemError(index, str(exc)))
             continue
         if env.event_type not in codes:
             errors.append(ItemError(index, f"unknown event_type {env.event_type!r}", "event_type"))
-        elif not _is_object(env.event_data):
+        elif type(env.event_data) is not dict:
             errors.append(ItemError(index, "event_data must be an object", "event_data"))
-        elif len(env.custom_data) and not _is_object(env.custom_data) and bytes(env.custom_data) != b"null":
+        elif (
+            env.custom_data is not msgspec.UNSET
+            and env.custom_data is not None
+            and type(env.custom_data) is not dict
+        ):
             errors.append(ItemError(index, "custom_data must be an object", "custom_data"))
         elif env.account_id is not None and env.account_id != account_id:
             errors.append(

@@ -71,9 +71,13 @@ class HookRegistry:
     async def list_hooks(self, account_id: int) -> list[Hook]:
         return [self.unseal(h) for h in await self.store.list_hooks(account_id)]
 
-    async def update_hook(self, account_id: int, hook_id: int, spec: HookSpec) -> Hook | None:
+    async def update_hook(
+        self, account_id: int, hook_id: int, spec: HookSpec, *, keep_cursor: bool = False
+    ) -> Hook | None:
         """Replace the settings (see :meth:`~.store.base.Store.update_hook`)."""
-        stored = await self.store.update_hook(account_id, hook_id, self.seal(spec), spec.active)
+        stored = await self.store.update_hook(
+            account_id, hook_id, self.seal(spec), spec.active, keep_cursor=keep_cursor
+        )
         return self.unseal(stored) if stored else None
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool:

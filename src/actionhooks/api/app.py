@@ -94,6 +94,7 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}", hooks.patch_hook, methods=["PATCH"]),
     Route("/v1/hooks/{hook_id}", hooks.delete_hook, methods=["DELETE"]),
     Route("/v1/hooks/{hook_id}/clone", hooks.clone_hook, methods=["POST"]),
+    Route("/v1/hooks/{hook_id}/resume", hooks.resume_hook, methods=["POST"]),
     Route("/v1/hooks/{hook_id}/test", send_test_event, methods=["POST"]),
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),

@@ -1,4 +1,5 @@
-"""Admin routes for hooks: create, list, read, edit (JSON Merge Patch), delete, clone; attempts; dead letters.
+"""Admin routes for hooks: create, list, read, edit (JSON Merge Patch), delete, clone, resume; attempts; dead
+letters.
 
 A hook of another account answers 404, exactly like a hook that does not exist.
 """
@@ -8,14 +9,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ApiError, ValidationError
+from ..errors import ApiError, ValidationError, field_error
 from ..hooks import HookSpec, destination_changes, merge_patch, secrets_not_resent, validate_hook
 from ..registry import Hook, HookRegistry
 from .responses import json_response, read_json, read_optional_json
-from .schema import AttemptList, AttemptView, DeadLetterList, DeadLetterView, HookList, HookView
+from .schema import (
+    AttemptList,
+    AttemptView,
+    DeadLetterList,
+    DeadLetterView,
+    HookList,
+    HookView,
+    ResumeOptions,
+)
 
 _ID = re.compile(r"[0-9]{1,19}\Z")
 MAX_ID = 2**63 - 1  # ids are BIGINT columns
@@ -138,6 +148,26 @@ async def clone_hook(request: Request) -> Response:
     clone = await hooks.create_hook(account_id, spec)
     await _changed(request)
     return json_response(HookView.of(clone), 201, {"Location": f"/v1/hooks/{clone.id}"})
+
+
+async def resume_hook(request: Request) -> Response:
+    """Start a stopped hook again from its cursor or from now; a running hook is left as it is."""
+    hooks, account_id, hook = await own_hook(request)
+    try:
+        options = msgspec.convert(await read_json(request), ResumeOptions)
+    except msgspec.ValidationError as exc:
+        wrong = field_error(exc)
+        raise ApiError(
+            422, f'{wrong.message}; the body is {{"from": "cursor"}} or {{"from": "now"}}', wrong.field
+        ) from None
+    if hook.spec.active:
+        return json_response(HookView.of(hook))
+    spec = msgspec.structs.replace(hook.spec, active=True)
+    resumed = await hooks.update_hook(account_id, hook.id, spec, keep_cursor=options.from_ == "cursor")
+    if resumed is None:
+        raise ApiError(404, "no such hook")
+    await _changed(request)
+    return json_response(HookView.of(resumed))
 
 
 def _paging(request: Request) -> tuple[int, int | None]:

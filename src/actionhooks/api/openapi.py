@@ -49,6 +49,7 @@ from .schema import (
     ProfileUpsertResult,
     ProfileView,
     ReadinessView,
+    ResumeOptions,
     TestOptions,
     TestOutcome,
     TrackingKeySecret,
@@ -77,6 +78,7 @@ _TYPES: dict[str, Any] = {
     "DeadLetterList": DeadLetterList,
     "HookStats": HookStatsView,
     "TestOptions": TestOptions,
+    "ResumeOptions": ResumeOptions,
     "TestOutcome": TestOutcome,
     "Profile": Profile,
     "ProfileItem": ProfileItem,
@@ -192,6 +194,7 @@ HOOK_LINKS = {
         ("PatchHook", "patchHook"),
         ("TestHook", "testHook"),
         ("CloneHook", "cloneHook"),
+        ("ResumeHook", "resumeHook"),
         ("ListAttempts", "listAttempts"),
         ("ListDeadLetters", "listDeadLetters"),
         ("GetHookStats", "getHookStats"),
@@ -626,6 +629,17 @@ def _service_operations() -> dict[str, dict[str, dict[str, Any]]]:
                 {201: created, 400: E400, 404: E404, 413: E413, 422: E422},
                 parameters=[HOOK_ID],
                 body={"required": False, "content": _json(_ref("HookPatch"), {"name": "CRM (staging)"})},
+            )
+        },
+        "/v1/hooks/{hook_id}/resume": {
+            "post": _operation(
+                "resumeHook",
+                "Start a stopped hook again: from its cursor (where it stopped) or from now; a running hook is left"
+                " as it is",
+                "hooks",
+                {200: _answer("the hook, running", hook), 400: E400, 404: E404, 413: E413, 422: E422},
+                parameters=[HOOK_ID],
+                body={"required": True, "content": _json(_ref("ResumeOptions"), {"from": "cursor"})},
             )
         },
         "/v1/hooks/{hook_id}/test": {

@@ -206,6 +206,13 @@ class TestOptions(msgspec.Struct, kw_only=True):
     event_type: str | None = None
 
 
+class ResumeOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/hooks/{id}/resume``'s body: resume ``from`` the hook's cursor (where it stopped: the events kept
+    since are delivered) or from ``now`` (the log head: what came in while it was stopped is skipped)."""
+
+    from_: Literal["cursor", "now"] = msgspec.field(name="from")
+
+
 class TestOutcome(msgspec.Struct, kw_only=True):
     """One sample event sent through a hook now: ``delivered``, what the destination answered, and (when not
     delivered) the error and whether retrying could help; ``event`` is the message as sent."""

@@ -6,7 +6,8 @@ step), plain CSS. Every answer carries a Content-Security-Policy that allows onl
 styles (htmx is configured not to evaluate code), ``X-Frame-Options: DENY`` and ``nosniff``.
 
 Modules: ``session.py`` (sign-in and the signed cookie, CSRF), ``i18n.py`` (English and Russian),
-``form.py`` (the hook editor's inputs, read from each transport's settings), ``views.py`` (the pages).
+``form.py`` (the hook editor's inputs, read from each transport's settings), ``chart.py`` (the detail page's
+throughput chart, an SVG drawn on the server), ``views.py`` (the pages).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def mount() -> Mount:
         Route("/hooks/new", console.save, methods=["POST"]),
         Route(hook, console.detail_page),
         Route(f"{hook}/attempts", console.attempts_fragment),
+        Route(f"{hook}/live", console.live_fragment),
         Route(f"{hook}/edit", console.edit_page, methods=["GET"]),
         Route(f"{hook}/edit", console.save, methods=["POST"]),
         Route(f"{hook}/state", console.set_state, methods=["POST"]),

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 import msgspec
@@ -32,13 +33,16 @@ from ..errors import ApiError, ValidationError
 from ..hooks import HookSpec
 from ..integrations import transport_types
 from ..registry import Hook, HookRegistry
+from ..stats import hook_stats
 from ..store import Store
+from ..store.base import HookLag, HookQuery
+from . import chart, i18n
 from . import form as forms
-from . import i18n
 from .session import CSRF_FIELD, Session, Sessions, account_for_sign_in
 
 PREFIX = "/console"
 PAGE_SIZE = 50
+LIST_LAG_CAP = 1_000  # the hooks page counts a hook's lag up to this (the detail page's stats: further)
 MAX_FORM_BYTES = 256 * 1024
 SPEC_CACHE_SIZE = 20_000
 _ROW_FIELDS = tuple(name for name in Hook.__struct_fields__ if name != "spec")
@@ -56,6 +60,19 @@ def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "—"
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _count(value: int) -> str:
+    """``12345`` as ``12 345`` (a narrow no-break space groups the digits in both languages)."""
+    return f"{value:,}".replace(",", "\u202f")
+
+
+def _span(seconds: float, labels: Mapping[str, str]) -> str:
+    """A duration as a person reads it: ``45 s``, ``12 min``, ``3 h``, ``2 d`` (units from ``labels``)."""
+    for unit, size in (("unit.d", 86400), ("unit.h", 3600), ("unit.min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {labels[unit]}"
+    return f"{int(seconds)} {labels['unit.s']}"
 
 
 def _kind(settings: msgspec.Struct) -> str:
@@ -77,6 +94,12 @@ def _row_labels(t: i18n.Translate) -> dict[str, str]:
             ("edit", "action.edit"),
             ("clone", "action.clone"),
             ("delete", "action.delete"),
+            ("caught_up", "lag.caught_up"),
+            ("behind", "lag.behind"),
+            ("unit.s", "unit.s"),
+            ("unit.min", "unit.min"),
+            ("unit.h", "unit.h"),
+            ("unit.d", "unit.d"),
         )
     }
     labels.update((kind, t(f"transport.{kind}")) for kind in transport_types())
@@ -86,6 +109,8 @@ def _row_labels(t: i18n.Translate) -> dict[str, str]:
 _env.filters["when"] = _when
 _env.globals["row_labels"] = _row_labels
 _env.filters["kind"] = _kind
+_env.filters["count"] = _count
+_env.globals["span"] = _span
 
 
 class Console:
@@ -245,9 +270,21 @@ class Console:
         if isinstance(session, Response):
             return session
         assert session.account_id is not None
+        hooks = await self._list_hooks(request, session.account_id)
         return self.render(
-            request, "hooks.html", session=session, hooks=await self._list_hooks(request, session.account_id)
+            request, "hooks.html", session=session, hooks=hooks, lags=await self._lags(request, hooks)
         )
+
+    async def _lags(self, request: Request, hooks: list[Hook]) -> dict[int, Lag]:
+        """Each running hook's lag, counted up to ``LIST_LAG_CAP`` (one read for the page, not one per hook)."""
+        running = [h for h in hooks if h.spec.active]
+        queries = [
+            (HookQuery(h.id, h.account_id, tuple(h.spec.event_types), h.spec.list_id), h.cursor)
+            for h in running
+        ]
+        found = await self._store(request).hook_lags(queries, LIST_LAG_CAP)
+        now = time.time()
+        return {hook.id: Lag.of(lag, now, LIST_LAG_CAP) for hook, lag in zip(running, found, strict=True)}
 
     async def _list_hooks(self, request: Request, account_id: int) -> list[Hook]:
         """The account's hooks; settings unsealed once per version (a page of 1 000 hooks would otherwise spend
@@ -279,14 +316,18 @@ class Console:
         active = form.get("active") == "1"
         if hook.spec.active != active:
             spec = msgspec.structs.replace(hook.spec, active=active)
-            updated = await self._hooks(request).update_hook(session.account_id, hook.id, spec)
+            keep_cursor = active and form.get("from") == "cursor"  # else from now, as the API's PATCH
+            updated = await self._hooks(request).update_hook(
+                session.account_id, hook.id, spec, keep_cursor=keep_cursor
+            )
             if updated is None:
                 return self._not_found(request, session)
             hook = updated
             await _changed(request)
         if request.headers.get("hx-request"):
             template = "_hook_row_alone.html" if form.get("view") == "row" else "_state.html"
-            return self.render(request, template, session=session, hook=hook)
+            lag = (await self._lags(request, [hook])).get(hook.id)
+            return self.render(request, template, session=session, hook=hook, lag=lag)
         return RedirectResponse(_back(form, f"{PREFIX}/hooks"), 303)
 
     async def clone(self, request: Request) -> Response:
@@ -440,6 +481,7 @@ class Console:
             types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
             outcome=None,
             **context,
+            **await self._live(request, hook),
         )
 
     async def _log(self, request: Request, hook: Hook) -> dict[str, Any]:
@@ -467,6 +509,30 @@ class Console:
             return self._not_found(request, session)
         context = await self._log(request, hook)
         return self.render(request, "_attempts.html", session=session, hook=hook, **context)
+
+    async def live_fragment(self, request: Request) -> Response:
+        """The hook's state, lag and throughput chart (polled by the detail page every few seconds)."""
+        session = await self._signed_in(request)
+        if isinstance(session, Response):
+            return session
+        hook = await self._own_hook(request, session)
+        if hook is None:
+            return self._not_found(request, session)
+        return self.render(
+            request, "_live.html", session=session, hook=hook, **await self._live(request, hook)
+        )
+
+    async def _live(self, request: Request, hook: Hook) -> dict[str, Any]:
+        store = self._store(request)
+        now = time.time()
+        language = i18n.choose(request.cookies.get(i18n.COOKIE), request.headers.get("accept-language"))
+        t = i18n.translator(language)
+        periods = await store.delivery_periods(hook.id, now - chart.WINDOW_S)
+        return {
+            "stats": await hook_stats(store, hook, now),
+            "chart": chart.throughput(periods, now, (t("chart.delivered"), t("chart.failed"))),
+            "units": _row_labels(t),
+        }
 
     async def test_event(self, request: Request) -> Response:
         change = await self._change(request)
@@ -503,6 +569,7 @@ class Console:
             types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
             outcome=result,
             **context,
+            **await self._live(request, hook),
         )
 
     # -- the catalogue ----------------------------------------------------------------------------------------
@@ -528,6 +595,20 @@ class Console:
             schema=json.dumps(event_schema(event_type.code), indent=2, ensure_ascii=False),
             sample=json.dumps(sample(event_type.code, 1), indent=2, ensure_ascii=False),
         )
+
+
+class Lag(NamedTuple):
+    """A hook's lag as the hooks page shows it: events waiting (``capped``: at least that many) and the age of the
+    oldest of them."""
+
+    events: int
+    seconds: float
+    capped: bool
+
+    @classmethod
+    def of(cls, lag: HookLag, now: float, cap: int) -> Lag:
+        age = max(0.0, now - lag.oldest_received_at) if lag.oldest_received_at is not None else 0.0
+        return cls(lag.events, age, lag.events >= cap)
 
 
 def _groups() -> list[tuple[str, list[Any]]]:

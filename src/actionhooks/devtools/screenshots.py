@@ -2,7 +2,7 @@
 
 The service runs in a thread (:class:`~.threaded.ServiceThread`) on a throw-away SQLite database with an account
 that looks used: a hook delivering to a loopback receiver, one that cannot reach its destination (retries, dead
-letters, a last error), a stopped Kafka hook; some traffic has passed. Then Debian's Chromium (:mod:`.browser`)
+letters, a last error), a stopped Kafka hook; some traffic has passed, in bursts 10 s apart (the throughput chart). Then Debian's Chromium (:mod:`.browser`)
 signs in and photographs each page.
 
 Usage: ``python -m actionhooks.devtools.screenshots [FOLDER]``.
@@ -26,6 +26,7 @@ from ..backoff import RetryPolicy
 from ..catalog import catalog
 from ..config import Settings
 from ..netguard import parse_nets
+from ..store.sql import COUNT_PERIOD_S
 from .browser import chromium
 from .threaded import ServiceThread
 from .traffic import traffic
@@ -102,7 +103,9 @@ def _populate(service: ServiceThread, key: str) -> tuple[int, int]:
             event["event_data"]["campaign_id"] = rng.choice((101, 102, 103, 104))
         if event.get("list_id") is not None:
             event["list_id"] = rng.choice((42, 43))
-    for start in range(0, len(events), 100):
+    for start in range(0, len(events), 100):  # in bursts 10 s apart: the throughput chart has some bars
+        if start:
+            time.sleep(COUNT_PERIOD_S)
         _call(service, key, "POST", "/v1/events", events[start : start + 100])
     time.sleep(2.5)  # deliveries, retries and dead letters happen meanwhile
     return int(crm["id"]), int(failing["id"])
@@ -151,6 +154,7 @@ def take(folder: Path) -> list[Path]:
                 time.sleep(1.0)
                 height = int(driver.execute_script("return document.documentElement.scrollHeight"))
                 driver.set_window_size(WIDTH, min(height, MAX_HEIGHT))
+                driver.execute_script("window.scrollTo(0, 0)")  # the button's click scrolled the page
                 time.sleep(0.2)
                 driver.save_screenshot(str(folder / f"detail.{language}.png"))
                 written += [folder / f"sign-in.{language}.png", folder / f"detail.{language}.png"]

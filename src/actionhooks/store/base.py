@@ -163,6 +163,16 @@ class HookLag(NamedTuple):
 LAG_COUNT_CAP = 1_000_000
 
 
+# --- the console (actionhooks.console): many hooks' lag at once, a hook's deliveries per period -------------
+class DeliveryPeriod(NamedTuple):
+    """A hook's events in one 10-second period starting at ``start`` (as in :class:`DeliveryCounts`)."""
+
+    start: float
+    delivered: int
+    failed: int
+    dead_lettered: int
+
+
 # --- capture: profiles, derivation state, account settings, tracking keys (docs/capture.md) ---------------
 class DeriveState(Protocol):
     """What derivation reads and writes inside the append's transaction (the log lock is held: appends of every
@@ -311,10 +321,11 @@ class Store(Protocol):
     async def get_hook(self, account_id: int, hook_id: int) -> StoredHook | None: ...
     async def list_hooks(self, account_id: int) -> list[StoredHook]: ...
     async def update_hook(
-        self, account_id: int, hook_id: int, settings: bytes, active: bool
+        self, account_id: int, hook_id: int, settings: bytes, active: bool, *, keep_cursor: bool = False
     ) -> StoredHook | None:
         """Replace the settings and bump ``generation``; reactivating a stopped hook moves its cursor to the
-        log head (a stopped hook captures nothing)."""
+        log head (a stopped hook captures nothing) unless ``keep_cursor``: then it resumes from where it stopped
+        (the events retention kept since are delivered)."""
         ...
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool: ...
@@ -395,6 +406,18 @@ class Store(Protocol):
     async def hook_lag(self, query: HookQuery, cursor: int) -> HookLag:
         """Events after ``cursor`` of the hook's account, event types and ``list_id`` (filters on ``event_data``
         are not applied: an upper bound)."""
+        ...
+
+    # the console: the hooks page's lag column, a hook's throughput chart
+    async def hook_lags(self, hooks: Sequence[tuple[HookQuery, int]], cap: int) -> list[HookLag]:
+        """Per ``(query, cursor)``, as :meth:`hook_lag` but counted up to ``cap``, in one read: the newest event of
+        each (account, event type) first (a hook past them is caught up); the hooks behind are counted in the
+        account's newest log positions, read once; one further behind is counted in SQL up to ``cap`` (then
+        ``oldest_received_at`` is the oldest of the events counted, not of all)."""
+        ...
+
+    async def delivery_periods(self, hook_id: int, since: float) -> list[DeliveryPeriod]:
+        """The hook's non-empty 10-second periods from ``since`` on, oldest first."""
         ...
 
     # capture: profiles (actionhooks.profiles), account settings, tracking keys, derivation marks

@@ -7,6 +7,7 @@ Queries are built once per store with the dialect's parameter marker (``p`` belo
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import cast
@@ -21,6 +22,7 @@ from .base import (
     Attempt,
     DeadLetter,
     DeliveryCounts,
+    DeliveryPeriod,
     Deriver,
     HookActivity,
     HookLag,
@@ -54,6 +56,9 @@ _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
+_ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
+_PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
+_LAG_TAIL = 20_000  # hook_lags reads this many of an account's newest log positions and counts in them
 COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
 
 
@@ -431,7 +436,7 @@ class SqlStore:
         return _hook(rows[0]) if rows else None
 
     async def update_hook(
-        self, account_id: int, hook_id: int, settings: bytes, active: bool
+        self, account_id: int, hook_id: int, settings: bytes, active: bool, *, keep_cursor: bool = False
     ) -> StoredHook | None:
         def work(conn: Connection) -> Row | None:
             with self.dialect.transaction(conn) as cur:
@@ -439,7 +444,7 @@ class SqlStore:
                 found = cur.fetchone()
                 if found is None:
                     return None
-                resume = active and not bool(found[0])
+                resume = active and not bool(found[0]) and not keep_cursor
                 sql = self._sql.hook_update_resume if resume else self._sql.hook_update
                 cur.execute(sql, (settings, active, time.time(), hook_id, account_id))
                 return _one(cur)
@@ -937,6 +942,143 @@ class SqlStore:
             return Pruned(len(rows), len(rows) == chunk, seconds=time.perf_counter() - started)
 
         return await self._runtime.write(work)
+
+    # --- the console: many hooks' lag at once, a hook's deliveries per period ----------------------------------
+    async def hook_lags(self, hooks: Sequence[tuple[HookQuery, int]], cap: int) -> list[HookLag]:
+        def work(conn: Connection) -> list[HookLag]:
+            cur = conn.cursor()
+            newest = self._newest_per_type(cur, {(q.account_id, t) for q, _ in hooks for t in q.event_types})
+            lags = [HookLag(0, None)] * len(hooks)
+            behind: dict[int, list[tuple[int, HookQuery, int, list[str]]]] = {}  # account → its hooks behind
+            newest_of_account: dict[int, int] = {}
+            for (account_id, _), seq in newest.items():
+                newest_of_account[account_id] = max(seq, newest_of_account.get(account_id, 0))
+            for index, (q, cursor) in enumerate(hooks):
+                if cursor >= newest_of_account.get(q.account_id, 0):
+                    continue  # caught up (most hooks, most of the time)
+                types = [t for t in q.event_types if newest.get((q.account_id, t), 0) > cursor]
+                if types:
+                    behind.setdefault(q.account_id, []).append((index, q, cursor, types))
+            far: list[tuple[int, HookQuery, int, list[str]]] = []
+            for account_id, waiting in behind.items():
+                head = max(newest[(account_id, t)] for _, _, _, types in waiting for t in types)
+                low = max(min(cursor for _, _, cursor, _ in waiting), head - _LAG_TAIL)
+                tail = _Tail(self._account_tail(cur, account_id, low, head))
+                for index, q, cursor, types in waiting:
+                    if cursor >= low:
+                        lags[index] = tail.lag(types, q.list_id, cursor, cap)
+                    else:
+                        far.append((index, q, cursor, types))
+            for index, lag in self._capped_lags(cur, far, cap).items():
+                lags[index] = lag
+            return lags
+
+        if not hooks:
+            return []
+        return await self._runtime.read(work)
+
+    def _newest_per_type(self, cur: Cursor, pairs: Collection[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        """The newest ``seq`` of each (account, event type) that has events (one index seek each)."""
+        p = self._p
+        newest_sql = f"(SELECT MAX(seq) FROM events WHERE account_id = {p} AND event_type = {p})"
+        ordered = sorted(pairs)
+        newest: dict[tuple[int, str], int] = {}
+        for start in range(0, len(ordered), _ARMS_PER_QUERY):
+            some = ordered[start : start + _ARMS_PER_QUERY]
+            cur.execute(
+                " UNION ALL ".join(f"SELECT {i}, {newest_sql}" for i in range(len(some))),
+                [v for pair in some for v in pair],
+            )
+            for i, seq in cur.fetchall():
+                if seq is not None:
+                    newest[some[int(i)]] = int(seq)
+        return newest
+
+    def _account_tail(self, cur: Cursor, account_id: int, low: int, high: int) -> list[Row]:
+        """The account's events in ``(low, high]``: ``(seq, event_type, list_id, received_at)`` in order. The log
+        positions are read in order and the account's kept here: a condition on ``account_id`` would let the
+        engine walk the account's index, all of its events, instead."""
+        p = self._p
+        cur.execute(
+            "SELECT seq, event_type, list_id, received_at, account_id FROM events"
+            f" WHERE seq > {p} AND seq <= {p} ORDER BY seq",
+            (low, high),
+        )
+        return [row[:4] for row in cur.fetchall() if row[4] == account_id]
+
+    def _capped_lags(
+        self, cur: Cursor, hooks: Sequence[tuple[int, HookQuery, int, list[str]]], cap: int
+    ) -> dict[int, HookLag]:
+        """Lags counted in SQL up to ``cap`` (hooks further behind than the tail read): one arm per hook."""
+        p = self._p
+        arms: list[tuple[str, list[Param]]] = []
+        for index, q, cursor, types in hooks:
+            where = f"account_id = {p} AND event_type IN ({marks(p, len(types))}) AND seq > {p}"
+            params: list[Param] = [q.account_id, *types, cursor]
+            if q.list_id is not None:
+                where += f" AND list_id = {p}"
+                params.append(q.list_id)
+            params.append(cap)
+            sub = f"SELECT seq FROM events WHERE {where} LIMIT {p}"
+            arms.append((f"SELECT {index}, COUNT(*), MIN(seq) FROM ({sub}) AS behind", params))
+        found: dict[int, tuple[int, int]] = {}  # hook's index → (events, the first one's seq)
+        start = 0
+        while start < len(arms):
+            part: list[tuple[str, list[Param]]] = []
+            size = 0
+            while start < len(arms) and len(part) < _ARMS_PER_QUERY and size < _PARAMS_PER_QUERY:
+                part.append(arms[start])
+                size += len(arms[start][1])
+                start += 1
+            cur.execute(" UNION ALL ".join(arm for arm, _ in part), [v for _, ps in part for v in ps])
+            found.update((int(i), (int(count), int(first))) for i, count, first in cur.fetchall() if count)
+        firsts = sorted({first for _, first in found.values()})
+        received: dict[int, float] = {}
+        for start in range(0, len(firsts), _IDS_PER_QUERY):
+            seqs = firsts[start : start + _IDS_PER_QUERY]
+            cur.execute(f"SELECT seq, received_at FROM events WHERE seq IN ({marks(p, len(seqs))})", seqs)
+            received.update((int(seq), float(at)) for seq, at in cur.fetchall())
+        return {index: HookLag(count, received.get(first)) for index, (count, first) in found.items()}
+
+    async def delivery_periods(self, hook_id: int, since: float) -> list[DeliveryPeriod]:
+        p = self._p
+        rows = await self._fetchall(
+            "SELECT period_start, delivered, failed, dead_lettered FROM delivery_counts"
+            f" WHERE hook_id = {p} AND period_start >= {p} ORDER BY period_start",
+            (hook_id, since - since % COUNT_PERIOD_S),
+        )
+        return [DeliveryPeriod(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+class _Tail:
+    """An account's newest events, indexed to count each hook's lag without another query: per event type, and
+    per event type and ``list_id``, the ``seq`` in order."""
+
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.by_type: dict[str, list[int]] = {}
+        self.by_list: dict[tuple[str, int | None], list[int]] = {}
+        self.received: dict[int, float] = {}
+        for seq, event_type, list_id, at in rows:
+            self.by_type.setdefault(event_type, []).append(int(seq))
+            self.by_list.setdefault((event_type, list_id), []).append(int(seq))
+            self.received[int(seq)] = float(at)
+
+    def lag(self, event_types: Sequence[str], list_id: int | None, cursor: int, cap: int) -> HookLag:
+        count = 0
+        first: int | None = None
+        for event_type in event_types:
+            seqs = (
+                self.by_type.get(event_type, [])
+                if list_id is None
+                else self.by_list.get((event_type, list_id), [])
+            )
+            at = bisect.bisect_right(seqs, cursor)
+            if at < len(seqs):
+                count += len(seqs) - at
+                first = seqs[at] if first is None else min(first, seqs[at])
+        if first is None:
+            return HookLag(0, None)
+        return HookLag(min(count, cap), self.received[first])
 
 
 class _TxState:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api.auth import Authenticator
-from ..api.hooks import _changed, _secrets_follow, _validated
+from ..api.hooks import _changed, _secrets_follow, _validated, parse_id
 from ..api.responses import read_body
 from ..api.sample_event import deliver_sample
 from ..catalog import catalog
@@ -201,13 +201,33 @@ class Console:
 
     async def _own_hook(self, request: Request, session: Session) -> Hook | None:
         assert session.account_id is not None
-        try:
-            hook_id = int(request.path_params["hook_id"])
-        except ValueError:
-            return None
-        if not 0 < hook_id < 2**63:
+        hook_id = parse_id(request.path_params["hook_id"])
+        if hook_id is None:
             return None
         return await self._hooks(request).get_hook(session.account_id, hook_id)
+
+    async def _change_of_hook(self, request: Request) -> tuple[Session, MultiDict, Hook] | Response:
+        """A change (signed in, CSRF checked: ``_change``) to the account's hook of the path, or the response to
+        send instead."""
+        change = await self._change(request)
+        if isinstance(change, Response):
+            return change
+        session, form = change
+        hook = await self._own_hook(request, session)
+        if hook is None:
+            return self._not_found(request, session)
+        return session, form, hook
+
+    async def _signed_in_hook(self, request: Request) -> tuple[Session, Hook] | Response:
+        """The signed-in session and its account's hook of the path, or the response to send instead (sign in;
+        404 for a hook of no such id in this account)."""
+        session = await self._signed_in(request)
+        if isinstance(session, Response):
+            return session
+        hook = await self._own_hook(request, session)
+        if hook is None:
+            return self._not_found(request, session)
+        return session, hook
 
     def _not_found(self, request: Request, session: Session) -> HTMLResponse:
         return self._error(request, session, 404, "error.not_found")
@@ -305,13 +325,10 @@ class Console:
         return hooks
 
     async def set_state(self, request: Request) -> Response:
-        change = await self._change(request)
+        change = await self._change_of_hook(request)
         if isinstance(change, Response):
             return change
-        session, form = change
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        session, form, hook = change
         assert session.account_id is not None
         active = form.get("active") == "1"
         if hook.spec.active != active:
@@ -331,13 +348,10 @@ class Console:
         return RedirectResponse(_back(form, f"{PREFIX}/hooks"), 303)
 
     async def clone(self, request: Request) -> Response:
-        change = await self._change(request)
+        change = await self._change_of_hook(request)
         if isinstance(change, Response):
             return change
-        session, _ = change
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        session, _, hook = change
         assert session.account_id is not None
         settings = hook.spec.to_builtins(public=False)
         settings["name"] = f"{hook.spec.name} (copy)"[:200]
@@ -350,22 +364,17 @@ class Console:
         return RedirectResponse(f"{PREFIX}/hooks", 303)
 
     async def delete_page(self, request: Request) -> Response:
-        session = await self._signed_in(request)
-        if isinstance(session, Response):
-            return session
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        found = await self._signed_in_hook(request)
+        if isinstance(found, Response):
+            return found
+        session, hook = found
         return self.render(request, "delete.html", session=session, hook=hook)
 
     async def delete(self, request: Request) -> Response:
-        change = await self._change(request)
+        change = await self._change_of_hook(request)
         if isinstance(change, Response):
             return change
-        session, _ = change
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        session, _, hook = change
         assert session.account_id is not None
         await self._hooks(request).delete_hook(session.account_id, hook.id)
         await _changed(request)
@@ -418,12 +427,10 @@ class Console:
         return self._editor(request, session, None, values, [])
 
     async def edit_page(self, request: Request) -> Response:
-        session = await self._signed_in(request)
-        if isinstance(session, Response):
-            return session
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        found = await self._signed_in_hook(request)
+        if isinstance(found, Response):
+            return found
+        session, hook = found
         values = forms.form_values(hook.spec.to_builtins(public=True))
         return self._editor(request, session, hook, values, list(hook.spec.event_types))
 
@@ -465,12 +472,10 @@ class Console:
     # -- a hook's detail --------------------------------------------------------------------------------------
 
     async def detail_page(self, request: Request) -> Response:
-        session = await self._signed_in(request)
-        if isinstance(session, Response):
-            return session
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        found = await self._signed_in_hook(request)
+        if isinstance(found, Response):
+            return found
+        session, hook = found
         context = await self._log(request, hook)
         return self.render(
             request,
@@ -501,23 +506,19 @@ class Console:
 
     async def attempts_fragment(self, request: Request) -> Response:
         """The delivery log alone (polled by the detail page while it shows the newest attempts)."""
-        session = await self._signed_in(request)
-        if isinstance(session, Response):
-            return session
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        found = await self._signed_in_hook(request)
+        if isinstance(found, Response):
+            return found
+        session, hook = found
         context = await self._log(request, hook)
         return self.render(request, "_attempts.html", session=session, hook=hook, **context)
 
     async def live_fragment(self, request: Request) -> Response:
         """The hook's state, lag and throughput chart (polled by the detail page every few seconds)."""
-        session = await self._signed_in(request)
-        if isinstance(session, Response):
-            return session
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        found = await self._signed_in_hook(request)
+        if isinstance(found, Response):
+            return found
+        session, hook = found
         return self.render(
             request, "_live.html", session=session, hook=hook, **await self._live(request, hook)
         )
@@ -535,13 +536,10 @@ class Console:
         }
 
     async def test_event(self, request: Request) -> Response:
-        change = await self._change(request)
+        change = await self._change_of_hook(request)
         if isinstance(change, Response):
             return change
-        session, form = change
-        hook = await self._own_hook(request, session)
-        if hook is None:
-            return self._not_found(request, session)
+        session, form, hook = change
         assert session.account_id is not None
         code = str(form.get("event_type") or "") or None
         try:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -262,3 +268,36 @@ async def test_exclude_flags_names_known_flags_only(service: Service, owner: Use
     }
     status, answer, _ = await service.call("POST", "/v1/hooks", owner, body)
     assert status == 422 and answer["field"] == "filters.exclude_flags.0", answer
+
+
+def tokens_make(*args: str, public_url: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "actionhooks"), "tokens", "make", *args]
+    env = {**os.environ, "ACTIONHOOKS_PUBLIC_URL": public_url}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+async def test_tokens_make_mints_what_the_service_verifies(
+    service: Service, owner: User, db_url: str
+) -> None:
+    link = "https://shop.example.com/cli"
+    done = await asyncio.to_thread(
+        tokens_make,
+        str(owner.account_id),
+        *("--profile-id", "p9", "--message-id", "4", "--link-url", link, "--db", db_url),
+        public_url=service.url,
+    )
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert made["open_url"] == f"{service.url}/t/open/{made['token']}"
+    status, _, headers = await fetch(service, "GET", path(made["click_url"]), {"User-Agent": IPHONE})
+    assert status == 302 and headers["Location"] == link
+    click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
+    assert click["profile_id"] == "p9" and click["event_data"]["message_id"] == 4
+
+    for wrong in (
+        ["999"],
+        [str(owner.account_id), "--channel", "fax"],
+        [str(owner.account_id), "--link-url", "x"],
+    ):
+        done = await asyncio.to_thread(tokens_make, *wrong, "--db", db_url, public_url=service.url)
+        assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr

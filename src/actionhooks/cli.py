@@ -383,7 +383,7 @@ def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, lo
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
-        asyncio.run(serve(source, settings.db, account_id, settings.limits))
+        asyncio.run(serve(source, settings.db, account_id, settings.limits, settings.derive_ttl_s))
     except ConsumeError as exc:
         logging.getLogger("actionhooks.consume").error("%s", exc)
         raise typer.Exit(1) from None

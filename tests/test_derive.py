@@ -10,8 +10,11 @@ from typing import Any
 import msgspec
 
 from actionhooks.catalog import catalog
+from actionhooks.config import IngestLimits
+from actionhooks.consume.base import Ingester
 from actionhooks.derive import Derivation, derived_id, dwell_type
 from actionhooks.events import parse_events
+from actionhooks.integrations.source import Incoming
 from actionhooks.store import Store, open_store
 from actionhooks.store.base import AccountSettings
 
@@ -234,3 +237,16 @@ async def test_ingest_answer_counts_the_producers_items_only(service: Service, o
     assert types(await logged(service.store, owner.account_id))[-1] == "open"
     _, settings, _ = await service.call("GET", "/v1/account", owner)
     assert settings["derive"] is False
+
+
+async def test_broker_consumers_derive_like_the_api(store: Store) -> None:
+    a = await account(store)
+    off = await account(store, "off")
+    await store.set_account_settings(off, AccountSettings(derive=False))
+    for account_id in (a, off):
+        ingester = Ingester(store, account_id, IngestLimits())
+        body = msgspec.json.encode([event("click"), event("open")])
+        checked = ingester.check([Incoming(body, "application/json", None)])
+        assert await ingester.append(checked) == (2, 0)  # the producer's events only are counted
+    assert types(await logged(store, a)) == ["open", "uopen", "click", "uclick", "open"]
+    assert types(await logged(store, off)) == ["click", "open"]

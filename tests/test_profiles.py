@@ -133,3 +133,99 @@ async def test_deleted_profile_gives_custom_data_null(service: Service, owner: U
     (message,) = delivered(dest)
     assert message["custom_data"] is None
     assert "_md5" not in message and "subscription" not in message
+
+
+async def profile_of(service: Service, user: User, profile_id: str) -> dict[str, Any] | None:
+    status, body, _ = await service.call("GET", f"/v1/profiles/{profile_id}", user)
+    assert status in (200, 404), body
+    return dict(body) if status == 200 else None
+
+
+async def post_events(service: Service, user: User, *events: dict[str, Any]) -> None:
+    status, body, _ = await service.call("POST", "/v1/events", user, list(events))
+    assert status == 202, body
+
+
+def moved(event_type: str, sources: list[str], targets: list[str]) -> dict[str, Any]:
+    operation = "merge" if event_type == "profile_merge" else "split"
+    return {
+        "event_type": event_type,
+        "event_date": "2024-05-01T10:00:00Z",
+        "list_id": 1,
+        "profile_id": targets[0] if operation == "merge" else sources[0],
+        "event_data": {"operation": operation, "source_profile_ids": sources, "target_profile_ids": targets},
+    }
+
+
+async def test_import_events_upsert_the_profile(service: Service, owner: User) -> None:
+    sub = {"channel": "email", "resource_id": 4, "email": "ann@example.com", "status": "subscribed"}
+    imported = {
+        "event_type": "import_api",
+        "event_date": "2024-05-01T10:00:00Z",
+        "list_id": 2,
+        "profile_id": "imp",
+        "custom_data": {"email": "ann@example.com", "name": "Ann", "age": 31},
+        "subscription": [sub],
+        "event_data": {"import_id": 1, "source": "api", "created": True},
+    }
+    await post_events(service, owner, imported)
+    profile = await profile_of(service, owner, "imp")
+    assert profile is not None
+    assert profile["list_id"] == 2 and profile["email"] == "ann@example.com"
+    assert profile["fields"] == {"name": "Ann", "age": 31} and profile["subscriptions"] == [sub]
+
+    again = {**imported, "custom_data": {"city": "Omsk", "age": 32}, "event_type": "import_file"}
+    again["subscription"] = [{**sub, "status": "unsubscribed"}]
+    again["event_data"] = {"import_id": 2, "source": "file", "created": False}
+    bare = {
+        **imported,
+        "event_type": "import_manual",
+        "profile_id": "nothing",
+        "event_data": {"import_id": 3},
+    }
+    del bare["custom_data"], bare["subscription"]
+    await post_events(service, owner, again, bare)
+    profile = await profile_of(service, owner, "imp")
+    assert profile is not None
+    assert profile["fields"] == {"name": "Ann", "age": 32, "city": "Omsk"}  # given keys replace, others stay
+    assert [s["status"] for s in profile["subscriptions"]] == ["unsubscribed"]  # same channel and resource
+    assert await profile_of(service, owner, "nothing") is None  # no profile data: no profile
+
+
+async def test_merge_moves_sources_into_the_target_and_split_copies_back(
+    service: Service, owner: User
+) -> None:
+    sub = {"channel": "sms", "phone": "+79990000000", "status": "subscribed"}
+    for pid, body in (
+        ("a", {"list_id": 1, "email": "a@example.com", "fields": {"name": "A", "tier": 1}}),
+        (
+            "b",
+            {
+                "list_id": 1,
+                "phone": "+79990000000",
+                "fields": {"name": "B", "city": "Omsk"},
+                "subscriptions": [sub],
+            },
+        ),
+        ("target", {"list_id": 1, "fields": {"name": "T"}}),
+    ):
+        status, answer, _ = await service.call("PUT", f"/v1/profiles/{pid}", owner, body)
+        assert status == 200, answer
+    await post_events(service, owner, moved("profile_merge", ["a", "b"], ["target"]))
+    target = await profile_of(service, owner, "target")
+    assert target is not None
+    assert target["email"] == "a@example.com" and target["phone"] == "+79990000000"
+    assert target["fields"] == {"name": "T", "tier": 1, "city": "Omsk"}  # the target's own values win
+    assert target["subscriptions"] == [sub]
+    for source in ("a", "b"):  # merged away: erased, tombstones kept
+        status, _, _ = await service.call("GET", f"/v1/profiles/{source}", owner)
+        assert status in (404, 410)
+
+    await post_events(service, owner, moved("profile_split", ["target"], ["c", "d"]))
+    for pid in ("c", "d"):
+        split = await profile_of(service, owner, pid)
+        assert split is not None and split["fields"]["name"] == "T" and split["email"] == "a@example.com"
+    assert await profile_of(service, owner, "target") is not None  # the source of a split stays
+    # a merge into an erased profile does not bring it back
+    await post_events(service, owner, moved("profile_merge", ["c"], ["a"]))
+    assert await profile_of(service, owner, "c") is not None

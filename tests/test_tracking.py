@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -11,6 +17,7 @@ import pytest
 from actionhooks.api.tracking import GIF
 from actionhooks.capture import tokens, visitor
 from actionhooks.catalog import catalog
+from tests.stub import StubDestination
 
 from .support import Service, User
 
@@ -203,3 +210,94 @@ async def test_head_on_a_click_is_flagged(service: Service, owner: User) -> None
     click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
     assert click["event_data"]["suspected_bot"] is True
     assert click["event_data"]["suspected_bot_reason"] == "HEAD request"
+
+
+async def test_a_hook_can_exclude_flagged_events(service: Service, owner: User) -> None:
+    destinations = {}
+    hooks = {}
+    for name, flags in (
+        ("all", None),
+        ("people", ["machine_open", "suspected_bot"]),
+        ("no-bots", ["suspected_bot"]),
+    ):
+        destinations[name] = StubDestination(f"flags-{name}-{owner.account_id}")
+        transport = {
+            "type": "stub",
+            "name": destinations[name].name,
+            "max_batch_size": 100,
+            "timeout_s": 0.05,
+        }
+        body = {"name": name, "event_types": ["open", "click"], "transport": transport}
+        if flags is not None:
+            body["filters"] = {"exclude_flags": flags}
+        status, created, _ = await service.call("POST", "/v1/hooks", owner, body)
+        assert status == 201, created
+        assert created["filters"]["exclude_flags"] == flags
+        hooks[name] = created["id"]
+    plain = {"event_type": "open", "event_date": "2024-05-01T10:00:00Z", "event_data": {"message_id": 1}}
+    sent = [
+        plain,
+        {
+            **plain,
+            "event_data": {"machine_open": True, "machine_open_reason": "Apple Mail Privacy Protection"},
+        },
+        {
+            **plain,
+            "event_type": "click",
+            "event_data": {"suspected_bot": True, "suspected_bot_reason": "HEAD"},
+        },
+        {**plain, "event_data": {"machine_open": False, "suspected_bot": "yes"}},  # only `true` is a flag
+    ]
+    status, answer, _ = await service.call("POST", "/v1/events", owner, sent)
+    assert status == 202, answer
+    ids = answer["ids"]
+    for hook_id in hooks.values():
+        await service.dispatcher.caught_up(hook_id)
+    assert destinations["all"].event_ids == ids
+    assert destinations["people"].event_ids == [ids[0], ids[3]]
+    assert destinations["no-bots"].event_ids == [ids[0], ids[1], ids[3]]
+
+
+async def test_exclude_flags_names_known_flags_only(service: Service, owner: User) -> None:
+    transport = {"type": "stub", "name": "unused"}
+    body = {
+        "name": "h",
+        "event_types": ["open"],
+        "transport": transport,
+        "filters": {"exclude_flags": ["robot"]},
+    }
+    status, answer, _ = await service.call("POST", "/v1/hooks", owner, body)
+    assert status == 422 and answer["field"] == "filters.exclude_flags.0", answer
+
+
+def tokens_make(*args: str, public_url: str) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "actionhooks"), "tokens", "make", *args]
+    env = {**os.environ, "ACTIONHOOKS_PUBLIC_URL": public_url}
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+async def test_tokens_make_mints_what_the_service_verifies(
+    service: Service, owner: User, db_url: str
+) -> None:
+    link = "https://shop.example.com/cli"
+    done = await asyncio.to_thread(
+        tokens_make,
+        str(owner.account_id),
+        *("--profile-id", "p9", "--message-id", "4", "--link-url", link, "--db", db_url),
+        public_url=service.url,
+    )
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert made["open_url"] == f"{service.url}/t/open/{made['token']}"
+    status, _, headers = await fetch(service, "GET", path(made["click_url"]), {"User-Agent": IPHONE})
+    assert status == 302 and headers["Location"] == link
+    click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
+    assert click["profile_id"] == "p9" and click["event_data"]["message_id"] == 4
+
+    for wrong in (
+        ["999"],
+        [str(owner.account_id), "--channel", "fax"],
+        [str(owner.account_id), "--link-url", "x"],
+    ):
+        done = await asyncio.to_thread(tokens_make, *wrong, "--db", db_url, public_url=service.url)
+        assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr

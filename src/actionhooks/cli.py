@@ -1,4 +1,4 @@
-"""The ``actionhooks`` command: serve, demo, accounts, keys, event-types, consume."""
+"""The ``actionhooks`` command: serve, demo, accounts, keys, tokens, event-types, consume."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ consume_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(consume_app, name="consume")
+tokens_app = typer.Typer(
+    help="Tracking tokens (docs/capture.md#tokens): the open pixel's and the click link's URLs.",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
 
 
 class LogFormat(enum.StrEnum):
@@ -233,6 +238,74 @@ def keys_revoke(key_id: IdArgument, db: DbOption = None) -> None:
     _echo_key(key)
 
 
+OptionalId = Annotated[int | None, typer.Option(min=0, max=2**63 - 1)]
+
+
+@tokens_app.command("make")
+def tokens_make(
+    account_id: IdArgument,
+    profile_id: Annotated[str | None, typer.Option(help="the recipient")] = None,
+    list_id: OptionalId = None,
+    message_id: OptionalId = None,
+    campaign_id: OptionalId = None,
+    resource_id: OptionalId = None,
+    channel: Annotated[
+        str, typer.Option(help="email, push, sms, viber, whatsapp, telegram_bot or site")
+    ] = "email",
+    link_url: Annotated[str | None, typer.Option(help="where the click link leads (http or https)")] = None,
+    pixel_id: Annotated[
+        int | None, typer.Option(min=0, max=2**63 - 1, help="the site pixel (channel site)")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Mint a token of ACCOUNT_ID signed with its newest tracking key (the first is made if it has none) and print
+    {"token", "open_url", "click_url"} as JSON, as POST /v1/tracking-tokens answers. The URLs start with
+    ACTIONHOOKS_PUBLIC_URL."""
+    import time
+
+    import msgspec
+
+    from .api.schema import TrackingToken
+    from .capture.tokens import TokenRequest, TrackingKeys
+    from .registry import HookRegistry
+
+    settings = _settings(db)
+    try:
+        wanted = msgspec.convert(
+            {
+                "profile_id": profile_id,
+                "list_id": list_id,
+                "message_id": message_id,
+                "campaign_id": campaign_id,
+                "resource_id": resource_id,
+                "channel": channel,
+                "link_url": link_url,
+                "pixel_id": pixel_id,
+            },
+            TokenRequest,
+        )
+    except msgspec.ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def mint(store: Store) -> str | None:
+        if not await store.list_keys(account_id):  # every account is made with a key; revoked ones are listed
+            return None
+        registry = HookRegistry(store, settings.secret_key)
+        await registry.open()
+        return await TrackingKeys(store, registry).mint(wanted.claims(account_id, time.time()))
+
+    token = _with_store(settings, mint)
+    if token is None:
+        _refuse(f"no account {account_id}")
+    base = settings.public_url
+    made = TrackingToken(
+        token=token,
+        open_url=f"{base}/t/open/{token}",
+        click_url=f"{base}/t/click/{token}" if wanted.link_url else None,
+    )
+    typer.echo(msgspec.json.encode(made).decode())
+
+
 @app.command("event-types")
 def event_types(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """The catalogue of event types."""
@@ -310,7 +383,7 @@ def _consume(make_source: Callable[[], Any], db: str | None, account_id: int, lo
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
-        asyncio.run(serve(source, settings.db, account_id, settings.limits))
+        asyncio.run(serve(source, settings.db, account_id, settings.limits, settings.derive_ttl_s))
     except ConsumeError as exc:
         logging.getLogger("actionhooks.consume").error("%s", exc)
         raise typer.Exit(1) from None

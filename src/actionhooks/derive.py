@@ -27,6 +27,9 @@ status              ``unsub_api`` (every channel), ``whatsapp_unsub``, ``viber_u
                     Only profiles actionhooks stores change; no event is derived.
 ==================  =====================================================================================
 
+Profile events (imports upsert, merges and splits move data: ``profile_events.py``) are applied first, in the
+same transaction, whether the account's derivation is on or off.
+
 What is "recorded" lives in the store's derivation marks, kept ``ttl_s`` seconds (never less than the log's
 retention): a mark per (rule, scope). A derived event is a copy of its source's message with its own
 ``event_type``, an ``id`` derived from the source's (:func:`derived_id`) and ``derived_from`` naming the source;
@@ -43,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from . import profiles
+from . import profile_events, profiles
 from .events import NewEvent
 from .store.base import DeriveState
 
@@ -134,6 +137,8 @@ class Derivation:
         self.ttl_s = ttl_s
 
     def __call__(self, account_id: int, events: Sequence[NewEvent], state: DeriveState) -> list[NewEvent]:
+        if any(e.event_type in profile_events.TYPES for e in events):  # whatever the account's setting
+            profile_events.apply(account_id, events, state, time.time())
         if not any(e.event_type in DERIVING for e in events) or not state.derives(account_id):
             return list(events)
         return _Run(account_id, state, self.ttl_s).events(events)

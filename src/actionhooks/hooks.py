@@ -12,12 +12,15 @@ template_ids    message_id (the template)
 segment_ids     segment_id
 pixel_ids       pixel_id
 =============== ==========================
+
+``exclude_flags`` drops the events carrying any of the named flags (``event_data.machine_open`` or
+``event_data.suspected_bot`` set to ``true``, docs/capture.md#flags); events without the flag pass.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -34,6 +37,7 @@ FILTER_ATTRIBUTES: dict[str, str] = {
 }
 
 IdList = Annotated[list[int], msgspec.Meta(max_length=10_000)]
+Flag = Literal["machine_open", "suspected_bot"]  # the flags capture sets (capture/visitor.py)
 
 
 class Filters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):
@@ -42,6 +46,7 @@ class Filters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_def
     template_ids: IdList | None = None
     segment_ids: IdList | None = None
     pixel_ids: IdList | None = None
+    exclude_flags: Annotated[list[Flag], msgspec.Meta(max_length=2)] | None = None
 
     def active(self) -> dict[str, frozenset[int]]:
         """attribute → allowed values, for the kinds that are set (an empty list is no filter)."""
@@ -216,18 +221,22 @@ class Matcher:
 
     def __init__(self, spec: HookSpec) -> None:
         self.rules = spec.filters.active()
+        self.excluded = tuple(dict.fromkeys(spec.filters.exclude_flags or ()))
 
     @property
     def trivial(self) -> bool:
-        return not self.rules
+        return not self.rules and not self.excluded
 
     def __call__(self, payload: bytes) -> bool:
-        if not self.rules:
+        if self.trivial:
             return True
         try:
             data = _decode_attrs(payload).event_data
         except msgspec.MsgspecError:
             return False
+        for flag in self.excluded:
+            if data.get(flag) is True:
+                return False
         for attribute, allowed in self.rules.items():
             value = data.get(attribute)
             if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:

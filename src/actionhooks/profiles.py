@@ -8,6 +8,7 @@ a tombstone (its id, ``list_id`` and when it was erased), so later messages carr
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -134,6 +135,7 @@ def to_builtins(profile_id: str, profile: Profile) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=65_536)  # delivery hashes the same recipients' emails batch after batch
 def email_hashes(email: str) -> tuple[str, str]:
     """``_md5`` and ``_xxh`` of an email: MD5 and xxHash64 (hex) of its lower-cased form (REFERENCE §2)."""
     data = email.strip().lower().encode()

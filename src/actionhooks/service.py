@@ -38,6 +38,7 @@ from .api.server import server_config
 from .config import Settings
 from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
+from .derive import Derivation
 from .dispatch.dispatcher import Dispatcher
 from .integrations import TransportContext
 from .maintenance import Maintenance
@@ -113,7 +114,7 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
                 return None if running.running else "the dispatcher is not running"
 
             readiness.add("dispatcher", dispatcher_check)
-        consumers = Consumers(consumer_specs, the_store, settings.limits)
+        consumers = Consumers(consumer_specs, the_store, settings.limits, Derivation(settings.derive_ttl_s))
         consumers.start()
         try:
             yield

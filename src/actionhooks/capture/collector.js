@@ -6,6 +6,9 @@
  * interactions with  actionhooks.popup("popup_open", {popup_id: 3, popup_name: "Welcome"})  — the type is one of
  * popup_open, popup_click, popup_post, popup_close, popup_error, popup_bounce, popup_custom. Elements carrying
  * data-ah-popup="<popup_id>" report popup_click when clicked (data-ah-element names what was clicked).
+ * The script loads async: a page that reports before it has loaded defines the queueing stub first,
+ *   window.actionhooks = window.actionhooks || {q: [], popup: function () { this.q.push(arguments); }};
+ * and the queued calls are sent once the script runs.
  * A visitor id is kept in localStorage so the service can rate-limit per visitor. */
 (function () {
   "use strict";
@@ -48,9 +51,11 @@
     send(body);
   }
 
+  var queued = (window.actionhooks && window.actionhooks.q) || [];
   window.actionhooks = {popup: popup};
   send({event_type: "pixel_open", url: window.location.href, referrer: document.referrer || undefined,
         params: pageParams()});
+  for (var i = 0; i < queued.length; i++) { popup(queued[i][0], queued[i][1]); }
   document.addEventListener("click", function (ev) {
     var el = ev.target && ev.target.closest ? ev.target.closest("[data-ah-popup]") : null;
     if (el) {

@@ -34,10 +34,12 @@ from typing import NamedTuple
 import msgspec
 
 from ..config import IngestLimits
+from ..derive import DEFAULT_TTL_S, Derivation
 from ..errors import StoreUnavailable
 from ..events import NewEvent, parse_events, split_body
 from ..integrations.source import Incoming, Problem, Rejection, Source, dead_letter_headers
 from ..store import Store, open_store
+from ..store.base import Deriver
 
 log = logging.getLogger("actionhooks.consume")
 
@@ -65,12 +67,16 @@ def _content_type(body: bytes, declared: str) -> str:
 
 
 class Ingester:
-    """Validates broker messages for one account and appends their valid events (the shared ingest path)."""
+    """Validates broker messages for one account and appends their valid events (the shared ingest path), with
+    derivation as ``POST /v1/events`` (``derive.py``; the account's setting switches it off)."""
 
-    def __init__(self, store: Store, account_id: int, limits: IngestLimits) -> None:
+    def __init__(
+        self, store: Store, account_id: int, limits: IngestLimits, derivation: Deriver | None = None
+    ) -> None:
         self.store = store
         self.account_id = account_id
         self.limits = limits
+        self.derivation: Deriver = Derivation() if derivation is None else derivation
 
     def check(self, messages: Sequence[Incoming]) -> Checked:
         """Split and validate every message: the valid events in order, and the messages' failed parts."""
@@ -115,7 +121,9 @@ class Ingester:
             return 0, 0
         while True:  # the batch stays unacknowledged until its events are committed
             try:
-                flags = await self.store.append(self.account_id, checked.events, checked.chosen_ids)
+                flags = await self.store.append(
+                    self.account_id, checked.events, checked.chosen_ids, self.derivation
+                )
                 break
             except StoreUnavailable as exc:
                 await asyncio.sleep(exc.retry_after)
@@ -180,7 +188,9 @@ async def run(source: Source, ingester: Ingester, stop: asyncio.Event, stats: St
     return stats
 
 
-async def serve(source: Source, db: str, account_id: int, limits: IngestLimits) -> None:
+async def serve(
+    source: Source, db: str, account_id: int, limits: IngestLimits, derive_ttl_s: float = DEFAULT_TTL_S
+) -> None:
     """Open the store and the source, consume until SIGTERM or SIGINT (a second one ends the process at once)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -200,7 +210,7 @@ async def serve(source: Source, db: str, account_id: int, limits: IngestLimits) 
         await source.open()
         try:
             log.info("%s: consuming for account %d", source.name, account_id)
-            stats = await run(source, Ingester(store, account_id, limits), stop)
+            stats = await run(source, Ingester(store, account_id, limits, Derivation(derive_ttl_s)), stop)
             log.info("%s: stopped; %s", source.name, stats.line())
         finally:
             await source.close()

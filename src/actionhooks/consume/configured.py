@@ -38,6 +38,7 @@ from ..errors import ConfigError
 from ..integrations.base import SourceSettings
 from ..integrations.source import Source
 from ..store import Store
+from ..store.base import Deriver
 from .base import Ingester, run
 
 log = logging.getLogger("actionhooks.consume")
@@ -102,8 +103,14 @@ def _spec(entry: dict[str, Any], where: str) -> ConsumerSpec:
 class Consumers:
     """The configured sources, each kept running on ``store`` until ``stop``."""
 
-    def __init__(self, specs: tuple[ConsumerSpec, ...], store: Store, limits: IngestLimits) -> None:
-        self.specs, self.store, self.limits = specs, store, limits
+    def __init__(
+        self,
+        specs: tuple[ConsumerSpec, ...],
+        store: Store,
+        limits: IngestLimits,
+        derivation: Deriver | None = None,
+    ) -> None:
+        self.specs, self.store, self.limits, self.derivation = specs, store, limits, derivation
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -129,7 +136,9 @@ class Consumers:
                 await source.open()
                 log.info("%s: consuming for account %d", source.name, spec.account_id)
                 failures = 0
-                stats = await run(source, Ingester(self.store, spec.account_id, self.limits), self._stop)
+                stats = await run(
+                    source, Ingester(self.store, spec.account_id, self.limits, self.derivation), self._stop
+                )
                 log.info("%s: stopped; %s", source.name, stats.line())
             except Exception as exc:  # the broker or the store failed: nothing of the batch was acknowledged
                 failures += 1

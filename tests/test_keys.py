@@ -38,7 +38,7 @@ from actionhooks.store.base import StoredKey
 from actionhooks.store.dialect import migration_scripts
 
 from .conftest import PG_ADMIN_URL, _empty_postgres
-from .support import Service, User, eventually
+from .support import Service, User, eventually, service_missing
 
 ACTIONHOOKS = str(Path(sys.executable).parent / "actionhooks")
 EVENT = {"event_type": "deliv", "event_date": "2024-05-01T12:00:00Z", "event_data": {"message_id": 1}}
@@ -417,7 +417,7 @@ def fresh_pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError:
-        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is not available")
+        service_missing(f"PostgreSQL at {PG_ADMIN_URL}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"

@@ -27,9 +27,7 @@ import asyncio
 import base64
 import contextlib
 import os
-import re
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -70,26 +68,6 @@ request = function()
   return wrk.format("GET", paths[(n % #paths) + 1])
 end
 """
-
-
-def wrk(url: str, script: str, seconds: int, connections: int, folder: Path) -> tuple[int, float]:
-    """Requests answered and seconds taken by ``wrk -t1`` running ``script`` against ``url``."""
-    path = folder / "bench.lua"
-    path.write_text(script)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(path), url],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if done is None:
-        raise RuntimeError(out)
-    if non2xx:
-        raise RuntimeError(f"{non2xx.group(1)} requests failed:\n{out}")
-    taken = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
-    return int(done.group(1)), taken
 
 
 async def _call(
@@ -140,14 +118,14 @@ def pixel(
             for i in range(10_000)
         )
         get = PIXEL_SCRIPT.format(agent=IPHONE, paths=paths)
-        wrk(f"{service}/v1/events", post, 2, connections, folder)  # warm-up
-        wrk(service, get, 2, connections, folder)
+        procs.wrk(f"{service}/v1/events", post, 2, connections, folder)  # warm-up
+        procs.wrk(service, get, 2, connections, folder)
         opens_before = _count(db_path, account_id, "open")
         totals = {"ingest": [0, 0.0], "pixel": [0, 0.0]}
         for kind in ("ingest", "pixel", "pixel", "ingest"):
             quiet()
             url, script = (f"{service}/v1/events", post) if kind == "ingest" else (service, get)
-            count, taken = wrk(url, script, seconds, connections, folder)
+            count, taken = procs.wrk(url, script, seconds, connections, folder)
             totals[kind][0] += count
             totals[kind][1] += taken
     recorded = _count(db_path, account_id, "open") - opens_before

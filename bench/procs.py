@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from actionhooks.devtools.procs import BIN, env, stop, wait_port
 
@@ -72,3 +74,23 @@ def bare_app(port: int) -> contextlib.AbstractContextManager[subprocess.Popen[by
         "--no-access-log",
     ]
     return running(cmd, port)
+
+
+def wrk(url: str, script: str, seconds: int, connections: int, folder: Path) -> tuple[int, float]:
+    """Requests answered and seconds taken by ``wrk -t1`` running ``script`` against ``url``."""
+    path = folder / "bench.lua"
+    path.write_text(script)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(path), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if done is None:
+        raise RuntimeError(out)
+    if non2xx:
+        raise RuntimeError(f"{non2xx.group(1)} requests failed:\n{out}")
+    taken = float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+    return int(done.group(1)), taken

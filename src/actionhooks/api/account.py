@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError
 from ..store.base import AccountSettings
-from .responses import json_response, read_body
+from .responses import json_response, read_typed
 from .schema import AccountPatch, AccountView, TrackingKeySecret, TrackingKeyView, timestamp
 
 
@@ -42,13 +41,7 @@ async def get_account(request: Request) -> Response:
 async def patch_account(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    body = await read_body(request, 64 * 1024)
-    try:
-        patch = msgspec.json.decode(body, type=AccountPatch)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, str(exc)) from None
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    patch = await read_typed(request, AccountPatch)
     if patch.derive is not None:
         await state.store.set_account_settings(account_id, AccountSettings(derive=patch.derive))
     return json_response(await _view(state, account_id))

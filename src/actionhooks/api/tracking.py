@@ -26,7 +26,7 @@ from ..capture import record, visitor
 from ..capture.tokens import Claims, TokenRequest, TrackingKeys
 from ..errors import ApiError, BadToken, StoreUnavailable
 from ..events import NewEvent
-from .responses import json_response, read_body
+from .responses import json_response, read_typed
 from .schema import TrackingToken
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,6 @@ class Collected(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     custom_event: Short | None = None
 
 
-_decode_collected = msgspec.json.Decoder(Collected).decode
-
-
 def _visit(request: Request) -> record.Visit:
     return record.Visit(
         request.client.host if request.client else None,
@@ -100,13 +97,7 @@ async def _append(state: Any, event: NewEvent) -> None:
 async def make_token(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request)
-    body = await read_body(request, 64 * 1024)
-    try:
-        wanted = msgspec.json.decode(body, type=TokenRequest)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, str(exc)) from None
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    wanted = await read_typed(request, TokenRequest)
     keys: TrackingKeys = state.tracking_keys
     token = await keys.mint(wanted.claims(account_id, time.time()))
     base = state.settings.public_url
@@ -187,13 +178,7 @@ async def collect(request: Request) -> Response:
     claims = await _claims(request)
     if claims is None or claims.ch != "site":
         raise ApiError(400, "invalid site token", headers=_CORS)
-    body = await read_body(request, 64 * 1024)
-    try:
-        sent = _decode_collected(body)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, str(exc), headers=_CORS) from None
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}", headers=_CORS) from None
+    sent = await read_typed(request, Collected, headers=_CORS)
     now = time.time()
     visit = _visit(request)
     limit: VisitorLimit = request.app.state.visitor_limit

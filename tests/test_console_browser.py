@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -46,11 +46,23 @@ class Site:
     def text(self, css: str) -> str:
         return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
 
+    def shown(self, css: str) -> str:
+        """The text of ``css`` once the page that a click started shows it (a click may return before the page
+        it submits has loaded)."""
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, css), f"{css} never appeared")
+        return self.text(css)
+
     def wait(self, condition: object, message: str = "") -> object:
         waiting = WebDriverWait(
             self.driver, WAIT_S, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
         )
-        return waiting.until(condition, message)  # type: ignore[arg-type]
+        try:
+            return waiting.until(condition, message)  # type: ignore[arg-type]
+        except TimeoutException:  # say what the browser shows instead, so a failure in CI can be read
+            body = self.driver.find_element(By.TAG_NAME, "body").text[:600]
+            raise AssertionError(
+                f"{message}: at {self.driver.current_url}, the page shows {body!r}"
+            ) from None
 
     def sign_in(self, key: str) -> None:
         self.open("/console/sign-in")
@@ -86,7 +98,7 @@ def test_a_wrong_key_is_refused_and_the_right_one_signs_in(site: Site) -> None:
     site.wait(lambda d: "/console/sign-in" in d.current_url, "pages need a session")
     site.driver.find_element(By.ID, "key").send_keys("ah_not-a-key")
     site.driver.find_element(By.ID, "sign-in").click()
-    assert site.text("#sign-in-refused")
+    assert site.shown("#sign-in-refused")
 
     site.sign_in(site.owner[1])
 
@@ -99,6 +111,7 @@ def test_a_wrong_key_is_refused_and_the_right_one_signs_in(site: Site) -> None:
 def test_an_http_hook_with_two_groups_and_a_filter_shows_a_field_error_then_saves(site: Site) -> None:
     site.open("/console/hooks")
     site.driver.find_element(By.ID, "new-hook").click()
+    site.shown("#f-name")
     site.driver.find_element(By.ID, "f-name").send_keys("CRM sync")
     search = site.driver.find_element(By.ID, "type-search")
     search.send_keys("unique open")  # the search box narrows the picker to the matching types
@@ -117,7 +130,7 @@ def test_an_http_hook_with_two_groups_and_a_filter_shows_a_field_error_then_save
     url.send_keys("ftp://example.com/hook")
     site.driver.find_element(By.ID, "save-hook").click()
 
-    error = site.text('[data-field="http.url"] .field-error')
+    error = site.shown('[data-field="http.url"] .field-error')
     assert "http" in error, error
     assert site.text("#chosen-count") == str(1 + sms)  # the choices survive the refusal
 
@@ -241,6 +254,7 @@ def test_stop_resume_clone_and_delete(site: Site) -> None:
     assert "CRM sync (copy)" in site.text(f"#hook-{clone}")
 
     site.driver.find_element(By.CSS_SELECTOR, f"#hook-{clone} a.delete").click()
+    site.shown("#confirm-delete")
     site.driver.find_element(By.ID, "confirm-delete").click()
     site.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-hook]")) == 1, "not deleted")
     assert site.service.run(hooks.get_hook(site.owner[0], int(str(clone)))) is None

@@ -2,11 +2,12 @@
 deliveries.
 
 Each test measures the victim account's latencies in one run, in blocks that alternate between the hostile hooks
-stopped and at work, and requires the 99th percentile with them at work within twice the one without (plus 5 ms:
-below that, differences are the noise of a busy machine, not a hook's doing). A victim round ingests one event and
+stopped and at work, and requires the 99th percentile with them at work within twice the one without (plus 50 ms:
+below that, differences are the noise of a busy machine — a CI run saw 14 ms against 3 ms, the attacker's retries
+sharing the one SQLite writer with the victim's ingest — not a hook's doing). A victim round ingests one event and
 waits for its delivery. Against the faults fixed here the victim's p99 grew by 0.2 s (a backtracking
 ``success_regex`` on the event loop) and beyond 3 s (Kafka sends holding every thread of the loop's default
-executor).
+executor): four and sixty times the allowance.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ RELENTLESS = RetryPolicy(initial_delay_s=0.1, max_delay_s=0.1, max_age_s=10**9)
 BLOCKS = 6  # calm and attacked rounds alternate in blocks, so the machine's other load weighs on both alike
 ROUNDS = 25  # per block
 ROUND_TIMEOUT_S = 3.0  # a round that takes longer ends the comparison, counted as taking this long
-ALLOWANCE_S = 0.005  # added to twice the baseline: below it, latencies are the machine's noise, not a hook's
+ALLOWANCE_S = 0.05  # added to twice the baseline: below it, latencies are the machine's noise, not a hook's
 
 
 @dataclass

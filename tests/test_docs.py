@@ -86,6 +86,7 @@ def test_documented_configuration_defaults_are_the_settings_defaults(monkeypatch
         "ACTIONHOOKS_MAX_BODY_BYTES": settings.limits.max_body_bytes,
         "ACTIONHOOKS_MAX_ITEMS": settings.limits.max_items,
         "ACTIONHOOKS_MAX_PENDING": settings.limits.max_pending,
+        "ACTIONHOOKS_MAX_PENDING_PER_ACCOUNT": settings.limits.max_pending_per_account,
         "ACTIONHOOKS_RETRY_INITIAL_S": settings.retry.initial_delay_s,
         "ACTIONHOOKS_RETRY_MAX_DELAY_S": settings.retry.max_delay_s,
         "ACTIONHOOKS_RETRY_MAX_AGE_S": settings.retry.max_age_s,

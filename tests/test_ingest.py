@@ -180,6 +180,43 @@ async def test_backlog_over_limit_answers_429_with_retry_after(store: Store, db_
         await svc.stop()
 
 
+async def test_one_accounts_flood_gets_429_while_another_account_is_accepted(
+    store: Store, db_url: str
+) -> None:
+    """Past its own pending limit an account's requests get 429 with Retry-After; another account's requests are
+    still queued for commit (and stored) meanwhile — the global limit is far from reached."""
+    limits = IngestLimits(
+        max_body_bytes=1024 * 1024, max_items=1000, max_pending=100_000, max_pending_per_account=50
+    )
+    svc = Service(store, service_settings(db_url, limits=limits))
+    await svc.start()
+    writer_busy = threading.Event()
+    try:
+        flooder, other = await svc.user("flooder"), await svc.user("other")
+        writer_busy = store.faults.hold_writes()  # the next write waits: appends queue up behind it
+        flood = [
+            asyncio.create_task(svc.call("POST", "/v1/events", flooder, [ev() for _ in range(30)]))
+            for _ in range(2)
+        ]
+        await eventually(lambda: store.pending_appends_of(flooder.account_id) >= 60)
+        status, body, headers = await svc.call("POST", "/v1/events", flooder, ev())
+        assert status == 429 and headers["Retry-After"] == "1"
+        assert "account" in body["error"]
+        others = [asyncio.create_task(svc.call("POST", "/v1/events", other, [ev() for _ in range(30)]))]
+        await eventually(lambda: store.pending_appends_of(other.account_id) == 30)  # queued, not refused
+        assert store.pending_appends_of(flooder.account_id) == 60
+        writer_busy.set()
+        status, body, _ = await others[0]
+        assert status == 202 and body["accepted"] == 30
+        assert [(await f)[0] for f in flood] == [202, 202]
+        assert store.pending_appends_of(flooder.account_id) == 0 == store.pending_appends
+        status, _, _ = await svc.call("POST", "/v1/events", flooder, ev())
+        assert status == 202
+    finally:
+        writer_busy.set()
+        await svc.stop()
+
+
 async def test_missing_or_wrong_key_is_401(service: Service, owner: User) -> None:
     status, _, headers = await service.call("POST", "/v1/events", None, ev())
     assert status == 401 and headers["WWW-Authenticate"] == "Bearer"

@@ -9,6 +9,8 @@ ACTIONHOOKS_ALLOW_NETS          (none)                   CIDRs hooks may reach a
 ACTIONHOOKS_MAX_BODY_BYTES      10485760                 ingest request body limit (413 above)
 ACTIONHOOKS_MAX_ITEMS           10000                    events per ingest request (413 above)
 ACTIONHOOKS_MAX_PENDING         200000                   events waiting for commit before 429
+ACTIONHOOKS_MAX_PENDING_PER_ACCOUNT 50000                one account's events waiting for commit before
+                                                         its requests get 429 (others' still pass)
 ACTIONHOOKS_RETRY_INITIAL_S     1                        first wait before a batch is sent again
 ACTIONHOOKS_RETRY_MAX_DELAY_S   300                      longest wait between a batch's tries
 ACTIONHOOKS_RETRY_MAX_AGE_S     86400 (1 day)            a failing batch is dead-lettered this long after
@@ -70,6 +72,7 @@ class IngestLimits:
     max_body_bytes: int = 10 * 1024 * 1024
     max_items: int = 10_000
     max_pending: int = 200_000
+    max_pending_per_account: int = 50_000  # one account's flood is refused before it fills the global limit
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Settings:
                 max_body_bytes=env_int("ACTIONHOOKS_MAX_BODY_BYTES", IngestLimits.max_body_bytes, 1024),
                 max_items=env_int("ACTIONHOOKS_MAX_ITEMS", IngestLimits.max_items, 1),
                 max_pending=env_int("ACTIONHOOKS_MAX_PENDING", IngestLimits.max_pending, 1),
+                max_pending_per_account=env_int(
+                    "ACTIONHOOKS_MAX_PENDING_PER_ACCOUNT", IngestLimits.max_pending_per_account, 1
+                ),
             ),
             retry=RetryPolicy(
                 initial_delay_s=env_float("ACTIONHOOKS_RETRY_INITIAL_S", RetryPolicy.initial_delay_s, 0.0),

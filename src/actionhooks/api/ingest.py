@@ -2,7 +2,8 @@
 
 Valid events are committed before the answer (``202``); invalid ones are named by index in ``errors``. The answer
 is ``400`` (same shape) when no event was valid, ``413`` over the body or item limit, ``429`` with ``Retry-After``
-while more events wait for commit than the pending limit allows.
+while more events wait for commit than the pending limit allows — the global one, or the account's own
+(``max_pending_per_account``: one account's flood is refused while other accounts' requests still pass).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ async def post_events(request: Request) -> Response:
     if state.store.pending_appends > limits.max_pending:
         raise ApiError(
             429, "too many events waiting to be committed; retry shortly", headers={"Retry-After": "1"}
+        )
+    if state.store.pending_appends_of(account_id) > limits.max_pending_per_account:
+        raise ApiError(
+            429,
+            "too many of this account's events waiting to be committed; retry shortly",
+            headers={"Retry-After": "1"},
         )
     body = await read_body(request, limits.max_body_bytes)
     content_type = request.headers.get("content-type", "")

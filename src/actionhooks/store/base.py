@@ -290,6 +290,10 @@ class Store(Protocol):
         """Events waiting for the next group commit (for back-pressure)."""
         ...
 
+    def pending_appends_of(self, account_id: int) -> int:
+        """Those of :attr:`pending_appends` that ``account_id`` sent (per-account fairness at ingest)."""
+        ...
+
     async def head(self) -> int: ...
     async def read_events(
         self,

@@ -40,6 +40,7 @@ class GroupCommit:
         self._commit_group = commit
         self._queue: list[PendingAppend] = []
         self._queued_events = 0
+        self._queued_by_account: dict[int, int] = {}
         self._committer: asyncio.Task[None] | None = None
         self.listeners: list[AppendListener] = []
 
@@ -47,6 +48,19 @@ class GroupCommit:
     def pending(self) -> int:
         """Events waiting for the next commit."""
         return self._queued_events
+
+    def pending_of(self, account_id: int) -> int:
+        """Events of ``account_id`` waiting for the next commit (per-account fairness at ingest)."""
+        return self._queued_by_account.get(account_id, 0)
+
+    def _done(self, group: list[PendingAppend]) -> None:
+        for p in group:
+            self._queued_events -= len(p.events)
+            left = self._queued_by_account.get(p.account_id, 0) - len(p.events)
+            if left > 0:
+                self._queued_by_account[p.account_id] = left
+            else:
+                self._queued_by_account.pop(p.account_id, None)
 
     async def append(
         self,
@@ -58,6 +72,7 @@ class GroupCommit:
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._queue.append(PendingAppend(account_id, events, chosen_ids, future, derive))
         self._queued_events += len(events)
+        self._queued_by_account[account_id] = self._queued_by_account.get(account_id, 0) + len(events)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_loop())
         return await future
@@ -85,7 +100,6 @@ class GroupCommit:
 
     async def _commit(self, group: list[PendingAppend]) -> None:
         """One transaction for ``group``; every waiter hears the outcome (the exception is re-raised)."""
-        size = sum(len(p.events) for p in group)
         try:
             results = await self._commit_group(group)
         except BaseException as exc:
@@ -93,9 +107,9 @@ class GroupCommit:
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                self._queued_events -= size
+                self._done(group)
             raise
-        self._queued_events -= size
+        self._done(group)
         for p, result in zip(group, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)

@@ -262,6 +262,9 @@ class SqlStore:
     def pending_appends(self) -> int:
         return self._appends.pending
 
+    def pending_appends_of(self, account_id: int) -> int:
+        return self._appends.pending_of(account_id)
+
     async def append(
         self,
         account_id: int,

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from actionhooks.config import Retention
+from actionhooks.maintenance.runner import FAILED_ROUNDS_NOT_READY
 from actionhooks.readiness import Readiness
 from actionhooks.store import Store
 
@@ -28,7 +30,12 @@ async def test_a_serving_process_is_ready_without_a_key(service: Service) -> Non
     status, body, _ = await readyz(service)
     assert status == 200
     assert body["status"] == "ready"
-    assert body["checks"] == {**body["checks"], "store": "ok", "dispatcher": "ok"}  # others may add theirs
+    assert body["checks"] == {
+        **body["checks"],
+        "store": "ok",
+        "dispatcher": "ok",
+        "background_jobs": "ok",
+    }  # others may add theirs
     assert (await service.call("GET", "/healthz", None))[0] == 200
 
 
@@ -68,6 +75,43 @@ async def test_a_database_missing_a_migration_is_not_ready(service: Service, db_
         conn.execute("DELETE FROM schema_migrations WHERE version = 4")
     status, body, _ = await readyz(service)
     assert status == 503 and body["checks"]["store"] == "migrations not applied: [4]"
+
+
+def _execute(db_url: str, sql: str) -> None:
+    if db_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=10)) as conn, conn:
+            conn.execute(sql)
+    else:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+
+async def test_background_jobs_failing_round_after_round_make_the_process_not_ready(
+    store: Store, db_url: str
+) -> None:
+    """The lease table gone (a botched restore, say): every round of the background jobs fails; after
+    FAILED_ROUNDS_NOT_READY of them in a row /readyz names the failure, and is ready again once rounds pass."""
+    svc = Service(store, service_settings(db_url, retention=Retention(interval_s=0.05)))
+    await svc.start()
+    try:
+        jobs = svc.app.state.maintenance
+        await eventually(lambda: jobs.last_round_at is not None)
+        assert (await readyz(svc))[0] == 200
+        await asyncio.to_thread(_execute, db_url, "ALTER TABLE leases RENAME TO leases_away")
+        await eventually(lambda: jobs.failed_rounds >= FAILED_ROUNDS_NOT_READY, timeout=10)
+        status, body, _ = await readyz(svc)
+        assert status == 503
+        check = str(body["checks"]["background_jobs"])
+        assert "rounds failed in a row" in check and "leases" in check
+        assert body["checks"]["store"] == "ok"
+        await asyncio.to_thread(_execute, db_url, "ALTER TABLE leases_away RENAME TO leases")
+
+        async def ready() -> bool:
+            return (await readyz(svc))[0] == 200
+
+        await eventually(ready, timeout=10)
+    finally:
+        await svc.stop()
 
 
 def _admin(sql: str) -> None:

@@ -8,7 +8,8 @@ at ``/console/``: ``console.mount``). The app's lifespan opens and closes them i
 consumers, dispatcher, background jobs, store down.
 
 Readiness (``GET /readyz``, :mod:`.readiness`): the lifespan adds the checks of the parts it starts — ``store``
-(reachable and migrated), ``dispatcher`` (only where one runs).
+(reachable and migrated), ``background_jobs`` (``Maintenance.health``: running, keeping up, not failing round
+after round), ``dispatcher`` (only where one runs).
 
 Graceful shutdown (:class:`Shutdown`): at SIGTERM the process stops taking connections and is no longer ready, the
 dispatcher's workers finish and record the batches they are sending and send nothing new, requests in flight (their
@@ -103,6 +104,12 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
         maintenance = Maintenance(the_store, registry, settings.retention)
         app.state.maintenance = maintenance
         await maintenance.start()
+
+        async def jobs_check() -> str | None:
+            health = maintenance.health()
+            return None if health.ok else health.detail
+
+        readiness.add("background_jobs", jobs_check)
         dispatcher = Dispatcher(the_store, registry, context, settings.retry) if dispatch else None
         app.state.dispatcher = dispatcher
         if dispatcher is not None:

@@ -5,7 +5,9 @@ loop, and only the holder of the ``maintenance`` lease (a row of the ``leases`` 
 UPDATE, valid for ``LEASE_TTL_S``) does the work. A holder that dies leaves its lease to expire; another process
 takes it within a TTL. Clocks of the processes must agree to within a few seconds.
 
-:meth:`Maintenance.health` says whether the jobs are keeping up (for readiness checks).
+:meth:`Maintenance.health` says whether the jobs are keeping up: the process's readiness check
+``background_jobs`` (``GET /readyz``) is not ready while they are not running, the lease was not checked or no
+round completed for ``3 × interval + LEASE_TTL_S``, or ``FAILED_ROUNDS_NOT_READY`` rounds in a row failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LEASE = "maintenance"
 LEASE_TTL_S = 30.0
+FAILED_ROUNDS_NOT_READY = 3  # rounds failed in a row before the jobs count as unhealthy
 
 
 class JobHealth(NamedTuple):
@@ -46,6 +49,7 @@ class Maintenance:
         self.last_round_at: float | None = None  # when a round last completed (here, holding the lease)
         self.last_lease_check_at: float | None = None
         self.last_error: str | None = None
+        self.failed_rounds = 0  # in a row, up to now
         self.last_round = PruneRound()
         self._task: asyncio.Task[None] | None = None
         self._started_at = time.time()
@@ -86,20 +90,25 @@ class Maintenance:
             try:
                 done = await self.run_once()
                 more = done is not None and done.more
+                self.failed_rounds = 0
             except StoreUnavailable as exc:  # the store logs the outage; try again next time
                 self.last_error = str(exc)
+                self.failed_rounds += 1
             except Exception as exc:
                 self.last_error = repr(exc)
+                self.failed_rounds += 1
                 log.exception("maintenance: round failed; trying again")
             await asyncio.sleep(0 if more else self.retention.interval_s)
 
     def health(self, now: float | None = None) -> JobHealth:
         """Healthy while the lease was checked lately and, when held here, rounds complete (within
-        ``3 × interval + LEASE_TTL_S`` of now)."""
+        ``3 × interval + LEASE_TTL_S`` of now), and fewer than ``FAILED_ROUNDS_NOT_READY`` failed in a row."""
         now = time.time() if now is None else now
         late = 3 * self.retention.interval_s + LEASE_TTL_S
         if self._task is None or self._task.done():
             return JobHealth(False, "background jobs are not running")
+        if self.failed_rounds >= FAILED_ROUNDS_NOT_READY:
+            return JobHealth(False, f"{self.failed_rounds} rounds failed in a row: {self.last_error}")
         checked = self.last_lease_check_at or self._started_at
         if now - checked > late:
             return JobHealth(

@@ -168,6 +168,53 @@ async def test_secrets_are_write_only_and_kept_on_an_edit(service: Service) -> N
         )
 
 
+async def test_an_edit_in_the_console_keeps_the_hooks_exclude_flags(service: Service) -> None:
+    """Issue 13: a hook created through the API with ``filters.exclude_flags`` kept them only until its first save
+    in the console (the editor had no input for them). The editor shows them ticked, a save keeps them, and
+    unticking one removes it."""
+    owner = await service.user("owner")
+    settings = {
+        "name": "opens",
+        "event_types": ["read"],
+        "filters": {"campaign_ids": [7], "exclude_flags": ["machine_open", "suspected_bot"]},
+        "transport": {"type": "http", "url": "http://127.0.0.1:9/hook"},
+    }
+    status, hook, _ = await service.call("POST", "/v1/hooks", owner, settings)
+    assert status == 201
+    http, csrf = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{hook['id']}") as answer:
+            assert answer.status == 200  # the detail page names the flags too
+        async with http.get(f"/console/hooks/{hook['id']}/edit") as answer:
+            page = await answer.text()
+        for flag in ("machine_open", "suspected_bot"):
+            assert re.search(rf'value="{flag}" id="f-flag-{flag}" checked', page), flag
+        fields = [
+            ("csrf", csrf),
+            ("name", "renamed"),
+            ("database", "all"),
+            ("event_types", "read"),
+            ("filters.campaign_ids", "7"),
+            ("filters.exclude_flags", "machine_open"),
+            ("filters.exclude_flags", "suspected_bot"),
+            ("transport.type", "http"),
+            ("http.url", "http://127.0.0.1:9/hook"),
+            ("http.auth", "none"),
+        ]
+        async with http.post(f"/console/hooks/{hook['id']}/edit", data=aiohttp.FormData(fields)) as answer:
+            assert answer.status == 200 and answer.url.path == f"/console/hooks/{hook['id']}"
+        status, saved, _ = await service.call("GET", f"/v1/hooks/{hook['id']}", owner)
+        assert saved["name"] == "renamed"
+        assert saved["filters"]["exclude_flags"] == ["machine_open", "suspected_bot"]
+        assert saved["filters"]["campaign_ids"] == [7]
+
+        fewer = aiohttp.FormData([(k, v) for k, v in fields if v != "suspected_bot"])
+        async with http.post(f"/console/hooks/{hook['id']}/edit", data=fewer) as answer:
+            assert answer.status == 200
+        status, saved, _ = await service.call("GET", f"/v1/hooks/{hook['id']}", owner)
+        assert saved["filters"]["exclude_flags"] == ["machine_open"]
+
+
 async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
     owner, outsider = await service.user("owner"), await service.user("outsider")
     status, hook, _ = await service.call(

@@ -38,6 +38,7 @@ FILTER_ATTRIBUTES: dict[str, str] = {
 
 IdList = Annotated[list[int], msgspec.Meta(max_length=10_000)]
 Flag = Literal["machine_open", "suspected_bot"]  # the flags capture sets (capture/visitor.py)
+FLAGS: tuple[Flag, ...] = ("machine_open", "suspected_bot")
 
 
 class Filters(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=False):

@@ -26,6 +26,8 @@ KEPT = "***"
 """A secret left as it was (the API's own marker for it)."""
 
 FILTER_KINDS = tuple(FILTER_ATTRIBUTES)
+EXCLUDE_FLAGS = "filters.exclude_flags"
+"""The flags' checkboxes (one input name, one value per flag); the form carries the ticked ones comma-joined."""
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,9 @@ def hook_settings(
         ],
         "transport": transport.settings,
     }
+    flags = [flag for flag in form.get(EXCLUDE_FLAGS, "").split(",") if flag]
+    if flags:
+        settings["filters"]["exclude_flags"] = flags
     patch = {**settings, "transport": transport.patch}
     return settings, patch
 
@@ -326,6 +331,7 @@ def form_values(settings: Mapping[str, Any]) -> dict[str, str]:
     }
     for kind in FILTER_KINDS:
         values[f"filters.{kind}"] = ", ".join(str(v) for v in (at(settings, f"filters.{kind}") or ()))
+    values[EXCLUDE_FLAGS] = ",".join(at(settings, EXCLUDE_FLAGS) or ())
     transport = settings.get("transport") or {}
     kind = str(transport.get("type", ""))
     values["transport.type"] = kind

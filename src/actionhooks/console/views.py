@@ -30,7 +30,7 @@ from ..catalog import catalog
 from ..catalog.samples import sample
 from ..catalog.schemas import event_schema
 from ..errors import ApiError, ValidationError
-from ..hooks import HookSpec
+from ..hooks import FLAGS, HookSpec
 from ..integrations import transport_types
 from ..registry import Hook, HookRegistry
 from ..stats import hook_stats
@@ -414,6 +414,8 @@ class Console:
             input_name=forms.input_name,
             secret_set=lambda path: forms.secret_is_set(stored, path),
             filter_kinds=forms.FILTER_KINDS,
+            flags=FLAGS,
+            excluded=set(values.get(forms.EXCLUDE_FLAGS, "").split(",")),
             errors=errors,
             error=error,
             general_error=general,
@@ -446,6 +448,7 @@ class Console:
             if hook is None:
                 return self._not_found(request, session)
         values = {k: form.get(k, "") for k in form}
+        values[forms.EXCLUDE_FLAGS] = ",".join(str(f) for f in form.getlist(forms.EXCLUDE_FLAGS))
         chosen = [code for code in form.getlist("event_types")]
         old = hook.spec.to_builtins(public=False) if hook else None
         try:

@@ -215,6 +215,42 @@ async def test_an_edit_in_the_console_keeps_the_hooks_exclude_flags(service: Ser
         assert saved["filters"]["exclude_flags"] == ["machine_open"]
 
 
+async def test_the_editor_sets_shows_and_removes_the_rate_limit(service: Service) -> None:
+    owner = await service.user("owner")
+    http, csrf = await _browser(service, owner)
+    form = {
+        "csrf": csrf,
+        "name": "paced",
+        "database": "all",
+        "event_types": "send",
+        "max_events_per_second": "12.5",
+        "transport.type": "http",
+        "http.url": "http://127.0.0.1:9/hook",
+        "http.auth": "none",
+    }
+    async with http:
+        async with http.post("/console/hooks/new", data=form) as answer:
+            assert answer.status == 200
+            hook_id = int(answer.url.path.rsplit("/", 1)[1])
+        status, hook, _ = await service.call("GET", f"/v1/hooks/{hook_id}", owner)
+        assert status == 200 and hook["max_events_per_second"] == 12.5
+        async with http.get(f"/console/hooks/{hook_id}/edit") as answer:
+            page = await answer.text()
+        assert re.search(r'name="max_events_per_second" id="f-max_events_per_second" value="12.5"', page)
+        async with http.post(
+            f"/console/hooks/{hook_id}/edit", data={**form, "max_events_per_second": "0"}
+        ) as answer:
+            page = await answer.text()
+            assert answer.status == 422
+        assert re.search(r'f-max_events_per_second".*?field-error', page, re.S)
+        async with http.post(
+            f"/console/hooks/{hook_id}/edit", data={**form, "max_events_per_second": ""}
+        ) as answer:
+            assert answer.status == 200
+        status, hook, _ = await service.call("GET", f"/v1/hooks/{hook_id}", owner)
+        assert status == 200 and hook["max_events_per_second"] is None
+
+
 async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
     owner, outsider = await service.user("owner"), await service.user("outsider")
     status, hook, _ = await service.call(

@@ -37,6 +37,7 @@ FILTER_ATTRIBUTES: dict[str, str] = {
 }
 
 IdList = Annotated[list[int], msgspec.Meta(max_length=10_000)]
+MAX_RATE = 1_000_000.0  # events a second: the highest max_events_per_second (above it, leave it null)
 Flag = Literal["machine_open", "suspected_bot"]  # the flags capture sets (capture/visitor.py)
 FLAGS: tuple[Flag, ...] = ("machine_open", "suspected_bot")
 
@@ -69,6 +70,7 @@ class _HookInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     custom_data_fields: Annotated[list[str], msgspec.Meta(max_length=500)] = msgspec.field(
         default_factory=list
     )
+    max_events_per_second: Annotated[float, msgspec.Meta(gt=0, le=MAX_RATE)] | None = None
 
 
 class HookSpec(msgspec.Struct, kw_only=True, frozen=True):
@@ -81,6 +83,7 @@ class HookSpec(msgspec.Struct, kw_only=True, frozen=True):
     list_id: int | None = None
     filters: Filters = msgspec.field(default_factory=Filters)
     custom_data_fields: tuple[str, ...] = ()
+    max_events_per_second: float | None = None  # every send of the hook paced to this (dispatch/rate.py)
 
     def to_builtins(self, *, public: bool) -> dict[str, Any]:
         """JSON-ready settings; ``public`` hides the transport's secrets."""
@@ -91,6 +94,7 @@ class HookSpec(msgspec.Struct, kw_only=True, frozen=True):
             "event_types": list(self.event_types),
             "filters": msgspec.to_builtins(self.filters),
             "custom_data_fields": list(self.custom_data_fields),
+            "max_events_per_second": self.max_events_per_second,
             "transport": self.transport.public() if public else msgspec.to_builtins(self.transport),
         }
 
@@ -143,6 +147,7 @@ def parse_hook(data: Any) -> HookSpec:
         list_id=raw.list_id,
         filters=raw.filters,
         custom_data_fields=tuple(dict.fromkeys(raw.custom_data_fields)),
+        max_events_per_second=raw.max_events_per_second,
     )
 
 

@@ -83,6 +83,7 @@ class HookView(msgspec.Struct, kw_only=True):
     event_types: list[str]
     filters: Filters
     custom_data_fields: list[str]
+    max_events_per_second: float | None
     transport: TransportChoice
     cursor: int
     created_at: Instant
@@ -102,6 +103,7 @@ class HookView(msgspec.Struct, kw_only=True):
             event_types=list(spec.event_types),
             filters=spec.filters,
             custom_data_fields=list(spec.custom_data_fields),
+            max_events_per_second=spec.max_events_per_second,
             transport=public_transport(spec.transport),
             cursor=hook.cursor,
             created_at=timestamp(hook.created_at),

@@ -2,7 +2,8 @@
 the submitted form to the settings the API takes (validated by :func:`actionhooks.hooks.parse_hook`).
 
 Inputs are named after the API's fields so its errors (a dotted ``field``) land next to the input they name:
-``name``, ``list_id``, ``event_types``, ``filters.resource_ids``, ``custom_data_fields``, ``transport.type``; a
+``name``, ``list_id``, ``event_types``, ``filters.resource_ids``, ``filters.exclude_flags`` (a checkbox per flag),
+``custom_data_fields``, ``max_events_per_second`` (empty: no limit), ``transport.type``; a
 transport's own settings are prefixed with its type (``http.url``, ``kafka.topic``) because every transport's inputs
 are on the page at once, and a tagged union (HTTP ``auth``) adds the variant (``http.auth.oauth2.client_id``).
 
@@ -262,6 +263,7 @@ def hook_settings(
         else TransportForm({"type": kind}, {"type": kind})
     )
     list_text = form.get("list_id", "").strip()
+    rate_text = form.get("max_events_per_second", "").strip()
     settings: dict[str, Any] = {
         "name": form.get("name", "").strip(),
         "active": bool(old.get("active", True)) if old is not None else True,
@@ -277,6 +279,7 @@ def hook_settings(
         "custom_data_fields": [
             line.strip() for line in form.get("custom_data_fields", "").splitlines() if line.strip()
         ],
+        "max_events_per_second": _number(rate_text, False) if rate_text else None,
         "transport": transport.settings,
     }
     flags = [flag for flag in form.get(EXCLUDE_FLAGS, "").split(",") if flag]
@@ -328,6 +331,7 @@ def form_values(settings: Mapping[str, Any]) -> dict[str, str]:
         "database": "all" if settings.get("list_id") is None else "one",
         "list_id": "" if settings.get("list_id") is None else str(settings["list_id"]),
         "custom_data_fields": "\n".join(settings.get("custom_data_fields", ())),
+        "max_events_per_second": _rate_text(settings.get("max_events_per_second")),
     }
     for kind in FILTER_KINDS:
         values[f"filters.{kind}"] = ", ".join(str(v) for v in (at(settings, f"filters.{kind}") or ()))
@@ -338,6 +342,12 @@ def form_values(settings: Mapping[str, Any]) -> dict[str, str]:
     if kind in transport_types():
         _values(kind, transport_inputs(kind), None, transport, values)
     return values
+
+
+def _rate_text(rate: Any) -> str:
+    if rate is None:
+        return ""
+    return str(int(rate)) if float(rate).is_integer() else str(rate)
 
 
 def _values(

@@ -27,6 +27,7 @@ from ..integrations import TransportContext
 from ..registry import Hook, HookRegistry
 from ..store.base import Store
 from .feed import LogFeed
+from .rate import HookRates
 from .states import StateWriter
 from .worker import HookWorker
 
@@ -58,6 +59,7 @@ class Dispatcher:
         self._worker_started = asyncio.Event()  # set, and replaced, whenever a worker starts
         self.feed = LogFeed(store)
         self.states = StateWriter(store)
+        self.rates = HookRates()  # each hook's max_events_per_second, shared by every send path (dispatch/rate.py)
         store.add_append_listener(self.feed.appended)
 
     async def start(self) -> None:
@@ -152,6 +154,8 @@ class Dispatcher:
         for hook_id, (worker, task) in list(self.workers.items()):
             if wanted.get(hook_id) != worker.hook.generation or task.done():
                 await self._stop_worker(hook_id)
+            if hook_id not in wanted:
+                self.rates.forget(hook_id)
         for hook_id, generation in wanted.items():
             if hook_id in self.workers or self._unreadable.get(hook_id) == generation:
                 continue
@@ -175,6 +179,7 @@ class Dispatcher:
             self.poll_interval,
             feed=self.feed,
             states=self.states,
+            rate=self.rates.of(hook.id, hook.spec.max_events_per_second),
         )
         task = asyncio.create_task(worker.run(), name=f"hook-{hook.id}")
         task.add_done_callback(self._worker_done)

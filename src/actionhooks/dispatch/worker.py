@@ -24,6 +24,9 @@ Batch records go through the :class:`~.states.StateWriter` too: many hooks' reco
 Every store write is conditional on the hook's generation: when the hook was edited or deleted the write matches
 nothing and the worker stops (the dispatcher starts a fresh one from the stored settings).
 
+Every send (a retry too) first waits its turn on the hook's :class:`~.rate.RateLimiter` (``max_events_per_second``;
+a limited hook's batches hold at most one second of its rate).
+
 Sends run at most ``K`` batches ahead of their records: the record of a delivered batch is written while the next
 ones are read, prepared and sent, and a batch is sent only while fewer than ``K`` records are unwritten. ``K`` is
 :data:`SENDS_AHEAD` batches for a hook of small batches, fewer for larger ones (:data:`EVENTS_AHEAD` events, at
@@ -54,6 +57,7 @@ from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, Page, Store
 from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
+from .rate import RateLimiter
 from .states import StateWriter
 
 log = logging.getLogger(__name__)
@@ -82,6 +86,7 @@ class HookWorker:
         *,
         feed: LogFeed,
         states: StateWriter,
+        rate: RateLimiter | None = None,
     ) -> None:
         self.hook = hook
         self.store = store
@@ -94,7 +99,8 @@ class HookWorker:
         spec = hook.spec
         self.matcher = Matcher(spec)
         self.enricher = Enricher(spec, store, hook.account_id)
-        self.max_batch = spec.transport.max_batch_size
+        self.rate = rate or RateLimiter(spec.max_events_per_second)
+        self.max_batch = self.rate.batch_size(spec.transport.max_batch_size)
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
         self.buffer: list[Message] = []
@@ -346,6 +352,11 @@ class HookWorker:
         while True:
             attempts += 1
             await self._settle(self.sends_ahead - 1)  # at most K batches sent ahead of their records
+            paced = self.rate.reserve(len(batch.messages))  # the hook's max_events_per_second
+            if paced > 0:
+                await self._pause(paced)
+                if self.stopping:
+                    return  # the batch stays after the saved cursor: the next worker sends it
             at = time.time()
             started = time.perf_counter()
             try:

@@ -59,7 +59,9 @@ class Dispatcher:
         self._worker_started = asyncio.Event()  # set, and replaced, whenever a worker starts
         self.feed = LogFeed(store)
         self.states = StateWriter(store)
-        self.rates = HookRates()  # each hook's max_events_per_second, shared by every send path (dispatch/rate.py)
+        self.rates = (
+            HookRates()
+        )  # each hook's max_events_per_second, shared by every send path (dispatch/rate.py)
         store.add_append_listener(self.feed.appended)
 
     async def start(self) -> None:

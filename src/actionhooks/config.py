@@ -25,6 +25,8 @@ ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters s
 ACTIONHOOKS_PUBLIC_URL          http://127.0.0.1:8000    base URL of the tracking links (open pixel, click)
 ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation remembers a first open / click
 ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
+ACTIONHOOKS_DISABLE_AFTER_S     259200 (3 days)          a hook failing without a success this long is
+                                                         stopped (auto-disable)
 ==============================  =======================  ==============================================
 """
 
@@ -100,6 +102,7 @@ class Settings:
     public_url: str = "http://127.0.0.1:8000"  # the tracking links' base (docs/capture.md)
     derive_ttl_s: float = 90 * 86400  # derivation marks (docs/capture.md#the-uniqueness-window)
     key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
+    disable_after_s: float = 3 * 86400  # auto-disable (maintenance/auto_disable.py)
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -133,6 +136,7 @@ class Settings:
             public_url=env_str("ACTIONHOOKS_PUBLIC_URL", cls.public_url).rstrip("/"),
             derive_ttl_s=env_float("ACTIONHOOKS_DERIVE_TTL_S", cls.derive_ttl_s, 1.0),
             key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
+            disable_after_s=env_float("ACTIONHOOKS_DISABLE_AFTER_S", cls.disable_after_s, 1.0),
         )
 
     def __post_init__(self) -> None:

@@ -13,6 +13,8 @@ segment_ids     segment_id
 pixel_ids       pixel_id
 =============== ==========================
 
+Operational events (``operational.py``) pass the filters; a hook never receives those about itself.
+
 ``exclude_flags`` drops the events carrying any of the named flags (``event_data.machine_open`` or
 ``event_data.suspected_bot`` set to ``true``, docs/capture.md#flags); events without the flag pass.
 """
@@ -27,6 +29,7 @@ import msgspec
 from .catalog import catalog
 from .errors import ValidationError, field_error
 from .integrations import TransportSettings, parse_settings
+from .operational import OPERATIONAL_CODES
 
 FILTER_ATTRIBUTES: dict[str, str] = {
     "resource_ids": "resource_id",
@@ -136,8 +139,13 @@ def parse_hook(data: Any) -> HookSpec:
         raise field_error(exc) from None
     known = catalog().codes
     for i, code in enumerate(raw.event_types):
-        if code not in known:
+        if code not in known and code not in OPERATIONAL_CODES:
             raise ValidationError(f"unknown event type {code!r}", f"event_types.{i}")
+        if code in OPERATIONAL_CODES and raw.list_id is not None:
+            raise ValidationError(
+                f"{code!r} is an operational event, of no database: a hook receiving it has no list_id",
+                f"event_types.{i}",
+            )
     transport = parse_settings(raw.transport)
     return HookSpec(
         name=raw.name,
@@ -215,6 +223,7 @@ def _at(data: Any, path: list[str]) -> Any:
 
 
 class _EventAttrs(msgspec.Struct):
+    event_type: str = ""
     event_data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -225,21 +234,26 @@ class Matcher:
     """Decides whether one stored event passes a hook's filters (event type and list_id are checked by the
     store's query)."""
 
-    def __init__(self, spec: HookSpec) -> None:
+    def __init__(self, spec: HookSpec, hook_id: int | None = None) -> None:
         self.rules = spec.filters.active()
         self.excluded = tuple(dict.fromkeys(spec.filters.exclude_flags or ()))
+        # operational events about the hook itself are never its own to receive (operational.py)
+        self.own_id = hook_id if OPERATIONAL_CODES.intersection(spec.event_types) else None
 
     @property
     def trivial(self) -> bool:
-        return not self.rules and not self.excluded
+        return not self.rules and not self.excluded and self.own_id is None
 
     def __call__(self, payload: bytes) -> bool:
         if self.trivial:
             return True
         try:
-            data = _decode_attrs(payload).event_data
+            attrs = _decode_attrs(payload)
         except msgspec.MsgspecError:
             return False
+        data = attrs.event_data
+        if attrs.event_type in OPERATIONAL_CODES:  # the filters are about catalogue events' attributes
+            return self.own_id is None or data.get("hook_id") != self.own_id
         for flag in self.excluded:
             if data.get(flag) is True:
                 return False

@@ -24,6 +24,8 @@ class Hook(msgspec.Struct, kw_only=True, frozen=True):
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
+    disabled_reason: str | None = None  # the service stopped it (auto-disable): why, and when
+    disabled_at: float | None = None
 
 
 class HookRegistry:
@@ -59,6 +61,8 @@ class HookRegistry:
             last_error=stored.last_error,
             last_error_at=stored.last_error_at,
             last_success_at=stored.last_success_at,
+            disabled_reason=stored.disabled_reason,
+            disabled_at=stored.disabled_at,
         )
 
     async def create_hook(self, account_id: int, spec: HookSpec) -> Hook:
@@ -78,6 +82,13 @@ class HookRegistry:
         stored = await self.store.update_hook(
             account_id, hook_id, self.seal(spec), spec.active, keep_cursor=keep_cursor
         )
+        return self.unseal(stored) if stored else None
+
+    async def disable_hook(self, hook: Hook, reason: str, at: float) -> Hook | None:
+        """Stop ``hook`` on the service's own decision (see :meth:`~.store.base.Store.disable_hook`); None when it
+        changed meanwhile."""
+        spec = msgspec.structs.replace(hook.spec, active=False)
+        stored = await self.store.disable_hook(hook.id, hook.generation, self.seal(spec), reason, at)
         return self.unseal(stored) if stored else None
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool:

@@ -101,7 +101,16 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
         if own_store:
             await the_store.open()
         await registry.open()
-        maintenance = Maintenance(the_store, registry, settings.retention)
+
+        def hooks_changed() -> (
+            None
+        ):  # auto-disable stopped hooks: this process's dispatcher stops their workers
+            if app.state.dispatcher is not None:
+                app.state.dispatcher.hook_changed()
+
+        maintenance = Maintenance(
+            the_store, registry, settings.retention, settings.disable_after_s, hooks_changed=hooks_changed
+        )
         app.state.maintenance = maintenance
         await maintenance.start()
 

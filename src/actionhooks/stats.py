@@ -39,7 +39,7 @@ class HookStats(msgspec.Struct, kw_only=True, frozen=True):
 
 def hook_query(hook: Hook) -> HookQuery:
     """What ``hook`` matches in the log (its filters as ``accepts`` when it has any)."""
-    matcher = Matcher(hook.spec)
+    matcher = Matcher(hook.spec, hook.id)
     return HookQuery(
         hook.id,
         hook.account_id,
@@ -60,7 +60,7 @@ async def hook_stats(store: Store, hook: Hook, now: float | None = None) -> Hook
 
     state: HookState
     if not hook.spec.active:
-        state = "stopped"
+        state = "disabled" if hook.disabled_reason is not None else "stopped"
     elif activity.last_outcome == "retry":
         state = "retrying"
     elif lag.events:

@@ -27,6 +27,7 @@ from ..capture.tokens import TokenRequest
 from ..catalog import catalog
 from ..events import Envelope
 from ..hooks import _HookInput
+from ..operational import OPERATIONAL_CODES
 from ..profiles import Profile, ProfileItem
 from ..store.base import SCOPES, Scope
 from .auth import allows
@@ -770,7 +771,12 @@ def _refine(schemas: dict[str, Any]) -> None:
         "description": "profile fields, passed on as sent (a hook's `custom_data_fields` may narrow them)",
     }
     settings = schemas["HookSettings"]
-    settings["properties"]["event_types"]["items"] = codes
+    settings["properties"]["event_types"]["items"] = {
+        "type": "string",
+        "enum": [*catalog().codes, *OPERATIONAL_CODES],
+        "description": "a code of the catalogue, or an operational event (`hook.disabled`, `hook.recovered`,"
+        " `hook.dead_lettered`: docs/delivery.md#operational-events)",
+    }
     settings["properties"]["transport"] = _ref("Transport")
     schemas["HookPatch"] = {
         "title": "HookPatch",

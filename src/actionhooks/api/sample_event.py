@@ -14,6 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .. import operational
 from ..catalog.samples import sample
 from ..dispatch.enrich import Enricher
 from ..errors import ApiError, DeliveryError, field_error
@@ -48,17 +49,23 @@ async def deliver_sample(
     code = event_type or hook.spec.event_types[0]
     if code not in hook.spec.event_types:
         raise ApiError(422, f"event_type {code!r} is not one of the hook's event types", "event_type")
-    event = sample(code, list_ids=(hook.spec.list_id or 1,))
-    event.update(id=f"test-{new_id()}", is_test=True)
-    parsed = parse_event(msgspec.json.encode(event), 0, account_id)
-    assert not isinstance(parsed, ItemError), parsed  # samples are valid messages
-    message = Enricher(hook.spec).message(
-        LoggedEvent(0, parsed.id, parsed.event_type, parsed.list_id, parsed.profile_id, parsed.payload)
-    )
+    if code in operational.OPERATIONAL_CODES:
+        made = operational.sample(account_id, code, hook.id, hook.spec.name, time.time())
+        body = msgspec.json.decode(made.payload)
+        body.update(id=f"test-{new_id()}", is_test=True)
+        message = LoggedEvent(0, body["id"], code, None, None, msgspec.json.encode(body))
+    else:
+        event = sample(code, list_ids=(hook.spec.list_id or 1,))
+        event.update(id=f"test-{new_id()}", is_test=True)
+        parsed = parse_event(msgspec.json.encode(event), 0, account_id)
+        assert not isinstance(parsed, ItemError), parsed  # samples are valid messages
+        message = Enricher(hook.spec).message(
+            LoggedEvent(0, parsed.id, parsed.event_type, parsed.list_id, parsed.profile_id, parsed.payload)
+        )
     transport = open_transport(hook.spec.transport, context)
     started = time.perf_counter()
     try:
-        receipt = await transport.send(Batch(hook.id, f"{hook.id}-test-{parsed.id}", [message]))
+        receipt = await transport.send(Batch(hook.id, f"{hook.id}-test-{message.id}", [message]))
         delivered, status, excerpt = True, receipt.status, receipt.response_excerpt
         error, permanent = None, None
     except DeliveryError as err:

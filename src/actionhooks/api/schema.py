@@ -91,6 +91,8 @@ class HookView(msgspec.Struct, kw_only=True):
     last_error: str | None
     last_error_at: Instant | None
     last_success_at: Instant | None
+    disabled_reason: str | None
+    disabled_at: Instant | None
 
     @classmethod
     def of(cls, hook: Hook) -> HookView:
@@ -111,6 +113,8 @@ class HookView(msgspec.Struct, kw_only=True):
             last_error=hook.last_error,
             last_error_at=timestamp(hook.last_error_at) if hook.last_error_at is not None else None,
             last_success_at=timestamp(hook.last_success_at) if hook.last_success_at is not None else None,
+            disabled_reason=hook.disabled_reason,
+            disabled_at=timestamp(hook.disabled_at) if hook.disabled_at is not None else None,
         )
 
 

@@ -22,6 +22,7 @@ from starlette.datastructures import MultiDict
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from .. import operational
 from ..api.auth import Authenticator
 from ..api.hooks import _changed, _secrets_follow, _validated, parse_id
 from ..api.responses import read_body
@@ -409,7 +410,7 @@ class Console:
             hook=hook,
             values=values,
             chosen=set(chosen),
-            groups=_groups(),
+            groups=_groups(operational_too=True),
             transports=forms.all_transport_inputs(),
             input_name=forms.input_name,
             secret_set=lambda path: forms.secret_is_set(stored, path),
@@ -612,11 +613,14 @@ class Lag(NamedTuple):
         return cls(lag.events, age, lag.events >= cap)
 
 
-def _groups() -> list[tuple[str, list[Any]]]:
-    """The catalogue's groups in order, each with its event types."""
+def _groups(*, operational_too: bool = False) -> list[tuple[str, list[Any]]]:
+    """The catalogue's groups in order, each with its event types (then the operational events' group, for the
+    hook editor)."""
     out: dict[str, list[Any]] = {}
     for t in catalog().types:
         out.setdefault(t.group, []).append(t)
+    if operational_too:
+        out[operational.GROUP] = list(operational.OPERATIONAL_TYPES)
     return list(out.items())
 
 

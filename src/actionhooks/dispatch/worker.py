@@ -49,12 +49,13 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+from .. import operational
 from ..backoff import Backoff, RetryPolicy
 from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
 from ..registry import Hook
-from ..store.base import Attempt, DeadLetter, Page, Store
+from ..store.base import Attempt, DeadLetter, FailureStreak, Page, Store
 from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
 from .rate import RateLimiter
@@ -89,6 +90,9 @@ class HookWorker:
         rate: RateLimiter | None = None,
     ) -> None:
         self.hook = hook
+        self.failing = hook.last_error is not None  # the newest outcome known is a failure
+        self.last_error = hook.last_error
+        self.since_success = hook.last_success_at or 0.0  # failures after this belong to the current streak
         self.store = store
         self.feed = feed
         self.records = states
@@ -97,7 +101,7 @@ class HookWorker:
         self.poll_interval = poll_interval
         self.wake = asyncio.Event()
         spec = hook.spec
-        self.matcher = Matcher(spec)
+        self.matcher = Matcher(spec, hook.id)
         self.enricher = Enricher(spec, store, hook.account_id)
         self.rate = rate or RateLimiter(spec.max_events_per_second)
         self.max_batch = self.rate.batch_size(spec.transport.max_batch_size)
@@ -372,9 +376,13 @@ class HookWorker:
                     partial(self.records.finish_batch, attempt, self.hook.generation, cursor_after)
                 )
                 self.saved_cursor = self.recorded_cursor = cursor_after
+                if self.failing:
+                    await self._recovered(at)
+                self.since_success = at
                 return
             age = time.time() - first_try
             give_up = error.permanent or self.retry.expired(age)
+            self.failing, self.last_error = True, error.reason
             failed = _attempt(
                 batch,
                 at,
@@ -414,6 +422,7 @@ class HookWorker:
                 )
                 self.saved_cursor = self.recorded_cursor = cursor_after
                 log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
+                await self._dead_lettered(events, reason, at)
                 return
             await self._record(
                 partial(
@@ -426,6 +435,44 @@ class HookWorker:
             await self._pause(self.retry.delay(attempts, age, error.retry_after))
             if self.stopping:
                 return
+
+    async def _recovered(self, at: float) -> None:
+        """The first delivered batch after failures: write ``hook.recovered`` to the account's log."""
+        self.failing = False
+        try:
+            streak = await self.store.failure_streak(self.hook.id, self.since_success)
+        except Exception:  # the notice goes out without the counts rather than not at all
+            streak = FailureStreak(None, 0)
+        notice = operational.notice(
+            self.hook.account_id,
+            operational.HOOK_RECOVERED,
+            self.hook.id,
+            self.hook.spec.name,
+            at,
+            last_error=self.last_error,
+            failing_since=operational.rfc3339(streak.first_at) if streak.first_at is not None else None,
+            failed_attempts=streak.attempts,
+        )
+        await operational.publish(self.store, notice)
+
+    async def _dead_lettered(self, events: list[Message], reason: str, at: float) -> None:
+        """Events sent to dead letters: write ``hook.dead_lettered`` (not for a batch of operational events only:
+        two hooks failing on each other's notices would feed each other for ever)."""
+        if all(e.event_type in operational.OPERATIONAL_CODES for e in events):
+            return
+        notice = operational.notice(
+            self.hook.account_id,
+            operational.HOOK_DEAD_LETTERED,
+            self.hook.id,
+            self.hook.spec.name,
+            at,
+            reason=reason,
+            events=len(events),
+            first_seq=events[0].seq,
+            last_seq=events[-1].seq,
+            event_ids=[e.id for e in events[: operational.MAX_EVENT_IDS]],
+        )
+        await operational.publish(self.store, notice)
 
     async def _profiles(self, events: list[Message]) -> Profiles:
         """The stored profiles of the batch's events, one query. Batches smaller than a read share the query of
@@ -489,6 +536,7 @@ class HookWorker:
             if cursor is not None:
                 self.saved_cursor = self.recorded_cursor = cursor
             log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(unfit), reason)
+            await self._dead_lettered([e for e, _ in unfit], reason, at)
         return prepared
 
 

@@ -1,4 +1,4 @@
-"""The background jobs' loop: take (or renew) the lease, run a pruning round, wait, again.
+"""The background jobs' loop: take (or renew) the lease, run a round (pruning, then auto-disable), wait, again.
 
 Several processes may share a database (PostgreSQL: API-only processes beside the dispatching one); each runs this
 loop, and only the holder of the ``maintenance`` lease (a row of the ``leases`` table, taken with a conditional
@@ -19,12 +19,14 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import NamedTuple
 
 from ..config import Retention
 from ..errors import StoreUnavailable
 from ..registry import HookRegistry
 from ..store.base import Store
+from .auto_disable import disable_failing
 from .retention import PruneRound, prune_round
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 LEASE = "maintenance"
 LEASE_TTL_S = 30.0
 FAILED_ROUNDS_NOT_READY = 3  # rounds failed in a row before the jobs count as unhealthy
+DISABLE_AFTER_S = 3 * 86400.0  # ACTIONHOOKS_DISABLE_AFTER_S's default
 
 
 class JobHealth(NamedTuple):
@@ -40,10 +43,22 @@ class JobHealth(NamedTuple):
 
 
 class Maintenance:
-    def __init__(self, store: Store, hooks: HookRegistry, retention: Retention) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hooks: HookRegistry,
+        retention: Retention,
+        disable_after_s: float = DISABLE_AFTER_S,
+        hooks_changed: Callable[[], None] | None = None,
+    ) -> None:
+        """``hooks_changed`` is called after auto-disable stopped hooks (the dispatcher of this process, told at once;
+        others notice within their reconciliation interval)."""
         self.store = store
         self.hooks = hooks
         self.retention = retention
+        self.disable_after_s = disable_after_s
+        self.hooks_changed = hooks_changed
+        self.disabled: list[int] = []  # hooks auto-disabled by this object, oldest first
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.holds_lease = False
         self.last_round_at: float | None = None  # when a round last completed (here, holding the lease)
@@ -70,12 +85,18 @@ class Maintenance:
             self.holds_lease = False
 
     async def run_once(self, now: float | None = None) -> PruneRound | None:
-        """Take or renew the lease and, holding it, run one pruning round (None: another process holds it)."""
+        """Take or renew the lease and, holding it, run one round — pruning, then auto-disable — (None: another
+        process holds it)."""
         self.holds_lease = await self.store.take_lease(LEASE, self.holder, LEASE_TTL_S)
         self.last_lease_check_at = time.time()
         if not self.holds_lease:
             return None
         done = await prune_round(self.store, self.hooks, self.retention, now)
+        stopped = await disable_failing(self.store, self.hooks, self.disable_after_s, now)
+        if stopped:
+            self.disabled += stopped
+            if self.hooks_changed is not None:
+                self.hooks_changed()
         self.last_round, self.last_round_at, self.last_error = done, time.time(), None
         if done.expired:
             log.warning(

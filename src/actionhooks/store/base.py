@@ -54,6 +54,24 @@ class StoredHook(msgspec.Struct, kw_only=True, frozen=True):
     last_error: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
+    disabled_reason: str | None = None  # set when the service stopped the hook (auto-disable)
+    disabled_at: float | None = None
+
+
+class FailingHook(NamedTuple):
+    """An active hook whose newest outcome is a failure (``last_error`` set), as auto-disable looks at it."""
+
+    id: int
+    generation: int
+    last_success_at: float | None
+    updated_at: float
+
+
+class FailureStreak(NamedTuple):
+    """A hook's failed attempts (retried or dead-lettered) after a moment: the first one's time and how many."""
+
+    first_at: float | None
+    attempts: int
 
 
 class Attempt(msgspec.Struct, kw_only=True, frozen=True):
@@ -329,10 +347,27 @@ class Store(Protocol):
     ) -> StoredHook | None:
         """Replace the settings and bump ``generation``; reactivating a stopped hook moves its cursor to the
         log head (a stopped hook captures nothing) unless ``keep_cursor``: then it resumes from where it stopped
-        (the events retention kept since are delivered)."""
+        (the events retention kept since are delivered). An active hook has its ``disabled_reason`` and
+        ``disabled_at`` cleared."""
         ...
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool: ...
+    async def disable_hook(
+        self, hook_id: int, generation: int, settings: bytes, reason: str, at: float
+    ) -> StoredHook | None:
+        """Stop an active hook on the service's own decision (auto-disable): its settings replaced (``active``
+        false), ``generation`` bumped, ``disabled_reason`` and ``disabled_at`` set — only while its generation is
+        still ``generation`` and it is active (None otherwise: it was edited or stopped meanwhile)."""
+        ...
+
+    async def failing_hooks(self) -> list[FailingHook]:
+        """The active hooks whose newest outcome is a failure (``last_error`` set)."""
+        ...
+
+    async def failure_streak(self, hook_id: int, since: float) -> FailureStreak:
+        """The hook's failed attempts (outcome ``retry`` or ``failed``) after ``since``."""
+        ...
+
     async def active_generations(self) -> dict[int, int]:
         """Every active hook's id → generation (cheap: what the dispatcher polls)."""
         ...

@@ -24,6 +24,8 @@ from .base import (
     DeliveryCounts,
     DeliveryPeriod,
     Deriver,
+    FailingHook,
+    FailureStreak,
     HookActivity,
     HookLag,
     HookQuery,
@@ -45,7 +47,7 @@ from .runtime import Runtime
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
     "id, account_id, settings, active, cursor, generation, created_at, updated_at, last_error, last_error_at,"
-    " last_success_at"
+    " last_success_at, disabled_reason, disabled_at"
 )
 _ATTEMPT_COLUMNS = (
     "hook_id, at, batch_id, events, first_seq, last_seq, outcome, status, latency_ms, response_excerpt, error"
@@ -104,8 +106,20 @@ class _Queries:
             f"UPDATE hooks SET settings = {p}, active = {p}, generation = generation + 1, updated_at = {p}"
         )
         where = f" WHERE id = {p} AND account_id = {p} RETURNING {_HOOK_COLUMNS}"
+        enabled = ", disabled_reason = NULL, disabled_at = NULL"  # an active hook is not disabled
         self.hook_update = update + where
-        self.hook_update_resume = update + f", cursor = ({_HEAD})" + where
+        self.hook_update_active = update + enabled + where
+        self.hook_update_resume = update + enabled + f", cursor = ({_HEAD})" + where
+        self.hook_disable = (
+            f"UPDATE hooks SET settings = {p}, active = {p}, generation = generation + 1, updated_at = {p},"
+            f" disabled_reason = {p}, disabled_at = {p}"
+            f" WHERE id = {p} AND generation = {p} AND active = {p} RETURNING {_HOOK_COLUMNS}"
+        )
+        self.failing_hooks = (
+            "SELECT id, generation, last_success_at, updated_at FROM hooks"
+            f" WHERE active = {p} AND last_error IS NOT NULL ORDER BY id"
+        )
+        self.failure_streak = f"SELECT MIN(at), COUNT(*) FROM attempts WHERE hook_id = {p} AND outcome <> 'delivered' AND at > {p}"
         self.hook_delete = f"DELETE FROM hooks WHERE id = {p} AND account_id = {p}"
         self.attempts_delete = f"DELETE FROM attempts WHERE hook_id = {p}"
         self.dead_letters_delete = f"DELETE FROM dead_letters WHERE hook_id = {p}"
@@ -448,12 +462,44 @@ class SqlStore:
                 if found is None:
                     return None
                 resume = active and not bool(found[0]) and not keep_cursor
-                sql = self._sql.hook_update_resume if resume else self._sql.hook_update
+                sql = (
+                    self._sql.hook_update_resume
+                    if resume
+                    else self._sql.hook_update_active
+                    if active
+                    else self._sql.hook_update
+                )
                 cur.execute(sql, (settings, active, time.time(), hook_id, account_id))
                 return _one(cur)
 
         row = await self._runtime.write(work)
         return _hook(row) if row else None
+
+    async def disable_hook(
+        self, hook_id: int, generation: int, settings: bytes, reason: str, at: float
+    ) -> StoredHook | None:
+        def work(conn: Connection) -> Row | None:
+            with self.dialect.transaction(conn) as cur:
+                cur.execute(
+                    self._sql.hook_disable, (settings, False, at, reason, at, hook_id, generation, True)
+                )
+                row: Row | None = cur.fetchone()  # None: edited or stopped meanwhile
+                return row
+
+        row = await self._runtime.write(work)
+        return _hook(row) if row else None
+
+    async def failing_hooks(self) -> list[FailingHook]:
+        rows = await self._fetchall(self._sql.failing_hooks, (True,))
+        return [
+            FailingHook(int(r[0]), int(r[1]), None if r[2] is None else float(r[2]), float(r[3]))
+            for r in rows
+        ]
+
+    async def failure_streak(self, hook_id: int, since: float) -> FailureStreak:
+        rows = await self._fetchall(self._sql.failure_streak, (hook_id, since))
+        first, count = rows[0] if rows else (None, 0)
+        return FailureStreak(None if first is None else float(first), int(count or 0))
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool:
         def work(conn: Connection) -> bool:
@@ -1149,6 +1195,8 @@ def _hook(row: Row) -> StoredHook:
         last_error=row[8],
         last_error_at=row[9],
         last_success_at=row[10],
+        disabled_reason=row[11],
+        disabled_at=row[12],
     )
 
 

@@ -95,6 +95,7 @@ def test_documented_configuration_defaults_are_the_settings_defaults(monkeypatch
         "ACTIONHOOKS_ATTEMPT_RETENTION_S": settings.retention.attempts_s,
         "ACTIONHOOKS_DEAD_LETTER_RETENTION_S": settings.retention.dead_letters_s,
         "ACTIONHOOKS_KEY_CACHE_S": settings.key_cache_s,
+        "ACTIONHOOKS_DISABLE_AFTER_S": settings.disable_after_s,
     }
     for name, value in defaults.items():
         assert documented_value(table[name]) == value, name

@@ -251,6 +251,49 @@ async def test_the_editor_sets_shows_and_removes_the_rate_limit(service: Service
         assert status == 200 and hook["max_events_per_second"] is None
 
 
+async def test_an_auto_disabled_hook_shows_why_and_the_editor_keeps_operational_types(
+    service: Service,
+) -> None:
+    owner = await service.user("owner")
+    settings = {
+        "name": "watcher",
+        "event_types": ["deliv", "hook.disabled"],
+        "transport": {"type": "http", "url": "http://127.0.0.1:9/hook"},
+    }
+    status, created, _ = await service.call("POST", "/v1/hooks", owner, settings)
+    assert status == 201
+    hook = await service.hooks.get_hook(owner.account_id, created["id"])
+    assert hook is not None
+    assert await service.hooks.disable_hook(
+        hook, "deliveries failed without a success for 259200 s", time.time()
+    )
+    http, csrf = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{hook.id}") as answer:
+            page = await answer.text()
+        assert 'data-state="disabled"' in page and "deliveries failed without a success" in page
+        async with http.get(f"/console/hooks/{hook.id}/edit") as answer:
+            page = await answer.text()
+        assert re.search(r'value="hook\.disabled" checked', page)
+        form = {
+            "csrf": csrf,
+            "name": "watcher",
+            "database": "all",
+            "event_types": ["deliv", "hook.disabled"],
+            "transport.type": "http",
+            "http.url": "http://127.0.0.1:9/hook",
+            "http.auth": "none",
+        }
+        fields = [(k, v) for k, vs in form.items() for v in (vs if isinstance(vs, list) else [vs])]
+        async with http.post(f"/console/hooks/{hook.id}/edit", data=aiohttp.FormData(fields)) as answer:
+            assert answer.status == 200
+        status, saved, _ = await service.call("GET", f"/v1/hooks/{hook.id}", owner)
+        assert saved["event_types"] == ["deliv", "hook.disabled"]
+        assert saved["disabled_reason"] is not None  # an edit of a stopped hook keeps why it was stopped
+        async with http.get("/console/catalog") as answer:
+            assert answer.status == 200 and "hook.disabled" not in await answer.text()  # the catalogue page is the catalogue's 80
+
+
 async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:
     owner, outsider = await service.user("owner"), await service.user("outsider")
     status, hook, _ = await service.call(

@@ -291,7 +291,9 @@ async def test_an_auto_disabled_hook_shows_why_and_the_editor_keeps_operational_
         assert saved["event_types"] == ["deliv", "hook.disabled"]
         assert saved["disabled_reason"] is not None  # an edit of a stopped hook keeps why it was stopped
         async with http.get("/console/catalog") as answer:
-            assert answer.status == 200 and "hook.disabled" not in await answer.text()  # the catalogue page is the catalogue's 80
+            assert (
+                answer.status == 200 and "hook.disabled" not in await answer.text()
+            )  # the catalogue page is the catalogue's 80
 
 
 async def test_a_hook_of_another_account_is_not_found(service: Service) -> None:

@@ -372,12 +372,13 @@ class HookWorker:
                 error = DeliveryError(f"internal error: {exc!r}")
             else:
                 attempt = _attempt(batch, at, started, "delivered", receipt.status, receipt.response_excerpt)
+                streak = await self._streak() if self.failing else None  # read before this success is written
                 await self._record(
                     partial(self.records.finish_batch, attempt, self.hook.generation, cursor_after)
                 )
                 self.saved_cursor = self.recorded_cursor = cursor_after
-                if self.failing:
-                    await self._recovered(at)
+                if streak is not None:
+                    await self._recovered(at, streak)
                 self.since_success = at
                 return
             age = time.time() - first_try
@@ -436,13 +437,17 @@ class HookWorker:
             if self.stopping:
                 return
 
-    async def _recovered(self, at: float) -> None:
+    async def _streak(self) -> FailureStreak:
+        """The failures since the hook last delivered (their records are written: a failed try waits for its)."""
+        await self._settle()
+        try:
+            return await self.store.failure_streak(self.hook.id, self.since_success)
+        except Exception:  # the notice goes out without the counts rather than not at all
+            return FailureStreak(None, 0)
+
+    async def _recovered(self, at: float, streak: FailureStreak) -> None:
         """The first delivered batch after failures: write ``hook.recovered`` to the account's log."""
         self.failing = False
-        try:
-            streak = await self.store.failure_streak(self.hook.id, self.since_success)
-        except Exception:  # the notice goes out without the counts rather than not at all
-            streak = FailureStreak(None, 0)
         notice = operational.notice(
             self.hook.account_id,
             operational.HOOK_RECOVERED,

@@ -30,7 +30,9 @@ async def disable_failing(
     stopped = []
     for failing in await store.failing_hooks():
         since = max(failing.last_success_at or 0.0, failing.updated_at)
-        streak = await store.failure_streak(failing.id, since)
+        if now - since < disable_after_s:
+            continue  # delivered or edited within the window: no streak can be that long (no query)
+        streak = await store.failure_streak(failing.id, since, count=False)
         if streak.first_at is None or now - streak.first_at < disable_after_s:
             continue
         try:
@@ -40,6 +42,9 @@ async def disable_failing(
         except ActionhooksError:  # unreadable settings: the dispatcher reports it; nothing to stop
             continue
         if hook is None or not hook.spec.active or hook.generation != failing.generation:
+            continue
+        streak = await store.failure_streak(failing.id, since)  # counted once, for the notice
+        if streak.first_at is None:
             continue
         reason = (
             f"deliveries failed without a success for {now - streak.first_at:.0f} s"

@@ -68,7 +68,8 @@ class FailingHook(NamedTuple):
 
 
 class FailureStreak(NamedTuple):
-    """A hook's failed attempts (retried or dead-lettered) after a moment: the first one's time and how many."""
+    """A hook's failed attempts (retried or dead-lettered) since it last delivered: the first one's time and how
+    many (0 when not counted)."""
 
     first_at: float | None
     attempts: int
@@ -364,8 +365,9 @@ class Store(Protocol):
         """The active hooks whose newest outcome is a failure (``last_error`` set)."""
         ...
 
-    async def failure_streak(self, hook_id: int, since: float) -> FailureStreak:
-        """The hook's failed attempts (outcome ``retry`` or ``failed``) after ``since``."""
+    async def failure_streak(self, hook_id: int, since: float, *, count: bool = True) -> FailureStreak:
+        """The hook's failed attempts (outcome ``retry`` or ``failed``) after its newest delivered attempt and after
+        ``since``: the first one's time (a few index reads) and, with ``count``, how many (a count of them)."""
         ...
 
     async def active_generations(self) -> dict[int, int]:

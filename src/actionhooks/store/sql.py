@@ -119,7 +119,19 @@ class _Queries:
             "SELECT id, generation, last_success_at, updated_at FROM hooks"
             f" WHERE active = {p} AND last_error IS NOT NULL ORDER BY id"
         )
-        self.failure_streak = f"SELECT MIN(at), COUNT(*) FROM attempts WHERE hook_id = {p} AND outcome <> 'delivered' AND at > {p}"
+        # a streak: failed attempts after the hook's newest delivered one (and after a moment) — each read walks the
+        # (hook_id, outcome, id) index from there, so it costs the same however many attempts the hook keeps
+        after_success = (
+            f"id > COALESCE((SELECT MAX(id) FROM attempts WHERE hook_id = {p} AND outcome = 'delivered'), 0)"
+        )
+        self.streak_first = (
+            f"SELECT at FROM attempts WHERE hook_id = {p} AND outcome = {p} AND {after_success} AND at > {p}"
+            " ORDER BY id LIMIT 1"
+        )
+        self.streak_count = (
+            f"SELECT COUNT(*) FROM attempts WHERE hook_id = {p} AND outcome IN ('retry', 'failed')"
+            f" AND {after_success} AND at > {p}"
+        )
         self.hook_delete = f"DELETE FROM hooks WHERE id = {p} AND account_id = {p}"
         self.attempts_delete = f"DELETE FROM attempts WHERE hook_id = {p}"
         self.dead_letters_delete = f"DELETE FROM dead_letters WHERE hook_id = {p}"
@@ -496,10 +508,23 @@ class SqlStore:
             for r in rows
         ]
 
-    async def failure_streak(self, hook_id: int, since: float) -> FailureStreak:
-        rows = await self._fetchall(self._sql.failure_streak, (hook_id, since))
-        first, count = rows[0] if rows else (None, 0)
-        return FailureStreak(None if first is None else float(first), int(count or 0))
+    async def failure_streak(self, hook_id: int, since: float, *, count: bool = True) -> FailureStreak:
+        def work(conn: Connection) -> FailureStreak:
+            cur = conn.cursor()
+            firsts = []
+            for outcome in ("retry", "failed"):
+                cur.execute(self._sql.streak_first, (hook_id, outcome, hook_id, since))
+                row = cur.fetchone()
+                if row is not None:
+                    firsts.append(float(row[0]))
+            attempts = 0
+            if count and firsts:
+                cur.execute(self._sql.streak_count, (hook_id, hook_id, since))
+                found = cur.fetchone()
+                attempts = int(found[0]) if found else 0
+            return FailureStreak(min(firsts) if firsts else None, attempts)
+
+        return await self._runtime.read(work)
 
     async def delete_hook(self, account_id: int, hook_id: int) -> bool:
         def work(conn: Connection) -> bool:

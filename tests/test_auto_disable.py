@@ -234,3 +234,34 @@ async def test_disabling_is_conditional_on_the_hooks_generation_and_streaks_star
         account, created.id, msgspec.structs.replace(disabled.spec, active=True), keep_cursor=True
     )
     assert resumed is not None and resumed.disabled_reason is None and resumed.disabled_at is None
+
+
+async def test_only_the_background_jobs_lease_holder_disables(store: Store) -> None:
+    """Two processes' background jobs on one database: the one without the lease stops nothing; the holder stops
+    the hook once its streak is as old as the window, and writes one hook.disabled to the account's log."""
+    from actionhooks.hooks import parse_hook
+    from actionhooks.maintenance import Maintenance
+
+    registry = HookRegistry(store)
+    await registry.open()
+    account = await store.create_account("acme", "k" * 64)
+    spec = parse_hook(
+        {"name": "h", "event_types": ["deliv"], "transport": {"type": "http", "url": "http://x.test/"}}
+    )
+    created = await registry.create_hook(account, spec)
+    failed = Attempt(
+        hook_id=created.id, at=time.time(), batch_id="b", events=1, first_seq=1, last_seq=1, outcome="retry"
+    )
+    assert await store.finish_batch(failed, created.generation, None, last_error="HTTP 503")
+    holder = Maintenance(store, registry, Retention(), disable_after_s=60)
+    other = Maintenance(store, registry, Retention(), disable_after_s=60)
+    assert await holder.run_once() is not None and holder.disabled == []  # failing for a moment only
+    later = time.time() + 61
+    assert await other.run_once(now=later) is None and other.disabled == []
+    assert (await registry.get_hook(account, created.id)).spec.active  # type: ignore[union-attr]
+    assert await holder.run_once(now=later) is not None and holder.disabled == [created.id]
+    stopped = await registry.get_hook(account, created.id)
+    assert stopped is not None and not stopped.spec.active and stopped.disabled_reason is not None
+    assert await store.count_events(account) == 1  # the hook.disabled notice
+    assert await holder.run_once(now=later + 60) is not None and holder.disabled == [created.id]  # once
+    await holder.stop()

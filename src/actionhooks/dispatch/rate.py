@@ -8,7 +8,8 @@ the rate. An idle hook does not save up: its next batch goes at once, the one af
 failed batch is a send too, and waits its turn like any other.
 
 Limits are per process (the dispatching process: only one dispatches a database's hooks). :class:`HookRates` keeps
-one limiter per hook id, so a worker restarted after an edit goes on with the same time line.
+one limiter per hook id, so a worker restarted after an edit goes on with the same time line (a changed rate takes
+effect at once: what was reserved at the old one is forgotten).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class RateLimiter:
         self._next = 0.0  # monotonic time at which the next send may start
 
     def set_rate(self, per_second: float | None) -> None:
+        """A new rate (the hook was edited): what was reserved at the old one no longer holds the next send back."""
+        if per_second != self.per_second:
+            self._next = min(self._next, time.monotonic())
         self.per_second = per_second
 
     def batch_size(self, wanted: int) -> int:

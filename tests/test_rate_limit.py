@@ -75,11 +75,13 @@ async def test_send_paths_sharing_a_hooks_limiter_share_its_rate() -> None:
 
 def test_a_changed_rate_takes_effect_at_once() -> None:
     limiter = RateLimiter(0.01)
-    assert limiter.reserve(1) == 0.0
-    assert limiter.reserve(1) > 90  # the next event waits 100 s at 0.01/s
+    now = time.monotonic()
+    assert limiter.reserve(1, now) == 0.0
+    assert limiter.reserve(1, now) == pytest.approx(100)  # the next event waits 100 s at 0.01/s
     limiter.set_rate(1000.0)
-    assert limiter.reserve(1) == 0.0  # raised: the old reservation no longer holds it back
-    assert 0 < limiter.reserve(1) <= 0.002
+    later = time.monotonic()
+    assert limiter.reserve(1, later) == 0.0  # raised: the old reservation no longer holds it back
+    assert limiter.reserve(1, later) == pytest.approx(0.001)
 
 
 def test_a_limited_hooks_batches_hold_at_most_one_second_of_its_rate() -> None:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from actionhooks.devtools import procs
 from actionhooks.devtools.receiver import Answer, Receiver
 from actionhooks.integrations.base import Batch, SideMark
 from actionhooks.store import Store
 
 from .support import Service, User, eventually, service_settings
 
+ACTIONHOOKS = str(Path(sys.executable).parent / "actionhooks")
 EVENT: dict[str, Any] = {
     "event_type": "deliv",
     "event_date": "2016-11-15T09:12:28.514388956Z",
@@ -348,3 +353,60 @@ def test_side_marks_make_transport_dedupe_ids_differ() -> None:
     assert live.dedupe_id(message) == "0190-a"
     assert replay.dedupe_id(message) == "0190-a:replay-7"
     assert redrive.dedupe_id(message) == "0190-a:redrive-8"
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    """``actionhooks`` in a child process, the event loop going on meanwhile (the service in this process
+    sends what the command queues)."""
+    child = await asyncio.create_subprocess_exec(
+        ACTIONHOOKS, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=procs.env()
+    )
+    out, err = await asyncio.wait_for(child.communicate(), timeout=60)
+    assert child.returncode is not None
+    return child.returncode, out.decode(), err.decode()
+
+
+async def test_cli_replays_with_progress_redrives_and_discards(
+    service: Service, owner: User, db_url: str
+) -> None:
+    async with Receiver(default=Answer(410, b"gone")) as receiver:
+        hook = await make_hook(
+            service, owner, {"url": receiver.hook_url, "max_batch_size": 5, "timeout_s": 0}
+        )
+        start = time.time()
+        ids = await post_events(service, owner, 40)
+        end = time.time()
+        await eventually(lambda: _count(dead_letters(service, owner, hook["id"]), 40), timeout=20)
+        letters = await dead_letters(service, owner, hook["id"])
+        code, out, err = await cli(
+            "hooks", "discard", str(hook["id"]), "--id", str(letters[0]["id"]), "--db", db_url
+        )
+        assert (code, json.loads(out)) == (0, {"discarded": 1}), err
+        receiver.default = Answer()
+        code, out, err = await cli("hooks", "redrive", str(hook["id"]), "--all", "--db", db_url)
+        assert (code, json.loads(out)) == (0, {"redriven": 39}), err
+        await eventually(lambda: _count(dead_letters(service, owner, hook["id"]), 0), timeout=20)
+        redriven = [
+            e["id"]
+            for r in receiver.requests
+            if "Actionhooks-Redrive" in r.headers
+            for e in json.loads(r.body)
+        ]
+        assert redriven == [i for i in ids if i != letters[0]["event_id"]]
+
+        code, out, err = await cli(
+            "hooks", "replay", str(hook["id"]), "--from", rfc3339(start), "--to", rfc3339(end), "--db", db_url
+        )
+        assert code == 0, err
+        replay = json.loads(out)
+        assert (replay["state"], replay["total"], replay["sent"]) == ("done", 40, 40)
+        assert f"replay {replay['id']}" in err and "40/40" in err  # the progress bar, on stderr
+        assert [e["id"] for e in replayed(receiver, replay["id"])] == ids
+        code, _, err = await cli(
+            "hooks", "replay", str(hook["id"]), "--from", rfc3339(end), "--to", rfc3339(start), "--db", db_url
+        )
+        assert code == 1 and "to must be after from" in err
+        code, _, err = await cli("hooks", "redrive", str(hook["id"]), "--db", db_url)
+        assert code == 2 and "--id" in err
+        code, _, err = await cli("hooks", "redrive", "999999", "--all", "--db", db_url)
+        assert code == 1 and "no hook 999999" in err

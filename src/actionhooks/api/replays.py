@@ -13,14 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ApiError, field_error
+from ..registry import Hook
 from ..stats import hook_query
-from ..store.base import LetterSelection
+from ..store.base import LetterSelection, SideDelivery, Store
 from .hooks import _changed as changed
 from .hooks import own_hook, parse_id
 from .responses import json_response, read_json
 from .schema import DeadLetterSelector, Discarded, Redriven, ReplayRequest, ReplayView, timestamp
 
 T = TypeVar("T")
+RUNNING = "the hook has a replay running: wait for it or cancel it"
 
 
 def _body(data: Any, type_: type[T], hint: str) -> T:
@@ -31,17 +33,14 @@ def _body(data: Any, type_: type[T], hint: str) -> T:
         raise ApiError(422, f"{wrong.message}; {hint}", wrong.field) from None
 
 
-async def start_replay(request: Request) -> Response:
-    hooks, _, hook = await own_hook(request)
-    asked = _body(
-        await read_json(request),
-        ReplayRequest,
-        'the body is {"from": RFC 3339, "to": RFC 3339, "event_types": [...] (optional)}',
-    )
-    from_at, to_at = asked.from_.timestamp(), asked.to.timestamp()
+async def begin_replay(
+    store: Store, hook: Hook, from_at: float, to_at: float, event_types: list[str] | None
+) -> SideDelivery:
+    """Start a replay of ``hook`` (the API's and ``actionhooks hooks replay``'s checks): ``ApiError`` 422 naming
+    the field, or 409 when one is running."""
     if to_at <= from_at:
         raise ApiError(422, "to must be after from", "to")
-    types = asked.event_types
+    types = event_types
     if types is not None:
         outside = [t for t in types if t not in hook.spec.event_types]
         if outside:
@@ -49,7 +48,6 @@ async def start_replay(request: Request) -> Response:
                 422, f"not among the hook's event types: {', '.join(sorted(set(outside)))}", "event_types"
             )
         types = list(dict.fromkeys(types))
-    store = hooks.store
     horizon = await store.pruned_horizon()
     if horizon is not None and from_at <= horizon:
         raise ApiError(
@@ -59,14 +57,27 @@ async def start_replay(request: Request) -> Response:
             "from",
         )
     if await store.running_replay(hook.id) is not None:
-        raise ApiError(409, "the hook has a replay running: wait for it or cancel it")
+        raise ApiError(409, RUNNING)
     query = hook_query(hook)
     if types is not None:
         query = query._replace(event_types=tuple(types))
     found = await store.replay_range(query, from_at, to_at)
     replay = await store.add_replay(hook.id, from_at, to_at, types, found)
     if replay is None:
-        raise ApiError(409, "the hook has a replay running: wait for it or cancel it")
+        raise ApiError(409, RUNNING)
+    return replay
+
+
+async def start_replay(request: Request) -> Response:
+    hooks, _, hook = await own_hook(request)
+    asked = _body(
+        await read_json(request),
+        ReplayRequest,
+        'the body is {"from": RFC 3339, "to": RFC 3339, "event_types": [...] (optional)}',
+    )
+    replay = await begin_replay(
+        hooks.store, hook, asked.from_.timestamp(), asked.to.timestamp(), asked.event_types
+    )
     await changed(request)
     return json_response(ReplayView.of(replay), 202, {"Location": f"/v1/hooks/{hook.id}/replays/{replay.id}"})
 

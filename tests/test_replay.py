@@ -8,14 +8,17 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
+from actionhooks.client import AsyncClient
 from actionhooks.devtools import procs
 from actionhooks.devtools.receiver import Answer, Receiver
+from actionhooks.errors import RequestFailed
 from actionhooks.integrations.base import Batch, SideMark
 from actionhooks.store import Store
 
@@ -410,3 +413,27 @@ async def test_cli_replays_with_progress_redrives_and_discards(
         assert code == 2 and "--id" in err
         code, _, err = await cli("hooks", "redrive", "999999", "--all", "--db", db_url)
         assert code == 1 and "no hook 999999" in err
+
+
+async def test_the_client_starts_reads_and_cancels_a_replay_and_redrives_or_discards(
+    service: Service, owner: User
+) -> None:
+    async with Receiver(default=Answer(410, b"gone")) as receiver:
+        hook = await make_hook(
+            service, owner, {"url": receiver.hook_url, "max_batch_size": 10, "timeout_s": 0}
+        )
+        await post_events(service, owner, 4)
+        await eventually(lambda: _count(dead_letters(service, owner, hook["id"]), 4), timeout=20)
+        letters = await dead_letters(service, owner, hook["id"])
+        async with AsyncClient(service.url, owner.key) as client:
+            await client.update_hook(hook["id"], {"active": False})  # the replay waits: it can be cancelled
+            now = datetime.now(UTC)
+            started = await client.start_replay(hook["id"], now - timedelta(hours=1), now, ["deliv"])
+            assert (started.state, started.total, started.event_types) == ("running", 4, ["deliv"])
+            assert (await client.replay(hook["id"], started.id)).id == started.id
+            with pytest.raises(RequestFailed) as refused:
+                await client.start_replay(hook["id"], now - timedelta(hours=1), now)
+            assert refused.value.status == 409
+            assert (await client.cancel_replay(hook["id"], started.id)).state == "cancelled"
+            assert await client.discard_dead_letters(hook["id"], ids=[letters[0]["id"]]) == 1
+            assert await client.redrive_dead_letters(hook["id"], all=True) == 3

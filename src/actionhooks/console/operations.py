@@ -9,11 +9,12 @@ JavaScript the forms post and the page comes back whole.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
+from starlette.datastructures import MultiDict
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api.hooks import _changed, parse_id
 from ..api.replays import begin_replay, selection
@@ -23,8 +24,22 @@ from ..errors import ApiError
 from ..registry import Hook
 from ..store.base import SideDelivery, Store
 
-if TYPE_CHECKING:
-    from .views import Console
+
+class Pages(Protocol):
+    """What the operations use of the console's pages (``views.Console``; not imported: it imports this)."""
+
+    prefix: str
+
+    def render(
+        self, request: Request, template: str, status: int = 200, session: Any = None, **context: Any
+    ) -> HTMLResponse: ...
+    def _store(self, request: Request) -> Store: ...
+    async def _signed_in_hook(self, request: Request) -> tuple[Any, Hook] | Response: ...
+    async def _change_of_hook(self, request: Request) -> tuple[Any, MultiDict, Hook] | Response: ...
+    async def detail(
+        self, request: Request, session: Any, hook: Hook, status: int = 200, outcome: Any = None, **shown: Any
+    ) -> HTMLResponse: ...
+
 
 DEFAULT_SPAN_S = 3600  # the form's range: the last hour
 
@@ -65,7 +80,7 @@ def _instant(text: str, field: str) -> float:
 
 
 class Operations:
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Pages) -> None:
         self.console = console
 
     def _fragment(self, request: Request, session: Any, hook: Hook, **extra: Any) -> Response:

@@ -450,3 +450,32 @@ async def test_the_client_starts_reads_and_cancels_a_replay_and_redrives_or_disc
             assert (await client.cancel_replay(hook["id"], started.id)).state == "cancelled"
             assert await client.discard_dead_letters(hook["id"], ids=[letters[0]["id"]]) == 1
             assert await client.redrive_dead_letters(hook["id"], all=True) == 3
+
+
+async def test_a_replay_sends_what_live_delivery_would_send_now(service: Service, owner: User) -> None:
+    """Enrichment is the replay's, not a copy of the first delivery: a profile changed since is what it sends."""
+    async with Receiver() as receiver:
+        hook = await make_hook(
+            service,
+            owner,
+            {"url": receiver.hook_url, "max_batch_size": 10, "timeout_s": 0},
+            custom_data_fields=["city"],
+        )
+        status, body, _ = await service.call("PUT", "/v1/profiles/p-1", owner, {"fields": {"city": "Omsk"}})
+        assert status == 200, body
+        start = time.time()
+        ids = await post_events(service, owner, 3, profile_id="p-1")
+        await post_events(service, owner, 1)  # no profile: custom_data narrowed to the hook's fields
+        end = time.time()
+        await receiver.wait_for_events(4, timeout=20)
+        assert [e["custom_data"] for e in receiver.events[:3]] == [{"city": "Omsk"}] * 3
+        status, body, _ = await service.call("PUT", "/v1/profiles/p-1", owner, {"fields": {"city": "Tomsk"}})
+        assert status == 200, body
+        status, replay, _ = await service.call(
+            "POST", f"/v1/hooks/{hook['id']}/replays", owner, {"from": rfc3339(start), "to": rfc3339(end)}
+        )
+        assert status == 202 and replay["total"] == 4
+        assert (await finished(service, owner, hook["id"], replay["id"]))["sent"] == 4
+        got = replayed(receiver, replay["id"])
+        assert [e["id"] for e in got[:3]] == ids  # the same events, the same ids
+        assert [e["custom_data"] for e in got] == [{"city": "Tomsk"}] * 3 + [{}]

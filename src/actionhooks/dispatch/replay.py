@@ -46,7 +46,7 @@ from ..integrations import Batch, Message, Transport, TransportContext, open_tra
 from ..integrations.base import REDRIVE_HEADER, REPLAY_HEADER, SideMark
 from ..registry import Hook
 from ..store.base import DeadLetter, HookQuery, SideDelivery, SideState, Store
-from .enrich import Enricher
+from .enrich import Enricher, Profiles
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,18 @@ class SideRunner:
         start, end = side.from_at or 0.0, side.to_at or 0.0
         cursor = side.cursor
         waiting: list[Message] = []  # read, not yet sent: batches are full but for the last
+        found: Profiles = {}  # the stored profiles of what waits, read once per page
         while cursor < side.end_seq or waiting:
             if cursor < side.end_seq:
                 events, cursor = await self._retrying(
                     partial(self.store.replay_events, query, cursor, side.end_seq, PAGE, WINDOW)
                 )
-                waiting += (e for e in events if start <= e.received_at < end and self.matcher(e.body))
+                chosen = [e for e in events if start <= e.received_at < end and self.matcher(e.body)]
+                found.update(await self._retrying(partial(self.enricher.profiles, chosen)))
+                waiting += chosen
             while len(waiting) >= self.max_batch or (waiting and cursor >= side.end_seq):
                 batch = waiting[: self.max_batch]
-                failure = await self._send(batch, batch)
+                failure = await self._send(batch, found)
                 if failure is not None:
                     await self._progress(force=True, state="failed", error=failure)
                     log.warning("hook %s: replay %s failed: %s", self.hook.id, side.id, failure)
@@ -127,6 +130,7 @@ class SideRunner:
                 self._cursor = batch[-1].seq if waiting else cursor
                 await self._progress()
             if not waiting:
+                found = {}
                 self._cursor = cursor
                 await self._progress()
         await self._progress(force=True, state="done")
@@ -140,10 +144,11 @@ class SideRunner:
             )
             if not letters:
                 break
+            page = [_event(letter) for letter in letters]
+            found = await self._retrying(partial(self.enricher.profiles, page))
             for first in range(0, len(letters), self.max_batch):
                 chunk = letters[first : first + self.max_batch]
-                events = [_event(letter) for letter in chunk]
-                failure = await self._send(events, chunk)
+                failure = await self._send(page[first : first + self.max_batch], found)
                 after = (chunk[-1].event_seq, int(chunk[-1].id or 0))
                 if failure is None:
                     self._sent += len(chunk)
@@ -166,15 +171,13 @@ class SideRunner:
         await self._progress(force=True, state="done")
 
     # --- shared -----------------------------------------------------------------------------------------
-    async def _send(self, events: list[Message], what: list[Message] | list[DeadLetter]) -> str | None:
-        """Send ``events`` as one marked batch, retrying like live delivery: None once delivered, else the reason
-        it was given up on (permanent, or failing for ``max_age_s``)."""
+    async def _send(self, events: list[Message], found: Profiles) -> str | None:
+        """Send ``events`` (completed from ``found``, their stored profiles read with the page) as one marked
+        batch, retrying like live delivery: None once delivered, else the reason it was given up on (permanent,
+        or failing for ``max_age_s``)."""
         assert self.transport is not None
         try:
-            found = await self._retrying(lambda: self.enricher.profiles(events))
             messages = [self.enricher.message(e, found) for e in events]
-        except (StoreUnavailable, SideDeliveryEnded):
-            raise
         except Exception as exc:  # the log holds bytes enrichment cannot read: retrying cannot help
             return f"cannot prepare the message: {type(exc).__name__}: {exc}"
         batch = Batch(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +19,7 @@ from actionhooks.store import Store, open_store
 from actionhooks.store.base import LAG_COUNT_CAP, HookQuery
 from actionhooks.store.sql import _LAG_TAIL as LAG_TAIL
 
-from .support import Service, User, service_settings
+from .support import Service, User, eventually, service_settings
 from .test_metrics import event, send, stub_hook
 
 TEMPLATES = Path(__file__).parents[1] / "src" / "actionhooks" / "console" / "templates"
@@ -459,3 +460,97 @@ async def test_a_stopped_hook_resumes_from_where_it_stopped_or_from_now(service:
         assert 'id="stop-hook"' in running
         await service.dispatcher.caught_up(hook_id)
         assert len(dest.event_ids) == 2  # skipped
+
+
+async def test_the_hook_page_replays_with_progress_cancels_and_redrives_or_discards_dead_letters(
+    service: Service,
+) -> None:
+    owner = await service.user("owner")
+    dest, hook_id = await stub_hook(service, owner)
+    dest.fail_next(DeliveryError("HTTP 410", status=410, permanent=True), times=1)
+    started = time.time() - 1
+    await send(service, owner, [event()] * 3)
+    await service.dispatcher.caught_up(hook_id)
+    letters = await service.store.list_dead_letters(hook_id)
+    assert len(letters) == 3
+    http, csrf = await _browser(service, owner)
+    page_path = f"/console/hooks/{hook_id}"
+    async with http:
+        async with http.get(page_path) as answer:
+            page = await answer.text()
+        assert 'id="start-replay"' in page and 'id="no-replay"' in page
+        assert page.count('name="letter"') == 3 and 'id="redrive-all"' in page
+
+        async def letters_action(**fields: str | list[str]) -> str:
+            data = [("csrf", csrf)] + [
+                (k, v) for k, vs in fields.items() for v in (vs if isinstance(vs, list) else [vs])
+            ]
+            async with http.post(f"{page_path}/dead-letters", data=data) as answer:
+                assert (
+                    answer.status == 200 and answer.url.path == page_path
+                )  # back on the page after the change
+                return await answer.text()
+
+        async with http.post(f"{page_path}/dead-letters", data={"action": "redrive_all"}) as answer:
+            assert answer.status == 403  # no CSRF token
+        assert "Select dead letters first" in await letters_action(action="redrive")
+        redriven = await letters_action(action="redrive", letter=[str(letters[0].id)])
+        assert re.search(r'id="letters-note">Dead letters sent again: <strong>1</strong>', redriven)
+        await dest.wait_for_events(1)
+        assert dest.batches[-1].mark is not None and dest.batches[-1].mark.name == "Actionhooks-Redrive"
+        assert dest.event_ids == [letters[0].event_id]
+        discarded = await letters_action(action="discard_all")
+        assert re.search(r"Dead letters discarded: <strong>\d</strong>", discarded)
+        assert await service.store.list_dead_letters(hook_id) == [] or (
+            [d.id for d in await service.store.list_dead_letters(hook_id)]
+            == [letters[0].id]  # not yet delivered
+        )
+
+        async def replay_form(**fields: str) -> tuple[int, str]:
+            async with http.post(
+                f"{page_path}/replays", data={"csrf": csrf, **fields}, headers={"HX-Request": "true"}
+            ) as answer:
+                return answer.status, await answer.text()
+
+        status, refused = await replay_form(**{"from": "yesterday", "to": "2026-01-01T00:00:00Z"})
+        assert status == 200 and re.search(r'id="replay-error"><code>from</code>: an RFC 3339 time', refused)
+        assert 'value="yesterday"' in refused  # what was typed stays
+        status, running = await replay_form(
+            **{"from": datetime.fromtimestamp(started, UTC).isoformat(), "to": "2099-01-01T00:00:00Z"}
+        )
+        assert status == 200 and 'id="replay-state"' in running and "replay-error" not in running
+
+        async def progress() -> str | None:
+            async with http.get(f"{page_path}/replay", headers={"HX-Request": "true"}) as answer:
+                fragment = await answer.text()
+            return fragment if "replay-done" in fragment else None
+
+        done = await eventually(progress)
+        assert 'id="replay-sent">3<' in done and 'id="replay-total">3<' in done
+        assert (
+            'hx-trigger="every 1s"' not in done and 'hx-trigger="every 1s"' in running
+        )  # polls while running
+        marked = [b for b in dest.batches if b.mark is not None and b.mark.name == "Actionhooks-Replay"]
+        assert sorted(m.id for b in marked for m in b.messages) == sorted(d.event_id for d in letters)
+
+        status, body, _ = await service.call("PATCH", f"/v1/hooks/{hook_id}", owner, {"active": False})
+        assert status == 200, body  # a stopped hook's replay waits: it can be cancelled
+        status, waiting = await replay_form(
+            **{"from": datetime.fromtimestamp(started, UTC).isoformat(), "to": "2099-01-01T00:00:00Z"}
+        )
+        found = re.search(r'action="/console/hooks/\d+/replays/(\d+)/cancel"', waiting)
+        assert found and 'id="cancel-replay"' in waiting
+        async with http.post(
+            f"{page_path}/replays/{found[1]}/cancel", data={"csrf": csrf}, headers={"HX-Request": "true"}
+        ) as answer:
+            cancelled = await answer.text()
+        assert "replay-cancelled" in cancelled and 'id="cancel-replay"' not in cancelled
+        other = await service.user("other")
+        stranger, stranger_csrf = await _browser(service, other)
+        async with (
+            stranger,
+            stranger.post(
+                f"{page_path}/dead-letters", data={"csrf": stranger_csrf, "action": "discard_all"}
+            ) as answer,
+        ):
+            assert answer.status == 404

@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's chromium through chromium-driver, driven by Selenium): a master user
 signs in, builds an HTTP hook, meets a field error, sends a test event, watches attempts, throughput and lag arrive
-after live traffic, stops / resumes (from where it stopped, or from now) / clones / deletes, switches to Russian;
+after live traffic, stops / resumes (from where it stopped, or from now) / clones / deletes, switches to Russian,
+replays a range watching its progress, redrives and discards dead letters;
 another account's key sees none of it.
 
 The tests of this module run in order on one service and one browser (a session of one user, as in life).
@@ -276,6 +277,47 @@ def test_the_interface_switches_to_russian_and_stays(site: Site) -> None:
 
     site.driver.find_element(By.ID, "language").click()
     site.wait(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
+
+
+def test_a_replay_shows_its_progress_and_dead_letters_are_redriven_and_discarded(
+    site: Site, tmp_path: Path
+) -> None:
+    site.open(f"/console/hooks/{site.hook_id}")
+    assert site.driver.find_elements(By.ID, "no-replay")
+    receiver = site.service.receiver
+    before = len(receiver.requests)
+    site.driver.find_element(By.ID, "start-replay").click()  # the form's range: the last hour, every type
+    site.wait(lambda d: d.find_elements(By.ID, "replay-state"), "no replay shown")
+    # the progress refreshes itself (htmx polling) until the replay is done: no reload
+    site.wait(lambda d: site.text("#replay-state") == "done", "the replay never showed done")
+    total = int(site.text("#replay-total"))
+    assert (
+        total == 11 and site.text("#replay-sent") == "11"
+    )  # every event of the module the filter lets through
+    marked = [r for r in receiver.requests[before:] if "Actionhooks-Replay" in r.headers]
+    assert sum(len(msgspec.json.decode(r.body)) for r in marked) == total
+
+    receiver.answer(
+        410, b"gone", times=1
+    )  # the next batch is refused for good: its events become dead letters
+    site.post_events(site.owner[1], _campaign_events(7, 2))
+    site.wait(
+        lambda d: site.open(f"/console/hooks/{site.hook_id}") or len(d.find_elements(By.NAME, "letter")) == 2,
+        "no dead letters shown",
+    )
+    site.driver.find_elements(By.NAME, "letter")[0].click()
+    site.driver.find_element(By.ID, "redrive-selected").click()
+    assert site.shown("#letters-note") == "Dead letters sent again: 1"
+    site.wait(
+        lambda d: site.open(f"/console/hooks/{site.hook_id}") or len(d.find_elements(By.NAME, "letter")) == 1,
+        "the redriven letter did not leave the dead letters",
+    )
+    assert any("Actionhooks-Redrive" in r.headers for r in receiver.requests)
+    for card in ("replay-card", "dead-letters"):  # to look at: pytest --basetemp
+        site.driver.find_element(By.ID, card).screenshot(str(tmp_path / f"{card}.png"))
+    site.driver.find_element(By.ID, "discard-all").click()
+    assert site.shown("#letters-note") == "Dead letters discarded: 1"
+    assert not site.driver.find_elements(By.NAME, "letter")
 
 
 def test_another_accounts_key_sees_none_of_it(site: Site) -> None:

@@ -1,4 +1,4 @@
-"""The ``actionhooks`` command: serve, demo, accounts, keys, tokens, event-types, consume."""
+"""The ``actionhooks`` command: serve, demo, accounts, keys, tokens, hooks, event-types, consume."""
 
 from __future__ import annotations
 
@@ -47,6 +47,12 @@ tokens_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(tokens_app, name="tokens")
+hooks_app = typer.Typer(
+    help="A hook's replays and dead letters (docs/delivery.md#replay-and-redrive), on the database directly: a"
+    " running `serve` on it sends them.",
+    no_args_is_help=True,
+)
+app.add_typer(hooks_app, name="hooks")
 
 
 class LogFormat(enum.StrEnum):
@@ -304,6 +310,168 @@ def tokens_make(
         click_url=f"{base}/t/click/{token}" if wanted.link_url else None,
     )
     typer.echo(msgspec.json.encode(made).decode())
+
+
+def _instant(text: str | None, option: str) -> float | None:
+    """An RFC 3339 time with its zone, as Unix seconds."""
+    if text is None:
+        return None
+    import msgspec
+
+    from .api.schema import Instant
+
+    try:
+        return msgspec.convert(text, Instant).timestamp()
+    except msgspec.ValidationError:
+        raise typer.BadParameter(
+            "an RFC 3339 time with its zone, e.g. 2026-11-30T06:00:00Z", param_hint=option
+        ) from None
+
+
+async def _hook_or_refuse(store: Store, settings: Settings, hook_id: int) -> Any:
+    from .registry import HookRegistry
+
+    registry = HookRegistry(store, settings.secret_key)
+    await registry.open()
+    hook = await registry.load_hook(hook_id)
+    if hook is None:
+        _refuse(f"no hook {hook_id}")
+    return hook
+
+
+@hooks_app.command("replay")
+def hooks_replay(
+    hook_id: IdArgument,
+    from_: Annotated[str, typer.Option("--from", help="RFC 3339: events accepted from then on")],
+    to: Annotated[str, typer.Option("--to", help="RFC 3339: … and before then")],
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="only this event type (repeat for more; within the hook's)"),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="show progress until the replay ends")] = True,
+    db: DbOption = None,
+) -> None:
+    """Replay HOOK_ID's events accepted in [--from, --to) (POST /v1/hooks/{id}/replays), show a progress bar on
+    stderr while a running `serve` sends it, and print the replay as JSON. Ctrl-C stops watching, not the replay."""
+    import msgspec
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .api.replays import begin_replay
+    from .api.schema import ReplayView
+    from .errors import ApiError
+
+    settings = _settings(db)
+    from_at, to_at = _instant(from_, "--from"), _instant(to, "--to")
+    assert from_at is not None and to_at is not None
+
+    async def run(store: Store) -> Any:
+        hook = await _hook_or_refuse(store, settings, hook_id)
+        try:
+            replay = await begin_replay(store, hook, from_at, to_at, event_type or None)
+        except ApiError as exc:
+            _refuse(f"{exc.error}" + (f" ({exc.field})" if exc.field else ""))
+        if not wait:
+            return replay
+        columns = (
+            TextColumn(f"replay {replay.id}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("replay", total=replay.total)
+            try:
+                while replay.state == "running":
+                    await asyncio.sleep(0.5)
+                    replay = await store.get_side_delivery(hook_id, replay.id) or replay
+                    bar.update(task, completed=replay.sent)
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                pass
+        return replay
+
+    replay = _with_store(settings, run)
+    typer.echo(msgspec.json.encode(ReplayView.of(replay)).decode())
+    if replay.state == "failed":
+        raise typer.Exit(1)
+
+
+def _selection(
+    ids: list[int] | None,
+    every: bool,
+    reason: str | None,
+    failed_after: str | None,
+    failed_before: str | None,
+) -> Any:
+    from .api.replays import selection
+    from .errors import ApiError
+
+    body: dict[str, Any] = {"all": every}
+    if ids:
+        body["ids"] = ids
+    if reason is not None:
+        body["reason"] = reason
+    if _instant(failed_after, "--failed-after") is not None:
+        body["failed_after"] = failed_after
+    if _instant(failed_before, "--failed-before") is not None:
+        body["failed_before"] = failed_before
+    try:
+        return selection(body)
+    except ApiError as exc:
+        raise typer.BadParameter(exc.error, param_hint=f"--{(exc.field or 'id').replace('_', '-')}") from None
+
+
+LetterIds = Annotated[
+    list[int] | None, typer.Option("--id", min=1, help="a dead letter's id (repeat for more)")
+]
+AllLetters = Annotated[
+    bool, typer.Option("--all", help="every dead letter of the hook (narrowed by the rest)")
+]
+Reason = Annotated[str | None, typer.Option(help="only those of this reason (exactly)")]
+FailedAfter = Annotated[str | None, typer.Option(help="only those failed at or after (RFC 3339)")]
+FailedBefore = Annotated[str | None, typer.Option(help="only those failed before (RFC 3339)")]
+
+
+@hooks_app.command("redrive")
+def hooks_redrive(
+    hook_id: IdArgument,
+    letter: LetterIds = None,
+    every: AllLetters = False,
+    reason: Reason = None,
+    failed_after: FailedAfter = None,
+    failed_before: FailedBefore = None,
+    db: DbOption = None,
+) -> None:
+    """Send HOOK_ID's selected dead letters again in their original order (POST …/dead-letters/redrive); print
+    {"redriven": n}. A running `serve` sends them; delivered ones leave the dead letters."""
+    pick = _selection(letter, every, reason, failed_after, failed_before)
+    settings = _settings(db)
+
+    async def run(store: Store) -> int:
+        hook = await _hook_or_refuse(store, settings, hook_id)
+        return (await store.redrive_dead_letters(hook.id, pick))[1]
+
+    typer.echo(json.dumps({"redriven": _with_store(settings, run)}))
+
+
+@hooks_app.command("discard")
+def hooks_discard(
+    hook_id: IdArgument,
+    letter: LetterIds = None,
+    every: AllLetters = False,
+    reason: Reason = None,
+    failed_after: FailedAfter = None,
+    failed_before: FailedBefore = None,
+    db: DbOption = None,
+) -> None:
+    """Remove HOOK_ID's selected dead letters for good (POST …/dead-letters/discard); print {"discarded": n}."""
+    pick = _selection(letter, every, reason, failed_after, failed_before)
+    settings = _settings(db)
+
+    async def run(store: Store) -> int:
+        hook = await _hook_or_refuse(store, settings, hook_id)
+        return await store.discard_dead_letters(hook.id, pick)
+
+    typer.echo(json.dumps({"discarded": _with_store(settings, run)}))
 
 
 @app.command("event-types")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -29,11 +30,14 @@ from .api.schema import (
     AttemptView,
     DeadLetterList,
     DeadLetterView,
+    Discarded,
     ErrorBody,
     EventTypeList,
     HookList,
     HookView,
     IngestResult,
+    Redriven,
+    ReplayView,
     TestOutcome,
 )
 from .catalog import EventType
@@ -186,6 +190,32 @@ class AsyncClient:
         path = f"/v1/hooks/{hook_id}/dead-letters?{_paging(limit, before)}"
         return (await self._get(path, DeadLetterList)).dead_letters
 
+    # replays and dead letters (docs/delivery.md#replay-and-redrive)
+
+    async def start_replay(
+        self, hook_id: int, start: datetime, end: datetime, event_types: list[str] | None = None
+    ) -> ReplayView:
+        """Replay the hook's events accepted in ``[start, end)`` (aware datetimes)."""
+        body: dict[str, Any] = {"from": start, "to": end}
+        if event_types is not None:
+            body["event_types"] = event_types
+        return await self._send("POST", f"/v1/hooks/{hook_id}/replays", body, ReplayView, 202)
+
+    async def replay(self, hook_id: int, replay_id: int) -> ReplayView:
+        return await self._get(f"/v1/hooks/{hook_id}/replays/{replay_id}", ReplayView)
+
+    async def cancel_replay(self, hook_id: int, replay_id: int) -> ReplayView:
+        return await self._send("DELETE", f"/v1/hooks/{hook_id}/replays/{replay_id}", None, ReplayView, 200)
+
+    async def redrive_dead_letters(self, hook_id: int, **selector: Any) -> int:
+        """``ids=[...]`` or ``all=True``, optionally ``reason``, ``failed_after``, ``failed_before``: how many."""
+        path = f"/v1/hooks/{hook_id}/dead-letters/redrive"
+        return (await self._send("POST", path, selector, Redriven, 202)).redriven
+
+    async def discard_dead_letters(self, hook_id: int, **selector: Any) -> int:
+        path = f"/v1/hooks/{hook_id}/dead-letters/discard"
+        return (await self._send("POST", path, selector, Discarded, 200)).discarded
+
     # transport
 
     async def _get(self, path: str, kind: type[T]) -> T:
@@ -299,3 +329,20 @@ class Client:
 
     def dead_letters(self, hook_id: int, limit: int = 100, before: int | None = None) -> list[DeadLetterView]:
         return self._run(self._client.dead_letters(hook_id, limit, before))
+
+    def start_replay(
+        self, hook_id: int, start: datetime, end: datetime, event_types: list[str] | None = None
+    ) -> ReplayView:
+        return self._run(self._client.start_replay(hook_id, start, end, event_types))
+
+    def replay(self, hook_id: int, replay_id: int) -> ReplayView:
+        return self._run(self._client.replay(hook_id, replay_id))
+
+    def cancel_replay(self, hook_id: int, replay_id: int) -> ReplayView:
+        return self._run(self._client.cancel_replay(hook_id, replay_id))
+
+    def redrive_dead_letters(self, hook_id: int, **selector: Any) -> int:
+        return self._run(self._client.redrive_dead_letters(hook_id, **selector))
+
+    def discard_dead_letters(self, hook_id: int, **selector: Any) -> int:
+        return self._run(self._client.discard_dead_letters(hook_id, **selector))

@@ -20,6 +20,8 @@ The tree::
     │                          hand is acknowledged)
     ├── StaleHook              the hook changed under its delivery worker (edited, stopped or deleted); the worker
     │                          stops and the dispatcher starts a fresh one from the stored settings
+    ├── SideDeliveryEnded      a replay or redrive is no longer running (cancelled, its hook deleted): its runner
+    │                          stops
     ├── StrictJsonError        JSON that receivers could read differently (duplicate keys, numbers past a double,
     │                          invalid UTF-8): an item error at ingest, a 400 elsewhere (also a ValueError)
     ├── TooManyItems           a body with more events than one request may carry: 413 (also a ValueError)
@@ -134,6 +136,10 @@ class ApiError(ActionhooksError):
 
 class StaleHook(ActionhooksError):
     """The hook changed under the worker (edited, stopped or deleted)."""
+
+
+class SideDeliveryEnded(ActionhooksError):
+    """A replay or a redrive is no longer running (cancelled, its hook deleted): its runner stops."""
 
 
 class ConsumeError(ActionhooksError):

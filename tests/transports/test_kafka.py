@@ -12,7 +12,7 @@ import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.integrations import TransportContext, open_transport, parse_settings
-from actionhooks.integrations.base import Batch
+from actionhooks.integrations.base import REPLAY_HEADER, Batch, SideMark
 from actionhooks.integrations.kafka.transport import Settings
 from tests import brokers
 from tests.brokers import (
@@ -201,3 +201,16 @@ async def test_a_loopback_broker_is_refused_without_the_allow_list(tansu: str) -
     with pytest.raises(DeliveryError) as info:
         await transport.send(Batch(1, "b", make_batch(1).messages))
     assert info.value.permanent and "not public" in info.value.reason
+
+
+async def test_a_replayed_record_carries_the_replay_header(tansu: str) -> None:
+    topic = unique("ah-topic")
+    transport = kafka_transport(tansu, topic)
+    batch = make_batch(4)
+    try:
+        await transport.send(Batch(1, "1-replay-9-0-3", batch.messages, SideMark(REPLAY_HEADER, "9")))
+    finally:
+        await transport.close()
+    records = await asyncio.to_thread(read_topic, tansu, topic, 4)
+    assert sorted(r.value() for r in records) == sorted(m.body for m in batch.messages)
+    assert all(dict(r.headers())[REPLAY_HEADER] == b"9" for r in records)

@@ -14,7 +14,7 @@ import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.integrations import TransportContext, open_transport, parse_settings
-from actionhooks.integrations.base import Batch
+from actionhooks.integrations.base import REPLAY_HEADER, Batch, SideMark
 from actionhooks.integrations.nats.transport import Settings
 from tests import brokers
 from tests.brokers import free_port, loopback_context, make_batch, run_nats, unique
@@ -197,3 +197,25 @@ async def test_a_loopback_server_is_refused_without_the_allow_list(nats_server: 
     with pytest.raises(DeliveryError) as info:
         await transport.send(make_batch(1))
     assert info.value.permanent and "not public" in info.value.reason
+
+
+async def test_a_replayed_batch_is_not_dropped_as_a_duplicate_and_carries_its_header(
+    nats_server: str, jetstream: tuple[Any, str, str]
+) -> None:
+    js, stream, prefix = jetstream
+    transport = nats_transport(nats_server, prefix + ".events")
+    live = make_batch(20)
+    replay = Batch(1, "1-replay-7-0-19", live.messages, SideMark(REPLAY_HEADER, "7"))
+    try:
+        await transport.send(live)
+        first = await transport.send(replay)
+        again = await transport.send(replay)  # a retried replay batch is still deduplicated
+    finally:
+        await transport.close()
+    assert first.response_excerpt == "20 messages acknowledged"
+    assert again.response_excerpt == "20 messages acknowledged (20 duplicates)"
+    got = await stream_messages(js, stream)
+    assert [m.data for m in got] == [m.body for m in live.messages] * 2
+    assert [m.headers["Nats-Msg-Id"] for m in got[20:]] == [f"{m.id}:replay-7" for m in live.messages]
+    assert all(REPLAY_HEADER not in (m.headers or {}) for m in got[:20])
+    assert all(m.headers[REPLAY_HEADER] == "7" for m in got[20:])

@@ -13,7 +13,7 @@ import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.integrations import TransportContext, open_transport, parse_settings
-from actionhooks.integrations.base import Batch
+from actionhooks.integrations.base import REDRIVE_HEADER, Batch, SideMark
 from actionhooks.integrations.rabbitmq.transport import ExchangeSettings, QueueSettings
 from tests import brokers
 from tests.brokers import (
@@ -279,3 +279,21 @@ async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq_node: RabbitNode
         assert expected - seen == set()
     finally:
         await transport.close()
+
+
+async def test_a_redriven_batch_carries_its_header_and_live_ones_none(channel: Any) -> None:
+    name = unique("ah-q")
+    transport = queue_transport(name)
+    live = make_batch(5)
+    redrive = Batch(1, "1-redrive-3-0-4", live.messages, SideMark(REDRIVE_HEADER, "3"))
+    try:
+        await transport.send(live)
+        await transport.send(redrive)
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        got = await drain_queue(queue, 10)
+        assert [m.body for m in got] == [m.body for m in live.messages] * 2
+        assert [m.message_id for m in got] == [m.id for m in live.messages] * 2  # the event id, as live
+        assert [(m.headers or {}).get(REDRIVE_HEADER) for m in got] == [None] * 5 + ["3"] * 5
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)

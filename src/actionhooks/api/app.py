@@ -25,7 +25,7 @@ from ..integrations import TransportContext
 from ..readiness import Readiness
 from ..registry import HookRegistry
 from ..store import Store
-from . import account, hooks, keys, observability, openapi, profiles, tracking
+from . import account, hooks, keys, observability, openapi, profiles, replays, tracking
 from .auth import Authenticator
 from .ingest import post_events
 from .responses import json_response
@@ -98,6 +98,11 @@ ROUTES = [
     Route("/v1/hooks/{hook_id}/test", send_test_event, methods=["POST"]),
     Route("/v1/hooks/{hook_id}/attempts", hooks.list_attempts),
     Route("/v1/hooks/{hook_id}/dead-letters", hooks.list_dead_letters),
+    Route("/v1/hooks/{hook_id}/dead-letters/redrive", replays.redrive_dead_letters, methods=["POST"]),
+    Route("/v1/hooks/{hook_id}/dead-letters/discard", replays.discard_dead_letters, methods=["POST"]),
+    Route("/v1/hooks/{hook_id}/replays", replays.start_replay, methods=["POST"]),
+    Route("/v1/hooks/{hook_id}/replays/{replay_id}", replays.get_replay, methods=["GET"]),
+    Route("/v1/hooks/{hook_id}/replays/{replay_id}", replays.cancel_replay, methods=["DELETE"]),
     Route("/v1/hooks/{hook_id}/stats", observability.hook_stats),
     # capture (docs/capture.md)
     Route("/v1/profiles", profiles.upsert_profiles, methods=["POST"]),

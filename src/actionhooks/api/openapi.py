@@ -36,6 +36,8 @@ from .schema import (
     AccountView,
     AttemptList,
     DeadLetterList,
+    DeadLetterSelector,
+    Discarded,
     ErrorBody,
     EventTypeList,
     Health,
@@ -50,6 +52,9 @@ from .schema import (
     ProfileUpsertResult,
     ProfileView,
     ReadinessView,
+    Redriven,
+    ReplayRequest,
+    ReplayView,
     ResumeOptions,
     TestOptions,
     TestOutcome,
@@ -80,6 +85,11 @@ _TYPES: dict[str, Any] = {
     "HookStats": HookStatsView,
     "TestOptions": TestOptions,
     "ResumeOptions": ResumeOptions,
+    "ReplayRequest": ReplayRequest,
+    "Replay": ReplayView,
+    "DeadLetterSelector": DeadLetterSelector,
+    "Redriven": Redriven,
+    "Discarded": Discarded,
     "TestOutcome": TestOutcome,
     "Profile": Profile,
     "ProfileItem": ProfileItem,
@@ -172,6 +182,13 @@ HOOK_ID = {
     "description": "the hook's id",
     "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
 }
+REPLAY_ID = {
+    "name": "replay_id",
+    "in": "path",
+    "required": True,
+    "description": "the replay's id",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
 PAGING = [
     {
         "name": "limit",
@@ -198,6 +215,8 @@ HOOK_LINKS = {
         ("ResumeHook", "resumeHook"),
         ("ListAttempts", "listAttempts"),
         ("ListDeadLetters", "listDeadLetters"),
+        ("RedriveDeadLetters", "redriveDeadLetters"),
+        ("StartReplay", "startReplay"),
         ("GetHookStats", "getHookStats"),
         ("DeleteHook", "deleteHook"),
     ]
@@ -676,6 +695,85 @@ def _service_operations() -> dict[str, dict[str, dict[str, Any]]]:
                 {200: _answer("a page of dead letters", _ref("DeadLetterList")), 404: E404, 422: E422},
                 parameters=[HOOK_ID, *PAGING],
             )
+        },
+        "/v1/hooks/{hook_id}/dead-letters/redrive": {
+            "post": _operation(
+                "redriveDeadLetters",
+                "Send dead letters again, in their original order: `ids` or `all`, narrowed by `reason` and"
+                " `failed_after` / `failed_before`",
+                "hooks",
+                {
+                    202: _answer("how many were queued", _ref("Redriven")),
+                    400: E400,
+                    404: E404,
+                    413: E413,
+                    422: E422,
+                },
+                parameters=[HOOK_ID],
+                body={"required": True, "content": _json(_ref("DeadLetterSelector"), {"all": True})},
+            )
+        },
+        "/v1/hooks/{hook_id}/dead-letters/discard": {
+            "post": _operation(
+                "discardDeadLetters",
+                "Remove dead letters for good (the same selectors as a redrive)",
+                "hooks",
+                {
+                    200: _answer("how many were removed", _ref("Discarded")),
+                    400: E400,
+                    404: E404,
+                    413: E413,
+                    422: E422,
+                },
+                parameters=[HOOK_ID],
+                body={"required": True, "content": _json(_ref("DeadLetterSelector"), {"ids": [311, 312]})},
+            )
+        },
+        "/v1/hooks/{hook_id}/replays": {
+            "post": _operation(
+                "startReplay",
+                "Send the hook again the events it matches that were accepted in `[from, to)`, marked"
+                " `Actionhooks-Replay`",
+                "hooks",
+                {
+                    202: _answer("the replay, running", _ref("Replay")),
+                    400: E400,
+                    404: E404,
+                    409: _error(
+                        "another replay of the hook is running",
+                        example="the hook has a replay running: wait for it or cancel it",
+                    ),
+                    413: E413,
+                    422: _error(
+                        "bad range or types; `field: from` when retention removed part of the range",
+                        example="events accepted up to 2026-11-23T06:00:00+00:00 were removed by retention:"
+                        " replay from a later time",
+                    ),
+                },
+                parameters=[HOOK_ID],
+                body={
+                    "required": True,
+                    "content": _json(
+                        _ref("ReplayRequest"), {"from": "2026-11-30T06:00:00Z", "to": "2026-11-30T07:00:00Z"}
+                    ),
+                },
+            )
+        },
+        "/v1/hooks/{hook_id}/replays/{replay_id}": {
+            "get": _operation(
+                "getReplay",
+                "A replay and its progress",
+                "hooks",
+                {200: _answer("the replay", _ref("Replay")), 404: E404},
+                parameters=[HOOK_ID, REPLAY_ID],
+            ),
+            "delete": _operation(
+                "cancelReplay",
+                "Cancel a running replay (one already ended is returned as it is)",
+                "hooks",
+                {200: _answer("the replay, cancelled", _ref("Replay")), 404: E404},
+                parameters=[HOOK_ID, REPLAY_ID],
+            ),
         },
         "/v1/hooks/{hook_id}/stats": {
             "get": _operation(

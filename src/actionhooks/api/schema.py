@@ -24,7 +24,7 @@ from ..integrations.rabbitmq.transport import QueueSettings as RabbitMQQueueSett
 from ..profiles import Subscription
 from ..registry import Hook
 from ..stats import HookState, HookStats
-from ..store.base import Attempt, DeadLetter, Scope, StoredKey
+from ..store.base import Attempt, DeadLetter, Scope, SideDelivery, SideState, StoredKey
 
 TransportChoice = (
     HttpSettings | RabbitMQQueueSettings | RabbitMQExchangeSettings | KafkaSettings | NatsSettings
@@ -375,3 +375,69 @@ class KeyCreated(KeyView, kw_only=True):
 
 class KeyList(msgspec.Struct):
     keys: list[KeyView]
+
+
+# --- replays and dead-letter redrives (api/replays.py, dispatch/replay.py) -----------------------------------
+class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Send a hook the events accepted in ``[from, to)`` again (of ``event_types``, within the hook's; default:
+    the hook's)."""
+
+    from_: Instant = msgspec.field(name="from")
+    to: Instant
+    event_types: Annotated[list[str], msgspec.Meta(min_length=1, max_length=100)] | None = None
+
+
+class ReplayView(msgspec.Struct, kw_only=True):
+    """A replay: ``total`` events of the range the hook matches, ``sent`` so far; ``error`` when it failed."""
+
+    id: int
+    state: SideState
+    total: int
+    sent: int
+    from_: Instant = msgspec.field(name="from")
+    to: Instant
+    event_types: list[str] | None
+    error: str | None
+    created_at: Instant
+    updated_at: Instant
+
+    @classmethod
+    def of(cls, side: SideDelivery) -> ReplayView:
+        return cls(
+            id=side.id,
+            state=side.state,
+            total=side.total,
+            sent=side.sent,
+            from_=timestamp(side.from_at or 0.0),
+            to=timestamp(side.to_at or 0.0),
+            event_types=None if side.event_types is None else list(side.event_types),
+            error=side.error,
+            created_at=timestamp(side.created_at),
+            updated_at=timestamp(side.updated_at),
+        )
+
+
+class DeadLetterSelector(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Which dead letters to redrive or discard: ``ids``, or ``all: true``; narrowed by ``reason`` (exactly as
+    listed) and by when they failed, ``[failed_after, failed_before)``."""
+
+    ids: (
+        Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]], msgspec.Meta(max_length=10_000)]
+        | None
+    ) = None
+    all: bool = False
+    reason: str | None = None
+    failed_after: Instant | None = None
+    failed_before: Instant | None = None
+
+
+class Redriven(msgspec.Struct):
+    """Dead letters queued for delivery again."""
+
+    redriven: int
+
+
+class Discarded(msgspec.Struct):
+    """Dead letters removed."""
+
+    discarded: int

@@ -7,7 +7,8 @@ styles (htmx is configured not to evaluate code), ``X-Frame-Options: DENY`` and 
 
 Modules: ``session.py`` (sign-in and the signed cookie, CSRF), ``i18n.py`` (English and Russian),
 ``form.py`` (the hook editor's inputs, read from each transport's settings), ``chart.py`` (the detail page's
-throughput chart, an SVG drawn on the server), ``views.py`` (the pages).
+throughput chart, an SVG drawn on the server), ``views.py`` (the pages), ``operations.py`` (the hook page's replay,
+redrive and discard).
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ def mount() -> Mount:
         Route(f"{hook}/delete", console.delete_page, methods=["GET"]),
         Route(f"{hook}/delete", console.delete, methods=["POST"]),
         Route(f"{hook}/test", console.test_event, methods=["POST"]),
+        Route(f"{hook}/replay", console.operations.replay_fragment, methods=["GET"]),
+        Route(f"{hook}/replays", console.operations.start_replay, methods=["POST"]),
+        Route(f"{hook}/replays/{{replay_id}}/cancel", console.operations.cancel_replay, methods=["POST"]),
+        Route(f"{hook}/dead-letters", console.operations.letters, methods=["POST"]),
         Route("/catalog", console.catalog_page),
         Route("/catalog/{code}", console.event_type_page),
         Mount("/static", StaticFiles(packages=[("actionhooks.console", "static")]), name="console-static"),

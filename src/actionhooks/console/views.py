@@ -39,6 +39,7 @@ from ..store import Store
 from ..store.base import HookLag, HookQuery
 from . import chart, i18n
 from . import form as forms
+from . import operations as ops
 from .session import CSRF_FIELD, Session, Sessions, account_for_sign_in
 
 PREFIX = "/console"
@@ -117,8 +118,11 @@ _env.globals["span"] = _span
 class Console:
     """The console over the service's parts (``app.state``: store, hooks, auth, context, dispatcher)."""
 
+    prefix = PREFIX
+
     def __init__(self) -> None:
         self.sessions = Sessions()
+        self.operations = ops.Operations(self)  # replay, redrive, discard (operations.py)
         self._unsealed: dict[bytes, Hook] = {}  # sealed settings → the hook unsealed (see ``_list_hooks``)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
@@ -480,17 +484,33 @@ class Console:
         if isinstance(found, Response):
             return found
         session, hook = found
+        return await self.detail(request, session, hook)
+
+    async def detail(
+        self,
+        request: Request,
+        session: Session,
+        hook: Hook,
+        status: int = 200,
+        outcome: dict[str, Any] | None = None,
+        **shown: Any,
+    ) -> HTMLResponse:
+        """The hook page; ``shown`` overrides the operations' part (:mod:`.operations`: a replay refused)."""
         context = await self._log(request, hook)
+        operations = await ops.context(self._store(request), hook)
+        operations["letters_note"] = ops.letters_note(request)
         return self.render(
             request,
             "detail.html",
+            status,
             session=session,
             hook=hook,
             settings=hook.spec.to_builtins(public=True),
             types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
-            outcome=None,
+            outcome=outcome,
             **context,
             **await self._live(request, hook),
+            **{**operations, **shown},
         )
 
     async def _log(self, request: Request, hook: Hook) -> dict[str, Any]:
@@ -561,18 +581,7 @@ class Console:
             result.update(error=exc.error, event="")
         if request.headers.get("hx-request"):
             return self.render(request, "_test_result.html", session=session, outcome=result)
-        context = await self._log(request, hook)
-        return self.render(
-            request,
-            "detail.html",
-            session=session,
-            hook=hook,
-            settings=hook.spec.to_builtins(public=True),
-            types=[catalog().by_code[c] for c in hook.spec.event_types if c in catalog()],
-            outcome=result,
-            **context,
-            **await self._live(request, hook),
-        )
+        return await self.detail(request, session, hook, outcome=result)
 
     # -- the catalogue ----------------------------------------------------------------------------------------
 

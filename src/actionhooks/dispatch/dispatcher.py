@@ -28,6 +28,7 @@ from ..registry import Hook, HookRegistry
 from ..store.base import Store
 from .feed import LogFeed
 from .rate import HookRates
+from .replay import SideDeliveries
 from .states import StateWriter
 from .worker import HookWorker
 
@@ -63,6 +64,10 @@ class Dispatcher:
             HookRates()
         )  # each hook's max_events_per_second, shared by every send path (dispatch/rate.py)
         store.add_append_listener(self.feed.appended)
+        # replays and redrives (dispatch/replay.py), run beside the live workers of the hooks they are for
+        self.sides = SideDeliveries(
+            store, self.context, self.retry, self._live_hook, self._changed.set, self.rates
+        )
 
     async def start(self) -> None:
         await self.reconcile()
@@ -97,6 +102,7 @@ class Dispatcher:
                 log.warning(
                     "dispatcher: %d hooks still busy after %.1f s; cutting them off", len(late), grace_s
                 )
+        await self.sides.stop()
         for hook_id in list(self.workers):
             await self._stop_worker(hook_id)
         await self.feed.close()
@@ -171,6 +177,12 @@ class Dispatcher:
                 continue
             if hook is not None and hook.spec.active:
                 self._start_worker(hook)
+        await self.sides.reconcile()
+
+    def _live_hook(self, hook_id: int) -> Hook | None:
+        """The hook as its running worker has it (side deliveries run only beside one)."""
+        entry = self.workers.get(hook_id)
+        return None if entry is None or entry[1].done() or entry[0].stopping else entry[0].hook
 
     def _start_worker(self, hook: Hook) -> None:
         worker = HookWorker(

@@ -29,15 +29,39 @@ Message = LoggedEvent
 
 
 @dataclass(frozen=True, slots=True)
+class SideMark:
+    """What marks a batch of a replay or a redrive (``dispatch/replay.py``): a header ``name: value`` outside the
+    body (HTTP, a broker header), and a tag that makes transport-level dedupe ids differ from live delivery's."""
+
+    name: str  # "Actionhooks-Replay" | "Actionhooks-Redrive"
+    value: str  # the replay's (redrive's) id
+
+    @property
+    def tag(self) -> str:
+        return f"{'replay' if self.name == REPLAY_HEADER else 'redrive'}-{self.value}"
+
+
+REPLAY_HEADER = "Actionhooks-Replay"
+REDRIVE_HEADER = "Actionhooks-Redrive"
+
+
+@dataclass(frozen=True, slots=True)
 class Batch:
-    """Events of one hook, in log order. ``batch_id`` stays the same across retries of this batch."""
+    """Events of one hook, in log order. ``batch_id`` stays the same across retries of this batch. ``mark``: a
+    replay's or a redrive's batch (None: live delivery)."""
 
     hook_id: int
     batch_id: str
     messages: list[Message]
+    mark: SideMark | None = None
 
     def json_array(self) -> bytes:
         return b"[" + b",".join(m.body for m in self.messages) + b"]"
+
+    def dedupe_id(self, message: Message) -> str:
+        """A message's transport-level dedupe id (NATS ``Nats-Msg-Id``): the event id, tagged for a replay or a
+        redrive so a receiver deduplicating on it does not drop them as repeats of the live delivery."""
+        return message.id if self.mark is None else f"{message.id}:{self.mark.tag}"
 
 
 @dataclass(frozen=True, slots=True)

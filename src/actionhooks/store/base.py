@@ -229,6 +229,49 @@ class TrackingKey(NamedTuple):
     retired_at: float | None
 
 
+# --- side deliveries: replays and redrives (dispatch/replay.py, store/side.py) -------------------------------
+SideKind = Literal["replay", "redrive"]
+SideState = Literal["running", "done", "cancelled", "failed"]
+
+
+class SideDelivery(msgspec.Struct, kw_only=True, frozen=True):
+    """A replay of the log or a redrive of dead letters: events sent to a hook beside its live delivery, a row with
+    its own cursor. A replay covers the events of ``(cursor, end_seq]`` accepted in ``[from_at, to_at)``
+    (``event_types`` None: the hook's); a redrive, the dead letters naming it."""
+
+    id: int
+    hook_id: int
+    kind: SideKind
+    state: SideState
+    from_at: float | None
+    to_at: float | None
+    event_types: tuple[str, ...] | None
+    cursor: int
+    end_seq: int
+    total: int
+    sent: int
+    error: str | None
+    created_at: float
+    updated_at: float
+
+
+class ReplayRange(NamedTuple):
+    """Where a replay starts and ends in the log, and how many events it will send."""
+
+    start: int  # the log position before the range's first event
+    end: int  # the last log position the range may hold
+    total: int  # events in it the hook matches (filters applied)
+
+
+class LetterSelection(NamedTuple):
+    """Which of a hook's dead letters a redrive or a discard takes: ``ids`` (None: all), narrowed by the rest."""
+
+    ids: tuple[int, ...] | None = None
+    reason: str | None = None
+    failed_after: float | None = None  # failed at or after
+    failed_before: float | None = None
+
+
 class Store(Protocol):
     """What the API and the dispatcher need of a storage engine. All methods are coroutines safe to call
     concurrently from one event loop. Any of them may raise ``StoreUnavailable`` (errors.py) while the database
@@ -489,4 +532,73 @@ class Store(Protocol):
     async def retire_tracking_key(self, account_id: int, key_id: str) -> bool: ...
     async def prune_derive_marks(self, now: float, chunk: int) -> Pruned:
         """Remove derivation marks expired at ``now``, at most ``chunk``."""
+        ...
+
+    # side deliveries: replays and redrives (dispatch/replay.py; the SQL is store/side.py)
+    async def pruned_horizon(self) -> float | None:
+        """The acceptance time of the newest event retention removed (None: nothing was ever pruned)."""
+        ...
+
+    async def replay_range(self, query: HookQuery, from_at: float, to_at: float) -> ReplayRange:
+        """The log positions of the events accepted in ``[from_at, to_at)`` (acceptance times follow log order to
+        within a minute: the range is widened by that and the runner checks each event's time) and how many of
+        them the hook matches."""
+        ...
+
+    async def add_replay(
+        self,
+        hook_id: int,
+        from_at: float,
+        to_at: float,
+        event_types: Sequence[str] | None,
+        found: ReplayRange,
+    ) -> SideDelivery | None:
+        """A new running replay; None when the hook has one running already."""
+        ...
+
+    async def running_replay(self, hook_id: int) -> SideDelivery | None: ...
+    async def get_side_delivery(self, hook_id: int, side_id: int) -> SideDelivery | None: ...
+    async def list_side_deliveries(self, hook_id: int, limit: int = 20) -> list[SideDelivery]:
+        """The hook's newest side deliveries first."""
+        ...
+
+    async def running_side_deliveries(self) -> list[SideDelivery]:
+        """Every running side delivery, oldest first (what the dispatcher runs)."""
+        ...
+
+    async def cancel_side_delivery(self, hook_id: int, side_id: int) -> SideDelivery | None:
+        """Cancel it if running (a redrive's letters not yet sent stay dead letters); the row as it is then."""
+        ...
+
+    async def side_progress(
+        self,
+        side_id: int,
+        *,
+        cursor: int | None = None,
+        sent: int = 0,
+        delivered_letters: Sequence[int] = (),
+        returned_letters: Sequence[DeadLetter] = (),
+        state: SideState = "running",
+        error: str | None = None,
+    ) -> bool:
+        """One transaction: ``sent`` more, the cursor moved, delivered letters removed, returned letters given
+        their new reason (``attempts`` added) and released, the state set. False when it is no longer running."""
+        ...
+
+    async def replay_events(
+        self, query: HookQuery, after: int, end: int, limit: int, window: int
+    ) -> tuple[list[LoggedEvent], int]:
+        """The hook's events (account, types, ``list_id``) after ``after`` up to ``end``, a span of at most
+        ``window`` positions, at most ``limit``; and the position the read covered."""
+        ...
+
+    async def redrive_dead_letters(
+        self, hook_id: int, pick: LetterSelection
+    ) -> tuple[SideDelivery | None, int]:
+        """Queue the selected dead letters (those not queued already) on a new redrive; None and 0 when none."""
+        ...
+
+    async def discard_dead_letters(self, hook_id: int, pick: LetterSelection) -> int: ...
+    async def redrive_letters(self, side_id: int, after: tuple[int, int], limit: int) -> list[DeadLetter]:
+        """The redrive's letters after ``(event_seq, id)``, in that order."""
         ...

@@ -43,6 +43,7 @@ from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_s
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
 from .runtime import Runtime
+from .side import SideDeliveriesSql
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
@@ -146,6 +147,7 @@ class _Queries:
         self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
         self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
         self.delivery_counts_delete = f"DELETE FROM delivery_counts WHERE hook_id = {p}"
+        self.side_deliveries_delete = f"DELETE FROM side_deliveries WHERE hook_id = {p}"
         self.count_attempt = (
             "INSERT INTO delivery_counts (hook_id, period_start, delivered, failed, dead_lettered)"
             f" VALUES ({marks(p, 5)}) ON CONFLICT (hook_id, period_start) DO UPDATE SET"
@@ -155,8 +157,8 @@ class _Queries:
         )
 
 
-class SqlStore:
-    """A :class:`~.base.Store` on a SQL engine described by ``dialect``."""
+class SqlStore(SideDeliveriesSql):
+    """A :class:`~.base.Store` on a SQL engine described by ``dialect`` (side deliveries: :mod:`.side`)."""
 
     def __init__(self, dialect: Dialect, readers: int = 3) -> None:
         self.dialect = dialect
@@ -535,6 +537,7 @@ class SqlStore:
                 cur.execute(self._sql.attempts_delete, (hook_id,))
                 cur.execute(self._sql.dead_letters_delete, (hook_id,))
                 cur.execute(self._sql.delivery_counts_delete, (hook_id,))
+                cur.execute(self._sql.side_deliveries_delete, (hook_id,))
                 return True
 
         return await self._runtime.write(work)
@@ -714,6 +717,7 @@ class SqlStore:
                     return Pruned(0, False, seconds=time.perf_counter() - started)
                 low, high = int(oldest[0][0]), int(oldest[n - 1][0])
                 expired = self._count_expired(cur, low, high, hooks)
+                self._note_pruned(cur, max(float(row[1]) for row in oldest[:n]))
                 cur.execute(f"DELETE FROM events WHERE seq >= {p} AND seq <= {p}", (low, high))
                 removed = cur.rowcount
             return Pruned(removed, n == chunk, expired, time.perf_counter() - started)

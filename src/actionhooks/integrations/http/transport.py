@@ -59,6 +59,7 @@ _RESERVED_HEADERS = frozenset(
         "te", "trailer", "transfer-encoding", "upgrade", "host",
         "content-type", "content-length", "content-encoding",
         "webhook-id", "webhook-timestamp", "webhook-signature",
+        "actionhooks-replay", "actionhooks-redrive",
     }
 )  # fmt: skip
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
@@ -259,6 +260,8 @@ class HttpTransport:
         session = self._session or self._open_session()
         body = batch.json_array()
         headers = dict(self._headers)
+        if batch.mark is not None:
+            headers[batch.mark.name] = batch.mark.value
         if self._webhook is not None:
             timestamp = datetime.now(UTC)
             headers["webhook-id"] = batch.batch_id

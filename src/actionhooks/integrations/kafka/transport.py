@@ -232,6 +232,8 @@ class KafkaTransport:
                     ("event_type", m.event_type),
                     ("content-type", "application/json"),
                 ]
+                if batch.mark is not None:
+                    headers.append((batch.mark.name, batch.mark.value))
                 key = record_key(m, self.settings.key)
                 while True:
                     try:

@@ -2,7 +2,9 @@
 
 Each event is one message published to ``subject`` (``{list_id}`` and ``{event_type}`` are replaced per event;
 ``{list_id}`` is ``0`` for events without one) with headers ``Nats-Msg-Id`` (the event id: JetStream drops a
-duplicate inside the stream's duplicate window, so a retried batch is stored once) and ``Event-Type``. The whole
+duplicate inside the stream's duplicate window, so a retried batch is stored once; a replay's or a redrive's is tagged,
+``<event id>:replay-<id>``, so they are not dropped as repeats) and ``Event-Type`` (and ``Actionhooks-Replay`` or
+``Actionhooks-Redrive`` on theirs). The whole
 batch is published at once and ``send`` returns when JetStream acknowledged every message (a duplicate's ack counts).
 
 A stream must capture the subject: the transport does not create streams (retention is the receiver's choice).
@@ -27,7 +29,6 @@ from ..base import (
     Batch,
     BatchSize,
     BatchTimeout,
-    Message,
     Receipt,
     TransportContext,
     TransportSettings,
@@ -89,7 +90,7 @@ class NatsTransport:
         """Publish every message of ``batch`` and wait for JetStream's ack of each."""
         async with self._lock:
             try:
-                duplicates = await self._publish(batch.messages)
+                duplicates = await self._publish(batch)
             except DeliveryError:
                 await self._drop()
                 raise
@@ -103,13 +104,19 @@ class NatsTransport:
         async with self._lock:
             await self._drop()
 
-    async def _publish(self, messages: list[Message]) -> int:
+    async def _publish(self, batch: Batch) -> int:
         js = await self._ready()
         self._refused.clear()
         futures = []
-        for m in messages:
+        for m in batch.messages:
             subject = render_subject(self.settings.subject, m.list_id, m.event_type)
-            headers = {"Nats-Msg-Id": m.id, "Event-Type": m.event_type, "Content-Type": "application/json"}
+            headers = {
+                "Nats-Msg-Id": batch.dedupe_id(m),
+                "Event-Type": m.event_type,
+                "Content-Type": "application/json",
+            }
+            if batch.mark is not None:
+                headers[batch.mark.name] = batch.mark.value
             # publish_async only buffers the message: the acks are awaited together below.
             futures.append(await js.publish_async(subject, m.body, wait_stall=ACK_TIMEOUT_S, headers=headers))
         acks: asyncio.Future[list[Any]] = asyncio.gather(*futures)

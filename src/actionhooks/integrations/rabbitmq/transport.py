@@ -1,7 +1,8 @@
 """RabbitMQ transports (pika, through ``link.Link``): ``rabbitmq_queue`` and ``rabbitmq_exchange``.
 
 Each event is one AMQP message: the body is the event's message JSON, ``content_type`` ``application/json``,
-``delivery_mode`` persistent, ``message_id`` the event id, ``type`` the event type. Messages go out on a channel
+``delivery_mode`` persistent, ``message_id`` the event id, ``type`` the event type (a replay's or a redrive's messages
+carry the header ``Actionhooks-Replay`` or ``Actionhooks-Redrive``). Messages go out on a channel
 in publisher-confirm mode, the whole batch in flight at once; ``send`` returns only when the broker has confirmed
 every message of the batch.
 
@@ -84,7 +85,7 @@ class RabbitMQTransport:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
                     link = await self._ready()
-                    confirms = await link.publish_all(self._messages(batch.messages))
+                    confirms = await link.publish_all(self._messages(batch))
                     await link.settled(confirms)
             except Exception as exc:
                 await self._drop()
@@ -106,20 +107,22 @@ class RabbitMQTransport:
         async with self._lock:
             await self._drop()
 
-    def _messages(self, messages: list[Message]) -> list[tuple[str, str, bytes, Any, bool]]:
+    def _messages(self, batch: Batch) -> list[tuple[str, str, bytes, Any, bool]]:
         """``(exchange, routing_key, body, properties, mandatory)`` of each message, for ``Link.publish_all``."""
         from pika import BasicProperties
 
         from .link import PERSISTENT
 
         out = []
-        for message in messages:
+        headers = None if batch.mark is None else {batch.mark.name: batch.mark.value}
+        for message in batch.messages:
             properties = BasicProperties(
                 content_type="application/json",
                 delivery_mode=PERSISTENT,
                 message_id=message.id,
                 type=message.event_type,
                 app_id="actionhooks",
+                headers=headers,
             )
             if isinstance(self.settings, QueueSettings):
                 # Through the default exchange; ``mandatory``: a message the broker cannot route is returned.

@@ -183,8 +183,8 @@ async def test_backlog_over_limit_answers_429_with_retry_after(store: Store, db_
 async def test_one_accounts_flood_gets_429_while_another_account_is_accepted(
     store: Store, db_url: str
 ) -> None:
-    """Past its own pending limit an account's requests get 429 with Retry-After; another account's requests are
-    still queued for commit (and stored) meanwhile — the global limit is far from reached."""
+    """Past its own pending limit an account's requests get 429 with Retry-After — counted exactly, even for
+    requests arriving together — while another account's requests are still queued for commit (and stored)."""
     limits = IngestLimits(
         max_body_bytes=1024 * 1024, max_items=1000, max_pending=100_000, max_pending_per_account=50
     )
@@ -195,20 +195,20 @@ async def test_one_accounts_flood_gets_429_while_another_account_is_accepted(
         flooder, other = await svc.user("flooder"), await svc.user("other")
         writer_busy = store.faults.hold_writes()  # the next write waits: appends queue up behind it
         flood = [
-            asyncio.create_task(svc.call("POST", "/v1/events", flooder, [ev() for _ in range(30)]))
-            for _ in range(2)
+            asyncio.create_task(svc.call("POST", "/v1/events", flooder, [ev() for _ in range(20)]))
+            for _ in range(5)
         ]
-        await eventually(lambda: store.pending_appends_of(flooder.account_id) >= 60)
-        status, body, headers = await svc.call("POST", "/v1/events", flooder, ev())
-        assert status == 429 and headers["Retry-After"] == "1"
-        assert "account" in body["error"]
+        await eventually(lambda: sum(1 for f in flood if f.done()) == 3)  # refused at once, not queued
+        refused = [f.result() for f in flood if f.done()]
+        assert [status for status, _, _ in refused] == [429] * 3
+        assert all(h["Retry-After"] == "1" and "account" in b["error"] for _, b, h in refused)
+        assert store.pending_appends_of(flooder.account_id) == 40  # two of 20: a third would pass 50
         others = [asyncio.create_task(svc.call("POST", "/v1/events", other, [ev() for _ in range(30)]))]
         await eventually(lambda: store.pending_appends_of(other.account_id) == 30)  # queued, not refused
-        assert store.pending_appends_of(flooder.account_id) == 60
         writer_busy.set()
         status, body, _ = await others[0]
         assert status == 202 and body["accepted"] == 30
-        assert [(await f)[0] for f in flood] == [202, 202]
+        assert sorted([(await f)[0] for f in flood]) == [202, 202, 429, 429, 429]
         assert store.pending_appends_of(flooder.account_id) == 0 == store.pending_appends
         status, _, _ = await svc.call("POST", "/v1/events", flooder, ev())
         assert status == 202

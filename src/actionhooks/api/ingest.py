@@ -44,6 +44,8 @@ async def ingest(
         raise ApiError(400, "no events in the body")
     chosen_ids: set[str] = set()
     events, errors = parse_events(items, account_id, time.time(), chosen_ids)
+    if events:
+        admit(store, account_id, len(events), limits)
     flags = await store.append(account_id, events, chosen_ids, derive) if events else []
     stored = sum(flags)
     return IngestResult(
@@ -51,20 +53,32 @@ async def ingest(
     )
 
 
+def admit(store: Store, account_id: int, n: int, limits: IngestLimits) -> None:
+    """Admit ``n`` parsed events of ``account_id`` to the group commit's queue, or raise 429: the account's waiting
+    events plus these past its limit, or everyone's past the global one. Called with nothing awaited between it and
+    the append's queueing, so concurrent requests are counted exactly (the check before the body is read cannot see
+    the requests still reading theirs). A request finding nothing waiting is admitted whatever its size."""
+    mine = store.pending_appends_of(account_id)
+    if mine and mine + n > limits.max_pending_per_account:
+        raise _busy("too many of this account's events waiting to be committed; retry shortly")
+    everyone = store.pending_appends
+    if everyone and everyone + n > limits.max_pending:
+        raise _busy("too many events waiting to be committed; retry shortly")
+
+
+def _busy(message: str) -> ApiError:
+    return ApiError(429, message, headers={"Retry-After": "1"})
+
+
 async def post_events(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request, "ingest")
     limits: IngestLimits = state.settings.limits
+    # refused early, before the body is read; ``admit`` checks again, exactly, once the events are counted
     if state.store.pending_appends > limits.max_pending:
-        raise ApiError(
-            429, "too many events waiting to be committed; retry shortly", headers={"Retry-After": "1"}
-        )
+        raise _busy("too many events waiting to be committed; retry shortly")
     if state.store.pending_appends_of(account_id) > limits.max_pending_per_account:
-        raise ApiError(
-            429,
-            "too many of this account's events waiting to be committed; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+        raise _busy("too many of this account's events waiting to be committed; retry shortly")
     body = await read_body(request, limits.max_body_bytes)
     content_type = request.headers.get("content-type", "")
     result = await ingest(state.store, account_id, body, content_type, limits, state.derivation)

@@ -53,7 +53,7 @@ from .rate import HookRates, RateLimiter
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PAGE = 1_000  # events (letters) read at a time
+PAGE = 5_000  # events (letters) read at a time
 WINDOW = 200_000  # log positions one read of a replay spans at most
 PROGRESS_S = 0.5  # progress is written at most this often (and at the end)
 

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from .. import metrics
 from ..capture.tokens import TrackingKeys
+from ..capture.visitor import ClickBursts
 from ..catalog import catalog
 from ..config import Settings
 from ..derive import Derivation
@@ -149,6 +150,7 @@ def create_app(
     state.derivation = Derivation(settings.derive_ttl_s)
     state.tracking_keys = TrackingKeys(store, registry)
     state.visitor_limit = tracking.VisitorLimit()
+    state.click_bursts = ClickBursts()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)

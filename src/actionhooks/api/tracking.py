@@ -137,7 +137,7 @@ async def click_redirect(request: Request) -> Response:
     claims = await _claims(request)
     if claims is None or claims.u is None:
         raise ApiError(400, "invalid tracking link")
-    event = record.tracking_event(claims, _visit(request), click=True)
+    event = record.tracking_event(claims, _visit(request), click=True, bursts=request.app.state.click_bursts)
     if event is not None:
         try:
             await _append(request.app.state, event)

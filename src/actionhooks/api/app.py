@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .. import metrics
+from ..capture.dwell import Streams
 from ..capture.tokens import TrackingKeys
 from ..capture.visitor import ClickBursts
 from ..catalog import catalog
@@ -112,6 +113,7 @@ ROUTES = [
     Route("/v1/account/tracking-keys/{key_id}", account.retire_tracking_key, methods=["DELETE"]),
     Route("/v1/tracking-tokens", tracking.make_token, methods=["POST"]),
     Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
+    Route("/t/dwell/{token}", tracking.dwell_pixel, methods=["GET"]),
     Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
     Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
     Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
@@ -151,6 +153,7 @@ def create_app(
     state.tracking_keys = TrackingKeys(store, registry)
     state.visitor_limit = tracking.VisitorLimit()
     state.click_bursts = ClickBursts()
+    state.dwell_streams = Streams()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -146,8 +147,49 @@ def test_site_pixel_and_popups_reach_a_hook(browser: WebDriver, tmp_path: Path) 
     assert opened["pixel_id"] == 5 and opened["url"] == page
     assert opened["params"] == {"utm_source": "mail", "utm_campaign": "spring"}
     assert opened["ip"] == "127.0.0.1" and "Chrome" in opened["user_agent"]
+    assert opened["suspected_bot_reason"] == "headless browser user agent (headlesschrome)"
     assert events["popup_open"]["event_data"]["popup_name"] == "Welcome"
     clicked = events["popup_click"]["event_data"]
     assert clicked["popup_id"] == 3 and clicked["element"] == "join" and clicked["page_url"] == page
     assert events["popup_post"]["event_data"]["form_data"] == {"email": "a@b.example", "agree": True}
     assert events["popup_close"]["event_data"]["popup_id"] == 3
+
+
+def test_dwell_pixel_in_a_browser(browser: WebDriver, tmp_path: Path) -> None:
+    """A message with the dwell pixel shown in Chromium for about two seconds, then closed (its tab closes and
+    the browser drops the image's connection): one ``open`` with its ``dwell_s`` and one ``glanced`` reach a
+    hook; Chromium's headless user agent flags them ``suspected_bot``."""
+    with ServiceThread(service_settings(f"sqlite:///{tmp_path}/dwell.db")) as service:
+        _, key = service.account("mail")
+        call(
+            service,
+            key,
+            "/v1/hooks",
+            {
+                "name": "opens",
+                "event_types": ["open", "uopen", "glanced", "skimmed", "read"],
+                "transport": {"type": "http", "url": service.receiver.hook_url, "max_batch_size": 1},
+            },
+        )
+        made = call(service, key, "/v1/tracking-tokens", {"profile_id": "p1", "list_id": 3, "message_id": 7})
+        client = browser.current_window_handle
+        browser.switch_to.new_window("tab")  # the message opens in its own view
+        browser.get(f"{service.url}/healthz")  # any page of an origin that may load the pixel
+        browser.execute_script(
+            "document.body.innerHTML = '<p>Spring sale</p>';"
+            "var pixel = document.createElement('img'); pixel.src = arguments[0]; document.body.append(pixel);",
+            f"{service.url}/t/dwell/{made['token']}",  # the public URL of the tests is not theirs
+        )
+        time.sleep(2.0)
+        browser.close()  # the message is closed
+        browser.switch_to.window(client)
+        WebDriverWait(browser, WAIT_S, poll_frequency=0.05).until(
+            lambda _: len(service.receiver.events) >= 3, "the open and its dwell did not arrive"
+        )
+    events = {e["event_type"]: e for e in service.receiver.events}
+    assert sorted(events) == ["glanced", "open", "uopen"]
+    opened = events["open"]["event_data"]
+    assert 1.5 <= opened["dwell_s"] < 4, opened
+    assert "HeadlessChrome/" in opened["user_agent"]
+    assert opened["suspected_bot_reason"] == "headless browser user agent (headlesschrome)"
+    assert events["glanced"]["derived_from"] == events["open"]["id"]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
 
-from actionhooks.profiles import email_hashes
+from actionhooks.dispatch.enrich import ProfileCache, _Read
+from actionhooks.events import LoggedEvent, NewEvent
+from actionhooks.profiles import Profile, StoredProfile, email_hashes, erase, write
+from actionhooks.store import Store
 from tests.stub import StubDestination
 
 from .support import Service, User
@@ -229,3 +234,68 @@ async def test_merge_moves_sources_into_the_target_and_split_copies_back(
     # a merge into an erased profile does not bring it back
     await post_events(service, owner, moved("profile_merge", ["c"], ["a"]))
     assert await profile_of(service, owner, "c") is not None
+
+
+class CountingSource:
+    """The store, counting the profile reads delivery makes."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads: list[set[str]] = []
+
+    async def head(self) -> int:
+        return await self.store.head()
+
+    async def get_profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        self.reads.append(set(profile_ids))
+        return await self.store.get_profiles(account_id, profile_ids)
+
+
+async def test_profile_cache_sees_every_change_made_before_an_event_was_logged(store: Store) -> None:
+    account_id = await store.create_account("cache", "hash")
+    source = CountingSource(store)
+    cache = ProfileCache(source)
+
+    async def put(email: str | None) -> None:
+        row = erase("p1", 3) if email is None else write("p1", Profile(list_id=3, email=email))
+        await store.put_profiles(account_id, [row])
+
+    async def log(n: int) -> list[LoggedEvent]:
+        new = [
+            NewEvent(account_id, f"e{n}-{i}", "deliv", 3, pid, time.time(), b"{}")
+            for i, pid in enumerate(["p1", "p2"])  # p2 is never stored
+        ]
+        await store.append(account_id, new)
+        page = await store.read_events(account_id, ["deliv"], None, 0, 100)
+        return [e for e in page.events if e.id.startswith(f"e{n}-")]
+
+    async def email(events: list[LoggedEvent]) -> str | None:
+        found = await cache.profiles(account_id, events)
+        assert "p2" not in found
+        profile = found["p1"]
+        return None if profile is None else profile.email
+
+    await put("a@example.com")
+    first = await log(1)
+    assert await email(first) == "a@example.com"
+    assert await email(first) == "a@example.com"  # logged before the read: kept
+    assert source.reads == [{"p1", "p2"}]  # an unknown profile is remembered as unknown too
+    await put("b@example.com")
+    second = await log(2)
+    assert await email(second) == "b@example.com"  # logged after the change: read again
+    assert await email(first) == "b@example.com"  # the newer read serves the older event as well
+    await put(None)
+    third = await log(3)
+    assert (await cache.profiles(account_id, third))["p1"] is None  # deleted: custom_data null
+    assert len(source.reads) == 3
+    cache.keep_s = 0.0  # nothing read is used past keep_s
+    await cache.profiles(account_id, third)
+    assert len(source.reads) == 4
+
+
+def test_profile_cache_stays_within_its_size() -> None:
+    cache = ProfileCache(CountingSource(None), size=8)  # type: ignore[arg-type]
+    for i in range(8):
+        cache.reads[(1, f"p{i}")] = _Read(None, False, 0, 0.0)
+    cache._drop(1)
+    assert list(cache.reads) == [(1, f"p{i}") for i in range(2, 8)]  # the oldest quarter

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,20 @@ import msgspec
 import pytest
 
 from actionhooks.api.tracking import GIF
-from actionhooks.capture import tokens, visitor
+from actionhooks.capture import dwell, tokens, visitor
 from actionhooks.catalog import catalog
 from tests.stub import StubDestination
 
-from .support import Service, User
+from .support import Service, User, eventually
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko)"
     " Version/17.0 Mobile/15E148 Safari/604.1"
+)
+# what /usr/bin/chromium --headless sends (tests/test_capture_browser.py sees the real one reach the pixel)
+HEADLESS_CHROME = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0"
+    " Safari/537.36"
 )
 WANTED = {
     "profile_id": "p1",
@@ -191,6 +197,14 @@ async def test_site_collector(service: Service, owner: User) -> None:
         ("Googlebot/2.1 (+http://www.google.com/bot.html)", "GET", 3600.0, False, "crawler user agent"),
         (IPHONE, "GET", 1.0, True, "clicked 1 s after the message was sent"),
         (IPHONE, "GET", 3600.0, True, None),
+        (HEADLESS_CHROME, "GET", 3600.0, False, "headless browser user agent (headlesschrome)"),
+        (
+            "Mozilla/5.0 (Unknown; Linux x86_64) PhantomJS/2.1.1 Safari/538.1",
+            "GET",
+            3600.0,
+            True,
+            "headless browser user agent (phantomjs)",
+        ),
     ],
 )
 def test_bot_flags(agent: str, method: str, age: float, click: bool, expected: str | None) -> None:
@@ -289,6 +303,7 @@ async def test_tokens_make_mints_what_the_service_verifies(
     assert done.returncode == 0, done.stderr
     made = json.loads(done.stdout)
     assert made["open_url"] == f"{service.url}/t/open/{made['token']}"
+    assert made["dwell_url"] == f"{service.url}/t/dwell/{made['token']}"
     status, _, headers = await fetch(service, "GET", path(made["click_url"]), {"User-Agent": IPHONE})
     assert status == 302 and headers["Location"] == link
     click = next(m for m in await logged(service, owner) if m["event_type"] == "click")
@@ -301,3 +316,124 @@ async def test_tokens_make_mints_what_the_service_verifies(
     ):
         done = await asyncio.to_thread(tokens_make, *wrong, "--db", db_url, public_url=service.url)
         assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+
+
+async def signed(service: Service, user: User) -> Any:
+    """A signer of the account's own tokens issued an hour ago (no flag for a click right after the send)."""
+    status, key, _ = await service.call("POST", "/v1/account/tracking-keys", user)
+    assert status == 201
+    secret = base64.urlsafe_b64decode(key["secret"] + "=" * (-len(key["secret"]) % 4))
+    issued = int(time.time()) - 3600
+
+    def sign(**claims: Any) -> str:
+        return tokens.sign(key["key_id"], secret, tokens.Claims(a=user.account_id, t=issued, **claims))
+
+    return sign
+
+
+async def test_every_link_clicked_at_once_is_flagged(service: Service, owner: User) -> None:
+    sign = await signed(service, owner)
+    links = [f"https://shop.example.com/{n}" for n in ("a", "b", "c")]
+    for link in [links[0], links[0], links[1], links[2]]:  # the same link twice is not a burst
+        status, _, _ = await fetch(
+            service, "GET", f"/t/click/{sign(p='p1', m=7, u=link)}", {"User-Agent": IPHONE}
+        )
+        assert status == 302
+    # another profile's click of the same message, and the same profile's of another message, stand alone
+    for token in (sign(p="p2", m=7, u=links[1]), sign(p="p1", m=8, u=links[1])):
+        status, _, _ = await fetch(service, "GET", f"/t/click/{token}", {"User-Agent": IPHONE})
+        assert status == 302
+    clicks = [m for m in await logged(service, owner) if m["event_type"] == "click"]
+    flags = [
+        (m["profile_id"], m["event_data"]["message_id"], m["event_data"].get("suspected_bot_reason"))
+        for m in clicks
+    ]
+    assert flags == [
+        ("p1", 7, None),
+        ("p1", 7, None),
+        ("p1", 7, "2 links of the message clicked within 5 s"),
+        ("p1", 7, "3 links of the message clicked within 5 s"),
+        ("p2", 7, None),
+        ("p1", 8, None),
+    ]
+    assert all(m["event_data"]["suspected_bot"] is True for m in clicks[2:4])
+
+
+def test_click_bursts_end_with_their_window() -> None:
+    bursts = visitor.ClickBursts(window_s=5.0, limit=2)
+    assert bursts.click(1, "p1", 7, "https://a.example/", 100.0) is None
+    assert (
+        bursts.click(1, "p1", 7, "https://b.example/", 104.0) == "2 links of the message clicked within 5 s"
+    )
+    assert bursts.click(1, "p1", 7, "https://c.example/", 110.0) is None  # a and b are older than 5 s
+    assert bursts.click(2, "p1", 7, "https://d.example/", 110.0) is None  # another account
+    assert bursts.click(1, None, 7, "https://e.example/", 110.0) is None  # no profile: not compared
+    assert bursts.click(1, "p9", 7, "https://a.example/", 120.0) is None  # over the limit: old keys swept
+    assert len(bursts.recent) <= 2
+
+
+async def _view(service: Service, url: str, seconds: float | None) -> bytes:
+    """A mail client showing the dwell pixel: reads the stream for ``seconds`` then drops the connection (None:
+    until the server ends it)."""
+    assert service.session is not None
+    received = b""
+    async with service.session.get(url, headers={"User-Agent": IPHONE}) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "image/gif"
+        assert resp.headers["Cache-Control"] == "no-store, max-age=0"
+        if seconds is None:
+            return await resp.read()
+        received = await resp.content.readany()  # the first frame comes at once
+        await asyncio.sleep(seconds)
+        resp.close()  # the message is closed: the client drops the image's connection
+    return received
+
+
+async def test_dwell_pixel_measures_how_long_the_message_stayed_open(service: Service, owner: User) -> None:
+    sign = await signed(service, owner)
+    urls = {name: f"/t/dwell/{sign(p=name, l=3, m=7)}" for name in ("glance", "skim", "read")}
+    first, _, whole = await asyncio.gather(
+        _view(service, urls["glance"], 1.0),
+        _view(service, urls["skim"], 5.0),
+        _view(service, urls["read"], None),
+    )
+    assert first == dwell.HEADER + dwell.FRAME  # an image at once: the message lays out
+    assert whole.startswith(dwell.HEADER + dwell.FRAME) and whole.endswith(dwell.TRAILER)
+    assert 8 <= whole.count(dwell.FRAME) <= 11  # a frame a second until MAX_S
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        messages = await logged(service, owner)
+        return messages if sum(m["event_type"] == "open" for m in messages) == 3 else None
+
+    messages = await eventually(recorded)
+    by_profile: dict[str, list[dict[str, Any]]] = {}
+    for m in messages:
+        by_profile.setdefault(m["profile_id"], []).append(m)
+    expected = {"glance": ("glanced", 1.0, 3.0), "skim": ("skimmed", 5.0, 7.0), "read": ("read", 10.0, 10.0)}
+    for name, (kind, low, high) in expected.items():
+        events = by_profile[name]
+        assert [m["event_type"] for m in events] == ["open", "uopen", kind]  # exactly one dwell event
+        opened = events[0]
+        assert low <= opened["event_data"]["dwell_s"] <= high, (name, opened["event_data"])
+        assert opened["event_data"]["os"] == "iOS" and "machine_open" not in opened["event_data"]
+        assert events[2]["derived_from"] == opened["id"]
+
+
+async def test_dwell_pixel_without_a_stream(service: Service, owner: User) -> None:
+    sign = await signed(service, owner)
+    status, body, _ = await fetch(service, "GET", f"/t/dwell/{sign(p='p1', m=7)}x")  # tampered
+    assert status == 200 and body == GIF
+    status, body, _ = await fetch(service, "HEAD", f"/t/dwell/{sign(p='p1', m=7)}", {"User-Agent": IPHONE})
+    assert status == 200  # nothing to hold open: the open is recorded at once, without a dwell
+    service.app.state.dwell_streams.held = service.app.state.dwell_streams.limit  # every stream taken
+    status, body, _ = await fetch(service, "GET", f"/t/dwell/{sign(p='p2', m=7)}", {"User-Agent": IPHONE})
+    service.app.state.dwell_streams.held = 0
+    assert status == 200 and body == GIF
+    messages = await logged(service, owner)
+    assert [(m["profile_id"], m["event_type"]) for m in messages] == [
+        ("p1", "open"),
+        ("p1", "uopen"),
+        ("p2", "open"),
+        ("p2", "uopen"),
+    ]
+    assert all("dwell_s" not in m["event_data"] for m in messages)
+    assert messages[0]["event_data"]["suspected_bot_reason"] == "HEAD request"

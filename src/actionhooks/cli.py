@@ -265,7 +265,7 @@ def tokens_make(
     db: DbOption = None,
 ) -> None:
     """Mint a token of ACCOUNT_ID signed with its newest tracking key (the first is made if it has none) and print
-    {"token", "open_url", "click_url"} as JSON, as POST /v1/tracking-tokens answers. The URLs start with
+    {"token", "open_url", "dwell_url", "click_url"} as JSON, as POST /v1/tracking-tokens answers. The URLs start with
     ACTIONHOOKS_PUBLIC_URL."""
     import time
 
@@ -307,6 +307,7 @@ def tokens_make(
     made = TrackingToken(
         token=token,
         open_url=f"{base}/t/open/{token}",
+        dwell_url=f"{base}/t/dwell/{token}",
         click_url=f"{base}/t/click/{token}" if wanted.link_url else None,
     )
     typer.echo(msgspec.json.encode(made).decode())

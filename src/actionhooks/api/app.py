@@ -16,7 +16,9 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .. import metrics
+from ..capture.dwell import Streams
 from ..capture.tokens import TrackingKeys
+from ..capture.visitor import ClickBursts
 from ..catalog import catalog
 from ..config import Settings
 from ..derive import Derivation
@@ -79,14 +81,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
+# The busiest routes first: Starlette tries each route's pattern in turn (no two of these overlap), and the
+# open pixel would otherwise be matched against some thirty patterns before its own.
 ROUTES = [
+    Route("/v1/events", post_events, methods=["POST"]),
+    Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
+    Route("/t/dwell/{token}", tracking.dwell_pixel, methods=["GET"]),
+    Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
     Route("/healthz", health),
     Route("/readyz", ready),
     Route("/metrics", observability.metrics_page),
     Route("/openapi.json", openapi.openapi_json),
     Route("/docs", openapi.docs_page),
     Mount(openapi.DOCS_ASSETS, openapi.assets(), name="docs-assets"),
-    Route("/v1/events", post_events, methods=["POST"]),
     Route("/v1/event-types", event_types),
     Route("/v1/hooks", hooks.create_hook, methods=["POST"]),
     Route("/v1/hooks", hooks.list_hooks, methods=["GET"]),
@@ -115,8 +122,6 @@ ROUTES = [
     Route("/v1/account/tracking-keys", account.create_tracking_key, methods=["POST"]),
     Route("/v1/account/tracking-keys/{key_id}", account.retire_tracking_key, methods=["DELETE"]),
     Route("/v1/tracking-tokens", tracking.make_token, methods=["POST"]),
-    Route("/t/open/{token}", tracking.open_pixel, methods=["GET"]),
-    Route("/t/click/{token}", tracking.click_redirect, methods=["GET"]),
     Route("/t/collector.js", tracking.collector_js, methods=["GET"]),
     Route("/t/collect/{token}", tracking.collect, methods=["POST"]),
     Route("/v1/keys", keys.create_key, methods=["POST"]),
@@ -154,6 +159,8 @@ def create_app(
     state.derivation = Derivation(settings.derive_ttl_s)
     state.tracking_keys = TrackingKeys(store, registry)
     state.visitor_limit = tracking.VisitorLimit()
+    state.click_bursts = ClickBursts()
+    state.dwell_streams = Streams()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None
     state.readiness = Readiness()  # the process's parts add their checks as they start (``service.build``)

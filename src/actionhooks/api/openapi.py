@@ -417,6 +417,23 @@ def _capture_operations() -> dict[str, dict[str, dict[str, Any]]]:
                 public=True,
             )
         },
+        "/t/dwell/{token}": {
+            "get": _operation(
+                "dwellPixel",
+                "The open pixel measuring dwell: an animated 1×1 GIF streamed until the client drops it (at most"
+                " 10 s); then records the open with event_data.dwell_s (+ derived events: glanced, skimmed or read)",
+                "tracking",
+                {
+                    200: {
+                        "description": "an animated 1×1 transparent GIF, a frame a second; a plain one for a bad"
+                        " token",
+                        "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+                    }
+                },
+                parameters=[TOKEN],
+                public=True,
+            )
+        },
         "/t/click/{token}": {
             "get": _operation(
                 "clickRedirect",

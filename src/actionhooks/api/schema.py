@@ -322,10 +322,12 @@ class TrackingKeySecret(msgspec.Struct, kw_only=True):
 
 
 class TrackingToken(msgspec.Struct, kw_only=True):
-    """``POST /v1/tracking-tokens``: the token, the open pixel's URL and (with a ``link_url``) the click URL."""
+    """``POST /v1/tracking-tokens``: the token, the open pixel's URL, the open pixel measuring dwell (use one of the
+    two in a message) and (with a ``link_url``) the click URL."""
 
     token: str
     open_url: str
+    dwell_url: str
     click_url: str | None
 
 

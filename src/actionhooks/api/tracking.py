@@ -3,6 +3,9 @@ take a signed token instead of an API key.
 
 - ``GET /t/open/{token}``: a 1×1 GIF, always (a bad token or a failure records nothing but still answers the GIF);
   records the token channel's open.
+- ``GET /t/dwell/{token}``: the open pixel that measures how long the message stays open (capture/dwell.py): an
+  animated GIF streamed until the client drops it (at most ``dwell.MAX_S``); records the open with
+  ``event_data.dwell_s`` once the stream ends (so ``glanced`` / ``skimmed`` / ``read`` derive from it).
 - ``GET /t/click/{token}``: ``302`` to the link inside the token only; a malformed, unsigned or tampered token,
   or one without a link, answers ``400`` and records nothing (no open redirect). Records the channel's click.
 - ``GET /t/collector.js``: the site pixel and popup collector script (no build step).
@@ -22,7 +25,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from ..capture import record, visitor
+from ..capture import dwell, record, visitor
 from ..capture.tokens import Claims, TokenRequest, TrackingKeys
 from ..errors import ApiError, BadToken, StoreUnavailable
 from ..events import NewEvent
@@ -105,6 +108,7 @@ async def make_token(request: Request) -> Response:
         TrackingToken(
             token=token,
             open_url=f"{base}/t/open/{token}",
+            dwell_url=f"{base}/t/dwell/{token}",
             click_url=f"{base}/t/click/{token}" if wanted.link_url else None,
         ),
         201,
@@ -133,11 +137,40 @@ async def open_pixel(request: Request) -> Response:
     return Response(GIF, media_type="image/gif", headers=_NO_STORE)
 
 
+async def dwell_pixel(request: Request) -> Response | dwell.DwellGif:
+    try:
+        claims = await _claims(request)
+    except Exception:  # the pixel never answers an error page
+        log.exception("open not recorded")
+        claims = None
+    if claims is None or claims.ch == "site" or record.OPEN_TYPES.get(claims.ch) is None:
+        return Response(GIF, media_type="image/gif", headers=_NO_STORE)
+    state: Any = request.app.state
+    visit, started = _visit(request), time.time()
+    streams: dwell.Streams = state.dwell_streams
+
+    async def opened(dwell_s: float | None) -> None:
+        extra = None if dwell_s is None else {"dwell_s": dwell_s}
+        try:
+            event = record.tracking_event(claims, visit, click=False, now=started, extra=extra)
+            if event is not None:
+                await _append(state, event)
+        except StoreUnavailable:
+            log.warning("open not recorded: the store is unavailable")
+        except Exception:
+            log.exception("open not recorded")
+
+    if visit.method == "HEAD" or not streams.take():  # nothing to hold open: the open, without a dwell
+        await opened(None)
+        return Response(GIF, media_type="image/gif", headers=_NO_STORE)
+    return dwell.DwellGif(opened, streams, {**_NO_STORE, "X-Accel-Buffering": "no"})
+
+
 async def click_redirect(request: Request) -> Response:
     claims = await _claims(request)
     if claims is None or claims.u is None:
         raise ApiError(400, "invalid tracking link")
-    event = record.tracking_event(claims, _visit(request), click=True)
+    event = record.tracking_event(claims, _visit(request), click=True, bursts=request.app.state.click_bursts)
     if event is not None:
         try:
             await _append(request.app.state, event)

@@ -53,9 +53,18 @@ def visitor_data(visit: Visit) -> dict[str, Any]:
     return data
 
 
-def tracking_event(claims: Claims, visit: Visit, *, click: bool, now: float | None = None) -> NewEvent | None:
+def tracking_event(
+    claims: Claims,
+    visit: Visit,
+    *,
+    click: bool,
+    now: float | None = None,
+    bursts: visitor.ClickBursts | None = None,
+    extra: dict[str, Any] | None = None,
+) -> NewEvent | None:
     """The ``open`` / ``click`` (of the token's channel) a fetch records; None when the channel has no such
-    event (an open pixel of an SMS)."""
+    event (an open pixel of an SMS). ``bursts``: the clicks seen lately, to flag every link clicked at once;
+    ``extra``: more ``event_data`` (the measured ``dwell_s``)."""
     now = time.time() if now is None else now
     event_type = (CLICK_TYPES if click else OPEN_TYPES).get(claims.ch)
     if event_type is None:
@@ -74,6 +83,11 @@ def tracking_event(claims: Claims, visit: Visit, *, click: bool, now: float | No
             data["machine_open"] = True
             data["machine_open_reason"] = reason
     bot = visitor.suspected_bot(visit.user_agent, visit.method, age, click=click)
+    if click and bursts is not None and claims.u is not None:
+        burst = bursts.click(claims.a, claims.p, claims.m, claims.u, now)
+        bot = bot or burst
+    if extra:
+        data.update(extra)
     if bot is not None:
         data["suspected_bot"] = True
         data["suspected_bot_reason"] = bot

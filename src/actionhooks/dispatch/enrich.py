@@ -11,14 +11,21 @@ sent wins wherever it is given:
 - ``_md5`` and ``_xxh``: of the profile's lower-cased email when the message has none.
 
 Without a stored profile, a hook with ``custom_data_fields`` receives the producer's ``custom_data`` narrowed to
-those fields (an event without ``custom_data`` stays without it). The profiles of a delivery batch are read in one
-query.
+those fields (an event without ``custom_data`` stays without it).
+
+The profiles of a delivery batch are read in one query, and kept (:class:`ProfileCache`, one per store, shared by
+the hooks of the process) for the events of later batches that were already in the log when they were read: the
+log's head is read first, then the profiles, so every change committed before an event was logged is in what was
+read for any event at or below that head. An event logged after the read (a higher ``seq``) reads its profile
+again, and nothing read is used more than ``CACHE_S`` seconds.
 """
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
 
@@ -31,25 +38,96 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 
 
+CACHE_S = 5.0  # a profile read is used at most this long (for events logged before the read)
+CACHE_SIZE = 50_000  # profiles kept per store (the oldest reads are dropped first)
+
+
 class ProfileSource(Protocol):
+    async def head(self) -> int: ...
+
     async def get_profiles(
         self, account_id: int, profile_ids: Collection[str]
     ) -> dict[str, StoredProfile]: ...
 
 
+class _Read(NamedTuple):
+    profile: Profile | None  # None: deleted
+    stored: bool  # False: no such profile
+    head: int  # the log's head before the read: events up to it were logged before it
+    at: float  # when (monotonic)
+
+
+class ProfileCache:
+    """Profiles read for delivery, per (account, profile id), with the log's head read just before them: an event
+    at or below that head was committed before the read began, so the read holds every change committed before
+    the event was logged (the log commits in ``seq`` order, under its lock). Such events are served from here for
+    ``CACHE_S`` seconds; others read again. Writes of profiles need no invalidation: they can only matter to events
+    logged after them, which lie above the head of any read made before them."""
+
+    _of: ClassVar[weakref.WeakKeyDictionary[Any, ProfileCache]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, source: ProfileSource, keep_s: float = CACHE_S, size: int = CACHE_SIZE) -> None:
+        self.source = source
+        self.keep_s = keep_s
+        self.size = size
+        self.reads: dict[tuple[int, str], _Read] = {}
+
+    @classmethod
+    def of(cls, source: ProfileSource) -> ProfileCache:
+        """The cache shared by every hook delivering from ``source``."""
+        cache = cls._of.get(source)
+        if cache is None:
+            cache = cls._of[source] = cls(source)
+        return cache
+
+    async def profiles(self, account_id: int, events: Sequence[Message]) -> Profiles:
+        """The stored profiles of the events' ``profile_id`` (None: deleted); what is not kept for every event
+        wanting it is read in one query."""
+        now = time.monotonic()
+        found: Profiles = {}
+        stale: set[str] = set()
+        for e in events:
+            pid = e.profile_id
+            if pid is None or pid in stale:
+                continue
+            read = self.reads.get((account_id, pid))
+            if read is None or e.seq > read.head or now - read.at > self.keep_s:
+                stale.add(pid)
+                found.pop(pid, None)
+            elif read.stored:
+                found[pid] = read.profile
+        if stale:
+            head = await self.source.head()
+            stored = await self.source.get_profiles(account_id, stale)
+            if len(self.reads) + len(stale) > self.size:
+                self._drop(len(stale))
+            for pid in stale:
+                row = stored.get(pid)
+                profile = None if row is None else load(row)
+                self.reads.pop((account_id, pid), None)  # re-inserted last: the dict stays in read order
+                self.reads[(account_id, pid)] = _Read(profile, row is not None, head, now)
+                if row is not None:
+                    found[pid] = profile
+        return found
+
+    def _drop(self, room: int) -> None:
+        """Forget the oldest reads, to make ``room`` (at least a quarter of the cache)."""
+        drop = max(room, self.size // 4)
+        for key in list(self.reads)[:drop]:
+            del self.reads[key]
+
+
 class Enricher:
     def __init__(self, spec: HookSpec, source: ProfileSource | None = None, account_id: int = 0) -> None:
         self.fields = spec.custom_data_fields
-        self.source = source
+        self.cache = None if source is None else ProfileCache.of(source)
         self.account_id = account_id
 
     async def profiles(self, events: Sequence[Message]) -> Profiles:
-        """The stored profiles of the events' ``profile_id`` (None: deleted), read in one query."""
-        ids = {e.profile_id for e in events if e.profile_id is not None}
-        if not ids or self.source is None:
+        """The stored profiles of the events' ``profile_id`` (None: deleted): :class:`ProfileCache`."""
+        if self.cache is None:
             return {}
-        stored = await self.source.get_profiles(self.account_id, ids)
-        return {pid: load(s) for pid, s in stored.items()}
+        return await self.cache.profiles(self.account_id, events)
 
     def _from_profile(self, payload: bytes, profile: Profile | None) -> bytes:
         message = _decode(payload)

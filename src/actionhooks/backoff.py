@@ -45,6 +45,11 @@ class Backoff:
         return wait
 
 
+STORE_RETRY = Backoff(
+    initial_delay_s=0.1, max_delay_s=2.0
+)  # a store read or write tried again while it fails
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """A batch's delivery retries. The wait after a failed try depends on the try's number (a short ramp) and on

@@ -40,7 +40,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..backoff import RetryPolicy
+from ..backoff import STORE_RETRY, RetryPolicy
 from ..errors import DeliveryError, SideDeliveryEnded, StoreUnavailable
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
@@ -224,7 +224,7 @@ class SideRunner:
                 return await read()
             except StoreUnavailable:
                 failures += 1
-                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+                await asyncio.sleep(STORE_RETRY.delay(failures))
 
     async def _progress(
         self,
@@ -239,23 +239,18 @@ class SideRunner:
         if not force and time.monotonic() - self._written_at < PROGRESS_S:
             await asyncio.sleep(0)
             return
-        sent, cursor, delivered = self._sent, self._cursor, self._delivered
-        failures = 0
-        while True:
-            try:
-                running = await self.store.side_progress(
-                    self.side.id,
-                    cursor=cursor,
-                    sent=sent,
-                    delivered_letters=delivered,
-                    returned_letters=returned or (),
-                    state=state,
-                    error=error,
-                )
-                break
-            except StoreUnavailable:
-                failures += 1
-                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+        running = await self._retrying(
+            partial(
+                self.store.side_progress,
+                self.side.id,
+                cursor=self._cursor,
+                sent=self._sent,
+                delivered_letters=self._delivered,
+                returned_letters=returned or (),
+                state=state,
+                error=error,
+            )
+        )
         self._sent, self._cursor, self._delivered = 0, None, []
         self._written_at = time.monotonic()
         if not running:

@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 
 from .. import operational
-from ..backoff import Backoff, RetryPolicy
+from ..backoff import STORE_RETRY, RetryPolicy
 from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Transport, TransportContext, open_transport
@@ -69,9 +69,6 @@ MAX_WINDOW = 1_000_000
 SENDS_AHEAD = 16  # K at most: batches a hook's sends may run ahead of their records (docs/delivery.md)
 EVENTS_AHEAD = 1_000  # and at most about this many events (K = 1 for batches of 1 000)
 PROFILES_KEPT_S = 1.0  # profiles read for the buffer serve small batches this long
-STORE_RETRY = Backoff(
-    initial_delay_s=0.1, max_delay_s=2.0
-)  # a state write or read while the store is failing
 
 Write = Callable[[], Awaitable[bool]]  # a delivery-state write, made afresh for each try
 

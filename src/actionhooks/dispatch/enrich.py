@@ -118,16 +118,29 @@ class ProfileCache:
 
 
 class Enricher:
-    def __init__(self, spec: HookSpec, source: ProfileSource | None = None, account_id: int = 0) -> None:
+    """Completes a hook's messages from stored profiles. ``cached``: live delivery shares the reads of
+    :class:`ProfileCache` (each event gets the profile as of its logging or later); a replay or a redrive
+    (``cached=False``) reads the profiles as they are now."""
+
+    def __init__(
+        self, spec: HookSpec, source: ProfileSource | None = None, account_id: int = 0, *, cached: bool = True
+    ) -> None:
         self.fields = spec.custom_data_fields
-        self.cache = None if source is None else ProfileCache.of(source)
+        self.source = source
+        self.cache = None if source is None or not cached else ProfileCache.of(source)
         self.account_id = account_id
 
     async def profiles(self, events: Sequence[Message]) -> Profiles:
-        """The stored profiles of the events' ``profile_id`` (None: deleted): :class:`ProfileCache`."""
-        if self.cache is None:
+        """The stored profiles of the events' ``profile_id`` (None: deleted)."""
+        if self.cache is not None:
+            return await self.cache.profiles(self.account_id, events)
+        if self.source is None:
             return {}
-        return await self.cache.profiles(self.account_id, events)
+        wanted = {e.profile_id for e in events if e.profile_id is not None}
+        if not wanted:
+            return {}
+        stored = await self.source.get_profiles(self.account_id, wanted)
+        return {pid: load(row) for pid, row in stored.items()}
 
     def _from_profile(self, payload: bytes, profile: Profile | None) -> bytes:
         message = _decode(payload)

@@ -86,7 +86,7 @@ class SideRunner:
         self.retry = retry
         spec = hook.spec
         self.matcher = Matcher(spec)
-        self.enricher = Enricher(spec, store, hook.account_id)
+        self.enricher = Enricher(spec, store, hook.account_id, cached=False)  # profiles as they are now
         self.rate = rate  # the hook's one limiter (max_events_per_second), shared with its live delivery
         self.max_batch = rate.batch_size(spec.transport.max_batch_size)
         header = REPLAY_HEADER if side.kind == "replay" else REDRIVE_HEADER

@@ -157,7 +157,10 @@ async def test_replay_of_a_range_arrives_complete_while_live_events_keep_flowing
         assert len(replay_ids) == 50 and not live_ids & replay_ids
 
 
-async def test_replay_takes_the_hook_filters_and_chosen_types(service: Service, owner: User) -> None:
+async def test_replay_takes_the_hook_filters_and_chosen_types(
+    service: Service, owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actionhooks.store.side._COUNT_PAGE", 3)  # the filtered count reads pages of 3 events
     async with Receiver() as receiver:
         hook = await make_hook(
             service,

@@ -32,6 +32,7 @@ _COLUMNS = (
     " updated_at"
 )
 _LETTER_COLUMNS = "id, hook_id, event_seq, event_id, payload, reason, attempts, failed_at"
+_COUNT_PAGE = 5_000  # events whose payloads a replay's count reads at a time (a hook with filters)
 _types = msgspec.json.Decoder(list[str])
 
 
@@ -123,8 +124,15 @@ class SideDeliveriesSql:
         if q.accepts is None:
             cur.execute("SELECT COUNT(*)" + where, params)
             return int(_first(cur)[0])
-        cur.execute("SELECT payload" + where, params)
-        return sum(1 for row in cur.fetchall() if q.accepts(bytes(row[0])))
+        counted, after = 0, start  # payloads read a page at a time: a long range holds no more in memory
+        while True:
+            params[1] = after
+            cur.execute(f"SELECT seq, payload{where} ORDER BY seq LIMIT {_COUNT_PAGE}", params)
+            rows = cur.fetchall()
+            counted += sum(1 for row in rows if q.accepts(bytes(row[1])))
+            if len(rows) < _COUNT_PAGE:
+                return counted
+            after = int(rows[-1][0])
 
     async def add_replay(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 import uuid
 from typing import Any
@@ -128,6 +129,29 @@ async def test_an_unreachable_broker_is_retryable_and_the_next_send_reconnects()
             await transport.close()
     finally:
         await transport.close()
+
+
+async def test_closing_cuts_off_a_send_to_a_broker_that_never_answers() -> None:
+    """A hook stopped or edited while its send waits on a broker that accepts connections and never answers is
+    stopped at once: close() ends the send (a retryable error; the batch is sent again from the cursor) without
+    waiting for the connect timeout or a flush."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nothing ever answers
+    try:
+        transport = kafka_transport(f"127.0.0.1:{silent.getsockname()[1]}", unique("ah-topic"))
+        sending = asyncio.create_task(transport.send(make_batch(3)))
+        await asyncio.sleep(1.0)
+        assert not sending.done()  # waiting on the silent broker
+        started = time.monotonic()
+        await transport.close()
+        with pytest.raises(DeliveryError) as info:
+            await sending
+        took = time.monotonic() - started
+        assert not info.value.permanent
+        assert took < 2.0, f"close took {took:.1f} s"
+    finally:
+        silent.close()
 
 
 async def test_a_failed_sasl_handshake_is_a_permanent_error(tansu: str) -> None:

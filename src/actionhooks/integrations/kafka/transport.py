@@ -169,6 +169,8 @@ class KafkaTransport:
                     producer.poll(0)  # serves the client's errors and log: a refused login, the last failure
                     if self._client_log.refused is not None:
                         raise DeliveryError(self._client_log.refused, permanent=True) from exc
+                    if self._closing.is_set():  # the hook stopped or was edited: no reason to wait on
+                        raise DeliveryError("the transport closed before Kafka answered") from exc
                     error = exc.args[0] if exc.args else None
                     if _rank(self._client_error) >= 3 or time.monotonic() > deadline:
                         if _rank(self._client_error) >= 2:
@@ -197,9 +199,10 @@ class KafkaTransport:
                 self._thread = None
 
     def _close_blocking(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(5)
+        # A send returns only once every record of its batch is acknowledged, so what is still queued here
+        # belongs to a batch that was cut off (the hook stopped or was edited): it is sent again from the cursor,
+        # and waiting on a broker that does not answer would hold the hook's stop for seconds.
+        self._discard()
 
     async def _blocking(self, call: Callable[..., _T], *args: Any) -> _T:
         """``call(*args)`` in this transport's one thread (calls are serialized by ``_lock`` anyway)."""

@@ -60,7 +60,8 @@ def test_every_route_is_documented_and_every_operation_routed() -> None:
     # the comparison sees a route added without its operation, and an operation whose route went away
     extra = Route("/v1/hooks/{hook_id}", lambda request: None, methods=["PUT"])
     assert routed([*ROUTES, extra]) - documented() == {("PUT", "/v1/hooks/{hook_id}")}
-    assert documented() - routed(ROUTES[1:]) == {("GET", "/healthz")}
+    without_health = [r for r in ROUTES if getattr(r, "path", None) != "/healthz"]
+    assert documented() - routed(without_health) == {("GET", "/healthz")}
 
 
 def test_every_answer_has_a_concrete_status_and_schema() -> None:

@@ -15,7 +15,9 @@
   10 000 stored profiles, so every message is completed from its profile at delivery. Four runs (plain, enriched,
   enriched, plain), each hook's backlog built by an API-only process (``serve --no-dispatch``: a hook starts at
   the log's head); a dispatching ``serve`` then delivers it, timed from the first id its receiver process holds
-  until it holds them all.
+  until it holds them all. Six runs (plain, enriched, enriched, plain, plain, enriched); besides events/s, the CPU
+  time the dispatching process spent meanwhile (``/proc/<pid>/stat``), per 1000 events — steadier than the rate
+  when other processes share the cores.
 
 Usage: ``python -m bench.capture [--events N] [--only pixel,derive,enrich]``
 """
@@ -28,6 +30,7 @@ import base64
 import contextlib
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -102,14 +105,15 @@ def quiet() -> None:
 # --- open pixel vs single-event ingest --------------------------------------------------------------------
 def pixel(
     event: dict[str, object], folder: Path, seconds: int = 5, connections: int = 64
-) -> tuple[float, float]:
-    """Requests/s of the open pixel and of single-event ingest, one service, alternated."""
+) -> tuple[float, float, float, float]:
+    """Requests/s of the open pixel and of single-event ingest, one service, alternated; and the service's CPU ms
+    per 1000 requests of each (steadier than the rate when other processes share the cores)."""
     db_path = folder / "pixel.db"
     account_id, key = create_account(f"sqlite:///{db_path}")
     port = free_port()
     service = f"http://127.0.0.1:{port}"
     post = POST_SCRIPT.format(body=msgspec.json.encode(event).decode(), key=key)
-    with procs.serve(f"sqlite:///{db_path}", port):
+    with procs.serve(f"sqlite:///{db_path}", port) as proc:
         made = asyncio.run(_call(service, key, "POST", "/v1/account/tracking-keys"))
         secret = base64.urlsafe_b64decode(made["secret"] + "=" * (-len(made["secret"]) % 4))
         now = int(time.time()) - 3600  # sent an hour ago: no machine-open flag
@@ -121,17 +125,20 @@ def pixel(
         procs.wrk(f"{service}/v1/events", post, 2, connections, folder)  # warm-up
         procs.wrk(service, get, 2, connections, folder)
         opens_before = _count(db_path, account_id, "open")
-        totals = {"ingest": [0, 0.0], "pixel": [0, 0.0]}
+        totals = {"ingest": [0, 0.0, 0.0], "pixel": [0, 0.0, 0.0]}
         for kind in ("ingest", "pixel", "pixel", "ingest"):
             quiet()
             url, script = (f"{service}/v1/events", post) if kind == "ingest" else (service, get)
+            cpu = _cpu_s(proc.pid)
             count, taken = procs.wrk(url, script, seconds, connections, folder)
             totals[kind][0] += count
             totals[kind][1] += taken
+            totals[kind][2] += _cpu_s(proc.pid) - cpu
     recorded = _count(db_path, account_id, "open") - opens_before
     if recorded < totals["pixel"][0]:
         raise RuntimeError(f"{totals['pixel'][0]} pixel requests answered, {recorded} opens recorded")
-    return totals["pixel"][0] / totals["pixel"][1], totals["ingest"][0] / totals["ingest"][1]
+    opened, ingested = (totals[k][0] / totals[k][1] for k in ("pixel", "ingest"))
+    return opened, ingested, *(totals[k][2] / totals[k][0] * 1e6 for k in ("pixel", "ingest"))
 
 
 # --- derivation on vs off ---------------------------------------------------------------------------------
@@ -197,22 +204,24 @@ def profiles() -> bytes:
     )
 
 
-def enrichment(events: list[dict[str, object]], folder: Path) -> tuple[float, float]:
+def enrichment(events: list[dict[str, object]], folder: Path) -> tuple[float, float, float, float]:
     """Delivery events/s of a backlog with enrichment (``custom_data_fields``) and without, one database.
 
     A hook starts at the log's head, so each run builds its backlog with an API-only process (``serve
     --no-dispatch``): the previous hook deleted, the hook created, the events posted. Then a dispatching ``serve``
-    delivers it, counted from the first id its receiver holds until it holds them all (start-up excluded)."""
+    delivers it, counted from the first id its receiver holds until it holds them all (start-up excluded).
+    Returns events/s enriched and plain, and the median CPU ms per 1000 events of each."""
     db = f"sqlite:///{folder / 'enrich.db'}"
     _, key = create_account(db)
     port = free_port()
     service = f"http://127.0.0.1:{port}"
-    plan = ["plain", "enriched", "enriched", "plain"]
+    plan = ["plain", "enriched", "enriched", "plain", "plain", "enriched"]
     receivers = [(free_port(), folder / f"received-{i}.ids") for i in range(len(plan))]
     for _, ids in receivers:
         ids.touch()
     bodies = {"plain": encode_batches(events, 1000), "enriched": encode_batches(bare_events(events), 1000)}
     rates: dict[str, list[float]] = {"plain": [], "enriched": []}
+    cpu: dict[str, list[float]] = {"plain": [], "enriched": []}
     previous = None
     with _api_only(db, port):
         asyncio.run(_call(service, key, "PATCH", "/v1/account", {"derive": False}))
@@ -236,11 +245,21 @@ def enrichment(events: list[dict[str, object]], folder: Path) -> tuple[float, fl
                 previous = asyncio.run(_call(service, key, "POST", "/v1/hooks", hook))["id"]
                 asyncio.run(post_all(f"{service}/v1/events", key, bodies[kind], 4))
             quiet()
-            with procs.serve(db, port):
-                rates[kind].append(_delivered(ids, len(events), kind))
-    # harmonic mean of the two runs of each: the events/s of both runs together
-    plain, enriched = (2 / sum(1 / r for r in rates[k]) for k in ("plain", "enriched"))
-    return enriched, plain
+            with procs.serve(db, port) as proc:
+                rate, cpu_s = _delivered(ids, len(events), kind, proc.pid)
+                rates[kind].append(rate)
+                cpu[kind].append(cpu_s / len(events) * 1e6)
+    # harmonic mean of the runs of each: the events/s of all its runs together
+    plain, enriched = (len(rates[k]) / sum(1 / r for r in rates[k]) for k in ("plain", "enriched"))
+    print(f"enrichment runs, events/s: {rates}; CPU ms per 1000 events: {cpu}", file=sys.stderr)
+    return enriched, plain, statistics.median(cpu["enriched"]), statistics.median(cpu["plain"])
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _api_only(db: str, port: int) -> contextlib.AbstractContextManager[Any]:
@@ -259,19 +278,21 @@ def _api_only(db: str, port: int) -> contextlib.AbstractContextManager[Any]:
     return procs.running(cmd, port)
 
 
-def _delivered(ids: Path, total: int, kind: str) -> float:
-    """Events/s from the first id in ``ids`` until all ``total`` are there."""
+def _delivered(ids: Path, total: int, kind: str, pid: int) -> tuple[float, float]:
+    """Events/s from the first id in ``ids`` until all ``total`` are there, and the CPU seconds process ``pid``
+    spent meanwhile."""
     deadline = time.monotonic() + 600
     while ids.stat().st_size == 0:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{kind}: nothing delivered")
         time.sleep(0.002)
-    started, first = time.perf_counter(), ids.stat().st_size // ID_LINE
+    started, first, cpu = time.perf_counter(), ids.stat().st_size // ID_LINE, _cpu_s(pid)
     while ids.stat().st_size < total * ID_LINE:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{kind}: the receiver has {ids.stat().st_size // ID_LINE} of {total}")
         time.sleep(0.002)
-    return (total - first) / (time.perf_counter() - started)
+    taken, cpu = time.perf_counter() - started, _cpu_s(pid) - cpu
+    return (total - first) / taken, cpu * total / (total - first)
 
 
 @contextlib.contextmanager
@@ -303,10 +324,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ah-bench-capture-") as tmp:
         folder = Path(tmp)
         if "pixel" in only:
-            opened, ingested = pixel(events[0], folder)
+            opened, ingested, cpu_opened, cpu_ingested = pixel(events[0], folder)
             lines.append(f"| single-event ingest, wrk -c64 | {ingested:,.0f} req/s | baseline |")
             lines.append(
                 f"| open pixel, wrk -c64 | {opened:,.0f} req/s | {opened / ingested:.0%} of ingest |"
+            )
+            lines.append(
+                f"| service CPU per 1000 requests, ingest / pixel | {cpu_ingested:.0f} / {cpu_opened:.0f} ms | {cpu_ingested / cpu_opened:.0%} |"
             )
         if "derive" in only:
             on, off, added = derivation(events, folder)
@@ -315,10 +339,13 @@ def main() -> None:
                 f"| batch ingest, derivation on ({added:,} derived events) | {on:,.0f} events/s | {on / off:.0%} of off |"
             )
         if "enrich" in only:
-            enriched, plain = enrichment(events, folder)
+            enriched, plain, cpu_enriched, cpu_plain = enrichment(events, folder)
             lines.append(f"| delivery of a backlog, no enrichment | {plain:,.0f} events/s | baseline |")
             lines.append(
                 f"| delivery of a backlog, custom_data_fields from profiles | {enriched:,.0f} events/s | {enriched / plain:.0%} of plain |"
+            )
+            lines.append(
+                f"| dispatching process CPU per 1000 events, plain / enriched (medians) | {cpu_plain:.1f} / {cpu_enriched:.1f} ms | {cpu_plain / cpu_enriched:.0%} |"
             )
     print("\n".join(lines))
 

@@ -156,7 +156,7 @@ def test_site_pixel_and_popups_reach_a_hook(browser: WebDriver, tmp_path: Path) 
 
 
 def test_dwell_pixel_in_a_browser(browser: WebDriver, tmp_path: Path) -> None:
-    """A message with the dwell pixel shown in Chromium for about two seconds, then closed (its tab closes and
+    """A message with the dwell pixel shown in Chromium for about a second and a half, then closed (its tab closes and
     the browser drops the image's connection): one ``open`` with its ``dwell_s`` and one ``glanced`` reach a
     hook; Chromium's headless user agent flags them ``suspected_bot``."""
     with ServiceThread(service_settings(f"sqlite:///{tmp_path}/dwell.db")) as service:
@@ -180,7 +180,11 @@ def test_dwell_pixel_in_a_browser(browser: WebDriver, tmp_path: Path) -> None:
             "var pixel = document.createElement('img'); pixel.src = arguments[0]; document.body.append(pixel);",
             f"{service.url}/t/dwell/{made['token']}",  # the public URL of the tests is not theirs
         )
-        time.sleep(2.0)
+        streams = service.app.state.dwell_streams
+        WebDriverWait(browser, WAIT_S, poll_frequency=0.02).until(
+            lambda _: streams.held == 1, "the pixel's stream did not start"
+        )
+        time.sleep(1.5)
         browser.close()  # the message is closed
         browser.switch_to.window(client)
         WebDriverWait(browser, WAIT_S, poll_frequency=0.05).until(

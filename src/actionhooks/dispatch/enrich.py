@@ -16,12 +16,15 @@ those fields (an event without ``custom_data`` stays without it).
 The profiles of a delivery batch are read in one query, and kept (:class:`ProfileCache`, one per store, shared by
 the hooks of the process) for the events of later batches that were already in the log when they were read: the
 log's head is read first, then the profiles, so every change committed before an event was logged is in what was
-read for any event at or below that head. An event logged after the read (a higher ``seq``) reads its profile
-again, and nothing read is used more than ``CACHE_S`` seconds.
+read for any event at or below that head (a head read up to ``HEAD_S`` earlier, or the batch's highest ``seq``,
+is no later, so just as safe). An event logged after the read (a higher ``seq``) reads its profile again, and
+nothing read is used more than ``CACHE_S`` seconds.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 import weakref
 from collections.abc import Collection, Sequence
@@ -40,6 +43,7 @@ _encode = msgspec.json.Encoder().encode
 
 CACHE_S = 5.0  # a profile read is used at most this long (for events logged before the read)
 CACHE_SIZE = 50_000  # profiles kept per store (the oldest reads are dropped first)
+HEAD_S = 1.0  # the log's head is read again after this long (when profiles are read)
 
 
 class ProfileSource(Protocol):
@@ -71,6 +75,7 @@ class ProfileCache:
         self.keep_s = keep_s
         self.size = size
         self.reads: dict[tuple[int, str], _Read] = {}
+        self.head, self.head_at = 0, -math.inf
 
     @classmethod
     def of(cls, source: ProfileSource) -> ProfileCache:
@@ -97,7 +102,7 @@ class ProfileCache:
             elif read.stored:
                 found[pid] = read.profile
         if stale:
-            head = await self.source.head()
+            head = await self._head(events, now)
             stored = await self.source.get_profiles(account_id, stale)
             if len(self.reads) + len(stale) > self.size:
                 self._drop(len(stale))
@@ -110,10 +115,18 @@ class ProfileCache:
                     found[pid] = profile
         return found
 
+    async def _head(self, events: Sequence[Message], now: float) -> int:
+        """A head of the log no later than now: the events' highest ``seq`` (they were read from the log), or the
+        head read at most ``HEAD_S`` ago when it is higher (any head read earlier is a lower bound of the current
+        one; reading it again each batch would cost a query for what only a backlog needs)."""
+        if now - self.head_at > HEAD_S:
+            self.head, self.head_at = await self.source.head(), now
+        return max(self.head, max(e.seq for e in events))
+
     def _drop(self, room: int) -> None:
         """Forget the oldest reads, to make ``room`` (at least a quarter of the cache)."""
         drop = max(room, self.size // 4)
-        for key in list(self.reads)[:drop]:
+        for key in list(itertools.islice(self.reads, drop)):
             del self.reads[key]
 
 

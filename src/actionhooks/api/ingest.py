@@ -74,10 +74,11 @@ async def post_events(request: Request) -> Response:
     state: Any = request.app.state
     account_id = await state.auth.account(request, "ingest")
     limits: IngestLimits = state.settings.limits
-    # refused early, before the body is read; ``admit`` checks again, exactly, once the events are counted
-    if state.store.pending_appends > limits.max_pending:
+    # refused early, before the body is read, when no event could be admitted (a flood's requests cost no parsing);
+    # ``admit`` checks again, exactly, once the events are counted
+    if state.store.pending_appends >= limits.max_pending:
         raise _busy("too many events waiting to be committed; retry shortly")
-    if state.store.pending_appends_of(account_id) > limits.max_pending_per_account:
+    if state.store.pending_appends_of(account_id) >= limits.max_pending_per_account:
         raise _busy("too many of this account's events waiting to be committed; retry shortly")
     body = await read_body(request, limits.max_body_bytes)
     content_type = request.headers.get("content-type", "")

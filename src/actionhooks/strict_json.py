@@ -75,7 +75,9 @@ def check_decoded(data: bytes, value: Any) -> None:
     """:func:`check` for ``value``, msgspec's decoding of ``data`` (which already refused what is malformed)."""
     if b"\\" in data or (len(data) >= _LONG and _LONG_DIGITS in data.translate(_DIGITS_AS_ZEROS)):
         _exact(data)
-    elif data.count(b":") != _encode(value).count(b":"):
+        return
+    encoded = _encode(value)
+    if encoded != data and data.count(b":") != encoded.count(b":"):  # (compact JSON re-encodes as it came)
         _exact(data)  # a pair was dropped: the exact path names the key
         raise StrictJsonError("duplicate key in one object")  # (a dropped pair always shows there)
 

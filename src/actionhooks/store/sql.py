@@ -58,6 +58,7 @@ _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
 _ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 _PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
+_MARKS_PER_STATEMENT = 500  # rows of a multi-row INSERT of derivation marks (3 parameters each)
 _LAG_TAIL = 20_000  # hook_lags reads this many of an account's newest log positions and counts in them
 COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
 
@@ -1113,12 +1114,18 @@ class _TxState:
         return found
 
     def mark(self, account_id: int, new: Collection[str], expires_at: float) -> None:
+        # multi-row statements, not executemany: on SQLite each row of an executemany gives the GIL away and waits
+        # to take it back from the event loop (a switch interval, 5 ms, while the loop validates a request)
         p = self._store._p
-        self._cur.executemany(
-            f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES ({marks(p, 3)})"
-            " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
-            [(account_id, m, expires_at) for m in new],
-        )
+        row = f"({marks(p, 3)})"
+        ids = list(new)
+        for start in range(0, len(ids), _MARKS_PER_STATEMENT):
+            part = ids[start : start + _MARKS_PER_STATEMENT]
+            self._cur.execute(
+                f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES {', '.join([row] * len(part))}"
+                " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
+                [value for m in part for value in (account_id, m, expires_at)],
+            )
 
     def profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
         return self._store._profiles(self._cur, account_id, profile_ids)

@@ -250,3 +250,37 @@ async def test_broker_consumers_derive_like_the_api(store: Store) -> None:
         assert await ingester.append(checked) == (2, 0)  # the producer's events only are counted
     assert types(await logged(store, a)) == ["open", "uopen", "click", "uclick", "open"]
     assert types(await logged(store, off)) == ["click", "open"]
+
+
+async def test_appends_committed_together_derive_as_one_after_another(store: Store) -> None:
+    """Appends that share a commit (group commit) are derived, deduplicated and stored exactly as if committed one
+    after the other: a uniqueness scope claimed once, a chosen id repeated across requests stored once, and a
+    chosen id equal to an id derived earlier in the group refused as a duplicate (never a failed commit)."""
+    a = await account(store)
+    b = await account(store, "b")
+
+    def with_id(event_id: str, item: dict[str, Any]) -> dict[str, Any]:
+        return {**item, "id": event_id}
+
+    requests = [
+        (a, [with_id("s1", event("open"))]),
+        (a, [with_id(derived_id("s1", "uopen"), event("deliv"))]),
+        (a, [event("open")]),
+        (b, [event("click")]),
+        (a, [event("click", profile="p2")]),
+        (a, [with_id("s1", event("open")), event("open", profile="p3")]),
+        (b, [event("click")]),
+        (a, [event("confirm", profile="p4")]),
+    ]
+    results = await asyncio.gather(*(post(store, acc, *items) for acc, items in requests))
+    assert results == [[True], [False], [True], [True], [True], [False, True], [True], [True]]
+    in_a = await logged(store, a)
+    assert types(in_a) == [
+        *("open", "uopen"),  # s1
+        "open",
+        *("open", "uopen", "click", "uclick"),  # p2's click implies its open
+        *("open", "uopen"),  # p3 (s1 again is a duplicate)
+        *("confirm", "open", "uopen", "click", "uclick"),  # p4
+    ]
+    assert in_a[1]["id"] == derived_id("s1", "uopen") and in_a[1]["derived_from"] == "s1"
+    assert types(await logged(store, b)) == ["open", "uopen", "click", "uclick", "click"]

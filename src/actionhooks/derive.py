@@ -137,9 +137,10 @@ class Derivation:
         self.ttl_s = ttl_s
 
     def __call__(self, account_id: int, events: Sequence[NewEvent], state: DeriveState) -> list[NewEvent]:
-        if any(e.event_type in profile_events.TYPES for e in events):  # whatever the account's setting
+        present = {e.event_type for e in events}  # (one pass over a request's events, in C)
+        if not present.isdisjoint(profile_events.TYPES):  # whatever the account's setting
             profile_events.apply(account_id, events, state, time.time())
-        if not any(e.event_type in DERIVING for e in events) or not state.derives(account_id):
+        if present.isdisjoint(DERIVING) or not state.derives(account_id):
             return list(events)
         return _Run(account_id, state, self.ttl_s).events(events)
 
@@ -156,7 +157,7 @@ class _Run:
         self.new: set[str] = set()
 
     def events(self, events: Sequence[NewEvent]) -> list[NewEvent]:
-        parsed: dict[int, _Data] = {}
+        parsed: list[tuple[int, NewEvent, _Data]] = []
         wanted: set[str] = set()
         for i, e in enumerate(events):
             if e.event_type not in DERIVING:
@@ -165,21 +166,21 @@ class _Run:
                 data = _decode_source(e.payload).event_data
             except (msgspec.ValidationError, msgspec.DecodeError):
                 continue  # event_data of other types than these rules read: nothing derives from it
-            parsed[i] = data
+            parsed.append((i, e, data))
             scope = _scope(e, data)
             if scope is not None:
                 wanted.update(f"{kind}|{scope}" for kind in _KINDS[e.event_type])
         self.seen = self.state.marked(self.account_id, wanted, self.now) if wanted else set()
         out: list[NewEvent] = []
         status_events: list[tuple[NewEvent, _Data]] = []
-        for i, e in enumerate(events):
-            found = parsed.get(i)
-            if found is None:
-                out.append(e)
-                continue
+        done = 0  # events before this index are in ``out``; those between sources are copied in slices
+        for i, e, found in parsed:
+            out.extend(events[done:i])
+            done = i + 1
             if e.event_type in STATUS:
                 status_events.append((e, found))
             out.extend(self._expand(e, found, e.event_type, e.id, None))
+        out.extend(events[done:])
         if self.new:
             self.state.mark(self.account_id, self.new, self.now + self.ttl_s)
         if status_events:

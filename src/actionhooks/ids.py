@@ -42,14 +42,22 @@ def _reserve(n: int) -> list[tuple[int, int, int]]:
     return runs
 
 
+_COUNTERS = [f"7{c:03x}-" for c in range(_COUNTER_MAX + 1)]  # the version digit and the counter
+_VARIANT = {
+    d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"
+}  # the variant bits (10) and two random ones
+
+
 def new_ids(n: int) -> list[str]:
     out: list[str] = []
     for ms, first, count in _reserve(n):
         head = f"{ms:012x}"
-        h8, h4 = head[:8], head[8:]
-        for counter in range(first, first + count):
-            tail = f"{_getrandbits(62) | 0x8000_0000_0000_0000:016x}"
-            out.append(f"{h8}-{h4}-7{counter:03x}-{tail[:4]}-{tail[4:]}")
+        prefix = f"{head[:8]}-{head[8:]}-"
+        # 64 random bits an id, drawn at once; 62 of them kept (the first hex digit keeps two under the variant)
+        random_hex = _getrandbits(64 * count).to_bytes(8 * count, "big").hex()
+        for k in range(count):
+            r = random_hex[16 * k : 16 * k + 16]
+            out.append(f"{prefix}{_COUNTERS[first + k]}{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}")
     return out
 
 

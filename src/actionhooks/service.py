@@ -26,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import FrameType
@@ -172,11 +174,19 @@ def serve(
 
 
 class _GracefulServer(uvicorn.Server):
-    """uvicorn's server telling the process's :class:`Shutdown` at once when a signal asks it to end."""
+    """uvicorn's server telling the process's :class:`Shutdown` at once when a signal asks it to end; once started,
+    what the process holds for good (modules, the catalogue, the app) is frozen out of garbage collection
+    (``gc.freeze``): a request's thousands of decoded objects trigger collections, and a full one would walk all
+    of it every time (measured: a fifth of the event loop's time in batch ingest, BENCHMARKS.md)."""
 
     def __init__(self, config: uvicorn.Config, shutdown: Shutdown) -> None:
         super().__init__(config)
         self.ending = shutdown
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        gc.collect()
+        gc.freeze()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)

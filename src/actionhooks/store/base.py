@@ -215,7 +215,8 @@ class DeriveState(Protocol):
 
 Deriver = Callable[[int, Sequence[NewEvent], DeriveState], list[NewEvent]]
 """``deriver(account_id, fresh, state)``: the events to write for ``fresh`` (the append's new events, in order) —
-each source event with the events derived from it around it. Runs in the append's transaction."""
+each source event (the very object given) with the events derived from it around it. Runs in the append's
+transaction, once for a run of consecutive appends of one account committed together."""
 
 
 class AccountSettings(NamedTuple):

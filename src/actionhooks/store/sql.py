@@ -61,6 +61,7 @@ _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
 _ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 _PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
+_MARKS_PER_STATEMENT = 500  # rows of a multi-row INSERT of derivation marks (3 parameters each)
 _LAG_TAIL = 20_000  # hook_lags reads this many of an account's newest log positions and counts in them
 COUNT_PERIOD_S = 10  # delivery counts are kept per hook and period of this many seconds
 
@@ -307,63 +308,105 @@ class SqlStore(SideDeliveriesSql):
         return stored
 
     async def _commit_group(self, group: list[PendingAppend]) -> list[list[bool]]:
+        """One transaction for a group of appends: duplicates dropped per append, derivation run once for each run
+        of consecutive appends of one account and deriver (in order: the same marks as one after the other; an
+        append with chosen ids starts a run of its own, so that it sees the ids derived before it), every row
+        inserted at the end in a few multi-row statements (the statements, not the rows, are what costs: on
+        SQLite each gives the GIL away and waits to take it back from the event loop)."""
+
         def work(conn: Connection) -> list[list[bool]]:
             results = []
             with self.dialect.transaction(conn) as cur:
                 self.dialect.lock_log(cur)
-                for p in group:
-                    fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids)
-                    if fresh and p.derive is not None:
-                        fresh = self._with_derived(cur, p.account_id, fresh, p.derive)
-                    if fresh:
-                        self.dialect.insert_events(cur, fresh)
+                state = _TxState(self, cur)
+                rows: list[NewEvent] = []
+                taken: dict[int, set[str]] = {}  # chosen and derived ids of the group's rows, by account
+                run: list[NewEvent] = []
+                for i, p in enumerate(group):
+                    ids = taken.setdefault(p.account_id, set())
+                    fresh, flags = self._without_duplicates(cur, p.account_id, p.events, p.chosen_ids, ids)
                     results.append(flags)
+                    run.extend(fresh)
+                    after = group[i + 1] if i + 1 < len(group) else None
+                    if (
+                        after is not None
+                        and after.account_id == p.account_id
+                        and after.derive is p.derive
+                        and not after.chosen_ids  # (a chosen id may be one the run derives: seen first then)
+                    ):
+                        continue
+                    if run and p.derive is not None:
+                        run = self._with_derived(cur, p.account_id, run, p.derive, state, ids)
+                    rows.extend(run)
+                    run = []
+                if rows:
+                    self.dialect.insert_events(cur, rows)
             return results
 
         return await self._runtime.write(work)
 
     def _without_duplicates(
-        self, cur: Cursor, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
+        self,
+        cur: Cursor,
+        account_id: int,
+        events: Sequence[NewEvent],
+        chosen_ids: Collection[str],
+        taken: set[str],
     ) -> tuple[Sequence[NewEvent], list[bool]]:
-        """Drop events whose producer-chosen id is already in the log or earlier in the same request."""
+        """Drop events whose producer-chosen id is already in the log, in ``taken`` (the ids of the transaction's
+        rows not yet inserted; the kept chosen ids are added to it) or earlier in the same request."""
         chosen = list(chosen_ids)
         if not chosen:
             return events, [True] * len(events)
+        known = self._known_ids(cur, account_id, chosen)
+        fresh: list[NewEvent] = []
+        flags: list[bool] = []
+        for e in events:
+            if e.id in chosen_ids:
+                if e.id in known or e.id in taken:
+                    flags.append(False)
+                    continue
+                taken.add(e.id)
+            fresh.append(e)
+            flags.append(True)
+        return fresh, flags
+
+    def _known_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> set[str]:
+        """Those of ``ids`` the account's log holds."""
         known: set[str] = set()
-        for start in range(0, len(chosen), _IDS_PER_QUERY):
-            part = chosen[start : start + _IDS_PER_QUERY]
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start : start + _IDS_PER_QUERY]
             cur.execute(
                 f"SELECT id FROM events WHERE account_id = {self._p} AND id IN ({marks(self._p, len(part))})",
                 (account_id, *part),
             )
             known.update(row[0] for row in cur.fetchall())
-        fresh: list[NewEvent] = []
-        flags: list[bool] = []
-        for e in events:
-            if e.id in chosen_ids:
-                if e.id in known:
-                    flags.append(False)
-                    continue
-                known.add(e.id)
-            fresh.append(e)
-            flags.append(True)
-        return fresh, flags
+        return known
 
     def _with_derived(
-        self, cur: Cursor, account_id: int, fresh: Sequence[NewEvent], derive: Deriver
-    ) -> Sequence[NewEvent]:
-        """``fresh`` with what ``derive`` adds, less the derived events already in the log (a source re-posted
-        under a new id cannot derive twice either: the marks say so)."""
-        out = derive(account_id, fresh, _TxState(self, cur))
+        self,
+        cur: Cursor,
+        account_id: int,
+        fresh: Sequence[NewEvent],
+        derive: Deriver,
+        state: _TxState,
+        taken: set[str],
+    ) -> list[NewEvent]:
+        """``fresh`` with what ``derive`` adds, less the derived events whose id the log, ``taken`` or ``fresh``
+        already holds (a source re-posted under a new id cannot derive twice either: the marks say so)."""
+        out = derive(account_id, fresh, state)
         if len(out) == len(fresh):
-            return fresh
-        sources = {e.id for e in fresh}
-        derived = {e.id for e in out if e.id not in sources}
-        kept, flags = self._without_duplicates(cur, account_id, [e for e in out if e.id in derived], derived)
-        if all(flags):
-            return out
-        keep = {e.id for e in kept}
-        return [e for e in out if e.id in sources or e.id in keep]
+            return list(fresh)
+        sources = {id(e) for e in fresh}  # the deriver returns the source events themselves
+        known = self._known_ids(cur, account_id, [e.id for e in out if id(e) not in sources])
+        kept: list[NewEvent] = []
+        for e in out:
+            if id(e) not in sources:
+                if e.id in known or e.id in taken:  # (taken holds the chosen ids of ``fresh`` too)
+                    continue
+                taken.add(e.id)
+            kept.append(e)
+        return kept
 
     async def head(self) -> int:
         rows = await self._fetchall(_HEAD)
@@ -1191,12 +1234,18 @@ class _TxState:
         return found
 
     def mark(self, account_id: int, new: Collection[str], expires_at: float) -> None:
+        # multi-row statements, not executemany: on SQLite each row of an executemany gives the GIL away and waits
+        # to take it back from the event loop (a switch interval, 5 ms, while the loop validates a request)
         p = self._store._p
-        self._cur.executemany(
-            f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES ({marks(p, 3)})"
-            " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
-            [(account_id, m, expires_at) for m in new],
-        )
+        row = f"({marks(p, 3)})"
+        ids = list(new)
+        for start in range(0, len(ids), _MARKS_PER_STATEMENT):
+            part = ids[start : start + _MARKS_PER_STATEMENT]
+            self._cur.execute(
+                f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES {', '.join([row] * len(part))}"
+                " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
+                [value for m in part for value in (account_id, m, expires_at)],
+            )
 
     def profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
         return self._store._profiles(self._cur, account_id, profile_ids)

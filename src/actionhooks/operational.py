@@ -63,19 +63,19 @@ def _type(code: str, name: str, description_en: str, description_ru: str) -> Eve
 OPERATIONAL_TYPES: tuple[EventType, ...] = (
     _type(
         HOOK_DISABLED,
-        "Хук отключён",
+        "Hook disabled",
         "A hook was stopped by the service: its deliveries failed without a success for too long",
         "Хук остановлен сервисом: доставка не удавалась слишком долго",
     ),
     _type(
         HOOK_RECOVERED,
-        "Хук восстановился",
+        "Hook recovered",
         "A hook delivered a batch again after failures",
         "Хук снова доставил пачку после ошибок",
     ),
     _type(
         HOOK_DEAD_LETTERED,
-        "События хука в недоставленных",
+        "Hook dead-lettered events",
         "A hook sent a batch's events to dead letters",
         "Хук отправил события пачки в недоставленные",
     ),

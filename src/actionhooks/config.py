@@ -27,6 +27,8 @@ ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation rem
 ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process
 ACTIONHOOKS_DISABLE_AFTER_S     259200 (3 days)          a hook failing without a success this long is
                                                          stopped (auto-disable)
+ACTIONHOOKS_GEOIP_DB            (none)                   MaxMind DB file (GeoLite2-City…) giving the
+                                                         tracking endpoints' geo fields
 ==============================  =======================  ==============================================
 """
 
@@ -103,6 +105,7 @@ class Settings:
     derive_ttl_s: float = 90 * 86400  # derivation marks (docs/capture.md#the-uniqueness-window)
     key_cache_s: float = 5.0  # a revoked API key stops working in every process within this time
     disable_after_s: float = 3 * 86400  # auto-disable (maintenance/auto_disable.py)
+    geoip_db: str | None = None  # a MaxMind DB file: the tracking endpoints' geo fields (capture/geo.py)
 
     @classmethod
     def from_env(cls, db: str | None = None) -> Settings:
@@ -137,6 +140,7 @@ class Settings:
             derive_ttl_s=env_float("ACTIONHOOKS_DERIVE_TTL_S", cls.derive_ttl_s, 1.0),
             key_cache_s=env_float("ACTIONHOOKS_KEY_CACHE_S", cls.key_cache_s, 0.0),
             disable_after_s=env_float("ACTIONHOOKS_DISABLE_AFTER_S", cls.disable_after_s, 1.0),
+            geoip_db=os.environ.get("ACTIONHOOKS_GEOIP_DB") or None,
         )
 
     def __post_init__(self) -> None:

@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from .. import metrics
 from ..capture.dwell import Streams
+from ..capture.geo import GeoLocator
 from ..capture.tokens import TrackingKeys
 from ..capture.visitor import ClickBursts
 from ..catalog import catalog
@@ -160,6 +161,7 @@ def create_app(
     state.tracking_keys = TrackingKeys(store, registry)
     state.visitor_limit = tracking.VisitorLimit()
     state.click_bursts = ClickBursts()
+    state.geo = GeoLocator(settings.geoip_db) if settings.geoip_db else None  # ACTIONHOOKS_GEOIP_DB
     state.dwell_streams = Streams()
     state.auth = Authenticator(store, settings.key_cache_s)
     state.dispatcher = None

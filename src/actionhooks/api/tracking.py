@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..capture import dwell, record, visitor
+from ..capture.geo import GeoLocator
 from ..capture.tokens import Claims, TokenRequest, TrackingKeys
 from ..errors import ApiError, BadToken, StoreUnavailable
 from ..events import NewEvent
@@ -86,10 +87,13 @@ class Collected(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 def _visit(request: Request) -> record.Visit:
+    ip = request.client.host if request.client else None
+    geo: GeoLocator | None = request.app.state.geo
     return record.Visit(
-        request.client.host if request.client else None,
+        ip,
         request.headers.get("user-agent", ""),
         request.method,
+        geo.locate(ip) if geo is not None and ip else {},
     )
 
 

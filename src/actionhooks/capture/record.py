@@ -4,7 +4,9 @@ request's visitor (ip, user agent parsed, flags). They go through the same appen
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import msgspec
@@ -27,11 +29,12 @@ _encode = msgspec.json.Encoder().encode
 
 
 class Visit(NamedTuple):
-    """What the request tells of its sender."""
+    """What the request tells of its sender (``place``: the geo fields of its address, :mod:`.geo`)."""
 
     ip: str | None
     user_agent: str
     method: str
+    place: Mapping[str, Any] = MappingProxyType({})
 
 
 def event_date(now: float) -> str:
@@ -43,6 +46,7 @@ def visitor_data(visit: Visit) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if visit.ip:
         data["ip"] = visit.ip
+    data.update(visit.place)
     if visit.user_agent:
         data["user_agent"] = visit.user_agent[:1024]
         found = visitor.agent(visit.user_agent)

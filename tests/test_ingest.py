@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from actionhooks.config import IngestLimits
+from actionhooks.events import parse_events
 from actionhooks.store import Store
 
 from .support import Service, User, eventually, service_settings
@@ -249,3 +250,31 @@ def test_ids_stay_sorted_and_unique_past_4096_in_a_millisecond() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(i[14] == "7" and i[19] in "89ab" for i in ids)  # UUID version 7, RFC 9562 variant
+
+
+def test_event_date_is_judged_in_the_envelopes_conversion_with_the_same_words() -> None:
+    """``event_date`` is read as a datetime within the envelope's conversion; what that refuses (or may fall
+    outside years 1 to 9999 in UTC) gets the RFC 3339 path's verdict, on the field ``event_date``."""
+    base = {"event_type": "deliv", "event_data": {}}
+    cases: list[tuple[object, str | None]] = [
+        ("2024-05-01T10:00:00.123456789Z", None),
+        ("2016-12-31T23:59:60Z", None),  # a leap second: refused by msgspec, valid RFC 3339
+        ("9999-12-31T23:59:59.9999999Z", None),  # msgspec would round it into year 10000
+        ("2024-05-01T10:00:00", "event_date must carry a time zone offset"),
+        ("9999-12-31T23:30:00-01:00", "event_date must fall in years 1 to 9999 in UTC"),
+        ("2024-02-30T10:00:00Z", "event_date is not a valid date-time"),
+        ("yesterday", "event_date must be an RFC 3339 date-time"),
+        (20240501, "Expected `str`, got `int`"),
+    ]
+    items = [msgspec.json.encode({**base, "event_date": date}) for date, _ in cases]
+    events, errors = parse_events(items, 1)
+    assert len(events) == sum(why is None for _, why in cases)
+    refused = {e.index: e for e in errors}
+    for index, (date, why) in enumerate(cases):
+        if why is None:
+            assert index not in refused, (date, refused.get(index))
+        else:
+            assert refused[index].field == "event_date" and refused[index].error.startswith(why), (
+                date,
+                refused[index],
+            )

@@ -204,31 +204,39 @@ class _Run:
         this = source if message is None else self._copy(source, message, event_type, root_id)
         before: list[NewEvent] = []
         after: list[NewEvent] = []
+        body = message  # the source's message, decoded (once) when something derives from it
         scope = _scope(source, data)
         if scope is not None:
             if event_type in CONFIRM and self._first("confirm", scope):
-                after += self._expand(source, data, CONFIRM[event_type], root_id, self._body(source, message))
+                body = _decode_message(source.payload) if body is None else body
+                after += self._expand(source, data, CONFIRM[event_type], root_id, body)
             implied = IMPLIED_OPEN.get(event_type)
             if implied is not None and self._first(UNIQUE[implied], scope):
-                body = self._body(source, message)
+                body = _decode_message(source.payload) if body is None else body
                 before.append(self._copy(source, body, implied, root_id))
                 before.append(self._copy(source, body, UNIQUE[implied], root_id))
             unique = UNIQUE.get(event_type)
             if unique is not None and self._first(unique, scope):
-                after.append(self._copy(source, self._body(source, message), unique, root_id))
+                body = _decode_message(source.payload) if body is None else body
+                after.append(self._copy(source, body, unique, root_id))
         if event_type == DWELL_SOURCE and data.dwell_s is not None and data.dwell_s >= 0 and message is None:
-            after.append(self._copy(source, self._body(source, message), dwell_type(data.dwell_s), root_id))
+            body = _decode_message(source.payload) if body is None else body
+            after.append(self._copy(source, body, dwell_type(data.dwell_s), root_id))
         return [*before, this, *after]
-
-    @staticmethod
-    def _body(source: NewEvent, message: dict[str, Any] | None) -> dict[str, Any]:
-        return message if message is not None else _decode_message(source.payload)
 
     def _copy(self, source: NewEvent, message: dict[str, Any], event_type: str, root_id: str) -> NewEvent:
         event_id = derived_id(root_id, event_type)
         body = {**message, "event_type": event_type, "derived_from": root_id}
         body["id"] = event_id
-        return source._replace(id=event_id, event_type=event_type, payload=_encode(body))
+        return NewEvent(
+            source.account_id,
+            event_id,
+            event_type,
+            source.list_id,
+            source.profile_id,
+            source.received_at,
+            _encode(body),
+        )
 
     def _statuses(self, status_events: list[tuple[NewEvent, _Data]]) -> None:
         ids = {e.profile_id for e, _ in status_events if e.profile_id is not None}

@@ -171,10 +171,8 @@ def event_date_error(text: str) -> str | None:
 
     A leap second (``:60``) is valid, and fractions of a second are not rounded (``23:59:59.9999999Z`` stays in
     its second)."""
-    try:
-        parsed = msgspec.convert(
-            text, datetime
-        )  # the fast path (C); refuses leap seconds and rounds fractions
+    try:  # the fast path (C); refuses leap seconds and rounds fractions
+        parsed = msgspec.convert(text, datetime)
     except msgspec.ValidationError:
         pass
     else:

@@ -106,11 +106,17 @@ def dwell_type(seconds: float) -> str:
     return "skimmed" if seconds < 8 else "read"
 
 
+_KEPT = 23  # characters of the source's id kept in front: a generated id's time and sequence (UUIDv7)
+
+
 def derived_id(source_id: str, event_type: str) -> str:
-    """The id of the ``event_type`` derived from ``source_id``: ``d`` and 32 hex digits of BLAKE2b over both —
-    deterministic, within the 64-character id grammar whatever the source's id."""
-    digest = hashlib.blake2b(f"{source_id}>{event_type}".encode(), digest_size=16).hexdigest()
-    return "d" + digest
+    """The id of the ``event_type`` derived from ``source_id``: the source id's first 23 characters, ``.`` and 24
+    hex digits of BLAKE2b over both — deterministic, within the 64-character id grammar whatever the source's id
+    (at most 48 characters). Kept in front, the source's prefix files the derived event's key in the log's
+    ``(account_id, id)`` index beside its source's (where the writer is already working) instead of at a random
+    place (a page read and dirtied for each)."""
+    digest = hashlib.blake2b(f"{source_id}>{event_type}".encode(), digest_size=12).hexdigest()
+    return f"{source_id[:_KEPT]}.{digest}"
 
 
 class _Data(msgspec.Struct):

@@ -8,6 +8,7 @@ Queries are built once per store with the dialect's parameter marker (``p`` belo
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import cast
@@ -42,6 +43,7 @@ from .base import (
 from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_scripts
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
+from .partitions import LogPartitions
 from .runtime import Runtime
 from .side import SideDeliveriesSql
 
@@ -59,6 +61,7 @@ _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
+_IDS_PER_DROP = 10_000  # a partition's producer ids deleted per statement in its drop's transaction
 _ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 _PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
 _LAG_TAIL = 20_000  # hook_lags reads this many of an account's newest log positions and counts in them
@@ -333,7 +336,8 @@ class SqlStore(SideDeliveriesSql):
         for start in range(0, len(chosen), _IDS_PER_QUERY):
             part = chosen[start : start + _IDS_PER_QUERY]
             cur.execute(
-                f"SELECT id FROM events WHERE account_id = {self._p} AND id IN ({marks(self._p, len(part))})",
+                f"SELECT id FROM {self.dialect.id_table} WHERE account_id = {self._p}"
+                f" AND id IN ({marks(self._p, len(part))})",
                 (account_id, *part),
             )
             known.update(row[0] for row in cur.fetchall())
@@ -706,6 +710,12 @@ class SqlStore(SideDeliveriesSql):
 
         def work(conn: Connection) -> Pruned:
             started = time.perf_counter()
+            if self.dialect.partitions is not None:
+                whole = self._prune_partition(
+                    conn, self.dialect.partitions, received_before, max_bytes, hooks, chunk
+                )
+                if whole is not None:
+                    return dataclasses.replace(whole, seconds=time.perf_counter() - started)
             with self.dialect.transaction(conn) as cur:
                 cur.execute(f"SELECT seq, received_at FROM events ORDER BY seq LIMIT {p}", (chunk,))
                 oldest = cur.fetchall()
@@ -718,11 +728,64 @@ class SqlStore(SideDeliveriesSql):
                 low, high = int(oldest[0][0]), int(oldest[n - 1][0])
                 expired = self._count_expired(cur, low, high, hooks)
                 self._note_pruned(cur, max(float(row[1]) for row in oldest[:n]))
-                cur.execute(f"DELETE FROM events WHERE seq >= {p} AND seq <= {p}", (low, high))
-                removed = cur.rowcount
+                removed = self.dialect.delete_events(cur, low, high)
             return Pruned(removed, n == chunk, expired, time.perf_counter() - started)
 
         return await self._runtime.write(work)
+
+    def _prune_partition(
+        self,
+        conn: Connection,
+        partitions: LogPartitions,
+        received_before: float,
+        max_bytes: int | None,
+        hooks: Sequence[HookQuery],
+        chunk: int,
+    ) -> Pruned | None:
+        """One step of dropping the oldest closed partition when every event in it is due (or the log is over
+        ``max_bytes``): its producer ids are deleted ``chunk`` at a time, then — under the log lock, with the events
+        the hooks behind had not handled counted — it is dropped. None when no partition but the one being written
+        is left: its due events are deleted in chunks as on SQLite."""
+        p = self._p
+        with self.dialect.transaction(conn) as cur:
+            closed = partitions.oldest_closed(cur)
+            if closed is None:
+                return None
+            low, high = closed
+            cur.execute(
+                f"SELECT received_at FROM events WHERE seq >= {p} AND seq < {p} ORDER BY seq DESC LIMIT 1",
+                (low, high),
+            )
+            newest = cur.fetchone()
+            over = max_bytes is not None and self.dialect.used_bytes(cur) > max_bytes
+            if newest is not None and not over and float(newest[0]) >= received_before:
+                return Pruned(0, False)  # the partition still holds events in the window: it waits whole
+            start, last = partitions.forgotten(low), newest is None
+            if not last:
+                start, last = partitions.forget_ids(cur, start, high, chunk)
+        if not last:
+            partitions.note_forgotten(low, start)
+            return Pruned(0, True)
+        with self.dialect.transaction(conn) as cur:
+            self.dialect.lock_log(cur)  # appends in flight when it closed have committed
+            done = False
+            while not done:  # the ids of events committed since the last chunk
+                start, done = partitions.forget_ids(cur, start, high, _IDS_PER_DROP)
+            cur.execute(
+                f"SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE seq >= {p} AND seq < {p}", (low, high)
+            )
+            count, first_seq, last_seq = _one(cur)
+            expired: dict[int, int] = {}
+            if count:
+                expired = self._count_expired(cur, int(first_seq), int(last_seq), hooks)
+                cur.execute(  # the newest acceptance time (log order is arrival order, to within the clocks)
+                    f"SELECT MAX(received_at) FROM (SELECT received_at FROM events WHERE seq >= {p} AND seq < {p}"
+                    f" ORDER BY seq DESC LIMIT {p}) AS newest",
+                    (low, high, _IDS_PER_DROP),
+                )
+                self._note_pruned(cur, float(_one(cur)[0]))
+            partitions.drop(cur, low)
+        return Pruned(int(count), True, expired)
 
     def _count_expired(self, cur: Cursor, low: int, high: int, hooks: Sequence[HookQuery]) -> dict[int, int]:
         """Per active hook behind ``high``: the events in ``[low, high]`` after its cursor that it matches."""

@@ -1,0 +1,69 @@
+-- The log partitioned by ranges of seq (docs/operations.md#retention): retention drops a partition whole once every
+-- event in it is due (no DELETE, no dead rows, no vacuum of the payloads). A unique index on a partitioned table
+-- must include the partition key, so the producer ids' uniqueness moves to the narrow table event_ids, which is
+-- not partitioned: retention deletes a partition's keys in chunks before it drops the partition.
+--
+-- This rewrites the log of an existing database (docs/operations.md#upgrading-an-existing-database): every event
+-- is copied into the partitions, the keys into event_ids; the positions (seq) and the sequence's last value are
+-- kept, so hook cursors still point where they did.
+
+ALTER TABLE events RENAME TO events_unpartitioned;
+ALTER INDEX events_account_type_seq RENAME TO events_unpartitioned_account_type_seq;
+
+CREATE SEQUENCE log_seq AS BIGINT;
+
+CREATE TABLE events (
+    seq BIGINT NOT NULL DEFAULT nextval('log_seq'),
+    account_id BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    list_id BIGINT,
+    profile_id TEXT,
+    received_at DOUBLE PRECISION NOT NULL,
+    payload BYTEA NOT NULL
+) PARTITION BY RANGE (seq);
+ALTER SEQUENCE log_seq OWNED BY events.seq;
+
+-- The partitions: [low, high) each, named events_p<low>; created ahead by the writer, dropped by retention.
+CREATE TABLE log_partitions (
+    low BIGINT PRIMARY KEY,
+    high BIGINT NOT NULL
+);
+
+-- Producer ids (every event's id): unique per account across the whole log.
+CREATE TABLE event_ids (
+    account_id BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (account_id, id)
+);
+
+DO $$
+DECLARE
+    span CONSTANT BIGINT := 1000000;  -- the first partitions' size; the writer's later ones use its own setting
+    last_seq BIGINT;
+    called BOOLEAN;
+    low BIGINT;
+    high BIGINT;
+BEGIN
+    EXECUTE format('SELECT last_value, is_called FROM %s', pg_get_serial_sequence('events_unpartitioned', 'seq'))
+        INTO last_seq, called;
+    PERFORM setval('log_seq', last_seq, called);  -- positions are never reused: hook cursors stay valid
+    low := COALESCE((SELECT MIN(seq) FROM events_unpartitioned), last_seq) / span * span;
+    -- partitions up to the next position to be written
+    WHILE low <= last_seq + 1 LOOP
+        high := low + span;
+        EXECUTE format('CREATE TABLE events_p%s PARTITION OF events FOR VALUES FROM (%s) TO (%s)', low, low, high);
+        INSERT INTO log_partitions (low, high) VALUES (low, high);
+        low := high;
+    END LOOP;
+END
+$$;
+
+INSERT INTO events (seq, account_id, id, event_type, list_id, profile_id, received_at, payload)
+    SELECT seq, account_id, id, event_type, list_id, profile_id, received_at, payload FROM events_unpartitioned;
+INSERT INTO event_ids (account_id, id) SELECT account_id, id FROM events_unpartitioned;
+DROP TABLE events_unpartitioned;
+
+-- the indexes after the copy (a bulk build, faster than one insert at a time)
+ALTER TABLE events ADD CONSTRAINT log_pkey PRIMARY KEY (seq);
+CREATE INDEX log_account_type_seq ON events (account_id, event_type, seq);

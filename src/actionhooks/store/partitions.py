@@ -1,0 +1,87 @@
+"""PostgreSQL's log partitions: ``events`` is partitioned by ranges of ``seq`` (table ``log_partitions`` lists them,
+``[low, high)`` each, named ``events_p<low>``). The writer creates the next partition when an append would pass the
+last one (under the log lock, so one process at a time); retention drops a partition whole once every event in it is
+due, after deleting its producer ids from ``event_ids`` in chunks (docs/operations.md#retention).
+
+A partition is *closed* when the log's next position lies past it: nothing more is written to it (an append in
+flight when it closed is waited for by the log lock the drop takes).
+"""
+
+from __future__ import annotations
+
+from .dialect import Cursor
+
+DEFAULT_PARTITION_EVENTS = 1_000_000  # log positions per partition
+
+
+class LogPartitions:
+    def __init__(self, span: int = DEFAULT_PARTITION_EVENTS) -> None:
+        if span < 1:
+            raise ValueError("a partition spans at least one log position")
+        self.span = span
+        self._forgotten: dict[
+            int, int
+        ] = {}  # a closed partition's low → the position its ids are deleted up to
+
+    # --- the writer --------------------------------------------------------------------------------------------
+    def next_seq(self, cur: Cursor) -> int:
+        cur.execute("SELECT last_value, is_called FROM log_seq")
+        row = cur.fetchone()
+        assert row is not None
+        return int(row[0]) + 1 if row[1] else int(row[0])
+
+    def make_room(self, cur: Cursor, events: int) -> None:
+        """Partitions for the next ``events`` positions (the caller holds the log lock). One query when there is
+        room (no cache: a rolled-back append takes the partitions it made with it)."""
+        cur.execute("SELECT last_value, is_called, (SELECT MAX(high) FROM log_partitions) FROM log_seq")
+        row = cur.fetchone()
+        assert row is not None
+        needed = (int(row[0]) + 1 if row[1] else int(row[0])) + events
+        high = 0 if row[2] is None else int(row[2])
+        while high < needed:
+            # a table attached, not CREATE … PARTITION OF: attaching locks the log less (readers and writers go on)
+            low, high = high, high + self.span
+            cur.execute(f"CREATE TABLE events_p{low} (LIKE events INCLUDING DEFAULTS)")
+            cur.execute(
+                f"ALTER TABLE events ATTACH PARTITION events_p{low} FOR VALUES FROM ({low}) TO ({high})"
+            )
+            cur.execute("INSERT INTO log_partitions (low, high) VALUES (%s, %s)", (low, high))
+
+    # --- retention ---------------------------------------------------------------------------------------------
+    def oldest_closed(self, cur: Cursor) -> tuple[int, int] | None:
+        """The oldest partition nothing is written to any more, ``(low, high)``; None when only the one being
+        written (and those made ahead) remain."""
+        cur.execute("SELECT low, high FROM log_partitions ORDER BY low LIMIT 1")
+        row = cur.fetchone()
+        if row is None or int(row[1]) > self.next_seq(cur):
+            return None
+        return int(row[0]), int(row[1])
+
+    def forgotten(self, low: int) -> int:
+        """Where deleting the partition's producer ids goes on from (committed progress of this process)."""
+        return self._forgotten.get(low, low)
+
+    def forget_ids(self, cur: Cursor, start: int, high: int, chunk: int) -> tuple[int, bool]:
+        """Delete the producer ids of the next ``chunk`` events in ``[start, high)``: where to go on from, and
+        whether that was the last of them. Record the progress with :meth:`note_forgotten` once committed."""
+        cur.execute(
+            "WITH gone AS (SELECT account_id, id, seq FROM events WHERE seq >= %s AND seq < %s ORDER BY seq"
+            " LIMIT %s), forgotten AS (DELETE FROM event_ids k USING gone WHERE k.account_id = gone.account_id"
+            " AND k.id = gone.id) SELECT COUNT(*), MAX(seq) FROM gone",
+            (start, high, chunk),
+        )
+        row = cur.fetchone()
+        assert row is not None
+        count = int(row[0])
+        return (start if count == 0 else int(row[1]) + 1), count < chunk
+
+    def note_forgotten(self, low: int, upto: int) -> None:
+        self._forgotten[low] = upto
+
+    def drop(self, cur: Cursor, low: int) -> None:
+        """Drop the partition (its ids forgotten; the caller holds the log lock). Readers of the log wait for it
+        briefly (the drop locks the partitioned table); it gives up after a few seconds rather than queue them."""
+        cur.execute("SET LOCAL lock_timeout = '5s'")
+        cur.execute(f"DROP TABLE events_p{low}")
+        cur.execute("DELETE FROM log_partitions WHERE low = %s", (low,))
+        self._forgotten.pop(low, None)

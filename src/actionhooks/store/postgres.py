@@ -24,7 +24,7 @@ class PostgresDialect:
     marker = "%s"
     walk_hint = ""  # the planner picks the index or a seq-ordered scan by itself
     walk_span = 0
-    id_table = "event_ids"  # producer ids: unique across the partitioned log
+    id_table = "event_ids"  # producer-chosen and derived ids: unique across the partitioned log
 
     def __init__(self, url: str, partition_events: int = DEFAULT_PARTITION_EVENTS) -> None:
         self.url = url
@@ -55,15 +55,19 @@ class PostgresDialect:
 
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
         assert isinstance(cur, psycopg.Cursor) and self.partitions is not None
-        with cur.copy("COPY event_ids (account_id, id) FROM STDIN") as copy:
-            for e in events:
-                copy.write_row((e.account_id, e.id))
         self.partitions.make_room(cur, len(events))
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload) FROM STDIN"
         ) as copy:
             for e in events:
                 copy.write_row(e)
+
+    def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
+        if ids:
+            with cur.copy("COPY event_ids (account_id, id) FROM STDIN") as copy:
+                for event_id in ids:
+                    copy.write_row((account_id, event_id))
 
     def delete_events(self, cur: Cursor, low: int, high: int) -> int:
         cur.execute(

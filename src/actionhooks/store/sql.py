@@ -328,7 +328,8 @@ class SqlStore(SideDeliveriesSql):
     def _without_duplicates(
         self, cur: Cursor, account_id: int, events: Sequence[NewEvent], chosen_ids: Collection[str]
     ) -> tuple[Sequence[NewEvent], list[bool]]:
-        """Drop events whose producer-chosen id is already in the log or earlier in the same request."""
+        """Drop events whose producer-chosen id is already in the log or earlier in the same request; the fresh
+        ones' ids are claimed (where the engine keeps them apart from the log)."""
         chosen = list(chosen_ids)
         if not chosen:
             return events, [True] * len(events)
@@ -351,6 +352,7 @@ class SqlStore(SideDeliveriesSql):
                 known.add(e.id)
             fresh.append(e)
             flags.append(True)
+        self.dialect.claim_ids(cur, account_id, [e.id for e in fresh if e.id in chosen_ids])
         return fresh, flags
 
     def _with_derived(

@@ -88,6 +88,9 @@ class SqliteDialect:
         if whole < len(events):
             cur.executemany(_INSERT, events[whole:])
 
+    def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
+        """Nothing: the log's unique index holds every id."""
+
     def delete_events(self, cur: Cursor, low: int, high: int) -> int:
         cur.execute("DELETE FROM events WHERE seq >= ? AND seq <= ?", (low, high))
         return cur.rowcount

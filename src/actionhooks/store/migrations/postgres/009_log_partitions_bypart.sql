@@ -1,7 +1,8 @@
 -- The log partitioned by ranges of seq (docs/operations.md#retention): retention drops a partition whole once every
 -- event in it is due (no DELETE, no dead rows, no vacuum of the payloads). A unique index on a partitioned table
--- must include the partition key, so the producer ids' uniqueness moves to the narrow table event_ids, which is
--- not partitioned: retention deletes a partition's keys in chunks before it drops the partition.
+-- must include the partition key, so the uniqueness of producer-chosen ids (and derived events' ids) moves to the
+-- narrow table event_ids, which is not partitioned: retention deletes a partition's ids in chunks before it drops
+-- the partition. Ids the service generated (UUIDv7) are not kept there: nothing checks them.
 --
 -- This rewrites the log of an existing database (docs/operations.md#upgrading-an-existing-database): every event
 -- is copied into the partitions, the keys into event_ids; the positions (seq) and the sequence's last value are
@@ -30,7 +31,7 @@ CREATE TABLE log_partitions (
     high BIGINT NOT NULL
 );
 
--- Producer ids (every event's id): unique per account across the whole log.
+-- Producer-chosen and derived ids: unique per account across the whole log.
 CREATE TABLE event_ids (
     account_id BIGINT NOT NULL,
     id TEXT NOT NULL,
@@ -61,6 +62,8 @@ $$;
 
 INSERT INTO events (seq, account_id, id, event_type, list_id, profile_id, received_at, payload)
     SELECT seq, account_id, id, event_type, list_id, profile_id, received_at, payload FROM events_unpartitioned;
+-- every id of the old log (which ones the service generated is not known): the ids cost a little space until
+-- their events leave the window
 INSERT INTO event_ids (account_id, id) SELECT account_id, id FROM events_unpartitioned;
 DROP TABLE events_unpartitioned;
 

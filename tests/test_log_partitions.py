@@ -196,11 +196,13 @@ async def test_the_upgrade_from_a_database_before_partitioning_keeps_every_event
         for version, script in migration_scripts("postgres"):
             if "CREATE TABLE log_partitions" in script:  # the partitioning migration (whatever its number)
                 break
-            conn.execute(script)  # type: ignore[arg-type]
+            conn.execute(script)
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
-        account_id = conn.execute(
+        made = conn.execute(
             "INSERT INTO accounts (name, created_at) VALUES ('old', 0) RETURNING id"
-        ).fetchone()[0]  # type: ignore[index]
+        ).fetchone()
+        assert made is not None
+        account_id = int(made[0])
         with (
             conn.cursor() as cur,
             cur.copy(

@@ -16,6 +16,7 @@ import pytest
 from actionhooks.config import Retention
 from actionhooks.events import NewEvent
 from actionhooks.maintenance import prune_round
+from actionhooks.store import partitions as partitions_module
 from actionhooks.store.dialect import migration_scripts
 from actionhooks.store.postgres import PostgresStore
 
@@ -234,3 +235,27 @@ async def test_the_upgrade_from_a_database_before_partitioning_keeps_every_event
         assert await store.append(account_id, [old], {"old-1000"}) == [False]
     finally:
         await store.close()
+
+
+async def test_a_drop_that_waits_too_long_for_readers_is_rolled_back_and_tried_again(
+    pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(partitions_module, "DROP_WAIT_S", 0.2)
+    store = pg_store
+    registry, account_id = await opened_registry(store)
+    hook = await make_hook(registry, account_id)
+    await store.append(account_id, [make_event(account_id, BASE) for _ in range(SPAN + 10)])
+    retention = Retention(events_s=60)
+    with psycopg.connect(pg_url) as reader:  # a long read of the log holds the partitioned table
+        reader.execute("SELECT COUNT(*) FROM events").fetchone()
+        done = await prune_round(store, registry, retention, now=BASE + 61)
+        assert done.events == 0 and await store.count_events() == SPAN + 10
+        assert (await store.hook_activity(hook.id)).expired_undelivered == 0  # nothing counted: rolled back
+        assert await store.append(account_id, [make_event(account_id, BASE + 61)]) == [
+            True
+        ]  # the store is fine
+        reader.rollback()
+    done = await prune_round(store, registry, retention, now=BASE + 61)
+    # the closed partition (1..SPAN-1), then the head's due events (SPAN..SPAN+10; the young one stays)
+    assert done.events == SPAN + 10 and await store.count_events() == 1
+    assert (await store.hook_activity(hook.id)).expired_undelivered == SPAN + 10

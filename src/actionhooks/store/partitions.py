@@ -9,9 +9,13 @@ flight when it closed is waited for by the log lock the drop takes).
 
 from __future__ import annotations
 
+import psycopg
+
+from ..errors import PartitionBusy
 from .dialect import Cursor
 
 DEFAULT_PARTITION_EVENTS = 1_000_000  # log positions per partition
+DROP_WAIT_S = 5  # how long a drop waits for the log's readers (which wait for it meanwhile)
 
 
 class LogPartitions:
@@ -80,8 +84,12 @@ class LogPartitions:
 
     def drop(self, cur: Cursor, low: int) -> None:
         """Drop the partition (its ids forgotten; the caller holds the log lock). Readers of the log wait for it
-        briefly (the drop locks the partitioned table); it gives up after a few seconds rather than queue them."""
-        cur.execute("SET LOCAL lock_timeout = '5s'")
-        cur.execute(f"DROP TABLE events_p{low}")
+        briefly (the drop locks the partitioned table); after a few seconds of waiting for them it raises
+        :class:`PartitionBusy` instead (the caller's transaction rolls back: nothing was counted or dropped)."""
+        cur.execute(f"SET LOCAL lock_timeout = '{DROP_WAIT_S}s'")
+        try:
+            cur.execute(f"DROP TABLE events_p{low}")
+        except psycopg.errors.LockNotAvailable as exc:
+            raise PartitionBusy(f"log partition events_p{low}: readers of the log held it") from exc
         cur.execute("DELETE FROM log_partitions WHERE low = %s", (low,))
         self._forgotten.pop(low, None)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import cast
 
 from .. import metrics
+from ..errors import PartitionBusy
 from ..events import LoggedEvent, NewEvent
 from ..profiles import ProfileWrite, StoredProfile
 from .base import (
@@ -46,6 +48,8 @@ from .group_commit import GroupCommit, PendingAppend
 from .partitions import LogPartitions
 from .runtime import Runtime
 from .side import SideDeliveriesSql
+
+log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
@@ -768,6 +772,22 @@ class SqlStore(SideDeliveriesSql):
         if not last:
             partitions.note_forgotten(low, start)
             return Pruned(0, True)
+        try:
+            return self._drop_partition(conn, partitions, low, high, start, hooks)
+        except PartitionBusy:
+            log.warning("retention: log partition %d.. is busy with readers; trying again next round", low)
+            return Pruned(0, False)
+
+    def _drop_partition(
+        self,
+        conn: Connection,
+        partitions: LogPartitions,
+        low: int,
+        high: int,
+        start: int,
+        hooks: Sequence[HookQuery],
+    ) -> Pruned:
+        p = self._p
         with self.dialect.transaction(conn) as cur:
             self.dialect.lock_log(cur)  # appends in flight when it closed have committed
             done = False

@@ -17,6 +17,7 @@ from actionhooks.config import Retention
 from actionhooks.events import NewEvent
 from actionhooks.maintenance import prune_round
 from actionhooks.store import partitions as partitions_module
+from actionhooks.store import sql as sql_module
 from actionhooks.store.dialect import migration_scripts
 from actionhooks.store.postgres import PostgresStore
 
@@ -259,3 +260,26 @@ async def test_a_drop_that_waits_too_long_for_readers_is_rolled_back_and_tried_a
     # the closed partition (1..SPAN-1), then the head's due events (SPAN..SPAN+10; the young one stays)
     assert done.events == SPAN + 10 and await store.count_events() == 1
     assert (await store.hook_activity(hook.id)).expired_undelivered == SPAN + 10
+
+
+async def test_a_dropped_partition_counts_what_each_hook_behind_had_not_handled(
+    pg_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sql_module, "_COUNT_SPAN", 7)  # counted in several parts
+    store = pg_store
+    registry, account_id = await opened_registry(store)
+    behind = await make_hook(registry, account_id)
+    opens = await make_hook(registry, account_id, event_types=["open"])
+    filtered = await make_hook(registry, account_id, filters={"campaign_ids": [7]})
+    halfway = await make_hook(registry, account_id)
+    events = [make_event(account_id, BASE, "deliv", campaign_id=7 if i % 3 == 0 else 1) for i in range(60)]
+    events += [make_event(account_id, BASE, "open") for _ in range(39)]
+    await store.append(account_id, events)  # positions 1..99: the first partition, whole
+    await store.append(account_id, [make_event(account_id, BASE + 1000)])  # the next one: young
+    assert await store.save_cursor(halfway.id, halfway.generation, 30)
+    done = await prune_round(store, registry, Retention(events_s=60), now=BASE + 61)
+    assert done.events == 99
+    expected = {behind.id: 60, opens.id: 39, filtered.id: 20, halfway.id: 30}
+    assert done.expired == expected
+    for hook_id, n in expected.items():
+        assert (await store.hook_activity(hook_id)).expired_undelivered == n

@@ -66,6 +66,7 @@ _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_a
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
 _IDS_PER_DROP = 10_000  # a partition's producer ids deleted per statement in its drop's transaction
+_COUNT_SPAN = 50_000  # a dropped partition's expired events are counted this many log positions at a time
 _ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 _PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
 _LAG_TAIL = 20_000  # hook_lags reads this many of an account's newest log positions and counts in them
@@ -799,7 +800,12 @@ class SqlStore(SideDeliveriesSql):
             count, first_seq, last_seq = _one(cur)
             expired: dict[int, int] = {}
             if count:
-                expired = self._count_expired(cur, int(first_seq), int(last_seq), hooks)
+                for part in range(
+                    int(first_seq), int(last_seq) + 1, _COUNT_SPAN
+                ):  # a hook's filter reads payloads
+                    some = self._count_expired(cur, part, min(part + _COUNT_SPAN - 1, int(last_seq)), hooks)
+                    for hook_id, n in some.items():
+                        expired[hook_id] = expired.get(hook_id, 0) + n
                 cur.execute(  # the newest acceptance time (log order is arrival order, to within the clocks)
                     f"SELECT MAX(received_at) FROM (SELECT received_at FROM events WHERE seq >= {p} AND seq < {p}"
                     f" ORDER BY seq DESC LIMIT {p}) AS newest",

@@ -242,6 +242,7 @@ async def test_a_drop_that_waits_too_long_for_readers_is_rolled_back_and_tried_a
     pg_store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(partitions_module, "DROP_WAIT_S", 0.2)
+    monkeypatch.setattr(partitions_module, "BUSY_PAUSE_S", 0.5)
     store = pg_store
     registry, account_id = await opened_registry(store)
     hook = await make_hook(registry, account_id)
@@ -256,6 +257,9 @@ async def test_a_drop_that_waits_too_long_for_readers_is_rolled_back_and_tried_a
             True
         ]  # the store is fine
         reader.rollback()
+    done = await prune_round(store, registry, retention, now=BASE + 61)
+    assert done.events == 0  # no drop is tried for a while after one gave up
+    await asyncio.sleep(0.5)
     done = await prune_round(store, registry, retention, now=BASE + 61)
     # the closed partition (1..SPAN-1), then the head's due events (SPAN..SPAN+10; the young one stays)
     assert done.events == SPAN + 10 and await store.count_events() == 1

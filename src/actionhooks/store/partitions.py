@@ -9,13 +9,16 @@ flight when it closed is waited for by the log lock the drop takes).
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 
 from ..errors import PartitionBusy
 from .dialect import Cursor
 
 DEFAULT_PARTITION_EVENTS = 1_000_000  # log positions per partition
-DROP_WAIT_S = 5  # how long a drop waits for the log's readers (which wait for it meanwhile)
+DROP_WAIT_S = 0.5  # how long a drop waits for the log's readers (new readers queue behind it meanwhile)
+BUSY_PAUSE_S = 60.0  # after a drop gave up, no other is tried for this long (a dump, a long query on the log)
 
 
 class LogPartitions:
@@ -23,9 +26,9 @@ class LogPartitions:
         if span < 1:
             raise ValueError("a partition spans at least one log position")
         self.span = span
-        self._forgotten: dict[
-            int, int
-        ] = {}  # a closed partition's low → the position its ids are deleted up to
+        # a closed partition's low → the position its ids are deleted up to
+        self._forgotten: dict[int, int] = {}
+        self._busy_until = 0.0  # monotonic time before which no drop is tried
 
     # --- the writer --------------------------------------------------------------------------------------------
     def next_seq(self, cur: Cursor) -> int:
@@ -82,14 +85,19 @@ class LogPartitions:
     def note_forgotten(self, low: int, upto: int) -> None:
         self._forgotten[low] = upto
 
+    def may_drop(self) -> bool:
+        return time.monotonic() >= self._busy_until
+
     def drop(self, cur: Cursor, low: int) -> None:
         """Drop the partition (its ids forgotten; the caller holds the log lock). Readers of the log wait for it
-        briefly (the drop locks the partitioned table); after a few seconds of waiting for them it raises
-        :class:`PartitionBusy` instead (the caller's transaction rolls back: nothing was counted or dropped)."""
+        briefly (the drop locks the partitioned table); after :data:`DROP_WAIT_S` of waiting for them it raises
+        :class:`PartitionBusy` instead (the caller's transaction rolls back: nothing was counted or dropped) and
+        no drop is tried for :data:`BUSY_PAUSE_S`."""
         cur.execute(f"SET LOCAL lock_timeout = '{DROP_WAIT_S}s'")
         try:
             cur.execute(f"DROP TABLE events_p{low}")
         except psycopg.errors.LockNotAvailable as exc:
+            self._busy_until = time.monotonic() + BUSY_PAUSE_S
             raise PartitionBusy(f"log partition events_p{low}: readers of the log held it") from exc
         cur.execute("DELETE FROM log_partitions WHERE low = %s", (low,))
         self._forgotten.pop(low, None)

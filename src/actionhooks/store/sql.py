@@ -767,6 +767,8 @@ class SqlStore(SideDeliveriesSql):
             over = max_bytes is not None and self.dialect.used_bytes(cur) > max_bytes
             if newest is not None and not over and float(newest[0]) >= received_before:
                 return Pruned(0, False)  # the partition still holds events in the window: it waits whole
+            if not partitions.may_drop():
+                return Pruned(0, False)  # a drop gave up lately: the log has a long reader (a dump?)
             start, last = partitions.forgotten(low), newest is None
             if not last:
                 start, last = partitions.forget_ids(cur, start, high, chunk)
@@ -776,7 +778,9 @@ class SqlStore(SideDeliveriesSql):
         try:
             return self._drop_partition(conn, partitions, low, high, start, hooks)
         except PartitionBusy:
-            log.warning("retention: log partition %d.. is busy with readers; trying again next round", low)
+            log.warning(
+                "retention: log partition %d.. is held by a reader of the log; trying again later", low
+            )
             return Pruned(0, False)
 
     def _drop_partition(

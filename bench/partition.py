@@ -11,6 +11,8 @@ batches of 1000 events (~450 bytes) for ``--seconds``:
   looping beside the appenders (the worst case); the partitioned tree with partitions of ``--span`` positions,
   so the backlog is dropped as whole partitions. Rows pruned per second are reported too. (The ingest figures use
   the default span, 1 000 000.)
+- **drain**: the same backlog pruned with nothing else running (rows/s), then ``VACUUM events`` timed — the work
+  a chunked ``DELETE`` leaves behind for (auto)vacuum, and a dropped partition does not.
 
 ``--upgrade N`` measures migration 009 (the rewrite of the log): N events written by the before tree, then the
 first start of this tree, timed.
@@ -37,7 +39,7 @@ from typing import Any
 import psycopg
 
 HERE = Path(__file__).resolve().parent.parent
-FIGURES = ("generated", "producer", "pruning")
+FIGURES = ("generated", "producer", "pruning", "drain")
 
 
 # --- the child: one figure on one tree ---------------------------------------------------------------------------
@@ -57,7 +59,7 @@ async def child(url: str, figure: str, seconds: float, backlog: int, span: int) 
 
     from .retention import BODY
 
-    store = open_pg(url, span) if figure == "pruning" else open_pg(url, 0)
+    store = open_pg(url, span) if figure in ("pruning", "drain") else open_pg(url, 0)
     await store.open()
     account_id = await store.create_account("bench", uuid.uuid4().hex)
     registry = HookRegistry(store)
@@ -67,9 +69,11 @@ async def child(url: str, figure: str, seconds: float, backlog: int, span: int) 
         return [NewEvent(account_id, str(uuid.uuid4()), "deliv", 1, "p", at, BODY) for _ in range(1000)]
 
     try:
-        if figure == "pruning":
+        if figure in ("pruning", "drain"):
             for _ in range(backlog // 1000):
                 await store.append(account_id, batch(time.time() - 8 * 86400))
+        if figure == "drain":
+            return await drain(store, registry, url)
         latencies: list[float] = []
         count = 0
         stop = time.monotonic() + seconds
@@ -110,6 +114,33 @@ async def child(url: str, figure: str, seconds: float, backlog: int, span: int) 
         }
     finally:
         await store.close()
+
+
+async def drain(store: Any, registry: Any, url: str) -> dict[str, float]:
+    """Prune the whole backlog with nothing else running; then the VACUUM the removed rows leave to do."""
+    from actionhooks.config import Retention
+    from actionhooks.maintenance import prune_round
+
+    await asyncio.sleep(1)  # let the statistics settle
+    pruned = 0
+    started = time.perf_counter()
+    while True:
+        done = await prune_round(store, registry, Retention())
+        pruned += done.events
+        if not done.more and not done.events:
+            break
+    took = time.perf_counter() - started
+    with psycopg.connect(url, autocommit=True) as conn:
+        vacuum_started = time.perf_counter()
+        conn.execute("VACUUM events")
+        vacuum = time.perf_counter() - vacuum_started
+    return {
+        "events/s": 0.0,
+        "p50 ms": 0.0,
+        "p99 ms": 0.0,
+        "pruned/s": pruned / took,
+        "vacuum ms": vacuum * 1000,
+    }
 
 
 async def fill(url: str, events: int) -> None:
@@ -217,7 +248,10 @@ def main() -> None:
                 )
     print(f"\n{args.rounds} rounds, {args.seconds:.0f} s each; median [min–max]")
     for figure in figures:
-        for key in ("events/s", "p50 ms", "p99 ms") + (("pruned/s",) if figure == "pruning" else ()):
+        keys = ("events/s", "p50 ms", "p99 ms") + (("pruned/s",) if figure == "pruning" else ())
+        if figure == "drain":
+            keys = ("pruned/s", "vacuum ms")
+        for key in keys:
             cells = []
             for label in ("before", "after"):
                 values = [r[key] for r in results[(figure, label)]]

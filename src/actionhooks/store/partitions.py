@@ -18,6 +18,9 @@ from .dialect import Cursor
 
 DEFAULT_PARTITION_EVENTS = 1_000_000  # log positions per partition
 DROP_WAIT_S = 0.5  # how long a drop waits for the log's readers (new readers queue behind it meanwhile)
+HOLD_WAIT_S = (
+    3.0  # how long a drop waits for its own partition (past deadlock_timeout: a vacuum there yields)
+)
 BUSY_PAUSE_S = 60.0  # after a drop gave up, no other is tried for this long (a dump, a long query on the log)
 
 
@@ -37,13 +40,15 @@ class LogPartitions:
         assert row is not None
         return int(row[0]) + 1 if row[1] else int(row[0])
 
-    def make_room(self, cur: Cursor, events: int) -> None:
+    def make_room(self, cur: Cursor, events: int, *, keyed: bool) -> None:
         """Partitions for the next ``events`` positions (the caller holds the log lock). One query when there is
-        room (no cache: a rolled-back append takes the partitions it made with it)."""
+        room (no cache: a rolled-back append takes the partitions it made with it). ``keyed``: the events' ids
+        were claimed in ``event_ids``, so their partitions are marked to have them deleted before their drop."""
         cur.execute("SELECT last_value, is_called, (SELECT MAX(high) FROM log_partitions) FROM log_seq")
         row = cur.fetchone()
         assert row is not None
-        needed = (int(row[0]) + 1 if row[1] else int(row[0])) + events
+        first = int(row[0]) + 1 if row[1] else int(row[0])
+        needed = first + events
         high = 0 if row[2] is None else int(row[2])
         while high < needed:
             # a table attached, not CREATE … PARTITION OF: attaching locks the log less (readers and writers go on)
@@ -53,16 +58,26 @@ class LogPartitions:
                 f"ALTER TABLE events ATTACH PARTITION events_p{low} FOR VALUES FROM ({low}) TO ({high})"
             )
             cur.execute("INSERT INTO log_partitions (low, high) VALUES (%s, %s)", (low, high))
+        if keyed:  # (no row is written when they are marked already)
+            cur.execute(
+                "UPDATE log_partitions SET keyed = TRUE WHERE low < %s AND high > %s AND NOT keyed",
+                (needed, first),
+            )
 
     # --- retention ---------------------------------------------------------------------------------------------
-    def oldest_closed(self, cur: Cursor) -> tuple[int, int] | None:
-        """The oldest partition nothing is written to any more, ``(low, high)``; None when only the one being
-        written (and those made ahead) remain."""
-        cur.execute("SELECT low, high FROM log_partitions ORDER BY low LIMIT 1")
+    def oldest_closed(self, cur: Cursor) -> tuple[int, int, bool] | None:
+        """The oldest partition nothing is written to any more, ``(low, high, keyed)``; None when only the one
+        being written (and those made ahead) remain."""
+        cur.execute("SELECT low, high, keyed FROM log_partitions ORDER BY low LIMIT 1")
         row = cur.fetchone()
         if row is None or int(row[1]) > self.next_seq(cur):
             return None
-        return int(row[0]), int(row[1])
+        return int(row[0]), int(row[1]), bool(row[2])
+
+    def keyed(self, cur: Cursor, low: int) -> bool:
+        cur.execute("SELECT keyed FROM log_partitions WHERE low = %s", (low,))
+        row = cur.fetchone()
+        return bool(row and row[0])
 
     def forgotten(self, low: int) -> int:
         """Where deleting the partition's producer ids goes on from (committed progress of this process)."""
@@ -89,15 +104,24 @@ class LogPartitions:
         return time.monotonic() >= self._busy_until
 
     def drop(self, cur: Cursor, low: int) -> None:
-        """Drop the partition (its ids forgotten; the caller holds the log lock). Readers of the log wait for it
-        briefly (the drop locks the partitioned table); after :data:`DROP_WAIT_S` of waiting for them it raises
-        :class:`PartitionBusy` instead (the caller's transaction rolls back: nothing was counted or dropped) and
-        no drop is tried for :data:`BUSY_PAUSE_S`."""
-        cur.execute(f"SET LOCAL lock_timeout = '{DROP_WAIT_S}s'")
-        try:
-            cur.execute(f"DROP TABLE events_p{low}")
-        except psycopg.errors.LockNotAvailable as exc:
-            self._busy_until = time.monotonic() + BUSY_PAUSE_S
-            raise PartitionBusy(f"log partition events_p{low}: readers of the log held it") from exc
+        """Drop the partition (its ids forgotten; the caller holds the log lock and :meth:`hold`). The drop locks the
+        partitioned table: readers of the log wait for it briefly, and it waits for those reading; after
+        :data:`DROP_WAIT_S` it raises :class:`PartitionBusy` instead (the caller's transaction rolls back: nothing
+        was counted or dropped) and no drop is tried for :data:`BUSY_PAUSE_S`."""
+        self._locking(cur, f"DROP TABLE events_p{low}", DROP_WAIT_S, low)
         cur.execute("DELETE FROM log_partitions WHERE low = %s", (low,))
         self._forgotten.pop(low, None)
+
+    def hold(self, cur: Cursor, low: int) -> None:
+        """Lock the partition itself first, before the log lock: a vacuum running on it is cancelled after
+        ``deadlock_timeout`` (1 s) when the wait outlasts it; nothing else but old-range reads use it."""
+        self._locking(cur, f"LOCK TABLE events_p{low} IN ACCESS EXCLUSIVE MODE", HOLD_WAIT_S, low)
+
+    def _locking(self, cur: Cursor, sql: str, wait_s: float, low: int) -> None:
+        cur.execute(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'")
+        try:
+            cur.execute(sql)
+        except psycopg.errors.LockNotAvailable as exc:
+            self._busy_until = time.monotonic() + BUSY_PAUSE_S
+            raise PartitionBusy(f"log partition events_p{low}: held by a reader of the log") from exc
+        cur.execute("SET LOCAL lock_timeout TO DEFAULT")

@@ -29,6 +29,9 @@ class PostgresDialect:
     def __init__(self, url: str, partition_events: int = DEFAULT_PARTITION_EVENTS) -> None:
         self.url = url
         self.partitions: LogPartitions | None = LogPartitions(partition_events)
+        # ids claimed since the last insert (the writer's one thread; a rolled-back append leaves it set, which only
+        # marks the next insert's partition as having ids: harmless)
+        self._claimed = False
 
     def connect(self, *, writer: bool) -> Connection:
         # no server-side prepared statements: a generic plan made while the log was small (say, a scan for the
@@ -55,7 +58,8 @@ class PostgresDialect:
 
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
         assert isinstance(cur, psycopg.Cursor) and self.partitions is not None
-        self.partitions.make_room(cur, len(events))
+        self.partitions.make_room(cur, len(events), keyed=self._claimed)
+        self._claimed = False
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload) FROM STDIN"
         ) as copy:
@@ -65,6 +69,7 @@ class PostgresDialect:
     def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
         assert isinstance(cur, psycopg.Cursor)
         if ids:
+            self._claimed = True  # the partitions the next insert fills hold ids to delete before their drop
             with cur.copy("COPY event_ids (account_id, id) FROM STDIN") as copy:
                 for event_id in ids:
                     copy.write_row((account_id, event_id))

@@ -758,7 +758,7 @@ class SqlStore(SideDeliveriesSql):
             closed = partitions.oldest_closed(cur)
             if closed is None:
                 return None
-            low, high = closed
+            low, high, keyed = closed
             cur.execute(
                 f"SELECT received_at FROM events WHERE seq >= {p} AND seq < {p} ORDER BY seq DESC LIMIT 1",
                 (low, high),
@@ -769,8 +769,8 @@ class SqlStore(SideDeliveriesSql):
                 return Pruned(0, False)  # the partition still holds events in the window: it waits whole
             if not partitions.may_drop():
                 return Pruned(0, False)  # a drop gave up lately: the log has a long reader (a dump?)
-            start, last = partitions.forgotten(low), newest is None
-            if not last:
+            start, last = partitions.forgotten(low), newest is None or not keyed
+            if not last:  # its producer ids first, a chunk per step
                 start, last = partitions.forget_ids(cur, start, high, chunk)
         if not last:
             partitions.note_forgotten(low, start)
@@ -794,8 +794,9 @@ class SqlStore(SideDeliveriesSql):
     ) -> Pruned:
         p = self._p
         with self.dialect.transaction(conn) as cur:
+            partitions.hold(cur, low)
             self.dialect.lock_log(cur)  # appends in flight when it closed have committed
-            done = False
+            done = not partitions.keyed(cur, low)
             while not done:  # the ids of events committed since the last chunk
                 start, done = partitions.forget_ids(cur, start, high, _IDS_PER_DROP)
             cur.execute(
@@ -804,9 +805,8 @@ class SqlStore(SideDeliveriesSql):
             count, first_seq, last_seq = _one(cur)
             expired: dict[int, int] = {}
             if count:
-                for part in range(
-                    int(first_seq), int(last_seq) + 1, _COUNT_SPAN
-                ):  # a hook's filter reads payloads
+                # in parts: a hook with filters reads the payloads of the events it matches
+                for part in range(int(first_seq), int(last_seq) + 1, _COUNT_SPAN):
                     some = self._count_expired(cur, part, min(part + _COUNT_SPAN - 1, int(last_seq)), hooks)
                     for hook_id, n in some.items():
                         expired[hook_id] = expired.get(hook_id, 0) + n

@@ -26,9 +26,11 @@ CREATE TABLE events (
 ALTER SEQUENCE log_seq OWNED BY events.seq;
 
 -- The partitions: [low, high) each, named events_p<low>; created ahead by the writer, dropped by retention.
+-- keyed: some of its events have their ids in event_ids (deleted before the partition is dropped).
 CREATE TABLE log_partitions (
     low BIGINT PRIMARY KEY,
-    high BIGINT NOT NULL
+    high BIGINT NOT NULL,
+    keyed BOOLEAN NOT NULL DEFAULT FALSE
 );
 
 -- Producer-chosen and derived ids: unique per account across the whole log.
@@ -54,7 +56,7 @@ BEGIN
     WHILE low <= last_seq + 1 LOOP
         high := low + span;
         EXECUTE format('CREATE TABLE events_p%s PARTITION OF events FOR VALUES FROM (%s) TO (%s)', low, low, high);
-        INSERT INTO log_partitions (low, high) VALUES (low, high);
+        INSERT INTO log_partitions (low, high, keyed) VALUES (low, high, TRUE);
         low := high;
     END LOOP;
 END

@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 from .. import metrics
 from ..errors import PartitionBusy
@@ -715,12 +715,14 @@ class SqlStore(SideDeliveriesSql):
     ) -> Pruned:
         p = self._p
 
-        def work(conn: Connection) -> Pruned:
+        partitions = self.dialect.partitions
+
+        def work(conn: Connection) -> Pruned | _DropDue:
             started = time.perf_counter()
-            if self.dialect.partitions is not None:
-                whole = self._prune_partition(
-                    conn, self.dialect.partitions, received_before, max_bytes, hooks, chunk
-                )
+            if partitions is not None:
+                whole = self._prune_partition(conn, partitions, received_before, max_bytes, chunk)
+                if isinstance(whole, _DropDue):
+                    return whole
                 if whole is not None:
                     return dataclasses.replace(whole, seconds=time.perf_counter() - started)
             with self.dialect.transaction(conn) as cur:
@@ -738,7 +740,22 @@ class SqlStore(SideDeliveriesSql):
                 removed = self.dialect.delete_events(cur, low, high)
             return Pruned(removed, n == chunk, expired, time.perf_counter() - started)
 
-        return await self._runtime.write(work)
+        done = await self._runtime.write(work)
+        if not isinstance(done, _DropDue):
+            return done
+        assert partitions is not None
+        # off the writer: the drop may wait for locks (its partition, the log's readers), and appends go on meanwhile
+        started = time.perf_counter()
+        try:
+            dropped = await self._runtime.read(
+                lambda conn: self._drop_partition(conn, partitions, done, hooks)
+            )
+        except PartitionBusy:
+            log.warning(
+                "retention: log partition %d.. is held by a reader of the log; trying later", done.low
+            )
+            return Pruned(0, False, seconds=time.perf_counter() - started)
+        return dataclasses.replace(dropped, seconds=time.perf_counter() - started)
 
     def _prune_partition(
         self,
@@ -746,13 +763,12 @@ class SqlStore(SideDeliveriesSql):
         partitions: LogPartitions,
         received_before: float,
         max_bytes: int | None,
-        hooks: Sequence[HookQuery],
         chunk: int,
-    ) -> Pruned | None:
+    ) -> Pruned | _DropDue | None:
         """One step of dropping the oldest closed partition when every event in it is due (or the log is over
-        ``max_bytes``): its producer ids are deleted ``chunk`` at a time, then — under the log lock, with the events
-        the hooks behind had not handled counted — it is dropped. None when no partition but the one being written
-        is left: its due events are deleted in chunks as on SQLite."""
+        ``max_bytes``): its producer ids are deleted ``chunk`` at a time, then it is due for :meth:`_drop_partition`.
+        None when no partition but the one being written is left: its due events are deleted in chunks as on
+        SQLite."""
         p = self._p
         with self.dialect.transaction(conn) as cur:
             closed = partitions.oldest_closed(cur)
@@ -775,27 +791,19 @@ class SqlStore(SideDeliveriesSql):
         if not last:
             partitions.note_forgotten(low, start)
             return Pruned(0, True)
-        try:
-            return self._drop_partition(conn, partitions, low, high, start, hooks)
-        except PartitionBusy:
-            log.warning(
-                "retention: log partition %d.. is held by a reader of the log; trying again later", low
-            )
-            return Pruned(0, False)
+        return _DropDue(low, high, start)
 
     def _drop_partition(
-        self,
-        conn: Connection,
-        partitions: LogPartitions,
-        low: int,
-        high: int,
-        start: int,
-        hooks: Sequence[HookQuery],
+        self, conn: Connection, partitions: LogPartitions, due: _DropDue, hooks: Sequence[HookQuery]
     ) -> Pruned:
+        """Drop the partition: its own lock first, then the log lock (appends in flight when it closed have
+        committed); the ids of events committed since the last chunk; the events the hooks behind had not handled
+        counted; the pruned horizon moved; ``DROP TABLE``. One transaction: a :class:`PartitionBusy` rolls all back."""
         p = self._p
+        low, high, start = due
         with self.dialect.transaction(conn) as cur:
             partitions.hold(cur, low)
-            self.dialect.lock_log(cur)  # appends in flight when it closed have committed
+            self.dialect.lock_log(cur)
             done = not partitions.keyed(cur, low)
             while not done:  # the ids of events committed since the last chunk
                 start, done = partitions.forget_ids(cur, start, high, _IDS_PER_DROP)
@@ -1221,6 +1229,14 @@ class SqlStore(SideDeliveriesSql):
             (hook_id, since - since % COUNT_PERIOD_S),
         )
         return [DeliveryPeriod(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+class _DropDue(NamedTuple):
+    """A closed partition whose ids are deleted, due to be dropped: ``[low, high)``, ids deleted up to ``start``."""
+
+    low: int
+    high: int
+    start: int
 
 
 class _Tail:

@@ -44,12 +44,17 @@ class LogPartitions:
         """Partitions for the next ``events`` positions (the caller holds the log lock). One query when there is
         room (no cache: a rolled-back append takes the partitions it made with it). ``keyed``: the events' ids
         were claimed in ``event_ids``, so their partitions are marked to have them deleted before their drop."""
-        cur.execute("SELECT last_value, is_called, (SELECT MAX(high) FROM log_partitions) FROM log_seq")
+        cur.execute(
+            "WITH s AS (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END AS first FROM log_seq),"
+            " marked AS (UPDATE log_partitions SET keyed = TRUE FROM s WHERE %s AND low < s.first + %s"
+            " AND high > s.first AND NOT keyed)"  # (no row is written when they are marked already)
+            " SELECT s.first, (SELECT MAX(high) FROM log_partitions) FROM s",
+            (keyed, events),
+        )
         row = cur.fetchone()
         assert row is not None
-        first = int(row[0]) + 1 if row[1] else int(row[0])
-        needed = first + events
-        high = 0 if row[2] is None else int(row[2])
+        needed = int(row[0]) + events
+        high = 0 if row[1] is None else int(row[1])
         while high < needed:
             # a table attached, not CREATE … PARTITION OF: attaching locks the log less (readers and writers go on)
             low, high = high, high + self.span
@@ -57,11 +62,8 @@ class LogPartitions:
             cur.execute(
                 f"ALTER TABLE events ATTACH PARTITION events_p{low} FOR VALUES FROM ({low}) TO ({high})"
             )
-            cur.execute("INSERT INTO log_partitions (low, high) VALUES (%s, %s)", (low, high))
-        if keyed:  # (no row is written when they are marked already)
             cur.execute(
-                "UPDATE log_partitions SET keyed = TRUE WHERE low < %s AND high > %s AND NOT keyed",
-                (needed, first),
+                "INSERT INTO log_partitions (low, high, keyed) VALUES (%s, %s, %s)", (low, high, keyed)
             )
 
     # --- retention ---------------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ class LogPartitions:
         row = cur.fetchone()
         assert row is not None
         needed = int(row[0]) + events
-        high = 0 if row[1] is None else int(row[1])
+        # none yet: from the partition boundary below the next position (a log whose events were all pruned)
+        high = int(row[0]) // self.span * self.span if row[1] is None else int(row[1])
         while high < needed:
             # a table attached, not CREATE … PARTITION OF: attaching locks the log less (readers and writers go on)
             low, high = high, high + self.span

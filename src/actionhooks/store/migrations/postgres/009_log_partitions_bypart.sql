@@ -42,18 +42,19 @@ CREATE TABLE event_ids (
 
 DO $$
 DECLARE
-    span CONSTANT BIGINT := 1000000;  -- the first partitions' size; the writer's later ones use its own setting
+    span CONSTANT BIGINT := 1000000;  -- the old events' partitions; the writer makes the next ones its own width
     last_seq BIGINT;
     called BOOLEAN;
     low BIGINT;
     high BIGINT;
+    newest BIGINT;
 BEGIN
     EXECUTE format('SELECT last_value, is_called FROM %s', pg_get_serial_sequence('events_unpartitioned', 'seq'))
         INTO last_seq, called;
     PERFORM setval('log_seq', last_seq, called);  -- positions are never reused: hook cursors stay valid
-    low := COALESCE((SELECT MIN(seq) FROM events_unpartitioned), last_seq) / span * span;
-    -- partitions up to the next position to be written
-    WHILE low <= last_seq + 1 LOOP
+    SELECT MIN(seq) / span * span, MAX(seq) INTO low, newest FROM events_unpartitioned;
+    -- partitions for the events kept (none for an empty log)
+    WHILE low <= newest LOOP
         high := low + span;
         EXECUTE format('CREATE TABLE events_p%s PARTITION OF events FOR VALUES FROM (%s) TO (%s)', low, low, high);
         INSERT INTO log_partitions (low, high, keyed) VALUES (low, high, TRUE);

@@ -47,7 +47,17 @@ def pg_url() -> Iterator[str]:
 
 def _empty_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        # the log's partitions go with their list (the writer makes them anew from position 0)
+        if conn.execute("SELECT to_regclass('log_partitions')").fetchone() != (None,):
+            for (low,) in conn.execute("SELECT low FROM log_partitions").fetchall():
+                conn.execute(f"DROP TABLE events_p{low}")
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                " AND relkind IN ('r', 'p') AND NOT relispartition"
+            )
+        ]
         wipe = [t for t in tables if t not in {"schema_migrations", "meta"}]
         if wipe:
             conn.execute(f"TRUNCATE {', '.join(wipe)} RESTART IDENTITY")

@@ -22,6 +22,8 @@ ACTIONHOOKS_RETENTION_S         604800 (7 days)          how long the log keeps 
 ACTIONHOOKS_RETENTION_MAX_BYTES (none)                   size cap of the log (oldest events go first)
 ACTIONHOOKS_ATTEMPT_RETENTION_S 2592000 (30 days)        how long failed attempts and delivery counts stay
 ACTIONHOOKS_DEAD_LETTER_RETENTION_S 2592000 (30 days)    how long dead letters stay
+ACTIONHOOKS_LOG_PARTITION_EVENTS 1000000                 PostgreSQL: log positions per partition of the log
+                                                         (read by ``store.open_store``)
 ACTIONHOOKS_PUBLIC_URL          http://127.0.0.1:8000    base URL of the tracking links (open pixel, click)
 ACTIONHOOKS_DERIVE_TTL_S        7776000 (90 days)        how long derivation remembers a first open / click
 ACTIONHOOKS_KEY_CACHE_S         5                        seconds an API key's check is cached per process

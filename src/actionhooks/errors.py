@@ -26,6 +26,8 @@ The tree::
     │                          invalid UTF-8): an item error at ingest, a 400 elsewhere (also a ValueError)
     ├── TooManyItems           a body with more events than one request may carry: 413 (also a ValueError)
     ├── NotBegun               a store transaction failed to begin: none of its work reached the database
+    ├── PartitionBusy          PostgreSQL: dropping a log partition waited too long for readers of the log; the
+    │                          pruning step is rolled back and tried again next round
     ├── BrowserMissing         devtools: Debian's Chromium or its driver is not installed (also a RuntimeError)
     ├── BadToken               a tracking token malformed, unsigned, tampered with or signed by no key: 400,
     │                          nothing recorded
@@ -173,6 +175,10 @@ class TooManyItems(ActionhooksError, ValueError):
 
 class NotBegun(ActionhooksError):
     """A transaction failed to begin (its ``__cause__`` says why): none of its work reached the database."""
+
+
+class PartitionBusy(ActionhooksError):
+    """Dropping a log partition waited too long for the log's readers (rolled back; tried again later)."""
 
 
 class BrowserMissing(ActionhooksError, RuntimeError):

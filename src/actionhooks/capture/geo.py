@@ -48,7 +48,11 @@ class GeoLocator:
             address = mapped
         try:
             found = self._reader.get(address)
-        except (ValueError, OSError, maxminddb.InvalidDatabaseError):  # a damaged file: no place, never an error
+        except (
+            ValueError,
+            OSError,
+            maxminddb.InvalidDatabaseError,
+        ):  # a damaged file: no place, never an error
             return {}
         return _fields(found) if isinstance(found, dict) else {}
 

@@ -9,14 +9,17 @@ __all__ = ["Attempt", "DeadLetter", "Page", "Store", "StoredHook", "open_store"]
 
 
 def open_store(url: str) -> Store:
-    """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://…``.
+    """A store for ``url``: ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``postgresql://…`` (whose log
+    partitions span ``ACTIONHOOKS_LOG_PARTITION_EVENTS`` positions; every process appending reads it).
     Call ``await store.open()`` before use."""
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:///") :])
     if url.startswith(("postgresql://", "postgres://")):
+        from ..config import env_int
+        from .partitions import DEFAULT_PARTITION_EVENTS
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, env_int("ACTIONHOOKS_LOG_PARTITION_EVENTS", DEFAULT_PARTITION_EVENTS, 1000))
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…")

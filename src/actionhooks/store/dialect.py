@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from importlib import resources
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..events import NewEvent
+
+if TYPE_CHECKING:
+    from .partitions import LogPartitions
 
 Param = int | float | str | bytes | bool | None
 Params = Sequence[Param]
@@ -40,6 +43,8 @@ class Dialect(Protocol):
     marker: str  # the parameter placeholder the engine's driver expects: "?" or "%s"
     walk_hint: str  # appended to ``FROM events`` to walk the log in seq order instead of using an index
     walk_span: int  # reads spanning at most this many log positions walk the log (when ``walk_hint`` is set)
+    id_table: str  # the table the duplicate check of producer-chosen ids reads (``account_id``, ``id``)
+    partitions: LogPartitions | None  # the log's partitions (PostgreSQL), dropped whole by retention
 
     def connect(self, *, writer: bool) -> Connection: ...
     def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]:
@@ -52,6 +57,15 @@ class Dialect(Protocol):
         ...
 
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None: ...
+    def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
+        """Remember producer-chosen (and derived) ids just found fresh, for the duplicate check of later appends
+        (in the append's transaction; where the log itself does not hold them uniquely)."""
+        ...
+
+    def delete_events(self, cur: Cursor, low: int, high: int) -> int:
+        """Remove the events at ``low..high`` (and their producer ids where kept apart): how many."""
+        ...
+
     def migrate(self, conn: Connection) -> None: ...
     def connection_lost(self, exc: BaseException) -> bool:
         """True when ``exc`` means the connection is no longer usable (drop it, connect afresh)."""

@@ -1,5 +1,6 @@
 """PostgreSQL engine: psycopg 3, COPY for appends, a transaction-scoped advisory lock that makes seq order equal
-commit order (so a reader never skips an event that commits late), migrations under a session advisory lock."""
+commit order (so a reader never skips an event that commits late), migrations under a session advisory lock. The
+log is partitioned by ranges of seq (:mod:`.partitions`); producer ids are kept unique in ``event_ids``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import psycopg
 from ..errors import NotBegun
 from ..events import NewEvent
 from .dialect import Connection, Cursor, migration_scripts
+from .partitions import DEFAULT_PARTITION_EVENTS, LogPartitions
 from .sql import SqlStore
 
 _LOG_LOCK = 0x61637468_6F6F6B73 & 0x7FFF_FFFF_FFFF_FFFF  # "acthooks"
@@ -22,9 +24,14 @@ class PostgresDialect:
     marker = "%s"
     walk_hint = ""  # the planner picks the index or a seq-ordered scan by itself
     walk_span = 0
+    id_table = "event_ids"  # producer-chosen and derived ids: unique across the partitioned log
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, partition_events: int = DEFAULT_PARTITION_EVENTS) -> None:
         self.url = url
+        self.partitions: LogPartitions | None = LogPartitions(partition_events)
+        # ids claimed since the last insert (the writer's one thread; a rolled-back append leaves it set, which only
+        # marks the next insert's partition as having ids: harmless)
+        self._claimed = False
 
     def connect(self, *, writer: bool) -> Connection:
         # no server-side prepared statements: a generic plan made while the log was small (say, a scan for the
@@ -50,12 +57,32 @@ class PostgresDialect:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))
 
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
-        assert isinstance(cur, psycopg.Cursor)
+        assert isinstance(cur, psycopg.Cursor) and self.partitions is not None
+        self.partitions.make_room(cur, len(events), keyed=self._claimed)
+        self._claimed = False
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload) FROM STDIN"
         ) as copy:
             for e in events:
                 copy.write_row(e)
+
+    def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
+        assert isinstance(cur, psycopg.Cursor)
+        if ids:
+            self._claimed = True  # the partitions the next insert fills hold ids to delete before their drop
+            with cur.copy("COPY event_ids (account_id, id) FROM STDIN") as copy:
+                for event_id in ids:
+                    copy.write_row((account_id, event_id))
+
+    def delete_events(self, cur: Cursor, low: int, high: int) -> int:
+        cur.execute(
+            "WITH gone AS (DELETE FROM events WHERE seq >= %s AND seq <= %s RETURNING account_id, id),"
+            " forgotten AS (DELETE FROM event_ids k USING gone WHERE k.account_id = gone.account_id"
+            " AND k.id = gone.id) SELECT COUNT(*) FROM gone",
+            (low, high),
+        )
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
     def migrate(self, conn: Connection) -> None:
         assert isinstance(conn, psycopg.Connection)
@@ -93,19 +120,22 @@ class PostgresDialect:
 
     # --- retention --------------------------------------------------------------------------------------------
     def used_bytes(self, cur: Cursor) -> int:
-        """The log's table, indexes and TOAST, less the share of dead rows not yet vacuumed (the statistics
-        lag by up to a second or so: approximate)."""
+        """The log's partitions and ``event_ids``, with their indexes and TOAST, less the share of dead rows not
+        yet vacuumed (the statistics lag by up to a second or so: approximate)."""
         cur.execute(
-            "SELECT pg_total_relation_size('events') * COALESCE(n_live_tup::float8"
-            " / NULLIF(n_live_tup + n_dead_tup, 0), 1) FROM pg_stat_user_tables WHERE relname = 'events'"
+            "SELECT COALESCE(SUM(pg_total_relation_size(relid) * COALESCE(n_live_tup::float8"
+            " / NULLIF(n_live_tup + n_dead_tup, 0), 1)), 0) FROM pg_stat_user_tables"
+            " WHERE relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'events'::regclass)"
+            " OR relid = 'event_ids'::regclass"
         )
         row = cur.fetchone()
         return int(row[0]) if row else 0
 
     def reclaim(self, conn: Connection) -> None:
-        """Nothing: autovacuum makes the rows freed by pruning reusable, so the table stops growing."""
+        """Nothing: retention drops whole partitions; autovacuum makes the rows freed by chunked deletes (the
+        newest partition, ``event_ids``) reusable."""
 
 
 class PostgresStore(SqlStore):
-    def __init__(self, url: str) -> None:
-        super().__init__(PostgresDialect(url))
+    def __init__(self, url: str, partition_events: int = DEFAULT_PARTITION_EVENTS) -> None:
+        super().__init__(PostgresDialect(url, partition_events))

@@ -8,11 +8,14 @@ Queries are built once per store with the dialect's parameter marker (``p`` belo
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import cast
+from typing import NamedTuple, cast
 
 from .. import metrics
+from ..errors import PartitionBusy
 from ..events import LoggedEvent, NewEvent
 from ..profiles import ProfileWrite, StoredProfile
 from .base import (
@@ -42,8 +45,11 @@ from .base import (
 from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_scripts
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
+from .partitions import LogPartitions
 from .runtime import Runtime
 from .side import SideDeliveriesSql
+
+log = logging.getLogger(__name__)
 
 _EVENT_COLUMNS = "seq, id, event_type, list_id, profile_id, payload, received_at"  # LoggedEvent's order
 _HOOK_COLUMNS = (
@@ -59,6 +65,8 @@ _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
 _HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
+_IDS_PER_DROP = 10_000  # a partition's producer ids deleted per statement in its drop's transaction
+_COUNT_SPAN = 50_000  # a dropped partition's expired events are counted this many log positions at a time
 _ARMS_PER_QUERY = 400  # SQLite allows 500 terms in a compound SELECT
 _PARAMS_PER_QUERY = 20_000  # SQLite's limit is 32 766
 _MARKS_PER_STATEMENT = 500  # rows of a multi-row INSERT of derivation marks (3 parameters each)
@@ -354,7 +362,8 @@ class SqlStore(SideDeliveriesSql):
         taken: set[str],
     ) -> tuple[Sequence[NewEvent], list[bool]]:
         """Drop events whose producer-chosen id is already in the log, in ``taken`` (the ids of the transaction's
-        rows not yet inserted; the kept chosen ids are added to it) or earlier in the same request."""
+        rows not yet inserted; the kept chosen ids are added to it) or earlier in the same request; the kept ones'
+        ids are claimed (where the engine keeps them apart from the log)."""
         chosen = list(chosen_ids)
         if not chosen:
             return events, [True] * len(events)
@@ -369,6 +378,7 @@ class SqlStore(SideDeliveriesSql):
                 taken.add(e.id)
             fresh.append(e)
             flags.append(True)
+        self.dialect.claim_ids(cur, account_id, [e.id for e in fresh if e.id in chosen_ids])
         return fresh, flags
 
     def _known_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> set[str]:
@@ -377,7 +387,8 @@ class SqlStore(SideDeliveriesSql):
         for start in range(0, len(ids), _IDS_PER_QUERY):
             part = ids[start : start + _IDS_PER_QUERY]
             cur.execute(
-                f"SELECT id FROM events WHERE account_id = {self._p} AND id IN ({marks(self._p, len(part))})",
+                f"SELECT id FROM {self.dialect.id_table} WHERE account_id = {self._p}"
+                f" AND id IN ({marks(self._p, len(part))})",
                 (account_id, *part),
             )
             known.update(row[0] for row in cur.fetchall())
@@ -406,6 +417,7 @@ class SqlStore(SideDeliveriesSql):
                     continue
                 taken.add(e.id)
             kept.append(e)
+        self.dialect.claim_ids(cur, account_id, [e.id for e in kept if id(e) not in sources])
         return kept
 
     async def head(self) -> int:
@@ -747,8 +759,16 @@ class SqlStore(SideDeliveriesSql):
     ) -> Pruned:
         p = self._p
 
-        def work(conn: Connection) -> Pruned:
+        partitions = self.dialect.partitions
+
+        def work(conn: Connection) -> Pruned | _DropDue:
             started = time.perf_counter()
+            if partitions is not None:
+                whole = self._prune_partition(conn, partitions, received_before, max_bytes, chunk)
+                if isinstance(whole, _DropDue):
+                    return whole
+                if whole is not None:
+                    return dataclasses.replace(whole, seconds=time.perf_counter() - started)
             with self.dialect.transaction(conn) as cur:
                 cur.execute(f"SELECT seq, received_at FROM events ORDER BY seq LIMIT {p}", (chunk,))
                 oldest = cur.fetchall()
@@ -761,11 +781,95 @@ class SqlStore(SideDeliveriesSql):
                 low, high = int(oldest[0][0]), int(oldest[n - 1][0])
                 expired = self._count_expired(cur, low, high, hooks)
                 self._note_pruned(cur, max(float(row[1]) for row in oldest[:n]))
-                cur.execute(f"DELETE FROM events WHERE seq >= {p} AND seq <= {p}", (low, high))
-                removed = cur.rowcount
+                removed = self.dialect.delete_events(cur, low, high)
             return Pruned(removed, n == chunk, expired, time.perf_counter() - started)
 
-        return await self._runtime.write(work)
+        done = await self._runtime.write(work)
+        if not isinstance(done, _DropDue):
+            return done
+        assert partitions is not None
+        # off the writer: the drop may wait for locks (its partition, the log's readers), and appends go on meanwhile
+        started = time.perf_counter()
+        try:
+            dropped = await self._runtime.read(
+                lambda conn: self._drop_partition(conn, partitions, done, hooks)
+            )
+        except PartitionBusy:
+            log.warning(
+                "retention: log partition %d.. is held by a reader of the log; trying later", done.low
+            )
+            return Pruned(0, False, seconds=time.perf_counter() - started)
+        return dataclasses.replace(dropped, seconds=time.perf_counter() - started)
+
+    def _prune_partition(
+        self,
+        conn: Connection,
+        partitions: LogPartitions,
+        received_before: float,
+        max_bytes: int | None,
+        chunk: int,
+    ) -> Pruned | _DropDue | None:
+        """One step of dropping the oldest closed partition when every event in it is due (or the log is over
+        ``max_bytes``): its producer ids are deleted ``chunk`` at a time, then it is due for :meth:`_drop_partition`.
+        None when no partition but the one being written is left: its due events are deleted in chunks as on
+        SQLite."""
+        p = self._p
+        with self.dialect.transaction(conn) as cur:
+            closed = partitions.oldest_closed(cur)
+            if closed is None:
+                return None
+            low, high, keyed = closed
+            cur.execute(
+                f"SELECT received_at FROM events WHERE seq >= {p} AND seq < {p} ORDER BY seq DESC LIMIT 1",
+                (low, high),
+            )
+            newest = cur.fetchone()
+            over = max_bytes is not None and self.dialect.used_bytes(cur) > max_bytes
+            if newest is not None and not over and float(newest[0]) >= received_before:
+                return Pruned(0, False)  # the partition still holds events in the window: it waits whole
+            if not partitions.may_drop():
+                return Pruned(0, False)  # a drop gave up lately: the log has a long reader (a dump?)
+            start, last = partitions.forgotten(low), newest is None or not keyed
+            if not last:  # its producer ids first, a chunk per step
+                start, last = partitions.forget_ids(cur, start, high, chunk)
+        if not last:
+            partitions.note_forgotten(low, start)
+            return Pruned(0, True)
+        return _DropDue(low, high, start)
+
+    def _drop_partition(
+        self, conn: Connection, partitions: LogPartitions, due: _DropDue, hooks: Sequence[HookQuery]
+    ) -> Pruned:
+        """Drop the partition: its own lock first, then the log lock (appends in flight when it closed have
+        committed); the ids of events committed since the last chunk; the events the hooks behind had not handled
+        counted; the pruned horizon moved; ``DROP TABLE``. One transaction: a :class:`PartitionBusy` rolls all back."""
+        p = self._p
+        low, high, start = due
+        with self.dialect.transaction(conn) as cur:
+            partitions.hold(cur, low)
+            self.dialect.lock_log(cur)
+            done = not partitions.keyed(cur, low)
+            while not done:  # the ids of events committed since the last chunk
+                start, done = partitions.forget_ids(cur, start, high, _IDS_PER_DROP)
+            cur.execute(
+                f"SELECT COUNT(*), MIN(seq), MAX(seq) FROM events WHERE seq >= {p} AND seq < {p}", (low, high)
+            )
+            count, first_seq, last_seq = _one(cur)
+            expired: dict[int, int] = {}
+            if count:
+                # in parts: a hook with filters reads the payloads of the events it matches
+                for part in range(int(first_seq), int(last_seq) + 1, _COUNT_SPAN):
+                    some = self._count_expired(cur, part, min(part + _COUNT_SPAN - 1, int(last_seq)), hooks)
+                    for hook_id, n in some.items():
+                        expired[hook_id] = expired.get(hook_id, 0) + n
+                cur.execute(  # the newest acceptance time (log order is arrival order, to within the clocks)
+                    f"SELECT MAX(received_at) FROM (SELECT received_at FROM events WHERE seq >= {p} AND seq < {p}"
+                    f" ORDER BY seq DESC LIMIT {p}) AS newest",
+                    (low, high, _IDS_PER_DROP),
+                )
+                self._note_pruned(cur, float(_one(cur)[0]))
+            partitions.drop(cur, low)
+        return Pruned(int(count), True, expired)
 
     def _count_expired(self, cur: Cursor, low: int, high: int, hooks: Sequence[HookQuery]) -> dict[int, int]:
         """Per active hook behind ``high``: the events in ``[low, high]`` after its cursor that it matches."""
@@ -1169,6 +1273,14 @@ class SqlStore(SideDeliveriesSql):
             (hook_id, since - since % COUNT_PERIOD_S),
         )
         return [DeliveryPeriod(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+class _DropDue(NamedTuple):
+    """A closed partition whose ids are deleted, due to be dropped: ``[low, high)``, ids deleted up to ``start``."""
+
+    low: int
+    high: int
+    start: int
 
 
 class _Tail:

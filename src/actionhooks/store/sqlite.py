@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import NotBegun
 from ..events import NewEvent
 from .dialect import Connection, Cursor, migration_scripts
+from .partitions import LogPartitions
 from .sql import SqlStore
 
 _COLUMNS = (
@@ -48,6 +49,8 @@ class SqliteDialect:
     # a clear win for dense hooks (ARCHITECTURE.md), and a span this short is cheap to walk for sparse ones too
     walk_hint = " NOT INDEXED"
     walk_span = 4_000
+    id_table = "events"  # the log's unique (account_id, id) index
+    partitions: LogPartitions | None = None  # one table; retention deletes in chunks
 
     def __init__(self, path: str, synchronous: str = "FULL") -> None:
         self.path = path
@@ -93,6 +96,13 @@ class SqliteDialect:
             )
         if whole < len(events):
             cur.execute(_insert_rows(len(events) - whole), [value for row in events[whole:] for value in row])
+
+    def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
+        """Nothing: the log's unique index holds every id."""
+
+    def delete_events(self, cur: Cursor, low: int, high: int) -> int:
+        cur.execute("DELETE FROM events WHERE seq >= ? AND seq <= ?", (low, high))
+        return cur.rowcount
 
     def migrate(self, conn: Connection) -> None:
         self._incremental_vacuum(conn)

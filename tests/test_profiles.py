@@ -299,3 +299,29 @@ def test_profile_cache_stays_within_its_size() -> None:
         cache.reads[(1, f"p{i}")] = _Read(None, False, 0, 0.0)
     cache._drop(1)
     assert list(cache.reads) == [(1, f"p{i}") for i in range(2, 8)]  # the oldest quarter
+
+
+async def test_profile_cache_reads_a_buffer_ahead_in_one_query(store: Store) -> None:
+    """A hook of one-event batches passes its buffer as ``ahead``: one query serves the whole buffer, and each call
+    answers only its own batch's profiles."""
+    account_id = await store.create_account("ahead", "hash")
+    source = CountingSource(store)
+    cache = ProfileCache(source)
+    rows = [write(f"p{i}", Profile(list_id=3, email=f"{i}@example.com")) for i in range(5)]
+    await store.put_profiles(account_id, rows)
+    new = [NewEvent(account_id, f"e{i}", "deliv", 3, f"p{i}", time.time(), b"{}") for i in range(6)]
+    await store.append(account_id, new)  # p5 is never stored
+    buffer = (await store.read_events(account_id, ["deliv"], None, 0, 100)).events
+    assert [e.profile_id for e in buffer] == [f"p{i}" for i in range(6)]
+    answers = [await cache.profiles(account_id, buffer[i : i + 1], buffer[i:]) for i in range(6)]
+    assert source.reads == [{f"p{i}" for i in range(6)}]  # the first batch's query read the buffer's profiles
+    for i, found in enumerate(answers[:5]):
+        profile = found[f"p{i}"]
+        assert list(found) == [f"p{i}"] and profile is not None and profile.email == f"{i}@example.com"
+    assert answers[5] == {}  # not stored: remembered as such
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="new@example.com"))])
+    await store.append(account_id, [NewEvent(account_id, "later", "deliv", 3, "p1", time.time(), b"{}")])
+    later = (await store.read_events(account_id, ["deliv"], None, buffer[-1].seq, 100)).events
+    found = await cache.profiles(account_id, later, later)  # logged after the read: read again
+    profile = found["p1"]
+    assert profile is not None and profile.email == "new@example.com" and len(source.reads) == 2

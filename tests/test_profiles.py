@@ -129,6 +129,31 @@ async def test_enrichment_from_the_stored_profile(service: Service, owner: User)
     assert "custom_data" not in anonymous and "_md5" not in anonymous
 
 
+async def test_one_event_batches_are_enriched_with_the_profile_as_of_their_logging(
+    service: Service, owner: User
+) -> None:
+    """A hook of one-event batches without ``custom_data_fields`` (the worker's pass-through path): events with a
+    stored profile still get its hashes and subscriptions, others go out as logged, and a profile changed before an
+    event was logged reaches it (the profiles read ahead for the buffer do not outlive the log-head rule)."""
+    await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    body = {"name": "crm", "event_types": ["deliv"], "transport": transport}
+    status, _, _ = await service.call("POST", "/v1/hooks", owner, body)
+    assert status == 201
+    await service.call(
+        "POST", "/v1/events", owner, [event(), event(profile="p2"), event(profile=None), event()]
+    )
+    await dest.wait_for_events(4)
+    await service.call("PUT", "/v1/profiles/p1", owner, {**PROFILE, "email": "new@example.com"})
+    await service.call("POST", "/v1/events", owner, [event()])
+    await dest.wait_for_events(5)
+    assert [len(b.messages) for b in dest.batches] == [1] * 5
+    messages = delivered(dest)
+    old, new = email_hashes("anna@example.com")[0], email_hashes("new@example.com")[0]
+    assert [m.get("_md5") for m in messages] == [old, None, None, old, new]
+    assert messages[0]["subscription"] == PROFILE["subscriptions"] and "subscription" not in messages[1]
+
+
 async def test_deleted_profile_gives_custom_data_null(service: Service, owner: User) -> None:
     await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
     await service.call("DELETE", "/v1/profiles/p1", owner)

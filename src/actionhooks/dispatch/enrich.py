@@ -18,7 +18,9 @@ the hooks of the process) for the events of later batches that were already in t
 log's head is read first, then the profiles, so every change committed before an event was logged is in what was
 read for any event at or below that head (a head read up to ``HEAD_S`` earlier, or the batch's highest ``seq``,
 is no later, so just as safe). An event logged after the read (a higher ``seq``) reads its profile again, and
-nothing read is used more than ``CACHE_S`` seconds.
+nothing read is used more than ``CACHE_S`` seconds. A hook of batches smaller than its buffer passes the buffer as
+``ahead``: the query one batch needs reads the profiles of everything buffered, so the later batches are served
+from the cache under the same rule (one query per buffer, not per batch).
 """
 
 from __future__ import annotations

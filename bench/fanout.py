@@ -15,8 +15,10 @@ each from its UUIDv7 id) and the clients (8 aiohttp clients posting pre-encoded 
 processes on the machine's cores. Ingest events/s: first request to last ``202``; deliveries/s: first request to
 the last delivery. Before each run the busy share of the machine over one second is recorded (other work on it).
 
-Usage: ``python -m bench.fanout --before-src /tmp/before/src [--events 100000] [--charts bench/charts]``;
-prints markdown tables, writes ``fanout.json`` and the PNG charts into ``--charts``.
+Usage: ``python -m bench.fanout --before-src /tmp/before/src [--events 100000] [--rounds 3] [--charts bench/charts]``;
+prints markdown tables (with ``--rounds`` > 1: the median of the rounds, lowest–highest in brackets; the
+versions' order alternates between rounds), writes every run into ``fanout.json`` and the PNG charts (medians)
+into ``--charts``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ class Result:
     rss_mb: float
     machine_busy: float  # cores busy (all processes) in the second before the run
     latencies_ms: list[float] = field(default_factory=list)
+    rounds: int = 1  # a median of this many runs (see medians)
+    ingest_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest of the rounds
+    deliveries_range: tuple[float, float] = (0.0, 0.0)
 
     @property
     def deliveries_eps(self) -> float:
@@ -215,7 +220,9 @@ def run(
     if scenario == "max_batch_size 1":
         events = events[:20_000]
     bodies = encode_batches(events, 1000)
-    name = f"{scenario}-{version}".replace(" ", "_").replace("%", "pc").replace("+", "p")
+    name = (
+        f"{scenario}-{version}-{uuid.uuid4().hex[:6]}".replace(" ", "_").replace("%", "pc").replace("+", "p")
+    )
     sink_port, port = free_port(), free_port()
     sink_cmd = [sys.executable, "-m", "bench.sink", "--port", str(sink_port)]
     with database(engine, folder, name) as db:
@@ -273,6 +280,43 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def medians(results: list[Result]) -> list[Result]:
+    """One result per (scenario, version), in first-seen order: the median of its rounds' figures, with their
+    lowest and highest; the latencies of every round together."""
+    groups: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.scenario, r.version), []).append(r)
+    out: list[Result] = []
+    for runs in groups.values():
+        ingest = [r.ingest_eps for r in runs]
+        rates = [r.deliveries_eps if r.delivery_s != float("inf") else 0.0 for r in runs]
+        first = runs[0]
+        rate = statistics.median(rates)
+        out.append(
+            Result(
+                first.scenario,
+                first.version,
+                first.hooks,
+                first.events,
+                first.expected,
+                statistics.median(ingest),
+                min(r.deliveries for r in runs),
+                (first.deliveries / rate if rate else float("inf")) if first.hooks else 0.0,
+                statistics.median(r.rss_mb for r in runs),
+                statistics.median(r.machine_busy for r in runs),
+                [v for r in runs for v in r.latencies_ms],
+                len(runs),
+                (min(ingest), max(ingest)),
+                (min(rates), max(rates)),
+            )
+        )
+    return out
+
+
+def _spread(r: Result, low_high: tuple[float, float]) -> str:
+    return f" ({low_high[0]:,.0f}–{low_high[1]:,.0f})" if r.rounds > 1 else ""
+
+
 def tables(results: list[Result]) -> list[str]:
     by = {(r.scenario, r.version): r for r in results}
     lines = [
@@ -289,9 +333,11 @@ def tables(results: list[Result]) -> list[str]:
         rate = f"{r.deliveries_eps:,.0f}" if r.hooks and r.delivery_s != float("inf") else "—"
         if r.hooks and r.delivery_s == float("inf"):
             rate = "not all within the timeout"
+        if r.hooks and r.delivery_s != float("inf"):
+            rate += _spread(r, r.deliveries_range)
         lines.append(
-            f"| {r.scenario} | {r.version} | {r.ingest_eps:,.0f} | {ratio} | {done} | {rate} | {r.rss_mb:.0f} |"
-            f" {r.machine_busy:.2f} |"
+            f"| {r.scenario} | {r.version} | {r.ingest_eps:,.0f}{_spread(r, r.ingest_range)} | {ratio} | {done} |"
+            f" {rate} | {r.rss_mb:.0f} | {r.machine_busy:.2f} |"
         )
     lines += ["", "| scenario | version | figure | |", "|---|---|---|---|"]
     for r in results:
@@ -382,6 +428,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join([*SCENARIOS, "max_batch_size 1", "postgres"]))
     parser.add_argument("--charts", type=Path, default=HERE / "charts")
     parser.add_argument("--versions", default="before,after")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each, versions alternating; medians")
     args = parser.parse_args()
     only = args.only.split(",")
     events = sample_events(args.events)
@@ -392,14 +439,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ah-fanout-") as tmp:
         folder = Path(tmp)
-        for scenario in [s for s in [*SCENARIOS, "max_batch_size 1"] if s in only]:
-            for version in versions:
-                results.append(run(scenario, version, sources[version], events, folder))
-        if "postgres" in only:
-            results.append(run("SQLite end to end", "after", AFTER_SRC, events, folder))
-            results.append(
-                run("PostgreSQL end to end", "after", AFTER_SRC, events, folder, engine="postgres")
-            )
+        for round_ in range(
+            args.rounds
+        ):  # versions (and engines) in turn first, so neither always goes first
+            order = versions if round_ % 2 == 0 else versions[::-1]
+            for scenario in [s for s in [*SCENARIOS, "max_batch_size 1"] if s in only]:
+                for version in order:
+                    results.append(run(scenario, version, sources[version], events, folder))
+            if "postgres" in only:
+                engines = ["sqlite", "postgres"] if round_ % 2 == 0 else ["postgres", "sqlite"]
+                for engine in engines:
+                    name = "SQLite end to end" if engine == "sqlite" else "PostgreSQL end to end"
+                    results.append(run(name, "after", AFTER_SRC, events, folder, engine=engine))
+        runs = results
+        results = medians(runs)
     args.charts.mkdir(parents=True, exist_ok=True)
     saved = [
         {
@@ -408,14 +461,15 @@ def main() -> None:
             "p99_ms": _pct(r.latencies_ms, 0.99),
             "deliveries_eps": r.deliveries_eps,
         }
-        for r in results
+        for r in runs
     ]
     (args.charts / "fanout.json").write_text(json.dumps(saved, indent=1, default=str))
     drawn = charts(results, args.charts)
     lines = [
         f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f};"
         f" events per run: {len(events)}; median machine busy before runs:"
-        f" {statistics.median(r.machine_busy for r in results):.2f} cores",
+        f" {statistics.median(r.machine_busy for r in runs):.2f} cores; rounds: {args.rounds} (medians, lowest–highest"
+        " in brackets)",
         "",
         *tables(results),
         "",

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from actionhooks.dispatch.states import CURSOR_LAG_S
-from actionhooks.dispatch.worker import SENDS_AHEAD
+from actionhooks.dispatch.worker import EVENTS_AHEAD, SENDS_AHEAD, sends_ahead
 from actionhooks.events import NewEvent
 from actionhooks.store import Store
 from actionhooks.store.base import Attempt, StateWrite
@@ -173,15 +173,24 @@ async def test_small_batches_send_up_to_k_ahead_of_their_records(service: Servic
     dest, transport = stub(max_batch_size=1, timeout_s=0)
     created = await make_hook(service, owner, transport, event_types=["deliv"])
     gate = dest.hold()
-    ids = await send(service, owner, [event(i) for i in range(40)])
+    ids = [
+        i
+        for n in range(0, EVENTS_AHEAD + 200, 600)
+        for i in await send(service, owner, [event(n + i) for i in range(600)])
+    ]
     worker = service.dispatcher.workers[created["id"]][0]
-    assert worker.sends_ahead == SENDS_AHEAD > 1
+    k = sends_ahead(1)
+    assert (
+        worker.sends_ahead == k == SENDS_AHEAD
+    )  # one-event batches: 16 ahead (1 000 events would allow more)
+    head = await service.store.head()  # the feed holds every event before sends start: the worker never idles
+    await eventually(lambda: service.dispatcher.feed.high == head)
     held = service.store.faults.hold_writes()
     try:
         gate.set()
-        await dest.wait_for_calls(SENDS_AHEAD)
+        await dest.wait_for_calls(k)
         await asyncio.sleep(0.3)
-        assert dest.calls == SENDS_AHEAD  # K batches out, their records not written: no more sends
+        assert dest.calls == k  # K batches out, their records not written: no more sends
     finally:
         held.set()
     await service.dispatcher.caught_up(created["id"])

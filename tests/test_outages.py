@@ -24,7 +24,7 @@ import pytest
 from actionhooks.backoff import RetryPolicy
 from actionhooks.devtools import procs
 from actionhooks.devtools.receiver import Answer, Receiver
-from actionhooks.dispatch.worker import SENDS_AHEAD
+from actionhooks.dispatch.worker import sends_ahead
 from actionhooks.store import Store, open_store
 
 from .support import Service, User, eventually, service_missing, service_settings
@@ -90,7 +90,7 @@ def assert_none_lost(acked: set[str], got: collections.Counter[str], hooks: int 
     """Every acknowledged id delivered; duplicates within K batches per hook. Returns the duplicates."""
     assert acked <= set(got), f"{len(acked - set(got))} acknowledged events never delivered"
     duplicates = sum(got.values()) - len(got)
-    assert duplicates <= SENDS_AHEAD * BATCH * hooks, duplicates
+    assert duplicates <= sends_ahead(BATCH) * BATCH * hooks, duplicates
     return duplicates
 
 

@@ -129,6 +129,31 @@ async def test_enrichment_from_the_stored_profile(service: Service, owner: User)
     assert "custom_data" not in anonymous and "_md5" not in anonymous
 
 
+async def test_one_event_batches_are_enriched_with_the_profile_as_of_their_logging(
+    service: Service, owner: User
+) -> None:
+    """A hook of one-event batches without ``custom_data_fields`` (the worker's pass-through path): events with a
+    stored profile still get its hashes and subscriptions, others go out as logged, and a profile changed before an
+    event was logged reaches it (the profiles read ahead for the buffer do not outlive the log-head rule)."""
+    await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    dest, transport = stub(max_batch_size=1, timeout_s=0)
+    body = {"name": "crm", "event_types": ["deliv"], "transport": transport}
+    status, _, _ = await service.call("POST", "/v1/hooks", owner, body)
+    assert status == 201
+    await service.call(
+        "POST", "/v1/events", owner, [event(), event(profile="p2"), event(profile=None), event()]
+    )
+    await dest.wait_for_events(4)
+    await service.call("PUT", "/v1/profiles/p1", owner, {**PROFILE, "email": "new@example.com"})
+    await service.call("POST", "/v1/events", owner, [event()])
+    await dest.wait_for_events(5)
+    assert [len(b.messages) for b in dest.batches] == [1] * 5
+    messages = delivered(dest)
+    old, new = email_hashes("anna@example.com")[0], email_hashes("new@example.com")[0]
+    assert [m.get("_md5") for m in messages] == [old, None, None, old, new]
+    assert messages[0]["subscription"] == PROFILE["subscriptions"] and "subscription" not in messages[1]
+
+
 async def test_deleted_profile_gives_custom_data_null(service: Service, owner: User) -> None:
     await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
     await service.call("DELETE", "/v1/profiles/p1", owner)
@@ -299,3 +324,29 @@ def test_profile_cache_stays_within_its_size() -> None:
         cache.reads[(1, f"p{i}")] = _Read(None, False, 0, 0.0)
     cache._drop(1)
     assert list(cache.reads) == [(1, f"p{i}") for i in range(2, 8)]  # the oldest quarter
+
+
+async def test_profile_cache_reads_a_buffer_ahead_in_one_query(store: Store) -> None:
+    """A hook of one-event batches passes its buffer as ``ahead``: one query serves the whole buffer, and each call
+    answers only its own batch's profiles."""
+    account_id = await store.create_account("ahead", "hash")
+    source = CountingSource(store)
+    cache = ProfileCache(source)
+    rows = [write(f"p{i}", Profile(list_id=3, email=f"{i}@example.com")) for i in range(5)]
+    await store.put_profiles(account_id, rows)
+    new = [NewEvent(account_id, f"e{i}", "deliv", 3, f"p{i}", time.time(), b"{}") for i in range(6)]
+    await store.append(account_id, new)  # p5 is never stored
+    buffer = (await store.read_events(account_id, ["deliv"], None, 0, 100)).events
+    assert [e.profile_id for e in buffer] == [f"p{i}" for i in range(6)]
+    answers = [await cache.profiles(account_id, buffer[i : i + 1], buffer[i:]) for i in range(6)]
+    assert source.reads == [{f"p{i}" for i in range(6)}]  # the first batch's query read the buffer's profiles
+    for i, found in enumerate(answers[:5]):
+        profile = found[f"p{i}"]
+        assert list(found) == [f"p{i}"] and profile is not None and profile.email == f"{i}@example.com"
+    assert answers[5] == {}  # not stored: remembered as such
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="new@example.com"))])
+    await store.append(account_id, [NewEvent(account_id, "later", "deliv", 3, "p1", time.time(), b"{}")])
+    later = (await store.read_events(account_id, ["deliv"], None, buffer[-1].seq, 100)).events
+    found = await cache.profiles(account_id, later, later)  # logged after the read: read again
+    profile = found["p1"]
+    assert profile is not None and profile.email == "new@example.com" and len(source.reads) == 2

@@ -18,7 +18,9 @@ the hooks of the process) for the events of later batches that were already in t
 log's head is read first, then the profiles, so every change committed before an event was logged is in what was
 read for any event at or below that head (a head read up to ``HEAD_S`` earlier, or the batch's highest ``seq``,
 is no later, so just as safe). An event logged after the read (a higher ``seq``) reads its profile again, and
-nothing read is used more than ``CACHE_S`` seconds.
+nothing read is used more than ``CACHE_S`` seconds. A hook of batches smaller than its buffer passes the buffer as
+``ahead``: the query one batch needs reads the profiles of everything buffered, so the later batches are served
+from the cache under the same rule (one query per buffer, not per batch).
 """
 
 from __future__ import annotations
@@ -85,24 +87,19 @@ class ProfileCache:
             cache = cls._of[source] = cls(source)
         return cache
 
-    async def profiles(self, account_id: int, events: Sequence[Message]) -> Profiles:
+    async def profiles(
+        self, account_id: int, events: Sequence[Message], ahead: Sequence[Message] = ()
+    ) -> Profiles:
         """The stored profiles of the events' ``profile_id`` (None: deleted); what is not kept for every event
-        wanting it is read in one query."""
+        wanting it is read in one query. ``ahead``: events to be delivered with or after these (a hook's
+        buffer) — when a query is made, the profiles they lack are read in it too, so a hook of small batches
+        makes one query per buffer, not one per batch."""
         now = time.monotonic()
         found: Profiles = {}
-        stale: set[str] = set()
-        for e in events:
-            pid = e.profile_id
-            if pid is None or pid in stale:
-                continue
-            read = self.reads.get((account_id, pid))
-            if read is None or e.seq > read.head or now - read.at > self.keep_s:
-                stale.add(pid)
-                found.pop(pid, None)
-            elif read.stored:
-                found[pid] = read.profile
-        if stale:
-            head = await self._head(events, now)
+        wanted = self._stale(account_id, events, now, found)
+        if wanted:
+            stale = wanted | self._stale(account_id, ahead, now, None) if ahead else wanted
+            head = await self._head([*events, *ahead] if ahead else events, now)
             stored = await self.source.get_profiles(account_id, stale)
             if len(self.reads) + len(stale) > self.size:
                 self._drop(len(stale))
@@ -111,9 +108,28 @@ class ProfileCache:
                 profile = None if row is None else load(row)
                 self.reads.pop((account_id, pid), None)  # re-inserted last: the dict stays in read order
                 self.reads[(account_id, pid)] = _Read(profile, row is not None, head, now)
-                if row is not None:
+                if row is not None and pid in wanted:
                     found[pid] = profile
         return found
+
+    def _stale(
+        self, account_id: int, events: Sequence[Message], now: float, found: Profiles | None
+    ) -> set[str]:
+        """The profile ids of ``events`` that no kept read serves; the others' profiles go into ``found``."""
+        stale: set[str] = set()
+        reads = self.reads
+        for e in events:
+            pid = e.profile_id
+            if pid is None or pid in stale:
+                continue
+            read = reads.get((account_id, pid))
+            if read is None or e.seq > read.head or now - read.at > self.keep_s:
+                stale.add(pid)
+                if found is not None:
+                    found.pop(pid, None)
+            elif found is not None and read.stored:
+                found[pid] = read.profile
+        return stale
 
     async def _head(self, events: Sequence[Message], now: float) -> int:
         """A head of the log no later than now: the events' highest ``seq`` (they were read from the log), or the
@@ -143,10 +159,11 @@ class Enricher:
         self.cache = None if source is None or not cached else ProfileCache.of(source)
         self.account_id = account_id
 
-    async def profiles(self, events: Sequence[Message]) -> Profiles:
-        """The stored profiles of the events' ``profile_id`` (None: deleted)."""
+    async def profiles(self, events: Sequence[Message], ahead: Sequence[Message] = ()) -> Profiles:
+        """The stored profiles of the events' ``profile_id`` (None: deleted); ``ahead``: see
+        :meth:`ProfileCache.profiles` (live delivery only)."""
         if self.cache is not None:
-            return await self.cache.profiles(self.account_id, events)
+            return await self.cache.profiles(self.account_id, events, ahead)
         if self.source is None:
             return {}
         wanted = {e.profile_id for e in events if e.profile_id is not None}

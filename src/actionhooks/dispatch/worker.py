@@ -29,12 +29,14 @@ a limited hook's batches hold at most one second of its rate).
 
 Sends run at most ``K`` batches ahead of their records: the record of a delivered batch is written while the next
 ones are read, prepared and sent, and a batch is sent only while fewer than ``K`` records are unwritten. ``K`` is
-:data:`SENDS_AHEAD` batches for a hook of small batches, fewer for larger ones (:data:`EVENTS_AHEAD` events, at
-least one batch): a hook of batches of one event does not wait a commit per event, a hook of 1 000-event batches
-keeps K = 1. Records are written in order, those waiting together in one write (one commit, shared with other
-hooks). A record that fails (the store down, a full disk) is tried again with back-off until it is written — the
-worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K`` batches. A
-read that finds the store unavailable is tried again the same way.
+bounded by events and by batches (:func:`sends_ahead`: :data:`EVENTS_AHEAD` events' worth, at most
+:data:`SENDS_AHEAD` batches, at least one): a hook of one-event batches runs up to 16 sends ahead of their records,
+so it does not wait a commit per event, and a hook of 1 000-event batches keeps K = 1. (Up to 1 000 one-event sends
+ahead was measured too: no faster for the hook, whose rate aiohttp's cost per request sets, and ingest beside it
+ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it.) Records are written in order, those waiting together in one write (one commit, shared with
+other hooks). A record that fails (the store down, a full disk) is tried again with back-off until it is written —
+the worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K`` batches
+(at most about 1 000 events, whatever the batch size). A read that finds the store unavailable is tried again the same way.
 
 :meth:`HookWorker.stop` asks for a graceful end: the batch being sent is finished and recorded, nothing new is sent.
 """
@@ -66,11 +68,15 @@ log = logging.getLogger(__name__)
 EXCERPT = 500
 MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
-SENDS_AHEAD = 16  # K at most: batches a hook's sends may run ahead of their records (docs/delivery.md)
-EVENTS_AHEAD = 1_000  # and at most about this many events (K = 1 for batches of 1 000)
-PROFILES_KEPT_S = 1.0  # profiles read for the buffer serve small batches this long
+EVENTS_AHEAD = 1_000  # K: a hook's sends run at most this many events' batches ahead of their records…
+SENDS_AHEAD = 16  # …and at most this many batches (more took the event loop from ingest, gaining no speed)
 
 Write = Callable[[], Awaitable[bool]]  # a delivery-state write, made afresh for each try
+
+
+def sends_ahead(max_batch_size: int) -> int:
+    """K for a hook of ``max_batch_size``: batches its sends may run ahead of their records (docs/delivery.md)."""
+    return max(1, min(SENDS_AHEAD, EVENTS_AHEAD // max_batch_size))
 
 
 class HookWorker:
@@ -113,10 +119,7 @@ class HookWorker:
         self._unwritten: collections.deque[asyncio.Future[bool]] = collections.deque()
         self._unsent: list[tuple[Write, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
-        self.sends_ahead = max(1, min(SENDS_AHEAD, EVENTS_AHEAD // self.max_batch))
-        self._profiles_found: Profiles = {}  # of buffered events (small batches), see _profiles
-        self._profiles_asked: set[str] = set()
-        self._profiles_at = 0.0
+        self.sends_ahead = sends_ahead(self.max_batch)
         self._stopping = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
@@ -166,7 +169,6 @@ class HookWorker:
             self._waiters -= 1
 
     def _went_idle(self) -> None:
-        self._profiles_found, self._profiles_asked = {}, set()  # profiles are read afresh after a pause
         self._handled(self.recorded_cursor)
 
     def _handled(self, seq: int) -> None:
@@ -339,14 +341,13 @@ class HookWorker:
             return  # nothing new is sent; the events stay after the saved cursor
         # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
         cursor_after = events[-1].seq if len(self.buffer) > len(events) else self.scan
-        prepared = await self._prepare(events, cursor_after)
-        if not prepared:
+        events, messages = await self._prepare(events, cursor_after)
+        if not events:
             return
-        events = [event for event, _ in prepared]
         batch = Batch(
             hook_id=self.hook.id,
             batch_id=f"{self.hook.id}-{events[0].seq}-{events[-1].seq}",
-            messages=[message for _, message in prepared],
+            messages=messages,
         )
         attempts = 0
         first_try = time.time()
@@ -477,34 +478,23 @@ class HookWorker:
         await operational.publish(self.store, notice)
 
     async def _profiles(self, events: list[Message]) -> Profiles:
-        """The stored profiles of the batch's events, one query. Batches smaller than a read share the query of
-        everything buffered (kept until the buffer runs empty): a hook of one-event batches does not query per
-        event. What was read is kept at most :data:`PROFILES_KEPT_S` seconds (and forgotten when the buffer runs
-        empty), so a profile's change reaches deliveries within that long."""
+        """The stored profiles of the batch's events, from the profile cache the hooks share
+        (:class:`~.enrich.ProfileCache`). When it must query, the profiles of everything buffered are read in the
+        same query: a hook of small batches makes one query per buffer, not one per batch."""
         if self.max_batch >= self.read_limit:
             return await self.enricher.profiles(events)
-        now = time.monotonic()
-        if now - self._profiles_at > PROFILES_KEPT_S or len(self._profiles_asked) > 4 * self.read_limit:
-            self._profiles_found, self._profiles_asked, self._profiles_at = {}, set(), now
-        wanted = {e.profile_id for e in events if e.profile_id is not None}
-        if not wanted <= self._profiles_asked:
-            ahead = [
-                e
-                for e in self.buffer
-                if e.profile_id is not None and e.profile_id not in self._profiles_asked
-            ]
-            ahead += [e for e in events if e.profile_id not in self._profiles_asked]
-            self._profiles_found.update(await self.enricher.profiles(ahead))
-            self._profiles_asked.update(e.profile_id for e in ahead if e.profile_id is not None)
-        return self._profiles_found
+        return await self.enricher.profiles(events, self.buffer)  # the batch is the buffer's head
 
-    async def _prepare(self, events: list[Message], cursor_after: int) -> list[tuple[Message, Message]]:
-        """Each event with its message for this hook's destination. An event that cannot become one (the log holds
+    async def _prepare(self, events: list[Message], cursor_after: int) -> tuple[list[Message], list[Message]]:
+        """The events that go out and their messages for this hook's destination (the same objects when nothing
+        is enriched: no copy per hook). An event that cannot become one (the log holds
         bytes enrichment cannot read, e.g. from before ingest refused them) is dead-lettered at once with the
         reason — retrying cannot help — so it never stalls the events behind it."""
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
         found = await self._profiles(events)
+        if not self.enricher.fields and not (found and any(e.profile_id in found for e in events)):
+            return events, events  # every message is the stored payload as it is
         for event in events:
             try:
                 prepared.append((event, self.enricher.message(event, found)))
@@ -539,7 +529,7 @@ class HookWorker:
                 self.saved_cursor = self.recorded_cursor = cursor
             log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(unfit), reason)
             await self._dead_lettered([e for e, _ in unfit], reason, at)
-        return prepared
+        return [event for event, _ in prepared], [message for _, message in prepared]
 
 
 def _attempt(

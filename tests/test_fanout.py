@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+from actionhooks.dispatch.feed import LogFeed, Subscription
 from actionhooks.dispatch.states import CURSOR_LAG_S
 from actionhooks.dispatch.worker import EVENTS_AHEAD, SENDS_AHEAD, sends_ahead
 from actionhooks.events import NewEvent
@@ -198,3 +199,34 @@ async def test_small_batches_send_up_to_k_ahead_of_their_records(service: Servic
     _, large_transport = stub(max_batch_size=1000, timeout_s=0)
     big = await make_hook(service, owner, large_transport)
     assert service.dispatcher.workers[big["id"]][0].sends_ahead == 1  # K = 1 for batches of 1 000
+
+
+async def test_a_hook_subscribed_after_its_accounts_appends_were_skipped_reads_them(store: Store) -> None:
+    """Appends of an account without a hook cost the feed nothing; a hook of that account that starts afterwards
+    (created, or resumed from its cursor) must still get them at once, not after its poll interval — even when the
+    feed read the head a moment ago (here: a 'moment' of a minute)."""
+    one = await store.create_account("one", "h1")
+    two = await store.create_account("two", "h2")
+
+    def new(account: int, n: int) -> NewEvent:
+        return NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b"{}")
+
+    feed = LogFeed(store, fresh_s=60.0)
+    feed.subscribe(Subscription(one, ("deliv",), None, asyncio.Event()))
+    await store.append(one, [new(one, 1)])
+    cursor = await store.head()
+    assert (await feed.read(one, ["deliv"], None, cursor, 10)) is not None  # the feed is at the head, and fresh
+    await store.append(two, [new(two, 2), new(two, 3)])
+    feed.appended({two})  # as the store's listener says it: account two has no hook, so nothing is read
+
+    feed.subscribe(Subscription(two, ("deliv",), None, asyncio.Event()))  # its hook starts (or resumes)
+    got: list[str] = []
+    after = cursor
+    for _ in range(3):  # what a worker does: read until the page says the head was reached
+        page = await feed.read(two, ["deliv"], None, after, 10)
+        assert page is not None
+        got += [e.id for e in page.events]
+        after = page.scanned_to
+        if page.caught_up:
+            break
+    assert got == ["id-2", "id-3"]

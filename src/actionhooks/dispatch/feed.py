@@ -151,6 +151,10 @@ class LogFeed:
 
     # --- who is routed to --------------------------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
+        if sub.account_id not in self._accounts:
+            # the account's appends were not read while it had no hook (:meth:`appended`): the log may hold this
+            # hook's events past what the feed has, so the next read goes to the store, not to a "fresh" head
+            self._dirty = True
         for event_type in sub.event_types:
             self._subscribers.setdefault((sub.account_id, event_type), set()).add(sub)
         self._accounts[sub.account_id] = self._accounts.get(sub.account_id, 0) + 1
@@ -208,7 +212,7 @@ class LogFeed:
             found += chunk.pick(account_id, types, list_id, after, limit - len(found))
             if len(found) >= limit:
                 return Page(found, found[-1].seq, False)
-        return Page(found, self.high, self._at_head)
+        return Page(found, self.high, self._at_head and not self._dirty)
 
     def _read_more(self) -> asyncio.Task[None]:
         """The read of the next chunk: one at a time, shared by everyone waiting for it."""

@@ -215,7 +215,9 @@ async def test_a_hook_subscribed_after_its_accounts_appends_were_skipped_reads_t
     feed.subscribe(Subscription(one, ("deliv",), None, asyncio.Event()))
     await store.append(one, [new(one, 1)])
     cursor = await store.head()
-    assert (await feed.read(one, ["deliv"], None, cursor, 10)) is not None  # the feed is at the head, and fresh
+    assert (
+        await feed.read(one, ["deliv"], None, cursor, 10)
+    ) is not None  # the feed is at the head, and fresh
     await store.append(two, [new(two, 2), new(two, 3)])
     feed.appended({two})  # as the store's listener says it: account two has no hook, so nothing is read
 

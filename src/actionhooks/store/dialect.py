@@ -8,34 +8,15 @@ engine's own operators (say, PostgreSQL's jsonb ``?``) are never touched.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..events import NewEvent
+from .dbapi import Connection, Cursor
 
 if TYPE_CHECKING:
     from .partitions import LogPartitions
-
-Param = int | float | str | bytes | bool | None
-Params = Sequence[Param]
-Row = tuple[Any, ...]  # a fetched row: the driver's own column types
-
-
-class Cursor(Protocol):
-    """The DB-API cursor the shared SQL uses (``sqlite3.Cursor`` and ``psycopg.Cursor`` both are one)."""
-
-    @property
-    def rowcount(self) -> int: ...
-    def execute(self, sql: str, params: Params = ..., /) -> object: ...
-    def executemany(self, sql: str, rows: Iterable[Params], /) -> object: ...
-    def fetchone(self) -> Row | None: ...
-    def fetchall(self) -> list[Row]: ...
-
-
-class Connection(Protocol):
-    def cursor(self) -> Cursor: ...
-    def close(self) -> None: ...
 
 
 class Dialect(Protocol):

@@ -14,7 +14,7 @@ import time
 import psycopg
 
 from ..errors import PartitionBusy
-from .dialect import Cursor
+from .dbapi import Cursor
 
 DEFAULT_PARTITION_EVENTS = 1_000_000  # log positions per partition
 DROP_WAIT_S = 0.5  # how long a drop waits for the log's readers (new readers queue behind it meanwhile)

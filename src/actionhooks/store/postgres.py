@@ -11,7 +11,8 @@ import psycopg
 
 from ..errors import NotBegun
 from ..events import NewEvent
-from .dialect import Connection, Cursor, migration_scripts
+from .dbapi import Connection, Cursor
+from .dialect import migration_scripts
 from .partitions import DEFAULT_PARTITION_EVENTS, LogPartitions
 from .sql import SqlStore
 

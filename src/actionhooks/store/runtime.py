@@ -21,7 +21,8 @@ from typing import TypeVar
 
 from ..errors import NotBegun
 from .availability import Availability
-from .dialect import Connection, Dialect
+from .dbapi import Connection
+from .dialect import Dialect
 from .faults import WriteFaults
 
 T = TypeVar("T")

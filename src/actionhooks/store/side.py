@@ -20,7 +20,8 @@ import msgspec
 
 from ..events import LoggedEvent
 from .base import DeadLetter, HookQuery, LetterSelection, ReplayRange, SideDelivery, SideKind, SideState
-from .dialect import Connection, Cursor, Param, Row, marks
+from .dbapi import Connection, Cursor, Param, Row
+from .dialect import marks
 
 if TYPE_CHECKING:
     from .dialect import Dialect

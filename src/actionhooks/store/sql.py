@@ -42,7 +42,8 @@ from .base import (
     StoredKey,
     TrackingKey,
 )
-from .dialect import Connection, Cursor, Dialect, Param, Row, marks, migration_scripts
+from .dbapi import Connection, Cursor, Param, Row
+from .dialect import Dialect, marks, migration_scripts
 from .faults import WriteFaults
 from .group_commit import GroupCommit, PendingAppend
 from .partitions import LogPartitions

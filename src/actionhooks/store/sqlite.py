@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import NotBegun
 from ..events import NewEvent
-from .dialect import Connection, Cursor, migration_scripts
+from .dbapi import Connection, Cursor
+from .dialect import migration_scripts
 from .partitions import LogPartitions
 from .sql import SqlStore
 

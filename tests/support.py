@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from actionhooks.config import IngestLimits, Settings
 from actionhooks.netguard import parse_nets
 from actionhooks.registry import HookRegistry
 from actionhooks.service import build, serving
-from actionhooks.store import Store
+from actionhooks.store import Store, open_store
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FAST_RETRY = RetryPolicy(initial_delay_s=0.05, max_delay_s=0.2, max_age_s=0.3)
@@ -128,3 +129,19 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.02) 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def sqlite_service(folder: Any, **overrides: Any) -> AsyncIterator[Service]:
+    """The service on a fresh SQLite file in ``folder`` with ``overrides`` of its settings, for tests whose subject
+    is not the store (one engine keeps them short)."""
+    url = f"sqlite:///{folder / 'actionhooks.db'}"
+    store = open_store(url)
+    await store.open()
+    svc = Service(store, service_settings(url, **overrides))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.stop()
+        await store.close()

@@ -4,7 +4,6 @@ GeoIP2-City layout); an address the database does not know, or no database, give
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from netaddr import IPSet
 
 from actionhooks.capture.geo import GeoLocator
 from actionhooks.errors import ConfigError
-from actionhooks.store import open_store
 
-from .support import Service, User, service_settings
+from .support import Service, User, sqlite_service
 from .test_tracking import IPHONE, fetch, logged, mint, path
 
 KAZAN = {
@@ -75,16 +73,8 @@ def test_a_file_that_is_not_a_maxmind_db_fails_at_start(tmp_path: Path) -> None:
 @pytest.fixture
 async def located(tmp_path: Path, city_db: str) -> AsyncIterator[Service]:
     """The service on SQLite with the database configured (the tracking tests cover both engines without it)."""
-    url = f"sqlite:///{tmp_path / 'actionhooks.db'}"
-    store = open_store(url)
-    await store.open()
-    svc = Service(store, dataclasses.replace(service_settings(url), geoip_db=city_db))
-    await svc.start()
-    try:
+    async with sqlite_service(tmp_path, geoip_db=city_db) as svc:
         yield svc
-    finally:
-        await svc.stop()
-        await store.close()
 
 
 async def test_open_and_click_carry_the_visitors_place(located: Service) -> None:

@@ -26,10 +26,9 @@ import pytest
 
 from actionhooks.backoff import RetryPolicy
 from actionhooks.devtools.receiver import Answer, Receiver
-from actionhooks.store import open_store
 
 from . import brokers
-from .support import Service, User, service_settings
+from .support import Service, User, sqlite_service
 
 tansu = brokers.tansu  # the session's Kafka-compatible broker
 
@@ -61,16 +60,8 @@ def p99(samples: list[float]) -> float:
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     """The service on SQLite only (the store is not what these tests are about; one engine keeps them short)."""
-    url = f"sqlite:///{tmp_path / 'actionhooks.db'}"
-    store = open_store(url)
-    await store.open()
-    svc = Service(store, service_settings(url, retry=RELENTLESS))
-    await svc.start()
-    try:
+    async with sqlite_service(tmp_path, retry=RELENTLESS) as svc:
         yield svc
-    finally:
-        await svc.stop()
-        await store.close()
 
 
 async def make_hook(service: Service, user: User, transport: dict[str, Any]) -> int:

@@ -138,7 +138,8 @@ def pixel(
     if recorded < totals["pixel"][0]:
         raise RuntimeError(f"{totals['pixel'][0]} pixel requests answered, {recorded} opens recorded")
     opened, ingested = (totals[k][0] / totals[k][1] for k in ("pixel", "ingest"))
-    return opened, ingested, *(totals[k][2] / totals[k][0] * 1e6 for k in ("pixel", "ingest"))
+    cpu_opened, cpu_ingested = (totals[k][2] / totals[k][0] * 1e6 for k in ("pixel", "ingest"))
+    return opened, ingested, cpu_opened, cpu_ingested
 
 
 # --- derivation on vs off ---------------------------------------------------------------------------------
@@ -300,16 +301,7 @@ def _receivers(receivers: Sequence[tuple[int, Path]]) -> Iterator[None]:
     """A ``python -m actionhooks.devtools.receiver`` process per (port, ids file)."""
     with contextlib.ExitStack() as stack:
         for port, ids in receivers:
-            cmd = [
-                sys.executable,
-                "-m",
-                "actionhooks.devtools.receiver",
-                "--port",
-                str(port),
-                "--ids-file",
-                str(ids),
-            ]
-            stack.enter_context(procs.running(cmd, port))
+            stack.enter_context(procs.receiver(port, ids))
         yield
 
 

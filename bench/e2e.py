@@ -8,7 +8,6 @@ received id to a file, and this one posting pre-encoded batches of 1000 events w
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 
@@ -29,17 +28,8 @@ def end_to_end(events: list[dict[str, object]], folder: Path, batch_size: int = 
     ids_file = folder / "received.ids"
     ids_file.touch()
     receiver_port, service_port = free_port(), free_port()
-    receiver_cmd = [
-        sys.executable,
-        "-m",
-        "actionhooks.devtools.receiver",
-        "--port",
-        str(receiver_port),
-        "--ids-file",
-        str(ids_file),
-    ]
     bodies = encode_batches(events, 1000)
-    with procs.running(receiver_cmd, receiver_port), procs.serve(db, service_port):
+    with procs.receiver(receiver_port, ids_file), procs.serve(db, service_port):
         service = f"http://127.0.0.1:{service_port}"
         asyncio.run(_create_hook(service, key, f"http://127.0.0.1:{receiver_port}/hook", batch_size))
         started = time.perf_counter()

@@ -349,8 +349,9 @@ def tables(results: list[Result]) -> list[str]:
                 f" max {max(lat, default=float('nan')):.0f} ms |"
             )
     pg, lite = by.get(("PostgreSQL end to end", "after")), by.get(("SQLite end to end", "after"))
-    for r in (lite, pg):
-        if r is not None:
+    for found in (lite, pg):
+        if found is not None:
+            r = found
             extra = (
                 f"{r.deliveries_eps / lite.deliveries_eps:.0%} of SQLite" if lite and r is pg else "baseline"
             )

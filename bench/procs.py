@@ -54,6 +54,21 @@ def running(cmd: list[str], port: int, **extra_env: str) -> Iterator[subprocess.
         stop(proc, 20)
 
 
+def receiver(port: int, ids_file: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
+    """The loopback receiver (``python -m actionhooks.devtools.receiver``) writing each received id to
+    ``ids_file``, a line each."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "actionhooks.devtools.receiver",
+        "--port",
+        str(port),
+        "--ids-file",
+        str(ids_file),
+    ]
+    return running(cmd, port)
+
+
 def serve(db: str, port: int, **extra_env: str) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:
     cmd = [str(BIN / "actionhooks"), "serve", "--db", db, "--port", str(port), "--log-level", "warning"]
     return running(cmd, port, **extra_env)

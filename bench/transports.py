@@ -112,8 +112,7 @@ class Broker:
         """For http, the receiver process writing ``dest``'s ids file (one per run, so counts start at 0)."""
         if dest.ids_file is None:
             return contextlib.nullcontext()
-        cmd = [sys.executable, "-m", "actionhooks.devtools.receiver", "--port", str(self.receiver_port)]
-        return procs.running([*cmd, "--ids-file", str(dest.ids_file)], self.receiver_port)
+        return procs.receiver(self.receiver_port, dest.ids_file)
 
     def fresh(self) -> Destination:
         name = f"ah-bench-{uuid.uuid4().hex[:10]}"

@@ -445,13 +445,11 @@ def hooks_redrive(
     """Send HOOK_ID's selected dead letters again in their original order (POST …/dead-letters/redrive); print
     {"redriven": n}. A running `serve` sends them; delivered ones leave the dead letters."""
     pick = _selection(letter, every, reason, failed_after, failed_before)
-    settings = _settings(db)
 
-    async def run(store: Store) -> int:
-        hook = await _hook_or_refuse(store, settings, hook_id)
-        return (await store.redrive_dead_letters(hook.id, pick))[1]
+    async def redrive(store: Store, hook: int) -> int:
+        return (await store.redrive_dead_letters(hook, pick))[1]
 
-    typer.echo(json.dumps({"redriven": _with_store(settings, run)}))
+    _act_on_letters(hook_id, db, "redriven", redrive)
 
 
 @hooks_app.command("discard")
@@ -466,13 +464,24 @@ def hooks_discard(
 ) -> None:
     """Remove HOOK_ID's selected dead letters for good (POST …/dead-letters/discard); print {"discarded": n}."""
     pick = _selection(letter, every, reason, failed_after, failed_before)
+
+    async def discard(store: Store, hook: int) -> int:
+        return await store.discard_dead_letters(hook, pick)
+
+    _act_on_letters(hook_id, db, "discarded", discard)
+
+
+def _act_on_letters(
+    hook_id: int, db: str | None, done: str, act: Callable[[Store, int], Awaitable[int]]
+) -> None:
+    """``act`` on the hook's selected dead letters, on the database; print ``{done: n}``."""
     settings = _settings(db)
 
     async def run(store: Store) -> int:
         hook = await _hook_or_refuse(store, settings, hook_id)
-        return await store.discard_dead_letters(hook.id, pick)
+        return await act(store, hook.id)
 
-    typer.echo(json.dumps({"discarded": _with_store(settings, run)}))
+    typer.echo(json.dumps({done: _with_store(settings, run)}))
 
 
 @app.command("event-types")

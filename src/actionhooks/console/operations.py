@@ -112,8 +112,12 @@ class Operations:
                 return self._fragment(request, session, hook, **shown)
             return await self.console.detail(request, session, hook, 422, **shown)
         await _changed(request)
+        return await self._replay_changed(request, session, hook)
+
+    async def _replay_changed(self, request: Request, session: Any, hook: Hook) -> Response:
+        """After a replay started or was cancelled: its section again (htmx), or back to the hook's page."""
         if request.headers.get("hx-request"):
-            return self._fragment(request, session, hook, **await context(store, hook))
+            return self._fragment(request, session, hook, **await context(self.console._store(request), hook))
         return RedirectResponse(f"{self.console.prefix}/hooks/{hook.id}#replay", 303)
 
     async def cancel_replay(self, request: Request) -> Response:
@@ -121,14 +125,11 @@ class Operations:
         if isinstance(change, Response):
             return change
         session, _, hook = change
-        store = self.console._store(request)
         replay_id = parse_id(request.path_params["replay_id"])
         if replay_id is not None:
-            await store.cancel_side_delivery(hook.id, replay_id)
+            await self.console._store(request).cancel_side_delivery(hook.id, replay_id)
             await _changed(request)
-        if request.headers.get("hx-request"):
-            return self._fragment(request, session, hook, **await context(store, hook))
-        return RedirectResponse(f"{self.console.prefix}/hooks/{hook.id}#replay", 303)
+        return await self._replay_changed(request, session, hook)
 
     async def letters(self, request: Request) -> Response:
         """Redrive or discard (``action`` of the form) the ticked dead letters (``letter``), or all of them."""

@@ -42,13 +42,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 import msgspec
 
 from . import profile_events, profiles
 from .events import NewEvent
-from .store.base import DeriveState
+from .store.base import Derived, DeriveState
 
 UNIQUE: dict[str, str] = {
     "open": "uopen",
@@ -131,6 +133,7 @@ class _Source(msgspec.Struct):
     event_data: _Data = msgspec.field(default_factory=_Data)
 
 
+_event_type = itemgetter(2)  # NewEvent.event_type (a tuple's item: picked in C)
 _decode_source = msgspec.json.Decoder(_Source).decode
 _decode_message = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
@@ -142,12 +145,12 @@ class Derivation:
     def __init__(self, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.ttl_s = ttl_s
 
-    def __call__(self, account_id: int, events: Sequence[NewEvent], state: DeriveState) -> list[NewEvent]:
-        present = {e.event_type for e in events}  # (one pass over a request's events, in C)
+    def __call__(self, account_id: int, events: Sequence[NewEvent], state: DeriveState) -> Derived:
+        present = set(map(_event_type, events))  # (one pass over a request's events, in C)
         if not present.isdisjoint(profile_events.TYPES):  # whatever the account's setting
             profile_events.apply(account_id, events, state, time.time())
         if present.isdisjoint(DERIVING) or not state.derives(account_id):
-            return list(events)
+            return Derived(list(events), [])
         return _Run(account_id, state, self.ttl_s).events(events)
 
 
@@ -162,36 +165,45 @@ class _Run:
         self.seen: set[str] = set()
         self.new: set[str] = set()
 
-    def events(self, events: Sequence[NewEvent]) -> list[NewEvent]:
-        parsed: list[tuple[int, NewEvent, _Data]] = []
+    def events(self, events: Sequence[NewEvent]) -> Derived:
+        parsed: list[tuple[int, NewEvent, _Data, str | None]] = []
         wanted: set[str] = set()
-        for i, e in enumerate(events):
-            if e.event_type not in DERIVING:
-                continue
+        # the sources' positions, found in C: most of a request's events derive nothing
+        for i in compress(range(len(events)), map(DERIVING.__contains__, map(_event_type, events))):
+            e = events[i]
             try:
                 data = _decode_source(e.payload).event_data
             except (msgspec.ValidationError, msgspec.DecodeError):
                 continue  # event_data of other types than these rules read: nothing derives from it
-            parsed.append((i, e, data))
             scope = _scope(e, data)
+            parsed.append((i, e, data, scope))
             if scope is not None:
                 wanted.update(f"{kind}|{scope}" for kind in _KINDS[e.event_type])
         self.seen = self.state.marked(self.account_id, wanted, self.now) if wanted else set()
         out: list[NewEvent] = []
+        added: list[NewEvent] = []
         status_events: list[tuple[NewEvent, _Data]] = []
         done = 0  # events before this index are in ``out``; those between sources are copied in slices
-        for i, e, found in parsed:
+        for i, e, found, scope in parsed:
             out.extend(events[done:i])
             done = i + 1
             if e.event_type in STATUS:
                 status_events.append((e, found))
-            out.extend(self._expand(e, found, e.event_type, e.id, None))
+            before, after = self._expand(e, found, scope, e.event_type, e.id, None)
+            if before or after:
+                added += before
+                added += after
+                out += before
+                out.append(e)
+                out += after
+            else:
+                out.append(e)
         out.extend(events[done:])
         if self.new:
             self.state.mark(self.account_id, self.new, self.now + self.ttl_s)
         if status_events:
             self._statuses(status_events)
-        return out
+        return Derived(out, added)
 
     def _first(self, kind: str, scope: str) -> bool:
         """Claim the mark ``kind`` of ``scope``: True the first time."""
@@ -203,19 +215,28 @@ class _Run:
         return True
 
     def _expand(
-        self, source: NewEvent, data: _Data, event_type: str, root_id: str, message: dict[str, Any] | None
-    ) -> list[NewEvent]:
-        """``event_type`` (the source itself when ``message`` is None) with what derives from it, in order:
-        implied events before it, unique and dwell events after."""
-        this = source if message is None else self._copy(source, message, event_type, root_id)
+        self,
+        source: NewEvent,
+        data: _Data,
+        scope: str | None,
+        event_type: str,
+        root_id: str,
+        message: dict[str, Any] | None,
+    ) -> tuple[list[NewEvent], list[NewEvent]]:
+        """What derives from ``event_type`` (the source itself when ``message`` is None, else derived from it):
+        the implied events to write before it, and the unique and dwell events (and what derives from those) to
+        write after it."""
         before: list[NewEvent] = []
         after: list[NewEvent] = []
         body = message  # the source's message, decoded (once) when something derives from it
-        scope = _scope(source, data)
         if scope is not None:
             if event_type in CONFIRM and self._first("confirm", scope):
                 body = _decode_message(source.payload) if body is None else body
-                after += self._expand(source, data, CONFIRM[event_type], root_id, body)
+                derived = CONFIRM[event_type]
+                first, then = self._expand(source, data, scope, derived, root_id, body)
+                after += first
+                after.append(self._copy(source, body, derived, root_id))
+                after += then
             implied = IMPLIED_OPEN.get(event_type)
             if implied is not None and self._first(UNIQUE[implied], scope):
                 body = _decode_message(source.payload) if body is None else body
@@ -228,7 +249,7 @@ class _Run:
         if event_type == DWELL_SOURCE and data.dwell_s is not None and data.dwell_s >= 0 and message is None:
             body = _decode_message(source.payload) if body is None else body
             after.append(self._copy(source, body, dwell_type(data.dwell_s), root_id))
-        return [*before, this, *after]
+        return before, after
 
     def _copy(self, source: NewEvent, message: dict[str, Any], event_type: str, root_id: str) -> NewEvent:
         event_id = derived_id(root_id, event_type)

@@ -213,10 +213,18 @@ class DeriveState(Protocol):
     def put_profiles(self, account_id: int, profiles: Sequence[ProfileWrite], now: float) -> None: ...
 
 
-Deriver = Callable[[int, Sequence[NewEvent], DeriveState], list[NewEvent]]
-"""``deriver(account_id, fresh, state)``: the events to write for ``fresh`` (the append's new events, in order) —
-each source event (the very object given) with the events derived from it around it. Runs in the append's
-transaction, once for a run of consecutive appends of one account committed together."""
+class Derived(NamedTuple):
+    """What a :data:`Deriver` gives: ``events``, the events to write in order — each source event (the very object
+    given) with the events derived from it around it; ``added``, the derived ones among them."""
+
+    events: list[NewEvent]
+    added: list[NewEvent]
+
+
+Deriver = Callable[[int, Sequence[NewEvent], DeriveState], Derived]
+"""``deriver(account_id, fresh, state)``: the events to write for ``fresh`` (the append's new events, in order)
+and the derived ones among them. Runs in the append's transaction, once for a run of consecutive appends of one
+account committed together."""
 
 
 class AccountSettings(NamedTuple):

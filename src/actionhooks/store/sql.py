@@ -406,20 +406,20 @@ class SqlStore(SideDeliveriesSql):
     ) -> list[NewEvent]:
         """``fresh`` with what ``derive`` adds, less the derived events whose id the log, ``taken`` or ``fresh``
         already holds (a source re-posted under a new id cannot derive twice either: the marks say so)."""
-        out = derive(account_id, fresh, state)
-        if len(out) == len(fresh):
-            return list(fresh)
-        sources = {id(e) for e in fresh}  # the deriver returns the source events themselves
-        known = self._known_ids(cur, account_id, [e.id for e in out if id(e) not in sources])
-        kept: list[NewEvent] = []
-        for e in out:
-            if id(e) not in sources:
-                if e.id in known or e.id in taken:  # (taken holds the chosen ids of ``fresh`` too)
-                    continue
+        out, added = derive(account_id, fresh, state)
+        if not added:
+            return out
+        known = self._known_ids(cur, account_id, [e.id for e in added])
+        dropped: set[int] = set()  # by identity: only derived events are dropped, never a source
+        claimed: list[str] = []
+        for e in added:
+            if e.id in known or e.id in taken:  # (taken holds the chosen ids of ``fresh`` too)
+                dropped.add(id(e))
+            else:
                 taken.add(e.id)
-            kept.append(e)
-        self.dialect.claim_ids(cur, account_id, [e.id for e in kept if id(e) not in sources])
-        return kept
+                claimed.append(e.id)
+        self.dialect.claim_ids(cur, account_id, claimed)
+        return [e for e in out if id(e) not in dropped] if dropped else out
 
     async def head(self) -> int:
         rows = await self._fetchall(_HEAD)

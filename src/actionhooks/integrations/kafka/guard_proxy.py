@@ -48,7 +48,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ...errors import DeliveryError
+from ...errors import DeliveryError, UnreadableFrame
 from ...netguard import NetGuard
 
 LOOPBACK = "127.0.0.1"
@@ -62,10 +62,6 @@ VERSION_CAPS = {0: 9, 1: 15, METADATA: 8}  # Produce, Fetch, Metadata
 UNSUPPORTED_VERSION = 35
 
 _T = TypeVar("_T")
-
-
-class Unreadable(Exception):
-    """A frame the proxy cannot read: the connection is closed."""
 
 
 def broker_name(host: str, port: int) -> str:
@@ -189,7 +185,7 @@ class GuardProxy:
         endpoint = self._nodes.get(node_id)
         if endpoint is None:
             if len(self._nodes) >= MAX_BROKERS:
-                raise Unreadable(f"the cluster announces more than {MAX_BROKERS} brokers")
+                raise UnreadableFrame(f"the cluster announces more than {MAX_BROKERS} brokers")
             endpoint = _Endpoint(f"node {node_id}", host, port)
             await self._listen(endpoint)
             self._nodes[node_id] = endpoint
@@ -313,11 +309,11 @@ class GuardProxy:
                 head = await reader.readexactly(4)
                 size = int.from_bytes(head, "big", signed=True)
                 if not 4 <= size <= MAX_FRAME:
-                    raise Unreadable(NOT_KAFKA)
+                    raise UnreadableFrame(NOT_KAFKA)
                 body = await reader.readexactly(size)
                 request = asked.pop(int.from_bytes(body[:4], "big", signed=True), None)
                 if request is None:
-                    raise Unreadable(NOT_KAFKA)
+                    raise UnreadableFrame(NOT_KAFKA)
                 api_key, version = request
                 if api_key == API_VERSIONS:
                     body = cap_api_versions(body, version)
@@ -325,7 +321,7 @@ class GuardProxy:
                     body = await self._rewrite_metadata(body, version)
                     head = len(body).to_bytes(4, "big")
                 elif api_key in (FIND_COORDINATOR, DESCRIBE_CLUSTER):
-                    raise Unreadable(f"an answer to api key {api_key}, which announces brokers")
+                    raise UnreadableFrame(f"an answer to api key {api_key}, which announces brokers")
                 writer.write(head)
                 writer.write(body)
                 await writer.drain()
@@ -335,25 +331,25 @@ class GuardProxy:
             self.failure = f"{endpoint.label}: the broker reset the connection"
         except ConnectionError:
             return  # librdkafka's side went away
-        except Unreadable as exc:
+        except UnreadableFrame as exc:
             self.failure = f"{endpoint.label}: {exc}; the connection was closed"
 
     async def _rewrite_metadata(self, body: bytes, version: int) -> bytes:
         """A Metadata answer (v0–v8, header v0) with each broker's host and port replaced by its endpoint's."""
         if version > VERSION_CAPS[METADATA]:
-            raise Unreadable(f"a Metadata answer of version {version}")
+            raise UnreadableFrame(f"a Metadata answer of version {version}")
         try:
             pos = 4 + (4 if version >= 3 else 0)  # the correlation id, the throttle time
             (count,) = struct.unpack_from(">i", body, pos)
             pos += 4
             if not 0 <= count <= MAX_BROKERS:
-                raise Unreadable(f"a Metadata answer announcing {count} brokers")
+                raise UnreadableFrame(f"a Metadata answer announcing {count} brokers")
             out = bytearray(body[:pos])
             for _ in range(count):
                 node_id, host_size = struct.unpack_from(">ih", body, pos)
                 pos += 6
                 if host_size < 0 or pos + host_size > len(body):
-                    raise Unreadable("a malformed Metadata answer")
+                    raise UnreadableFrame("a malformed Metadata answer")
                 host = body[pos : pos + host_size].decode()
                 pos += host_size
                 (port,) = struct.unpack_from(">i", body, pos)
@@ -363,14 +359,14 @@ class GuardProxy:
                     (rack_size,) = struct.unpack_from(">h", body, pos)
                     pos += 2 + max(rack_size, 0)
                 if not 0 < port < 65536 or pos > len(body):
-                    raise Unreadable("a malformed Metadata answer")
+                    raise UnreadableFrame("a malformed Metadata answer")
                 local_port = await self._node(node_id, host, port)
                 out += struct.pack(">ih", node_id, len(LOOPBACK)) + LOOPBACK.encode()
                 out += struct.pack(">i", local_port) + body[rack_start:pos]
             out += body[pos:]
             return bytes(out)
         except (struct.error, UnicodeDecodeError) as exc:
-            raise Unreadable("a malformed Metadata answer") from exc
+            raise UnreadableFrame("a malformed Metadata answer") from exc
 
 
 def cap_api_versions(body: bytes, version: int) -> bytes:
@@ -393,13 +389,13 @@ def cap_api_versions(body: bytes, version: int) -> bytes:
             cap = VERSION_CAPS.get(api_key)
             if cap is not None and highest > cap:
                 if lowest > cap:
-                    raise Unreadable(f"the broker knows api key {api_key} only from version {lowest}")
+                    raise UnreadableFrame(f"the broker knows api key {api_key} only from version {lowest}")
                 struct.pack_into(">h", data, pos + 4, cap)
             pos += 6
             if flexible:
                 pos = _skip_tags(data, pos)
     except (struct.error, IndexError) as exc:
-        raise Unreadable("a malformed ApiVersions answer") from exc
+        raise UnreadableFrame("a malformed ApiVersions answer") from exc
     return bytes(data)
 
 
@@ -413,7 +409,7 @@ def _uvarint(data: bytearray, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
         if shift > 28:
-            raise Unreadable("a malformed varint")
+            raise UnreadableFrame("a malformed varint")
 
 
 def _skip_tags(data: bytearray, pos: int) -> int:

@@ -31,8 +31,9 @@ With TLS (``tls=True``: the hook's ``SSL``/``SASL_SSL``) the proxy makes the TLS
 certificate checked against the broker's name, SNI the name — and librdkafka speaks ``PLAINTEXT``/``SASL_PLAINTEXT``
 to the endpoint; so the name is resolved by the guard only.
 
-The proxy runs in a thread of its own with its own event loop: its relaying never takes turns of the service's loop
-(ingest, other hooks). Endpoints listen on 127.0.0.1, on ephemeral ports, from :meth:`GuardProxy.start` until
+The proxy runs in a thread of its own with its own event loop (uvloop's when installed): its relaying never takes
+turns of the service's loop (ingest, other hooks). Bytes are relayed by protocol callbacks as they arrive (only the
+answers it rewrites are read whole), and reading one side pauses while the other side's writes queue. Endpoints listen on 127.0.0.1, on ephemeral ports, from :meth:`GuardProxy.start` until
 :meth:`GuardProxy.close`.
 """
 
@@ -41,12 +42,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import struct
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ...errors import DeliveryError, UnreadableFrame
 from ...netguard import NetGuard
@@ -76,13 +78,10 @@ class _Endpoint:
     label: str  # "localhost:9092 (bootstrap)", "node 1"
     host: str
     port: int
+    local_port: int = 0
+    sock: socket.socket | None = None  # bound at once; served by ``server`` once the loop starts it
     server: asyncio.Server | None = None
-    links: set[asyncio.Task[None]] = field(default_factory=set)
-
-    @property
-    def local_port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
+    links: set[_Link] = field(default_factory=set)
 
 
 class GuardProxy:
@@ -104,6 +103,7 @@ class GuardProxy:
         self.failure: str | None = None  # the last connection to a broker that failed, and why
         self._bootstrap: list[_Endpoint] = []
         self._nodes: dict[int, _Endpoint] = {}
+        self._opening: set[asyncio.Task[None]] = set()  # links being checked and connected
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -112,7 +112,7 @@ class GuardProxy:
     def start(self, servers: list[tuple[str, int]]) -> list[str]:
         """Start the proxy's thread and an endpoint per bootstrap server; the endpoints (``127.0.0.1:port``), in
         the order of ``servers``, for librdkafka's ``bootstrap.servers``."""
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         ready = threading.Event()
 
         def run() -> None:
@@ -141,9 +141,9 @@ class GuardProxy:
     def brokers_named(self, text: str) -> str:
         """``text`` (librdkafka's) with each endpoint's address replaced by the broker it stands for."""
         for endpoint in [*self._bootstrap, *self._nodes.values()]:
-            if endpoint.server is not None and endpoint.server.sockets:
-                local = f"{LOOPBACK}:{endpoint.local_port}"
-                text = text.replace(local, broker_name(endpoint.host, endpoint.port))
+            text = text.replace(
+                f"{LOOPBACK}:{endpoint.local_port}", broker_name(endpoint.host, endpoint.port)
+            )
         return text
 
     def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
@@ -155,31 +155,49 @@ class GuardProxy:
     async def _open_bootstrap(self, servers: list[tuple[str, int]]) -> list[str]:
         for host, port in servers:
             endpoint = _Endpoint(f"{broker_name(host, port)} (bootstrap)", host, port)
-            await self._listen(endpoint)
+            self._listen(endpoint)
             self._bootstrap.append(endpoint)
+        await asyncio.sleep(0)  # the servers start listening
         return [f"{LOOPBACK}:{e.local_port}" for e in self._bootstrap]
 
-    async def _listen(self, endpoint: _Endpoint) -> None:
-        def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Coroutine[Any, Any, None]:
-            return self._serve(endpoint, reader, writer)
+    def _listen(self, endpoint: _Endpoint) -> None:
+        """Bind ``endpoint``'s socket now (its port is known at once); it accepts once the loop serves it (a
+        connection made before waits in the backlog)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((LOOPBACK, 0))
+        sock.listen(64)
+        sock.setblocking(False)
+        endpoint.local_port, endpoint.sock = int(sock.getsockname()[1]), sock
+        loop = asyncio.get_running_loop()
 
-        endpoint.server = await asyncio.start_server(accept, LOOPBACK, 0)
+        async def serve() -> None:
+            endpoint.server = await loop.create_server(lambda: _Link(self, endpoint), sock=sock)
+
+        self._spawn(serve())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
 
     async def _shut(self) -> None:
+        await asyncio.sleep(0)  # servers still starting start
         endpoints = [*self._bootstrap, *self._nodes.values()]
+        for task in list(self._opening):
+            task.cancel()
+        await asyncio.gather(*self._opening, return_exceptions=True)
         for endpoint in endpoints:
             if endpoint.server is not None:
                 endpoint.server.close()
-        quiet = 0
-        while quiet < 3:  # connections accepted just before the close get their task in the next turns
-            links = [link for endpoint in endpoints for link in endpoint.links]
-            for link in links:
-                link.cancel()
-            await asyncio.gather(*links, return_exceptions=True)
-            quiet = 0 if links else quiet + 1
-            await asyncio.sleep(0.005)  # and the sockets closed above are closed in the next turns
+            elif endpoint.sock is not None:  # its server never started
+                endpoint.sock.close()
+        for _ in range(3):  # connections accepted just before the close, then the sockets' closing
+            for endpoint in endpoints:
+                for link in list(endpoint.links):
+                    link.close()
+            await asyncio.sleep(0.005)
 
-    async def _node(self, node_id: int, host: str, port: int) -> int:
+    def node(self, node_id: int, host: str, port: int) -> int:
         """The local port of node ``node_id``'s endpoint (made on its first announcement). A node announced at a
         new address has its connections closed: the next one goes there, checked at connect."""
         endpoint = self._nodes.get(node_id)
@@ -187,69 +205,46 @@ class GuardProxy:
             if len(self._nodes) >= MAX_BROKERS:
                 raise UnreadableFrame(f"the cluster announces more than {MAX_BROKERS} brokers")
             endpoint = _Endpoint(f"node {node_id}", host, port)
-            await self._listen(endpoint)
+            self._listen(endpoint)
             self._nodes[node_id] = endpoint
         elif (endpoint.host, endpoint.port) != (host, port):
             endpoint.host, endpoint.port = host, port
-            current = asyncio.current_task()
             for link in list(endpoint.links):
-                if link is not current:
-                    link.cancel()
+                asyncio.get_running_loop().call_soon(link.close)
         return endpoint.local_port
 
-    async def _serve(
-        self, endpoint: _Endpoint, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
-    ) -> None:
-        """One connection of librdkafka's: the broker's name resolved and checked once, a checked address connected
-        to, then the frames relayed until either side closes."""
-        task = asyncio.current_task()
-        assert task is not None
-        endpoint.links.add(task)
-        broker_writer: asyncio.StreamWriter | None = None
+    async def open_link(self, link: _Link) -> None:
+        """``link``'s broker: its name resolved and checked once, a checked address connected to (TLS: the
+        certificate checked against the name); the link is closed when the guard refuses or none answers."""
+        endpoint = link.endpoint
+        host, port = endpoint.host, endpoint.port
         try:
-            host, port = endpoint.host, endpoint.port
-            where = broker_name(host, port)
-            try:
-                addresses = await self.guard.addresses(host, port, "Kafka")
-            except DeliveryError as exc:
-                if not exc.permanent:
-                    self.failure = f"{endpoint.label}: {exc.reason}"
-                elif self.refused is None:
-                    self.refused = (
-                        exc.reason
-                        if endpoint in self._bootstrap
-                        else f"the cluster announces broker {endpoint.label} at {where}, which is refused: "
-                        f"{exc.reason}"
-                    )
-                return
-            connected = await self._connect(endpoint, addresses, host, port)
-            if connected is None:
-                return
-            broker_reader, broker_writer = connected
-            await self._relay(endpoint, client_reader, client_writer, broker_reader, broker_writer)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            endpoint.links.discard(task)
-            for writer in (client_writer, broker_writer):
-                if writer is not None:
-                    writer.close()
-
-    async def _connect(
-        self, endpoint: _Endpoint, addresses: list[str], host: str, port: int
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """A connection to the first of the checked ``addresses`` that answers (TLS: the certificate checked
-        against ``host``); None, with ``failure`` set, when none does."""
+            addresses = await self.guard.addresses(host, port, "Kafka")
+        except DeliveryError as exc:
+            if not exc.permanent:
+                self.failure = f"{endpoint.label}: {exc.reason}"
+            elif self.refused is None:
+                self.refused = (
+                    exc.reason
+                    if endpoint in self._bootstrap
+                    else f"the cluster announces broker {endpoint.label} at {broker_name(host, port)}, which is "
+                    f"refused: {exc.reason}"
+                )
+            link.close()
+            return
+        loop = asyncio.get_running_loop()
         name = host.strip("[]")
         for address in addresses:
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    return await asyncio.open_connection(
+                    await loop.create_connection(
+                        lambda: _BrokerSide(link),
                         address,
                         port,
                         ssl=self.tls_context,
                         server_hostname=name if self.tls_context is not None else None,
                     )
+                return
             except TimeoutError:
                 why = "timed out"
             except ssl.SSLCertVerificationError as exc:
@@ -259,82 +254,9 @@ class GuardProxy:
             except OSError as exc:
                 why = os.strerror(exc.errno) if exc.errno else type(exc).__name__
             self.failure = f"{endpoint.label}: connect to {broker_name(address, port)} failed: {why}"
-        return None
+        link.close()
 
-    async def _relay(
-        self,
-        endpoint: _Endpoint,
-        client_reader: asyncio.StreamReader,
-        client_writer: asyncio.StreamWriter,
-        broker_reader: asyncio.StreamReader,
-        broker_writer: asyncio.StreamWriter,
-    ) -> None:
-        asked: dict[int, tuple[int, int]] = {}  # correlation id → (api key, api version)
-        requests = asyncio.ensure_future(self._requests(client_reader, broker_writer, asked))
-        answers = asyncio.ensure_future(self._answers(endpoint, broker_reader, client_writer, asked))
-        try:
-            await asyncio.wait((requests, answers), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (requests, answers):
-                task.cancel()
-            await asyncio.gather(requests, answers, return_exceptions=True)
-
-    async def _requests(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, asked: dict[int, tuple[int, int]]
-    ) -> None:
-        """librdkafka → broker: each request's correlation id noted, the bytes passed on unchanged."""
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                head = await reader.readexactly(4)
-                size = int.from_bytes(head, "big", signed=True)
-                if not 8 <= size <= MAX_FRAME:
-                    return
-                body = await reader.readexactly(size)
-                api_key, version, correlation = struct.unpack_from(">hhi", body)
-                asked[correlation] = (api_key, version)
-                writer.write(head)
-                writer.write(body)
-                await writer.drain()
-
-    async def _answers(
-        self,
-        endpoint: _Endpoint,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        asked: dict[int, tuple[int, int]],
-    ) -> None:
-        """broker → librdkafka: each answer matched to its request; the ones that carry addresses rewritten."""
-        try:
-            while True:
-                head = await reader.readexactly(4)
-                size = int.from_bytes(head, "big", signed=True)
-                if not 4 <= size <= MAX_FRAME:
-                    raise UnreadableFrame(NOT_KAFKA)
-                body = await reader.readexactly(size)
-                request = asked.pop(int.from_bytes(body[:4], "big", signed=True), None)
-                if request is None:
-                    raise UnreadableFrame(NOT_KAFKA)
-                api_key, version = request
-                if api_key == API_VERSIONS:
-                    body = cap_api_versions(body, version)
-                elif api_key == METADATA:
-                    body = await self._rewrite_metadata(body, version)
-                    head = len(body).to_bytes(4, "big")
-                elif api_key in (FIND_COORDINATOR, DESCRIBE_CLUSTER):
-                    raise UnreadableFrame(f"an answer to api key {api_key}, which announces brokers")
-                writer.write(head)
-                writer.write(body)
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            self.failure = f"{endpoint.label}: the broker closed the connection"
-        except ConnectionResetError:
-            self.failure = f"{endpoint.label}: the broker reset the connection"
-        except ConnectionError:
-            return  # librdkafka's side went away
-        except UnreadableFrame as exc:
-            self.failure = f"{endpoint.label}: {exc}; the connection was closed"
-
-    async def _rewrite_metadata(self, body: bytes, version: int) -> bytes:
+    def rewrite_metadata(self, body: bytes, version: int) -> bytes:
         """A Metadata answer (v0–v8, header v0) with each broker's host and port replaced by its endpoint's."""
         if version > VERSION_CAPS[METADATA]:
             raise UnreadableFrame(f"a Metadata answer of version {version}")
@@ -360,13 +282,197 @@ class GuardProxy:
                     pos += 2 + max(rack_size, 0)
                 if not 0 < port < 65536 or pos > len(body):
                     raise UnreadableFrame("a malformed Metadata answer")
-                local_port = await self._node(node_id, host, port)
+                local_port = self.node(node_id, host, port)
                 out += struct.pack(">ih", node_id, len(LOOPBACK)) + LOOPBACK.encode()
                 out += struct.pack(">i", local_port) + body[rack_start:pos]
             out += body[pos:]
             return bytes(out)
         except (struct.error, UnicodeDecodeError) as exc:
             raise UnreadableFrame("a malformed Metadata answer") from exc
+
+
+class _Link(asyncio.Protocol):
+    """One connection of librdkafka's to an endpoint (this protocol is its side) and the proxy's to the broker
+    (``_BrokerSide``). Requests are passed on as they arrive, their correlation ids noted on the way; answers too,
+    except those the proxy rewrites (read whole first). Reading one side pauses while the other's writes queue."""
+
+    def __init__(self, proxy: GuardProxy, endpoint: _Endpoint) -> None:
+        self.proxy, self.endpoint = proxy, endpoint
+        self.client: asyncio.Transport | None = None
+        self.broker: asyncio.Transport | None = None
+        self.closed = False
+        self.asked: dict[int, tuple[int, int]] = {}  # correlation id → (api key, api version)
+        self._request_left = 0  # bytes of the current request still to pass on
+        self._request_head = bytearray()
+        self._answer_left = 0  # bytes of the current answer still to pass on
+        self._answer_head = bytearray()
+        self._answer_whole: bytearray | None = None  # an answer read whole, to rewrite
+        self._answer_size = 0
+        self._answer_asked = (0, 0)
+        self._early: list[bytes] = []  # requests that came before the broker's connection
+
+    # librdkafka's side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.endpoint.links.add(self)
+        self.proxy._spawn(self.proxy.open_link(self))
+
+    def data_received(self, data: bytes) -> None:
+        if not self._note_requests(data):
+            self.close()
+        elif self.broker is None:
+            self._early.append(data)
+        else:
+            self.broker.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close()
+
+    def pause_writing(self) -> None:
+        if self.broker is not None:
+            self.broker.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.broker is not None:
+            self.broker.resume_reading()
+
+    # the broker's side (through ``_BrokerSide``)
+    def broker_connected(self, transport: asyncio.Transport) -> None:
+        if self.closed:
+            transport.close()
+            return
+        self.broker = transport
+        for data in self._early:
+            transport.write(data)
+        self._early.clear()
+
+    def broker_data(self, data: bytes) -> None:
+        if self.closed or self.client is None:
+            return
+        try:
+            self.client.writelines(self._answers(data))
+        except UnreadableFrame as exc:
+            self.proxy.failure = f"{self.endpoint.label}: {exc}; the connection was closed"
+            self.close()
+
+    def broker_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.proxy.failure = (
+                f"{self.endpoint.label}: the broker "
+                + ("reset" if isinstance(exc, ConnectionResetError) else "closed")
+                + " the connection"
+            )
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.endpoint.links.discard(self)
+        for transport in (self.client, self.broker):
+            if transport is not None:
+                transport.close()
+
+    def _note_requests(self, data: bytes) -> bool:
+        """Note the correlation id of each request that starts in ``data``; False on a frame that is not Kafka's."""
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._request_left:
+                step = min(self._request_left, size - pos)
+                self._request_left -= step
+                pos += step
+                continue
+            head = self._request_head
+            step = min(12 - len(head), size - pos)
+            head += data[pos : pos + step]
+            pos += step
+            if len(head) < 12:
+                break
+            length, api_key, version, correlation = struct.unpack(">ihhi", head)
+            if not 8 <= length <= MAX_FRAME:
+                return False
+            self.asked[correlation] = (api_key, version)
+            self._request_left = length - 8
+            head.clear()
+        return True
+
+    def _answers(self, data: bytes) -> list[bytes]:
+        """What to pass on of ``data``: answers as they came, those that carry addresses rewritten."""
+        out: list[bytes] = []
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._answer_left:
+                step = min(self._answer_left, size - pos)
+                out.append(data if step == size else data[pos : pos + step])
+                self._answer_left -= step
+                pos += step
+                continue
+            whole = self._answer_whole
+            if whole is not None:
+                step = min(self._answer_size - len(whole), size - pos)
+                whole += data[pos : pos + step]
+                pos += step
+                if len(whole) == self._answer_size:
+                    self._answer_whole = None
+                    api_key, version = self._answer_asked
+                    if api_key == API_VERSIONS:
+                        body = cap_api_versions(bytes(whole), version)
+                    else:
+                        body = self.proxy.rewrite_metadata(bytes(whole), version)
+                    out += (len(body).to_bytes(4, "big"), body)
+                continue
+            head = self._answer_head
+            step = min(8 - len(head), size - pos)
+            head += data[pos : pos + step]
+            pos += step
+            if len(head) < 8:
+                break
+            length, correlation = struct.unpack(">ii", head)
+            asked = self.asked.pop(correlation, None)
+            if not 4 <= length <= MAX_FRAME or asked is None:
+                raise UnreadableFrame(NOT_KAFKA)
+            if asked[0] in (API_VERSIONS, METADATA):
+                self._answer_whole, self._answer_size, self._answer_asked = bytearray(head[4:]), length, asked
+            elif asked[0] in (FIND_COORDINATOR, DESCRIBE_CLUSTER):
+                raise UnreadableFrame(f"an answer to api key {asked[0]}, which announces brokers")
+            else:
+                out.append(bytes(head))
+                self._answer_left = length - 4
+            head.clear()
+        return out
+
+
+class _BrokerSide(asyncio.Protocol):
+    """The proxy's connection to the broker, for its ``_Link``."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.link.broker_connected(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.link.broker_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.broker_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.link.client is not None:
+            self.link.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.link.client is not None:
+            self.link.client.resume_reading()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's when installed (it comes with uvicorn[standard]), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def cap_api_versions(body: bytes, version: int) -> bytes:

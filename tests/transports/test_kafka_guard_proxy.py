@@ -182,3 +182,16 @@ def test_api_versions_are_capped_in_place(encode: object, version: int) -> None:
 def test_a_broker_without_a_readable_metadata_version_is_refused() -> None:
     with pytest.raises(UnreadableFrame):
         cap_api_versions(api_versions_v0((3, 9, 12)), 0)
+
+
+async def test_librdkafka_texts_name_the_brokers_not_the_endpoints() -> None:
+    guard = NetGuard(parse_nets(f"{TERMINATOR}/32"), resolver=always_terminator)
+    proxy = GuardProxy(guard, tls=False)
+    [endpoint] = await asyncio.to_thread(proxy.start, [("k1.example", 9093)])
+    try:
+        port = int(endpoint.rsplit(":", 1)[1])
+        text = f"sasl_plaintext://{endpoint}/bootstrap: failed; 127.0.0.1:{port}1 is another"
+        named = proxy.brokers_named(text)
+    finally:
+        await asyncio.to_thread(proxy.close)
+    assert named == f"sasl_plaintext://k1.example:9093/bootstrap: failed; 127.0.0.1:{port}1 is another"

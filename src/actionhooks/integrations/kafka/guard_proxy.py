@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import ssl
 import struct
@@ -57,6 +58,7 @@ LOOPBACK = "127.0.0.1"
 MAX_FRAME = 128 * 1024 * 1024  # beyond librdkafka's receive.message.max.bytes (100 MB) and message.max.bytes
 MAX_BROKERS = 512  # node ids one cluster may announce (each is an endpoint)
 NOT_KAFKA = "an answer that is not Kafka's"
+_ENDPOINT = re.compile(r"127\.0\.0\.1:(?P<port>\d+)")
 
 METADATA, FIND_COORDINATOR, API_VERSIONS, DESCRIBE_CLUSTER = 3, 10, 18, 60
 # the highest version of an API whose answers the proxy reads (or which carry no broker address)
@@ -140,11 +142,10 @@ class GuardProxy:
 
     def brokers_named(self, text: str) -> str:
         """``text`` (librdkafka's) with each endpoint's address replaced by the broker it stands for."""
-        for endpoint in [*self._bootstrap, *self._nodes.values()]:
-            text = text.replace(
-                f"{LOOPBACK}:{endpoint.local_port}", broker_name(endpoint.host, endpoint.port)
-            )
-        return text
+        brokers = {
+            str(e.local_port): broker_name(e.host, e.port) for e in [*self._bootstrap, *self._nodes.values()]
+        }
+        return _ENDPOINT.sub(lambda m: brokers.get(m["port"], m[0]), text)
 
     def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         assert self._loop is not None

@@ -68,9 +68,11 @@ class Listener:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        writer.write(self.banner)
-        await asyncio.sleep(0.05)
-        writer.close()
+        try:
+            writer.write(self.banner)
+            await asyncio.sleep(0.05)
+        finally:
+            writer.close()
 
 
 def shared_free_port() -> int:
@@ -185,21 +187,26 @@ async def test_kafka_bootstraps_from_the_checked_address_not_the_name_again() ->
         broker.close()
 
 
-async def test_kafka_refuses_a_connection_to_an_address_the_client_resolved_itself() -> None:
-    """With TLS, librdkafka is given the name (the certificate is checked against it) and resolves it itself: the
-    audit of its connections catches the second answer (the refused address) — after the fact, permanently."""
-    port = shared_free_port()
-    context, _ = rebinding_context()
+async def test_kafka_with_tls_connects_only_to_the_address_the_guard_checked(
+    listeners: tuple[Listener, Listener],
+) -> None:
+    """With TLS the certificate is checked against the name, yet librdkafka never resolves it: the guard proxy
+    makes the TLS connection to the address the guard checked (the allowed one, where the handshake fails), and
+    when a reconnection's resolution answers the refused address, it is refused before any connection. The refused
+    address gets no TCP connection at all."""
+    allowed, refused = listeners
+    context, resolver = rebinding_context()
     settings = {
         "type": "kafka",
-        "bootstrap_servers": f"{NAME}:{port}",
+        "bootstrap_servers": f"{NAME}:{allowed.port}",
         "topic": "t",
         "security_protocol": "SSL",
     }
-    transport = open_transport(parse_settings(settings), context)
-    error = await send_and_close(transport)
+    error = await send_and_close(open_transport(parse_settings(settings), context))
+    assert refused.connections == 0
     assert error is not None and error.permanent, error
-    assert f"resolved to a refused address ({REFUSED}:{port})" in error.reason
+    assert f"Kafka host {NAME!r} refused: destination address {REFUSED}" in error.reason, error.reason
+    assert allowed.connections >= 1 and resolver.calls >= 2  # once per connection, never by librdkafka
 
 
 # -- Kafka: the brokers a cluster announces ------------------------------------------------------------------
@@ -207,23 +214,60 @@ async def test_kafka_refuses_a_connection_to_an_address_the_client_resolved_itse
 
 async def test_kafka_refuses_a_cluster_announcing_a_refused_broker_and_never_echoes_its_answer() -> None:
     """Tansu (allowed) announces a broker on an address the guard refuses, where a web server answers: the send
-    fails permanently naming that broker, no record is produced, and the error says nothing of what answered."""
+    fails permanently naming that broker, the refused address gets no connection at all (so no record can reach
+    the cluster: its only broker is reached through that announcement), and the error says nothing of what
+    answered."""
     internal_port = shared_free_port()
     broker = TansuBroker(host=ALLOWED, advertised=f"{REFUSED}:{internal_port}")
     broker.start()
-    topic = unique("ah-topic")
     try:
-        async with Listener(REFUSED, internal_port, BANNER):
+        async with Listener(REFUSED, internal_port, BANNER) as internal:
             context, _ = rebinding_context()
-            settings = {"type": "kafka", "bootstrap_servers": broker.servers, "topic": topic}
+            settings = {"type": "kafka", "bootstrap_servers": broker.servers, "topic": unique("ah-topic")}
             transport = open_transport(parse_settings(settings), context)
             error = await send_and_close(transport)
+        assert internal.connections == 0
         assert error is not None and error.permanent, error
         assert f"{REFUSED}:{internal_port}" in error.reason and "refused" in error.reason
         assert BANNER_AS_KAFKA not in error.reason and "HTTP" not in error.reason
-        assert topic not in await asyncio.to_thread(topics_of, broker.servers)  # nothing was produced
     finally:
         broker.close()
+
+
+async def test_kafka_follows_a_changed_announcement_only_to_a_checked_address() -> None:
+    """A cluster announcing itself (allowed) first: records are delivered. Then the broker comes back announcing
+    a refused address: librdkafka's metadata refresh points node's endpoint there, the next connection is
+    checked and refused — the refused address never gets a connection — and the send fails permanently."""
+    port, internal_port = shared_free_port(), shared_free_port()
+    first = TansuBroker(port, host=ALLOWED)
+    first.start()
+    context = TransportContext(net_guard=NetGuard(parse_nets(f"{ALLOWED}/32")))
+    topic = unique("ah-topic")
+    settings = {"type": "kafka", "bootstrap_servers": first.servers, "topic": topic}
+    transport = open_transport(parse_settings(settings), context)
+    try:
+        await transport.send(make_batch(2))
+    finally:
+        first.close()
+    second = TansuBroker(port, host=ALLOWED, advertised=f"{REFUSED}:{internal_port}")
+    second.start()
+    try:
+        async with Listener(REFUSED, internal_port, BANNER) as internal:
+            for _ in range(5):  # as the hook's worker would: the broker's restart may fail a send first
+                try:
+                    await transport.send(make_batch(2))
+                except DeliveryError as exc:
+                    error: DeliveryError | None = exc
+                    if exc.permanent:
+                        break
+                else:
+                    error = None
+            await transport.close()
+        assert internal.connections == 0
+        assert error is not None and error.permanent, error
+        assert f"announces broker node 111 at {REFUSED}:{internal_port}, which is refused" in error.reason
+    finally:
+        second.close()
 
 
 def topics_of(servers: str) -> set[str]:

@@ -31,6 +31,8 @@ The tree::
     ├── BrowserMissing         devtools: Debian's Chromium or its driver is not installed (also a RuntimeError)
     ├── BadToken               a tracking token malformed, unsigned, tampered with or signed by no key: 400,
     │                          nothing recorded
+    ├── UnreadableFrame        the Kafka guard proxy cannot read a frame (or it would pass on an address it does
+    │                          not rewrite): it closes that connection
     └── RequestFailed          actionhooks.client: the service refused a request, or stayed unreachable
 
 Transports map their libraries' exceptions to ``DeliveryError`` at their edge (``raise … from exc``);
@@ -198,3 +200,8 @@ class RequestFailed(ActionhooksError):
 
 class BadToken(ActionhooksError):
     """A tracking token that is malformed, unsigned, tampered with, or signed by no key of its account."""
+
+
+class UnreadableFrame(ActionhooksError):
+    """A Kafka frame the guard proxy cannot read: the connection is closed (the message says why, never what the
+    peer sent)."""

@@ -12,17 +12,13 @@ purged) and the next ``send`` makes a new one. All brokers down, timeouts and ot
 failed authentication or authorization, a topic that does not exist (and is not auto-created) or a record too large
 → permanent.
 
-Every address the producer connects to passes the net guard. The bootstrap servers are resolved and checked by the
-guard, and with ``PLAINTEXT``/``SASL_PLAINTEXT`` the producer is given the checked addresses (not the names, which
-could answer otherwise the second time: DNS rebinding); with ``SSL``/``SASL_SSL`` it gets the names (the certificate
-is checked against them, and librdkafka has no separate TLS host name). The brokers the cluster announces (its
-advertised listeners, which librdkafka connects to on its own) are checked before the first record is produced:
-any refused one is a permanent error naming it, and no record is produced. librdkafka offers Python no hook at
-connect time (``connect_cb``/``resolve_cb`` are C-only), so every connection it makes is also audited from its
-``broker`` debug log ("Connecting to <address>"): a connection to a refused address — an announcement changed by a
-later metadata refresh, a name rebound — ends the send with a permanent error and the producer is discarded. That
-audit acts after the fact: the connection attempt (Kafka's first request, never a record of an unchecked cluster)
-has been made. Error texts never carry what a destination answered.
+Every address the producer connects to passes the net guard, before it connects: librdkafka is given only the
+loopback endpoints of a guard proxy of its own (``guard_proxy.py``), one per bootstrap server and one per broker the
+cluster announces (its advertised listeners, which Metadata answers are rewritten to name). On each connection the
+proxy resolves the broker's name once with the guard, connects to a checked address and relays; a refused broker
+gets no connection, and the send fails permanently naming it. With ``SSL``/``SASL_SSL`` the proxy makes the TLS
+connection (the certificate checked against the broker's name) and librdkafka speaks ``PLAINTEXT``/``SASL_PLAINTEXT``
+to the proxy. The proxy lives and dies with the producer. Error texts never carry what a destination answered.
 """
 
 from __future__ import annotations
@@ -37,19 +33,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
 
 from ...errors import DeliveryError, ValidationError
-from ...netguard import NetGuard
 from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportContext, TransportSettings
 from .connection import CONNECT_TIMEOUT_S, ConnectionSettings
+from .guard_proxy import GuardProxy
 
 DELIVERY_TIMEOUT_S = 30.0
-METADATA_ASK_S = 0.2  # also how long a refused connection the audit catches can go on
 _log = logging.getLogger(__name__)
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SERVER = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})")
-# librdkafka's ``broker`` debug line, logged right before each TCP connect, with the address it resolved
-_CONNECTING = re.compile(
-    r"(?P<broker>\S+): Connecting to ipv[46]#\[?(?P<address>[0-9A-Fa-f:.%]+?)\]?:(?P<port>\d+) "
-)
 # what librdkafka reads of a peer's first bytes when they are not Kafka (a 4-byte size or correlation id)
 _ECHOED = re.compile(
     r"Invalid response size -?\d+ \([^)]*\)(?:: increase receive\.message\.max\.bytes)?"
@@ -111,8 +102,8 @@ class KafkaTransport:
         self.settings = settings
         self._guard = context.net_guard
         self._producer: Any = None
+        self._proxy: GuardProxy | None = None  # the producer's: every connection it makes goes through it
         self._client_error: Any = None  # the last error librdkafka reported outside a delivery report
-        self._client_log = _ClientLog(context.net_guard)
         self._lock = asyncio.Lock()
         self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
         self._closing = (
@@ -122,73 +113,8 @@ class KafkaTransport:
     async def send(self, batch: Batch) -> Receipt:
         """Produce every message of ``batch``; return once the broker acknowledged all (``acks=all``)."""
         async with self._lock:
-            if self._producer is None:
-                await self._connect()
             await self._blocking(self._send_blocking, batch)
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
-
-    async def _connect(self) -> None:
-        """A new producer, bootstrapped from the checked addresses, whose cluster's announced brokers all pass the
-        guard; raises ``DeliveryError`` (the producer discarded) otherwise."""
-        s = self.settings
-        pin = not s.security_protocol.endswith("SSL")  # TLS checks the certificate against the name
-        bootstrap = []
-        for host, port in (_host_port(server) for server in s.servers):
-            addresses = await self._guard.addresses(host, port, "Kafka")
-            bootstrap += [_server(a, port) for a in addresses] if pin else [_server(host, port)]
-        brokers = await self._blocking(self._open_blocking, bootstrap)
-        try:
-            for host, port in brokers:
-                try:
-                    await self._guard.addresses(host, port, "Kafka")
-                except DeliveryError as exc:
-                    raise DeliveryError(
-                        f"Kafka {','.join(s.servers)}: the cluster announces broker {_server(host, port)}, "
-                        f"which is refused: {exc.reason}",
-                        permanent=exc.permanent,
-                    ) from exc
-        except DeliveryError:
-            await self._blocking(self._discard)
-            raise
-
-    def _open_blocking(self, bootstrap: list[str]) -> list[tuple[str, int]]:
-        """Make the producer and read the cluster's metadata (all topics: asking for one would make librdkafka
-        reach its partitions' leaders): ``(host, port)`` of every broker it announces. Asked again every
-        ``METADATA_ASK_S`` until it comes, a refused login or the audit ends the wait, or ``CONNECT_TIMEOUT_S``."""
-        from confluent_kafka import KafkaError, KafkaException
-
-        producer = self._new_producer(bootstrap)
-        self._client_error = None
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        try:
-            while True:
-                try:
-                    metadata = producer.list_topics(timeout=METADATA_ASK_S)
-                    break
-                except KafkaException as exc:
-                    producer.poll(0)  # serves the client's errors and log: a refused login, the last failure
-                    if self._client_log.refused is not None:
-                        raise DeliveryError(self._client_log.refused, permanent=True) from exc
-                    if self._closing.is_set():  # the hook stopped or was edited: no reason to wait on
-                        raise DeliveryError("the transport closed before Kafka answered") from exc
-                    error = exc.args[0] if exc.args else None
-                    if _rank(self._client_error) >= 3 or time.monotonic() > deadline:
-                        if _rank(self._client_error) >= 2:
-                            error = self._client_error
-                        elif error is not None and error.code() in (
-                            KafkaError._TRANSPORT,
-                            KafkaError._TIMED_OUT,
-                            KafkaError._ALL_BROKERS_DOWN,
-                        ):
-                            error = KafkaError(KafkaError._ALL_BROKERS_DOWN)
-                        raise self._error(error) from exc
-            producer.poll(0)  # serves the log: the connections made so far are audited
-            if self._client_log.refused is not None:
-                raise DeliveryError(self._client_log.refused, permanent=True)
-        except DeliveryError:
-            self._discard()
-            raise
-        return [(b.host, b.port) for b in metadata.brokers.values()]
 
     async def close(self) -> None:
         self._closing.set()
@@ -214,8 +140,7 @@ class KafkaTransport:
         from confluent_kafka import KafkaException
 
         try:
-            producer = self._producer
-            assert producer is not None, "send opens the producer first"
+            producer = self._producer if self._producer is not None else self._new_producer()
             failures: list[Any] = []
             pending = len(batch.messages)
 
@@ -227,8 +152,7 @@ class KafkaTransport:
 
             self._client_error = None
             producer.poll(0)
-            if self._client_log.refused is not None:
-                raise DeliveryError(self._client_log.refused, permanent=True)
+            self._raise_refused()
             for m in batch.messages:
                 headers = [
                     ("event_id", m.id),
@@ -248,8 +172,7 @@ class KafkaTransport:
                         producer.poll(0.05)
             deadline = time.monotonic() + DELIVERY_TIMEOUT_S + 5
             while pending and not failures and _rank(self._client_error) < 2:
-                if self._client_log.refused is not None:
-                    raise DeliveryError(self._client_log.refused, permanent=True)
+                self._raise_refused()
                 if time.monotonic() > deadline:
                     raise DeliveryError("Kafka did not acknowledge the records in time")
                 if self._closing.is_set():
@@ -258,10 +181,7 @@ class KafkaTransport:
             grace = time.monotonic() + 0.5  # "all brokers down" may precede the reason (a refused login)
             while pending and _rank(self._client_error) == 2 and time.monotonic() < grace:
                 producer.poll(0.05)
-            if (
-                self._client_log.refused is not None
-            ):  # whatever else failed: it came of the refused connection
-                raise DeliveryError(self._client_log.refused, permanent=True)
+            self._raise_refused()  # whatever else failed: it came of the refused broker
             if failures or pending:
                 raise self._error(failures[0] if failures else self._client_error)
         except DeliveryError:
@@ -271,14 +191,20 @@ class KafkaTransport:
             self._discard()
             raise DeliveryError(f"Kafka producer error: {exc}", permanent=isinstance(exc, TypeError)) from exc
 
-    def _new_producer(self, bootstrap: list[str]) -> Any:
+    def _new_producer(self) -> Any:
+        """A producer whose every connection goes through a new guard proxy (see the module's docstring)."""
         from confluent_kafka import Producer
 
         s = self.settings
-        self._client_log = _ClientLog(self._guard)
+        tls = s.security_protocol.endswith("SSL")
+        self._proxy = GuardProxy(self._guard, tls=tls, connect_timeout_s=CONNECT_TIMEOUT_S)
+        endpoints = self._proxy.start([_host_port(server) for server in s.servers])
         config: dict[str, Any] = s.client_config("actionhooks") | {
-            "bootstrap.servers": ",".join(bootstrap),
-            "debug": "broker",  # each connection's address, for the audit (a dozen lines per connection)
+            "bootstrap.servers": ",".join(endpoints),
+            # the proxy makes the TLS connection: librdkafka speaks to it in the clear, on loopback
+            "security.protocol": s.security_protocol.replace("SASL_SSL", "SASL_PLAINTEXT").replace(
+                "SSL", "PLAINTEXT"
+            ),
             "enable.idempotence": s.idempotent,
             "acks": "all",
             "linger.ms": 5,
@@ -286,7 +212,7 @@ class KafkaTransport:
             "partitioner": "murmur2_random",
             "compression.type": s.compression,
             "error_cb": self._on_client_error,
-            "logger": self._client_log,
+            "logger": _log,
         }
         self._producer = Producer(config)
         return self._producer
@@ -295,89 +221,68 @@ class KafkaTransport:
         if _rank(error) >= _rank(self._client_error):
             self._client_error = error
 
+    def _raise_refused(self) -> None:
+        if self._proxy is not None and self._proxy.refused is not None:
+            raise DeliveryError(
+                f"Kafka {','.join(self.settings.servers)}: {self._proxy.refused}", permanent=True
+            )
+
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
+        proxy, self._proxy = self._proxy, None
         if producer is not None:
             producer.purge()
             producer.poll(0)
+            if hasattr(producer, "close"):  # confluent-kafka ≥ 2.11: nothing left to flush after the purge
+                producer.close()  # librdkafka's threads end: no connection to the proxy after this
+        if proxy is not None:
+            proxy.close()
+
+    def _text(self, error: Any) -> str:
+        """A librdkafka error's text, naming the brokers rather than the proxy's endpoints, without echoes."""
+        text = _scrub(error.str())
+        return self._proxy.brokers_named(text) if self._proxy is not None else text
 
     def _error(self, error: Any) -> DeliveryError:
         """A librdkafka error (a delivery report's, or the client's) as a ``DeliveryError``."""
         from confluent_kafka import KafkaError
 
         where = f"Kafka {','.join(self.settings.servers)} topic {self.settings.topic!r}"
-        if self._client_log.refused is not None:
-            return DeliveryError(self._client_log.refused, permanent=True)
         if error is None:
-            return DeliveryError(f"{where}: the records were not acknowledged")
+            return DeliveryError(f"{where}: the records were not acknowledged{self._cause()}")
         code = error.code()
         if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             s = self.settings
             who = f" for user {s.sasl_username!r} ({s.sasl_mechanism})" if s.sasl_username else ""
-            return DeliveryError(f"{where}: authentication failed{who}: {error.str()}", permanent=True)
+            return DeliveryError(f"{where}: authentication failed{who}: {self._text(error)}", permanent=True)
         if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
-            return DeliveryError(f"{where}: not authorized to produce: {error.str()}", permanent=True)
+            return DeliveryError(f"{where}: not authorized to produce: {self._text(error)}", permanent=True)
         if code in (KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART):
             return DeliveryError(f"{where}: the topic does not exist", permanent=True)
         if code in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
             return DeliveryError(f"{where}: a record is larger than the broker accepts", permanent=True)
         if code == KafkaError._UNSUPPORTED_FEATURE or (error.fatal() and "dempoten" in error.str()):
             return DeliveryError(
-                f"{where}: {_scrub(error.str())} (set idempotent false for brokers without idempotent producers)",
+                f"{where}: {self._text(error)} (set idempotent false for brokers without idempotent producers)",
                 permanent=True,
             )
         if code == KafkaError._ALL_BROKERS_DOWN:
-            return DeliveryError(f"{where}: all brokers are down or unreachable{self._client_log.cause()}")
+            return DeliveryError(f"{where}: all brokers are down or unreachable{self._cause()}")
         return DeliveryError(
-            f"{where}: {_scrub(error.str())}", permanent=not error.retriable() and error.fatal()
+            f"{where}: {self._text(error)}{self._cause()}", permanent=not error.retriable() and error.fatal()
         )
 
-
-class _ClientLog:
-    """The producer's ``logger``: librdkafka's log lines go on to this module's logger; the last connection
-    failure (facility ``FAIL``) is kept, to say why no broker is reachable; and each connection's address (the
-    ``broker`` debug line "Connecting to …") is checked by the net guard, the first refusal kept in ``refused``."""
-
-    def __init__(self, guard: NetGuard) -> None:
-        self.guard = guard
-        self.last_failure: str | None = None
-        self.refused: str | None = None
-
-    def log(
-        self, level: int, msg: str, *args: Any
-    ) -> None:  # called as log(level, "%s [%s] %s", fac, name, text)
-        if len(args) == 3 and args[0] == "FAIL" and "(_DESTROY" not in str(args[2]):  # not librdkafka's own
-            self.last_failure = str(args[2]).partition("]: ")[2] or str(args[2])  # without the thread's name
-        elif (
-            len(args) == 3
-            and args[0] == "CONNECT"
-            and self.refused is None
-            and (connecting := _CONNECTING.search(str(args[2]))) is not None
-        ):
-            self.audit(connecting["broker"], connecting["address"], int(connecting["port"]))
-        if level < 7:  # the debug lines asked for the audit stay out of the log
-            _log.log(level, msg, *args)
-
-    def audit(self, broker: str, address: str, port: int) -> None:
-        refusal = self.guard.refusal(address)
-        if refusal is not None:
-            where = _server(address, port)
-            self.refused = f"Kafka broker {broker} resolved to a refused address ({where}): {refusal}"
-
-    def cause(self) -> str:
-        """`` (last: <why>)`` — refused, timed out, or closed by a broker that expected TLS or a SASL login (a
-        ``security_protocol`` mismatch) — or nothing. What the peer answered is not repeated."""
-        return f" (last: {_scrub(self.last_failure)})" if self.last_failure else ""
+    def _cause(self) -> str:
+        """`` (last: <why>)`` — the last connection to a broker that failed (refused, timed out, closed by a
+        broker that expected TLS or a SASL login: a ``security_protocol`` mismatch) — or nothing. What the peer
+        answered is not repeated."""
+        failure = self._proxy.failure if self._proxy is not None else None
+        return f" (last: {failure})" if failure else ""
 
 
 def _scrub(text: str) -> str:
     """A librdkafka error text without the peer's bytes it may quote (a port that does not speak Kafka)."""
     return _ECHOED.sub("an answer that is not Kafka's", text)
-
-
-def _server(host: str, port: int) -> str:
-    """``host:port`` as librdkafka reads it (an IPv6 address in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _rank(error: Any) -> int:

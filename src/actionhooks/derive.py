@@ -44,7 +44,6 @@ import time
 from collections.abc import Sequence
 from itertools import compress
 from operator import itemgetter
-from typing import Any
 
 import msgspec
 
@@ -135,7 +134,8 @@ class _Source(msgspec.Struct):
 
 _event_type = itemgetter(2)  # NewEvent.event_type (a tuple's item: picked in C)
 _decode_source = msgspec.json.Decoder(_Source).decode
-_decode_message = msgspec.json.Decoder(dict[str, Any]).decode
+# a message's top-level members, their values left as the producer's bytes (a copy re-encodes them verbatim)
+_decode_message = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
 _encode = msgspec.json.Encoder().encode
 
 
@@ -221,7 +221,7 @@ class _Run:
         scope: str | None,
         event_type: str,
         root_id: str,
-        message: dict[str, Any] | None,
+        message: dict[str, msgspec.Raw] | None,
     ) -> tuple[list[NewEvent], list[NewEvent]]:
         """What derives from ``event_type`` (the source itself when ``message`` is None, else derived from it):
         the implied events to write before it, and the unique and dwell events (and what derives from those) to
@@ -251,9 +251,11 @@ class _Run:
             after.append(self._copy(source, body, dwell_type(data.dwell_s), root_id))
         return before, after
 
-    def _copy(self, source: NewEvent, message: dict[str, Any], event_type: str, root_id: str) -> NewEvent:
+    def _copy(
+        self, source: NewEvent, message: dict[str, msgspec.Raw], event_type: str, root_id: str
+    ) -> NewEvent:
         event_id = derived_id(root_id, event_type)
-        body = {**message, "event_type": event_type, "derived_from": root_id}
+        body: dict[str, msgspec.Raw | str] = {**message, "event_type": event_type, "derived_from": root_id}
         body["id"] = event_id
         return NewEvent(
             source.account_id,

@@ -91,6 +91,36 @@ async def test_bulk_upsert_json_and_ndjson(service: Service, owner: User) -> Non
     assert status == 400
 
 
+async def test_profiles_are_strict_json_like_events(service: Service, owner: User) -> None:
+    """What a profile holds reaches receivers in delivered messages, so its JSON is refused where receivers would
+    read it differently: a duplicated key (msgspec keeps the last, others the first), a number past a double, a
+    lone surrogate — in PUT, PATCH and each bulk item; nothing refused is stored."""
+    status, _, _ = await service.call("PUT", "/v1/profiles/s1", owner, {"fields": {"plan": "basic"}})
+    assert status == 200
+    refused = [
+        b'{"fields": {"plan": "basic", "plan": "gold"}}',
+        b'{"fields": {"score": 1e999}}',
+        b'{"email": "\\ud800@x.io"}',
+    ]
+    for raw in refused:
+        for method in ("PUT", "PATCH"):
+            status, body, _ = await service.call(method, "/v1/profiles/s1", owner, raw=raw)
+            assert status == 400, (method, raw, body)
+            assert "JSON" in body["error"] or "Unicode" in body["error"], body
+    _, stored, _ = await service.call("GET", "/v1/profiles/s1", owner)
+    assert stored["fields"] == {"plan": "basic"} and stored["email"] is None
+    ndjson = b"\n".join(
+        [b'{"profile_id": "s2", "email": "b@x.io"}', *(b'{"profile_id": "s3",' + r[1:] for r in refused)]
+    )
+    status, body, _ = await service.call(
+        "POST", "/v1/profiles", owner, raw=ndjson, headers={"Content-Type": "application/x-ndjson"}
+    )
+    assert status == 200 and body["upserted"] == 1, body
+    assert [e["index"] for e in body["errors"]] == [1, 2, 3]
+    status, _, _ = await service.call("GET", "/v1/profiles/s3", owner)
+    assert status == 404
+
+
 async def _hook(service: Service, owner: User, fields: list[str]) -> StubDestination:
     dest, transport = stub(max_batch_size=100, timeout_s=0.05)
     body = {"name": "crm", "event_types": ["deliv"], "transport": transport, "custom_data_fields": fields}

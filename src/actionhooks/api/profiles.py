@@ -1,5 +1,7 @@
 """Profile routes (docs/capture.md#profiles): ``PUT`` replaces, ``PATCH`` merges (JSON Merge Patch), ``GET`` reads,
-``DELETE`` erases (a tombstone stays), ``POST /v1/profiles`` upserts in bulk (a JSON array or NDJSON).
+``DELETE`` erases (a tombstone stays), ``POST /v1/profiles`` upserts in bulk (a JSON array or NDJSON). Bodies and
+bulk items are strict JSON (``strict_json``: no duplicate keys, numbers a double holds, valid Unicode), as events
+are: what a profile holds reaches receivers in delivered messages.
 
 A deleted profile answers 404 to ``GET``; a ``PUT`` or ``PATCH`` after it starts a new profile."""
 
@@ -12,12 +14,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .. import profiles
-from ..errors import ApiError, ValidationError
+from .. import profiles, strict_json
+from ..errors import ApiError, StrictJsonError, ValidationError
 from ..events import ItemError, split_body
 from ..hooks import merge_patch
 from ..profiles import Profile, ProfileWrite, StoredProfile
-from .responses import json_response, read_body
+from .responses import json_response, read_body, read_json
 from .schema import ProfileUpsertResult, ProfileView, timestamp
 
 MAX_BODY = 10 * 1024 * 1024
@@ -61,11 +63,7 @@ async def get_profile(request: Request) -> Response:
 
 async def put_profile(request: Request) -> Response:
     state, account_id, profile_id = await _target(request)
-    body = await read_body(request, MAX_BODY)
-    try:
-        data = msgspec.json.decode(body)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    data = await read_json(request, MAX_BODY)
     try:
         profile = profiles.profile_from_builtins(data)
     except ValidationError as exc:
@@ -76,11 +74,7 @@ async def put_profile(request: Request) -> Response:
 
 async def patch_profile(request: Request) -> Response:
     state, account_id, profile_id = await _target(request)
-    body = await read_body(request, MAX_BODY)
-    try:
-        patch = msgspec.json.decode(body)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    patch = await read_json(request, MAX_BODY)
     if not isinstance(patch, dict):
         raise ApiError(422, "a merge patch of a profile is a JSON object")
 
@@ -124,6 +118,11 @@ async def upsert_profiles(request: Request) -> Response:
     writes: dict[str, ProfileWrite] = {}
     errors: list[ItemError] = []
     for index, raw in enumerate(items):
+        try:
+            strict_json.check(raw)
+        except StrictJsonError as exc:
+            errors.append(ItemError(index, str(exc)))
+            continue
         try:
             item = profiles.parse_item(raw)
         except ValidationError as exc:

@@ -384,9 +384,7 @@ class _Link(asyncio.Protocol):
                 pos += step
                 continue
             head = self._request_head
-            step = min(12 - len(head), size - pos)
-            head += data[pos : pos + step]
-            pos += step
+            pos = _fill(head, 12, data, pos)
             if len(head) < 12:
                 break
             length, api_key, version, correlation = struct.unpack(">ihhi", head)
@@ -410,9 +408,7 @@ class _Link(asyncio.Protocol):
                 continue
             whole = self._answer_whole
             if whole is not None:
-                step = min(self._answer_size - len(whole), size - pos)
-                whole += data[pos : pos + step]
-                pos += step
+                pos = _fill(whole, self._answer_size, data, pos)
                 if len(whole) == self._answer_size:
                     self._answer_whole = None
                     api_key, version = self._answer_asked
@@ -423,9 +419,7 @@ class _Link(asyncio.Protocol):
                     out += (len(body).to_bytes(4, "big"), body)
                 continue
             head = self._answer_head
-            step = min(8 - len(head), size - pos)
-            head += data[pos : pos + step]
-            pos += step
+            pos = _fill(head, 8, data, pos)
             if len(head) < 8:
                 break
             length, correlation = struct.unpack(">ii", head)
@@ -474,6 +468,13 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+def _fill(buffer: bytearray, want: int, data: bytes, pos: int) -> int:
+    """Add to ``buffer`` what ``data`` has from ``pos`` on, up to ``want`` bytes in all; where ``data`` goes on."""
+    step = min(want - len(buffer), len(data) - pos)
+    buffer += data[pos : pos + step]
+    return pos + step
 
 
 def cap_api_versions(body: bytes, version: int) -> bytes:

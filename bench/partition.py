@@ -52,12 +52,9 @@ def open_pg(url: str, span: int) -> Any:
 
 
 async def child(url: str, figure: str, seconds: float, backlog: int, span: int) -> dict[str, float]:
-    from actionhooks.config import Retention
-    from actionhooks.events import NewEvent
-    from actionhooks.maintenance import prune_round
     from actionhooks.registry import HookRegistry
 
-    from .retention import BODY
+    from .retention import Pruning, batch, fill
 
     store = open_pg(url, span) if figure in ("pruning", "drain") else open_pg(url, 0)
     await store.open()
@@ -65,46 +62,30 @@ async def child(url: str, figure: str, seconds: float, backlog: int, span: int) 
     registry = HookRegistry(store)
     await registry.open()
 
-    def batch(at: float) -> list[NewEvent]:
-        return [NewEvent(account_id, str(uuid.uuid4()), "deliv", 1, "p", at, BODY) for _ in range(1000)]
-
     try:
         if figure in ("pruning", "drain"):
-            for _ in range(backlog // 1000):
-                await store.append(account_id, batch(time.time() - 8 * 86400))
+            await fill(store, account_id, backlog, time.time() - 8 * 86400)
         if figure == "drain":
             return await drain(store, registry, url)
         latencies: list[float] = []
         count = 0
         stop = time.monotonic() + seconds
-        pruned = 0
-        running = True
 
         async def appender() -> None:
             nonlocal count
             while time.monotonic() < stop:
-                events = batch(time.time())
+                events = batch(account_id, time.time())
                 chosen = {e.id for e in events} if figure == "producer" else ()
                 started = time.perf_counter()
                 await store.append(account_id, events, chosen)
                 latencies.append(time.perf_counter() - started)
                 count += len(events)
 
-        async def pruner() -> None:
-            nonlocal pruned
-            while running:
-                done = await prune_round(store, registry, Retention(), max_chunks=10)
-                pruned += done.events
-                if not done.more and not done.events:
-                    await asyncio.sleep(0.05)
-
-        task = asyncio.create_task(pruner()) if figure == "pruning" else None
+        pruning = Pruning(store, registry) if figure == "pruning" else None
         started = time.monotonic()
         await asyncio.gather(*(appender() for _ in range(4)))
         elapsed = time.monotonic() - started
-        running = False
-        if task is not None:
-            await task
+        pruned = await pruning.stop() if pruning is not None else 0
         q = statistics.quantiles(latencies, n=100)
         return {
             "events/s": count / elapsed,

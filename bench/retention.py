@@ -45,6 +45,28 @@ async def fill(store: Store, account_id: int, events: int, at: float) -> None:
         await store.append(account_id, batch(account_id, at))
 
 
+class Pruning:
+    """``maintenance.prune_round`` in a loop beside the appenders (never idle while a backlog is due) until
+    :meth:`stop`, which says how many rows it removed."""
+
+    def __init__(self, store: Store, registry: HookRegistry) -> None:
+        self.pruned = 0
+        self._running = True
+        self._task = asyncio.create_task(self._loop(store, registry))
+
+    async def _loop(self, store: Store, registry: HookRegistry) -> None:
+        while self._running:
+            done = await prune_round(store, registry, Retention(), max_chunks=10)
+            self.pruned += done.events
+            if not done.more and not done.events:
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> int:
+        self._running = False
+        await self._task
+        return self.pruned
+
+
 async def ingest(store: Store, account_id: int, seconds: float) -> tuple[float, list[float]]:
     latencies: list[float] = []
     stop = time.monotonic() + seconds
@@ -75,23 +97,11 @@ async def run_engine(url: str, seconds: float, backlog: int) -> None:
         await fill(store, account_id, backlog, time.time() - 8 * 86400)
         rate, lat = await ingest(store, account_id, seconds)
         report(url, "without pruning", rate, lat, 0, 0)
-        pruned = 0
-        running = True
-
-        async def pruner() -> None:
-            nonlocal pruned
-            while running:
-                done = await prune_round(store, registry, Retention(), max_chunks=10)
-                pruned += done.events
-                if not done.more and not done.events:
-                    await asyncio.sleep(0.05)
-
-        task = asyncio.create_task(pruner())
+        pruning = Pruning(store, registry)
         started = time.monotonic()
         rate, lat = await ingest(store, account_id, seconds)
         elapsed = time.monotonic() - started
-        running = False
-        await task
+        pruned = await pruning.stop()
         report(url, "with pruning", rate, lat, pruned, pruned / elapsed)
         if pruned >= backlog:
             print("  (the backlog was gone before the end: pruning was idle for part of the run)")

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +47,24 @@ def wait_quiet(busy_cores: float = 0.2, window_s: float = 1.0, timeout: float = 
 
 @contextlib.contextmanager
 def running(cmd: list[str], port: int, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        wait_port(port)
-        yield proc
-    finally:
-        stop(proc, 20)
+    """``cmd`` running until the block ends. Its standard error goes to a file (a pipe nobody reads fills up at 64 KB
+    and then blocks the process at its next log line), shown at the end when there is any."""
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(cmd, env=env(**extra_env), stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            wait_port(port)
+            yield proc
+        finally:
+            stop(proc, 20)
+            errors.seek(0)
+            said = errors.read()
+            if said:
+                name = " ".join(cmd[:3])
+                print(
+                    f"{name} wrote to stderr (last 2000 bytes):",
+                    said[-2000:].decode(errors="replace"),
+                    file=sys.stderr,
+                )
 
 
 def receiver(port: int, ids_file: Path) -> contextlib.AbstractContextManager[subprocess.Popen[bytes]]:

@@ -232,3 +232,35 @@ async def test_a_hook_subscribed_after_its_accounts_appends_were_skipped_reads_t
         if page.caught_up:
             break
     assert got == ["id-2", "id-3"]
+
+
+async def test_the_feed_wakes_a_hook_of_a_list_only_for_events_of_that_list(store: Store) -> None:
+    """Hooks narrowed to a ``list_id`` are woken by a chunk holding an event of their account, type and list — not
+    by the same type in other lists (nor other types of their list), however many hooks share the type."""
+    account = await store.create_account("one", "h1")
+    feed = LogFeed(store)
+    await feed.read(account, ["open"], None, 0, 10)  # the feed starts at the head
+    subs = {
+        name: Subscription(account, types, list_id, asyncio.Event())
+        for name, types, list_id in [
+            ("any list", ("open",), None),
+            ("list 1", ("open",), 1),
+            ("list 2", ("open",), 2),
+            ("list 2, clicks", ("click",), 2),
+            *[(f"idle {n}", ("open",), 100 + n) for n in range(20)],
+        ]
+    }
+    for sub in subs.values():
+        feed.subscribe(sub)
+    await store.append(
+        account,
+        [
+            NewEvent(account, "a", "open", 1, "p", 1.0, b"{}"),
+            NewEvent(account, "b", "click", 1, "p", 1.0, b"{}"),
+            NewEvent(account, "c", "open", None, "p", 1.0, b"{}"),
+        ],
+    )
+    feed.appended({account})
+    await eventually(lambda: subs["list 1"].wake.is_set())
+    woken = {name for name, sub in subs.items() if sub.wake.is_set()}
+    assert woken == {"any list", "list 1"}

@@ -255,11 +255,16 @@ class LogFeed:
             subs = subscribers.get(key)
             if not subs:
                 continue
+            lists: set[int | None] | None = None  # the key's list ids, gathered once for all its hooks
             for sub in subs:
                 if sub.wake.is_set():
                     continue
-                if sub.list_id is None or any(e.list_id == sub.list_id for e in events):
-                    sub.wake.set()
+                if sub.list_id is not None:
+                    if lists is None:
+                        lists = {e.list_id for e in events}
+                    if sub.list_id not in lists:
+                        continue
+                sub.wake.set()
 
     async def _pumping(self) -> None:
         """Read until the head while appends keep coming (the read-ahead: chunks arrive while hooks send)."""

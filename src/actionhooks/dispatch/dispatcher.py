@@ -27,6 +27,7 @@ from ..integrations import TransportContext
 from ..registry import Hook, HookRegistry
 from ..store.base import Store
 from .feed import LogFeed
+from .priority import Deferral, IngestFirst
 from .rate import HookRates
 from .replay import SideDeliveries
 from .states import StateWriter
@@ -45,6 +46,7 @@ class Dispatcher:
         *,
         poll_interval: float = 1.0,
         reconcile_interval: float = 2.0,
+        ingest_first: IngestFirst | None = None,
     ) -> None:
         self.store = store
         self.hooks = hooks
@@ -59,6 +61,8 @@ class Dispatcher:
         self._unreadable: dict[int, int] = {}  # hook id → generation whose settings could not be loaded
         self._worker_started = asyncio.Event()  # set, and replaced, whenever a worker starts
         self.feed = LogFeed(store)
+        # sends step aside while this process's ingest has a backlog (dispatch/priority.py)
+        self.ingest_first = ingest_first or IngestFirst(lambda: store.pending_appends)
         self.states = StateWriter(store)
         self.rates = (
             HookRates()
@@ -107,6 +111,7 @@ class Dispatcher:
             await self._stop_worker(hook_id)
         await self.feed.close()
         await self.states.close()
+        await self.ingest_first.close()
 
     def hook_changed(self) -> None:
         """A hook was created, edited or deleted: reconcile soon (without waiting for it)."""
@@ -194,6 +199,7 @@ class Dispatcher:
             feed=self.feed,
             states=self.states,
             rate=self.rates.of(hook.id, hook.spec.max_events_per_second),
+            deferral=Deferral(self.ingest_first),
         )
         task = asyncio.create_task(worker.run(), name=f"hook-{hook.id}")
         task.add_done_callback(self._worker_done)

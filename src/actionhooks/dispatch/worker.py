@@ -6,7 +6,8 @@ The loop, for a hook at cursor ``c``:
    of what the read covered. Reads are served by the dispatcher's shared :class:`~.feed.LogFeed` (the log read once
    for all hooks); a hook behind the feed's memory reads from the store on its own until it catches up.
 2. When ``max_batch_size`` events wait, or the oldest has waited ``timeout_s`` since it was received, take the
-   first ``max_batch_size`` as a batch.
+   first ``max_batch_size`` as a batch — unless ingest has a backlog: then the worker steps aside first (bounded,
+   :mod:`.priority`) and reads what came meanwhile.
 3. Send it — once the previous batch's record is written (see below). Delivered → record the attempt and move the
    cursor past the batch (to ``scan`` when nothing else waits) in one transaction. Retryable → record the attempt,
    wait (``RetryPolicy``: by how long the batch has been failing), send the same batch again; later events wait
@@ -60,6 +61,7 @@ from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, FailureStreak, Page, Store
 from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
+from .priority import Deferral
 from .rate import RateLimiter
 from .states import StateWriter
 
@@ -91,6 +93,7 @@ class HookWorker:
         feed: LogFeed,
         states: StateWriter,
         rate: RateLimiter | None = None,
+        deferral: Deferral | None = None,
     ) -> None:
         self.hook = hook
         self.failing = hook.last_error is not None  # the newest outcome known is a failure
@@ -107,6 +110,7 @@ class HookWorker:
         self.matcher = Matcher(spec, hook.id)
         self.enricher = Enricher(spec, store, hook.account_id)
         self.rate = rate or RateLimiter(spec.max_events_per_second)
+        self.deferral = deferral or Deferral(None)  # steps aside for ingest bursts (dispatch/priority.py)
         self.max_batch = self.rate.batch_size(spec.transport.max_batch_size)
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
@@ -308,6 +312,8 @@ class HookWorker:
                 self.scan = page.scanned_to
                 caught_up = page.caught_up
             if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
+                if await self.deferral.step_aside():
+                    continue  # ingest went first: read what came meanwhile, the batch may now be fuller
                 await self._deliver(self.buffer[: self.max_batch])
                 del self.buffer[: self.max_batch]
                 continue
@@ -319,6 +325,7 @@ class HookWorker:
                     self._note_cursor(self.scan)
                     self.saved_cursor = self.scan
                 self._went_idle()
+                self.deferral.caught_up()
             wait = self.poll_interval if not self.buffer else min(self.poll_interval, self._due_in())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=max(wait, 0.001))

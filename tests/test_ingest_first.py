@@ -87,3 +87,19 @@ async def test_a_workers_batch_waits_for_ingest_then_goes(tmp_path: Path) -> Non
         await eventually(lambda: dest.calls == 2, timeout=5)
         assert time.monotonic() - released < 0.25  # ingest eased: sent at once, not at the allowance's end
         assert dest.event_ids == first + second
+
+
+async def test_stopping_a_worker_ends_its_wait_for_ingest(tmp_path: Path) -> None:
+    async with sqlite_service(tmp_path) as service:
+        owner = await service.user("owner")
+        service.dispatcher.ingest_first = Held(defer_max_s=60)
+        dest, transport = stub(max_batch_size=10, timeout_s=0)
+        created = await make_hook(service, owner, transport, event_types=["deliv"])
+        await send(service, owner, [event(n) for n in range(5)])
+        worker, task = service.dispatcher.workers[created["id"]]
+        await eventually(lambda: worker.deferral.waits > 0)
+        started = time.monotonic()
+        worker.stop()
+        await asyncio.wait_for(task, 2)
+        assert time.monotonic() - started < 1  # not the allowance's minute
+        assert dest.calls == 0  # the batch stays after the saved cursor, for the next worker

@@ -89,9 +89,11 @@ class Deferral:
         self.first = first
         self.used_s = 0.0
         self.waits = 0  # times a batch waited (for tests and stats)
+        self._waiting: asyncio.Future[None] | None = None
 
     async def step_aside(self) -> bool:
-        """Wait while ingest has a backlog, within what is left of the allowance: whether it waited."""
+        """Wait while ingest has a backlog, within what is left of the allowance (or until :meth:`interrupt`):
+        whether it waited."""
         first = self.first
         if first is None or not first.contended:
             return False
@@ -100,9 +102,19 @@ class Deferral:
             return False
         self.waits += 1
         started = time.monotonic()
-        await first.eased(left)
-        self.used_s += time.monotonic() - started
+        waiting = self._waiting = asyncio.ensure_future(first.eased(left))
+        try:
+            await asyncio.wait([waiting])  # (returns when it is cut short too)
+        finally:
+            self._waiting = None
+            waiting.cancel()
+            self.used_s += time.monotonic() - started
         return True
+
+    def interrupt(self) -> None:
+        """End a wait now (the worker is stopping)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def caught_up(self) -> None:
         """The worker has caught up with the log: it may defer again."""

@@ -154,6 +154,7 @@ class HookWorker:
         :meth:`run` then returns. Events read but not sent stay after the saved cursor for the next worker."""
         self._stopping.set()
         self.wake.set()
+        self.deferral.interrupt()  # a batch waiting for ingest is not sent: it stays for the next worker
 
     @property
     def stopping(self) -> bool:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import psycopg
 import pytest
 
+from actionhooks.errors import StoreUnavailable
 from actionhooks.events import NewEvent
-from actionhooks.store import Attempt, Store
+from actionhooks.store import Attempt, Store, open_store
 
 from .conftest import PG_ADMIN_URL
 from .stub import StubDestination
@@ -268,3 +270,43 @@ async def test_api_answers_503_while_the_database_is_down_and_serves_within_seco
     assert len(store_lines) == 2, store_lines  # one line down, one line back; no traceback per request
     assert "unavailable" in store_lines[0] and "available again" in store_lines[1]
     assert not [r for r in caplog.records if r.exc_info], "no tracebacks"
+
+
+async def test_a_full_sqlite_database_is_unavailable_not_an_error_and_recovers(tmp_path: Any) -> None:
+    """A statement that finds the database full (SQLITE_FULL) makes SQLite roll the transaction back itself; the
+    store must still say "unavailable, retry" (ingest answers 503) — not the failed ROLLBACK's error — and write
+    again once there is room. The room here is ``max_page_count`` (a full disk does the same, tests/test_outages)."""
+    store = open_store(f"sqlite:///{tmp_path / 'full.db'}")
+    await store.open()
+    try:
+        account = await store.create_account("a", "h")
+
+        def room(pages: int | None) -> Any:
+            def work(conn: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA page_count")
+                used = cur.fetchone()[0]
+                cur.execute(f"PRAGMA max_page_count = {used + pages if pages is not None else 1_000_000_000}")
+
+            return work
+
+        big = [
+            NewEvent(account, "e", "deliv", 1, "p", 1.0, b"x" * 200_000)
+        ]  # overflow pages: full mid-statement
+        await store._runtime.write(room(2))  # type: ignore[attr-defined]
+        with pytest.raises(StoreUnavailable, match="full"):
+            await store.append(account, big)
+        await asyncio.sleep(0.1)  # (the store lets a try through after a back-off: this one makes room)
+        await store._runtime.write(room(None))  # type: ignore[attr-defined]
+        await eventually(lambda: _appends(store, account, big), timeout=5)
+        assert await store.count_events(account) == len(big)
+    finally:
+        await store.close()
+
+
+async def _appends(store: Store, account: int, events: list[NewEvent]) -> bool:
+    try:
+        await store.append(account, events)
+    except StoreUnavailable:  # the back-off has not let a try through yet
+        return False
+    return True

@@ -77,7 +77,10 @@ class SqliteDialect:
         try:
             yield cur
         except BaseException:
-            cur.execute("ROLLBACK")
+            # SQLite may have rolled the transaction back itself (a statement failing with SQLITE_FULL does): then
+            # ROLLBACK fails, and its error must not hide the one that matters (a full disk is worth a retry)
+            with contextlib.suppress(sqlite3.Error):
+                cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
 

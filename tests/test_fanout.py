@@ -264,3 +264,33 @@ async def test_the_feed_wakes_a_hook_of_a_list_only_for_events_of_that_list(stor
     await eventually(lambda: subs["list 1"].wake.is_set())
     woken = {name for name, sub in subs.items() if sub.wake.is_set()}
     assert woken == {"any list", "list 1"}
+
+
+async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the_feed(store: Store) -> None:
+    """More types than the per-type merge takes (MERGE_TYPES): the feed picks by the chunk's list index — the
+    list's events of the hook's types, in seq order, after the position, within the limit."""
+    account = await store.create_account("one", "h1")
+    types = [f"t{n}" for n in range(12)]  # (event types are not checked by the store)
+    feed = LogFeed(store)
+    feed.subscribe(Subscription(account, tuple(types), 2, asyncio.Event()))
+    start = await store.head()
+    assert await feed.read(account, types, 2, start, 10) is not None  # the feed starts at the head
+    sent = [
+        NewEvent(account, f"id-{n}", types[n % 12] if n % 5 else "other", 1 + n % 3, "p", 1.0, b"{}")
+        for n in range(60)
+    ]
+    await store.append(account, sent)
+    feed.appended({account})  # as the store's listener says it
+    wanted = [e.id for e in sent if e.list_id == 2 and e.event_type in types]
+    got: list[str] = []
+    after = start
+    while True:
+        page = await feed.read(account, types, 2, after, 7)
+        assert page is not None and len(page.events) <= 7
+        got += [e.id for e in page.events]
+        after = page.scanned_to
+        if page.caught_up:
+            break
+    assert got == wanted
+    page = await feed.read(account, types, 99, start, 10)  # a list the log does not have: nothing, at once
+    assert page is not None and page.events == []

@@ -64,6 +64,9 @@ class _Chunk:
     accounts: list[int]
     events: list[LoggedEvent]
     by_key: dict[tuple[int, str], list[LoggedEvent]] = field(default_factory=dict)
+    _by_list: dict[tuple[int, int | None], list[LoggedEvent]] | None = (
+        None  # built at the first list-bound pick
+    )
 
     @classmethod
     def of(cls, low: int, page: LogPage) -> _Chunk:
@@ -98,6 +101,13 @@ class _Chunk:
                 (e for e in merged if e.list_id == list_id),
                 limit,
             )
+        if list_id is not None:
+            # many types of one list: the list's events, by index (none at all for a list the chunk lacks)
+            run = self.by_list().get((account_id, list_id))
+            if not run:
+                return []
+            start = bisect_right(run, after, key=_seq) if run[0].seq <= after else 0
+            return _first((run[i] for i in range(start, len(run)) if run[i].event_type in types), limit)
         start = (
             bisect_right(self.events, after, key=_seq) if self.events and self.events[0].seq <= after else 0
         )
@@ -106,12 +116,19 @@ class _Chunk:
             (
                 events[i]
                 for i in range(start, len(events))
-                if accounts[i] == account_id
-                and events[i].event_type in types
-                and (list_id is None or events[i].list_id == list_id)
+                if accounts[i] == account_id and events[i].event_type in types
             ),
             limit,
         )
+
+    def by_list(self) -> dict[tuple[int, int | None], list[LoggedEvent]]:
+        """The chunk's events by account and ``list_id``, in seq order (made once, when a hook narrowed to a list
+        of more than :data:`MERGE_TYPES` types first reads the chunk)."""
+        if self._by_list is None:
+            self._by_list = {}
+            for account, event in zip(self.accounts, self.events, strict=True):
+                self._by_list.setdefault((account, event.list_id), []).append(event)
+        return self._by_list
 
     def only(self, account_id: int, types: frozenset[str]) -> bool:
         """Whether every event of the chunk is of ``account_id`` and one of ``types``."""

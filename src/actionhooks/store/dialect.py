@@ -28,6 +28,10 @@ class Dialect(Protocol):
     partitions: LogPartitions | None  # the log's partitions (PostgreSQL), dropped whole by retention
 
     def connect(self, *, writer: bool) -> Connection: ...
+    def rows_cursor(self, conn: Connection) -> Cursor:
+        """A cursor for reading many of the log's rows (PostgreSQL: results in binary, a payload as its bytes)."""
+        ...
+
     def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]:
         """A cursor inside a transaction: committed when the block ends, rolled back when it raises; a failure to
         begin is raised as :class:`NotBegun`."""

@@ -43,6 +43,13 @@ class PostgresDialect:
         # duplicate-id check) would be kept as it grows
         return psycopg.connect(self.url, autocommit=True, prepare_threshold=None, connect_timeout=5)
 
+    def rows_cursor(self, conn: Connection) -> Cursor:
+        # text results send a bytea hex-encoded (twice its size, encoded by the server, decoded here): binary took
+        # a 5 000-event read from 32 to 15 ms of client CPU (69 to 45 ms) on this machine
+        assert isinstance(conn, psycopg.Connection)
+        cur: Cursor = conn.cursor(binary=True)
+        return cur
+
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:
         cur = conn.cursor()

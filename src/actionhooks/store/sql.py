@@ -456,7 +456,7 @@ class SqlStore(SideDeliveriesSql):
         limit: int,
         window: int,
     ) -> Page:
-        cur = conn.cursor()
+        cur = self.dialect.rows_cursor(conn)
         cur.execute(_HEAD)
         head = int(_one(cur)[0])
         upper = min(head, after + window)
@@ -483,7 +483,7 @@ class SqlStore(SideDeliveriesSql):
 
     async def read_log(self, after: int, limit: int) -> LogPage:
         def work(conn: Connection) -> LogPage:
-            cur = conn.cursor()
+            cur = self.dialect.rows_cursor(conn)
             cur.execute(_HEAD)
             head = int(_one(cur)[0])
             if head <= after:

@@ -67,6 +67,9 @@ class SqliteDialect:
             conn.execute("PRAGMA query_only=ON")
         return conn
 
+    def rows_cursor(self, conn: Connection) -> Cursor:
+        return conn.cursor()
+
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:
         cur = conn.cursor()

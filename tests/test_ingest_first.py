@@ -36,8 +36,8 @@ async def test_ingest_has_a_backlog_from_two_full_requests_waiting_for_their_com
     assert not any(w.done() for w in waiting)
     eased_at = time.monotonic()
     pending = 10
-    await asyncio.wait_for(asyncio.gather(*waiting), 1)  # every waiting worker, woken by one timer
-    assert time.monotonic() - eased_at < 0.2
+    await asyncio.wait_for(asyncio.gather(*waiting), 2)  # every waiting worker, woken by one timer
+    assert time.monotonic() - eased_at < 2  # (their timeout was 5 s)
     started = time.monotonic()
     pending = BUSY_EVENTS
     await first.eased(0.1)  # a wait is bounded by its timeout
@@ -51,9 +51,10 @@ async def test_a_deferral_is_bounded_until_the_worker_catches_up() -> None:
     started = time.monotonic()
     assert await deferral.step_aside()  # waits the whole allowance: ingest never eases
     assert 0.15 <= time.monotonic() - started < 2
-    started = time.monotonic()
-    assert not await deferral.step_aside()  # allowance spent: sends go on, sharing the cores as before
-    assert time.monotonic() - started < 0.05
+    assert (
+        not await deferral.step_aside()
+    )  # allowance spent: no wait, sends go on sharing the cores as before
+    assert deferral.waits == 1
     deferral.caught_up()
     waiting = asyncio.create_task(deferral.step_aside())
     await asyncio.sleep(0.05)
@@ -79,13 +80,12 @@ async def test_a_workers_batch_waits_for_ingest_then_goes(tmp_path: Path) -> Non
         await service.dispatcher.caught_up(created["id"])
         assert dest.event_ids == first
 
+        held.defer_max_s = 60  # (so that only the release below can let the next batch go)
         second = await send(service, owner, [event(n) for n in range(5, 10)])  # caught up: it may defer again
         await asyncio.sleep(0.3)
         assert dest.calls == 1
-        released = time.monotonic()
         held.release()
-        await eventually(lambda: dest.calls == 2, timeout=5)
-        assert time.monotonic() - released < 0.25  # ingest eased: sent at once, not at the allowance's end
+        await eventually(lambda: dest.calls == 2, timeout=10)  # ingest eased: sent, long before the allowance
         assert dest.event_ids == first + second
 
 

@@ -64,9 +64,8 @@ class _Chunk:
     accounts: list[int]
     events: list[LoggedEvent]
     by_key: dict[tuple[int, str], list[LoggedEvent]] = field(default_factory=dict)
-    _by_list: dict[tuple[int, int | None], list[LoggedEvent]] | None = (
-        None  # built at the first list-bound pick
-    )
+    # built at the first read of a hook of many types narrowed to a list (:meth:`by_list`)
+    _by_list: dict[tuple[int, int | None], list[LoggedEvent]] | None = None
 
     @classmethod
     def of(cls, low: int, page: LogPage) -> _Chunk:

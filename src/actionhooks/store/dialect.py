@@ -29,7 +29,8 @@ class Dialect(Protocol):
 
     def connect(self, *, writer: bool) -> Connection: ...
     def rows_cursor(self, conn: Connection) -> Cursor:
-        """A cursor for reading many of the log's rows (PostgreSQL: results in binary, a payload as its bytes)."""
+        """A cursor for reading many payloads — the log's, dead letters' (PostgreSQL: results in binary, a payload as
+        its bytes)."""
         ...
 
     def transaction(self, conn: Connection) -> contextlib.AbstractContextManager[Cursor]:

@@ -68,7 +68,7 @@ class SideDeliveriesSql:
     # --- replays ------------------------------------------------------------------------------------------
     async def replay_range(self, query: HookQuery, from_at: float, to_at: float) -> ReplayRange:
         def work(conn: Connection) -> ReplayRange:
-            cur = conn.cursor()
+            cur = self.dialect.rows_cursor(conn)  # (a filtered range's count reads its payloads)
             start = self._seq_before(cur, from_at - CLOCK_SLACK_S)
             cur.execute("SELECT COALESCE(MAX(seq), 0) FROM events")
             head = int(_first(cur)[0])
@@ -329,7 +329,7 @@ class SideDeliveriesSql:
         seq, last_id = after
 
         def work(conn: Connection) -> list[Row]:
-            cur = conn.cursor()
+            cur = self.dialect.rows_cursor(conn)
             cur.execute(
                 f"SELECT {_LETTER_COLUMNS} FROM dead_letters WHERE redrive_id = {p}"
                 f" AND (event_seq > {p} OR (event_seq = {p} AND id > {p})) ORDER BY event_seq, id LIMIT {p}",
@@ -363,7 +363,7 @@ class SideDeliveriesSql:
         types = query.event_types
 
         def work(conn: Connection) -> list[Row]:
-            cur = conn.cursor()
+            cur = self.dialect.rows_cursor(conn)
             sql = (
                 "SELECT seq, id, event_type, list_id, profile_id, payload, received_at FROM events"
                 f" WHERE account_id = {p} AND seq > {p} AND seq <= {p} AND event_type IN ({marks(p, len(types))})"

@@ -8,6 +8,7 @@ before the change, ``--before-src``) and ``after`` (this tree) — beside the no
   ``1000 hooks`` at ~1 % (one type each);
 - ``max_batch_size 1``: one hook for all types with batches of one event — events/s from the first request to the
   last delivery, then the ingest→delivery latency at 1 000 events/s (10 events every 10 ms for 10 s);
+  ``max_batch_size 1 and 16 in flight``: the same hook with ``max_in_flight`` 16;
 - ``PostgreSQL end to end``: the one-hook scenario on PostgreSQL beside the same on SQLite.
 
 The service (``actionhooks serve``), the destination (``python -m bench.sink``: counts events and the latency of
@@ -52,6 +53,8 @@ HERE = Path(__file__).resolve().parent
 AFTER_SRC = HERE.parent / "src"
 PG_ADMIN = os.environ.get("ACTIONHOOKS_BENCH_PG", "postgresql://127.0.0.1:5432/test")
 NOWHERE_LIST = 987_654_321  # a list_id the traffic never has
+# one-event batches: the latency scenarios
+ONE_EVENT = ("max_batch_size 1", "max_batch_size 1 and 16 in flight")
 
 
 @dataclass
@@ -88,7 +91,7 @@ def hook_sets(scenario: str) -> list[tuple[list[str], int | None]]:
     types = [t.code for t in catalog().types]
     if scenario == "0 hooks":
         return []
-    if scenario in ("1 hook", "max_batch_size 1", "PostgreSQL end to end", "SQLite end to end"):
+    if scenario in ("1 hook", *ONE_EVENT, "PostgreSQL end to end", "SQLite end to end"):
         return [(types, None)]
     if scenario == "1 + 99 idle":
         return [(types, None)] + [(types[i % 80 : i % 80 + 8] or types[:8], NOWHERE_LIST) for i in range(99)]
@@ -140,7 +143,13 @@ def database(kind: str, folder: Path, name: str) -> Iterator[str]:
 
 
 async def _create_hooks(
-    service: str, key: str, url: str, hooks: list[tuple[list[str], int | None]], batch: int, timeout_s: float
+    service: str,
+    key: str,
+    url: str,
+    hooks: list[tuple[list[str], int | None]],
+    batch: int,
+    timeout_s: float,
+    in_flight: int = 1,
 ) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession() as session:
@@ -148,7 +157,13 @@ async def _create_hooks(
             body: dict[str, Any] = {
                 "name": f"bench-{n}",
                 "event_types": types,
-                "transport": {"type": "http", "url": url, "max_batch_size": batch, "timeout_s": timeout_s},
+                "transport": {
+                    "type": "http",
+                    "url": url,
+                    "max_batch_size": batch,
+                    "timeout_s": timeout_s,
+                    **({"max_in_flight": in_flight} if in_flight > 1 else {}),
+                },
             }
             if list_id is not None:
                 body["list_id"] = list_id
@@ -216,8 +231,9 @@ def run(
     timeout: float = 180.0,
 ) -> Result:
     hooks = hook_sets(scenario)
-    batch, timeout_s = (1, 0.0) if scenario == "max_batch_size 1" else (1000, 0.2)
-    if scenario == "max_batch_size 1":
+    batch, timeout_s = (1, 0.0) if scenario in ONE_EVENT else (1000, 0.2)
+    in_flight = 16 if scenario.endswith("16 in flight") else 1
+    if scenario in ONE_EVENT:
         events = events[:20_000]
     bodies = encode_batches(events, 1000)
     name = (
@@ -230,7 +246,7 @@ def run(
         extra = {"PYTHONPATH": str(src)}
         with procs.running(sink_cmd, sink_port), procs.serve(db, port, **extra) as server:
             service, sink = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sink_port}"
-            asyncio.run(_create_hooks(service, key, f"{sink}/hook", hooks, batch, timeout_s))
+            asyncio.run(_create_hooks(service, key, f"{sink}/hook", hooks, batch, timeout_s, in_flight))
             time.sleep(1.0)  # the dispatcher's workers start
             busy = machine_busy()
             started = time.perf_counter()
@@ -240,7 +256,7 @@ def run(
                 asyncio.run(_wait_deliveries(sink, expected, started, timeout)) if hooks else (0, 0.0)
             )
             latencies: list[float] = []
-            if scenario == "max_batch_size 1" and delivery_s != float("inf"):
+            if scenario in ONE_EVENT and delivery_s != float("inf"):
                 asyncio.run(_reset(sink))
                 asyncio.run(_paced(f"{service}/v1/events", key, events, 1000, 10.0))
                 asyncio.run(_wait_deliveries(sink, 10_000, time.perf_counter(), 60))
@@ -325,7 +341,7 @@ def tables(results: list[Result]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        if r.scenario in ("max_batch_size 1", "PostgreSQL end to end", "SQLite end to end"):
+        if r.scenario in (*ONE_EVENT, "PostgreSQL end to end", "SQLite end to end"):
             continue
         base = by.get(("0 hooks", r.version))
         ratio = f"{r.ingest_eps / base.ingest_eps:.0%}" if base else ""
@@ -341,10 +357,10 @@ def tables(results: list[Result]) -> list[str]:
         )
     lines += ["", "| scenario | version | figure | |", "|---|---|---|---|"]
     for r in results:
-        if r.scenario == "max_batch_size 1":
+        if r.scenario in ONE_EVENT:
             lat = r.latencies_ms
             lines.append(
-                f"| max_batch_size 1, one hook | {r.version} | {r.deliveries_eps:,.0f} events/s delivered |"
+                f"| {r.scenario}, one hook | {r.version} | {r.deliveries_eps:,.0f} events/s delivered |"
                 f" at 1 000 events/s: p50 {_pct(lat, 0.5):.0f} ms, p99 {_pct(lat, 0.99):.0f} ms,"
                 f" max {max(lat, default=float('nan')):.0f} ms |"
             )
@@ -426,7 +442,7 @@ def main() -> None:
     parser.add_argument("--before-src", type=Path, required=True, help="the src/ folder of the tree before")
     parser.add_argument("--after-src", type=Path, default=AFTER_SRC, help="the src/ folder of the tree after")
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--only", default=",".join([*SCENARIOS, "max_batch_size 1", "postgres"]))
+    parser.add_argument("--only", default=",".join([*SCENARIOS, *ONE_EVENT, "postgres"]))
     parser.add_argument("--charts", type=Path, default=HERE / "charts")
     parser.add_argument("--versions", default="before,after")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, versions alternating; medians")
@@ -444,7 +460,7 @@ def main() -> None:
             args.rounds
         ):  # versions (and engines) in turn first, so neither always goes first
             order = versions if round_ % 2 == 0 else versions[::-1]
-            for scenario in [s for s in [*SCENARIOS, "max_batch_size 1"] if s in only]:
+            for scenario in [s for s in [*SCENARIOS, *ONE_EVENT] if s in only]:
                 for version in order:
                     results.append(run(scenario, version, sources[version], events, folder))
             if "postgres" in only:

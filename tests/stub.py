@@ -30,6 +30,10 @@ class Settings(TransportSettings, tag="stub"):
     max_batch_size: BatchSize = 100
     timeout_s: BatchTimeout = 1.0
     name: str = "default"
+    max_in_flight: int = 1
+
+    def sends_in_flight(self) -> int:
+        return self.max_in_flight
 
 
 class StubDestination:
@@ -40,8 +44,11 @@ class StubDestination:
         self.batches: list[Batch] = []
         self.calls = 0
         self.failures: deque[DeliveryError] = deque()
+        self.failing_calls: dict[int, DeliveryError] = {}
         self._changed = asyncio.Event()
         self.gate: asyncio.Event | None = None  # while set up and not yet set, sends wait (see ``hold``)
+        self.open_sends = 0  # sends begun and not yet answered
+        self.most_at_once = 0  # the most sends open at one time
         StubDestination.registry[name] = self
 
     def hold(self) -> asyncio.Event:
@@ -52,6 +59,10 @@ class StubDestination:
     def fail_next(self, error: DeliveryError, times: int = 1) -> None:
         self.failures.extend([error] * times)
 
+    def fail_call(self, number: int, error: DeliveryError) -> None:
+        """The ``number``-th send to reach the destination (counting from 1, all sends so far included) fails."""
+        self.failing_calls[number] = error
+
     @property
     def event_ids(self) -> list[str]:
         return [m.id for b in self.batches for m in b.messages]
@@ -59,6 +70,12 @@ class StubDestination:
     async def wait_for_events(self, count: int, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
             while len(self.event_ids) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_for_open_sends(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.open_sends < count:
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -71,6 +88,8 @@ class StubDestination:
     def receive(self, batch: Batch) -> Receipt:
         self.calls += 1
         self._changed.set()
+        if self.calls in self.failing_calls:
+            raise self.failing_calls.pop(self.calls)
         if self.failures:
             raise self.failures.popleft()
         self.batches.append(batch)
@@ -85,9 +104,15 @@ class StubTransport:
         destination = StubDestination.registry.get(self.settings.name)
         if destination is None:
             raise DeliveryError(f"no stub destination named {self.settings.name!r}", permanent=True)
-        if destination.gate is not None:
-            await destination.gate.wait()
-        return destination.receive(batch)
+        destination.open_sends += 1
+        destination.most_at_once = max(destination.most_at_once, destination.open_sends)
+        destination._changed.set()
+        try:
+            if destination.gate is not None:
+                await destination.gate.wait()
+            return destination.receive(batch)
+        finally:
+            destination.open_sends -= 1
 
     async def close(self) -> None:
         return None

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from standardwebhooks import Webhook
 
-from actionhooks.devtools.receiver import Receiver
+from actionhooks.devtools.receiver import Answer, Receiver
 from actionhooks.store import Store
 
 from .support import Service, User, eventually, service_settings
@@ -152,3 +152,19 @@ async def test_producer_bytes_reach_the_receiver_unchanged(service: Service, own
         event_id = answer["ids"][0]
         prefix = f'[{{"id":"{event_id}","account_id":{owner.account_id},"is_test":false,'.encode()
         assert request.body == prefix + raw[1:] + b"]"
+
+
+async def test_batches_in_flight_reach_the_receiver_over_several_connections_at_once(
+    service: Service, owner: User
+) -> None:
+    async with Receiver(default=Answer(delay=0.2)) as receiver:
+        await make_hook(
+            service,
+            owner,
+            {"url": receiver.hook_url, "max_batch_size": 1, "timeout_s": 0, "max_in_flight": 4},
+        )
+        status, answer, _ = await service.call("POST", "/v1/events", owner, [EVENT] * 12)
+        assert status == 202
+        await receiver.wait_for_events(12, timeout=20)
+        assert receiver.most_at_once == 4  # four one-event batches out at once, never a fifth
+        assert sorted(e["id"] for e in receiver.events) == sorted(answer["ids"])  # each once

@@ -212,10 +212,10 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
         filler.unlink()
         freed = time.monotonic()
         try:
-            await asyncio.wait_for(asyncio.shield(producing), 60)
+            await asyncio.wait_for(asyncio.shield(producing), 40)
         except TimeoutError:  # fail saying why, instead of waiting for the suite's timeout
             _, ready, _ = await service.call("GET", "/readyz", None)
-            pytest.fail(f"ingest still refused 60 s after the disk was freed; /readyz: {ready}")
+            pytest.fail(f"ingest still refused 40 s after the disk was freed; /readyz: {ready}")
         await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=20)
         await service.dispatcher.caught_up(hook["id"])
         got = delivered(receiver)

@@ -86,6 +86,8 @@ class Receiver:
         self.event_count = 0
         self.requests: list[ReceivedRequest] = []
         self.request_count = 0
+        self.open_requests = 0  # hook requests being answered now
+        self.most_at_once = 0  # the most hook requests answered at one time
         self.verification_failures: list[str] = []
         self.token_requests = 0
         self.token_scopes: list[str | None] = []
@@ -180,6 +182,14 @@ class Receiver:
     # -- the hook ---------------------------------------------------------------------------------------
 
     async def _hook(self, request: web.Request) -> web.StreamResponse:
+        self.open_requests += 1
+        self.most_at_once = max(self.most_at_once, self.open_requests)
+        try:
+            return await self._answer(request)
+        finally:
+            self.open_requests -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         self.request_count += 1
         if self.keep_requests:

@@ -35,7 +35,15 @@ bounded by events and by batches (:func:`sends_ahead`: :data:`EVENTS_AHEAD` even
 so it does not wait a commit per event, and a hook of 1 000-event batches keeps K = 1. (Up to 1 000 one-event sends
 ahead was measured too: no faster for the hook, whose rate aiohttp's cost per request sets, and ingest beside it
 ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it.) Records are written in order, those waiting together in one write (one commit, shared with
-other hooks). A record that fails (the store down, a full disk) is tried again with back-off until it is written —
+other hooks).
+
+Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
+transport allows more (HTTP's ``max_in_flight`` n, at most K) has up to n batches out at once, each its own task
+(:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
+cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and those out). A batch found failed stops new sends: the batches out before it are handled, it is
+retried until delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent
+again). A worker stopping while one fails records what the others did and moves no cursor
+(:meth:`HookWorker._abandon`): they all stay for the next worker. A record that fails (the store down, a full disk) is tried again with back-off until it is written —
 the worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K`` batches
 (at most about 1 000 events, whatever the batch size). A read that finds the store unavailable is tried again the same way.
 
@@ -50,13 +58,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 
 from .. import operational
 from ..backoff import STORE_RETRY, RetryPolicy
 from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
-from ..integrations import Batch, Message, Transport, TransportContext, open_transport
+from ..integrations import Batch, Message, Receipt, Transport, TransportContext, open_transport
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, FailureStreak, Page, Store
 from .enrich import Enricher, Profiles
@@ -124,6 +133,9 @@ class HookWorker:
         self._unsent: list[tuple[Write, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
         self.sends_ahead = sends_ahead(self.max_batch)
+        # batches out at once (``max_in_flight``, at most K): sent, their outcomes not yet handled, oldest first
+        self.in_flight = min(spec.transport.sends_in_flight(), self.sends_ahead)
+        self._in_flight: collections.deque[_Send] = collections.deque()
         self._stopping = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
@@ -139,11 +151,18 @@ class HookWorker:
         self.feed.subscribe(self.subscription)
         try:
             await self._loop()
+            await self._drain()
             await self._settle()
         except StaleHook:
             log.info("hook %s changed; worker stops", self.hook.id)
         finally:
             self.feed.unsubscribe(self.subscription)
+            # batches still out when the hook changed or the worker was cancelled: cut off, not recorded
+            cut_off = [send.outcome for send in self._in_flight if send.outcome is not None]
+            for outcome in cut_off:
+                outcome.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(*cut_off)
             if self._writing is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._writing)
@@ -320,6 +339,7 @@ class HookWorker:
                 continue
             if not caught_up:
                 continue
+            await self._drain()  # nothing more to send now: handle what is in flight before waiting
             if not self.buffer:
                 await self._settle()  # a note never overtakes a batch's record
                 if self.scan > self.saved_cursor:
@@ -344,7 +364,9 @@ class HookWorker:
         return self.buffer[0].received_at + self.timeout_s - time.time()
 
     async def _deliver(self, events: list[Message]) -> None:
-        assert self.transport is not None
+        """Send ``events`` as the next batch. With one send in flight (the default) its outcome is handled before
+        this returns; with more (``max_in_flight``) it returns once the batch is out and fewer than that many are
+        — the outcomes are handled in order, by :meth:`_conclude_first`."""
         if self.stopping:
             return  # nothing new is sent; the events stay after the saved cursor
         # after this batch, everything up to ``scan`` is handled unless more events wait in the buffer
@@ -357,43 +379,90 @@ class HookWorker:
             batch_id=f"{self.hook.id}-{events[0].seq}-{events[-1].seq}",
             messages=messages,
         )
-        attempts = 0
-        first_try = time.time()
+        send = _Send(batch, events, cursor_after, first_try=time.time())
+        await self._conclude_answered()
+        if self.stopping:
+            return
+        # at most K batches sent ahead of their records, and those still in flight besides
+        await self._settle(self.sends_ahead - 1 + self.in_flight - 1 - len(self._in_flight))
+        if not await self._launch(send):
+            return
+        self._in_flight.append(send)
+        while len(self._in_flight) >= self.in_flight:
+            await self._conclude_first()
+
+    async def _launch(self, send: _Send) -> bool:
+        """Send (again) after the hook's rate limit allows it; False when the worker stopped meanwhile (the batch
+        stays after the saved cursor: the next worker sends it)."""
+        paced = self.rate.reserve(len(send.batch.messages))  # the hook's max_events_per_second
+        if paced > 0:
+            await self._pause(paced)
+            if self.stopping:
+                return False
+        send.attempts += 1
+        send.at = time.time()
+        send.outcome = asyncio.ensure_future(self._try(send.batch))
+        return True
+
+    async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:
+        """One try of ``batch``: the receipt or the error, and the milliseconds it took."""
+        assert self.transport is not None
+        started = time.perf_counter()
+        try:
+            outcome: Receipt | DeliveryError = await self.transport.send(batch)
+        except DeliveryError as err:
+            outcome = err
+        except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
+            log.exception("hook %s: transport raised an unexpected error", self.hook.id)
+            outcome = DeliveryError(f"internal error: {exc!r}")
+        return outcome, (time.perf_counter() - started) * 1000
+
+    async def _conclude_answered(self) -> None:
+        """Handle the batches in flight whose answers came, oldest first; when one of them failed, every batch up to
+        it too (waiting for their answers), so that nothing new goes out before the failed one is retried."""
+        failed = max((n for n, send in enumerate(self._in_flight) if send.failed), default=-1)
+        for _ in range(failed + 1):
+            if self._in_flight:  # none left when the worker stopped while the failed one waited
+                await self._conclude_first()
+        while self._in_flight and self._in_flight[0].answered:
+            await self._conclude_first()
+
+    async def _drain(self) -> None:
+        """Handle the outcome of every batch in flight, in order."""
+        while self._in_flight:
+            await self._conclude_first()
+
+    async def _conclude_first(self) -> None:
+        """Handle the oldest batch in flight: delivered → its record moves the cursor past it; failed → retried
+        (the batches sent after it wait for it, their outcomes kept) until delivered or dead-lettered. When the
+        worker stops while it fails, it and every later batch stay after the saved cursor."""
+        send = self._in_flight[0]
         while True:
-            attempts += 1
-            await self._settle(self.sends_ahead - 1)  # at most K batches sent ahead of their records
-            paced = self.rate.reserve(len(batch.messages))  # the hook's max_events_per_second
-            if paced > 0:
-                await self._pause(paced)
-                if self.stopping:
-                    return  # the batch stays after the saved cursor: the next worker sends it
-            at = time.time()
-            started = time.perf_counter()
-            try:
-                receipt = await self.transport.send(batch)
-            except DeliveryError as err:
-                error = err
-            except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
-                log.exception("hook %s: transport raised an unexpected error", self.hook.id)
-                error = DeliveryError(f"internal error: {exc!r}")
-            else:
-                attempt = _attempt(batch, at, started, "delivered", receipt.status, receipt.response_excerpt)
+            assert send.outcome is not None
+            outcome, latency_ms = await send.outcome
+            batch, at = send.batch, send.at
+            if isinstance(outcome, Receipt):
+                attempt = _attempt(
+                    batch, at, latency_ms, "delivered", outcome.status, outcome.response_excerpt
+                )
                 streak = await self._streak() if self.failing else None  # read before this success is written
                 await self._record(
-                    partial(self.records.finish_batch, attempt, self.hook.generation, cursor_after)
+                    partial(self.records.finish_batch, attempt, self.hook.generation, send.cursor_after)
                 )
-                self.saved_cursor = self.recorded_cursor = cursor_after
+                self._in_flight.popleft()
+                self.saved_cursor = self.recorded_cursor = send.cursor_after
                 if streak is not None:
                     await self._recovered(at, streak)
                 self.since_success = at
                 return
-            age = time.time() - first_try
+            error = outcome
+            age = time.time() - send.first_try
             give_up = error.permanent or self.retry.expired(age)
             self.failing, self.last_error = True, error.reason
             failed = _attempt(
                 batch,
                 at,
-                started,
+                latency_ms,
                 "failed" if give_up else "retry",
                 error.status,
                 error.response_excerpt,
@@ -403,7 +472,7 @@ class HookWorker:
                 reason = (
                     error.reason
                     if error.permanent
-                    else f"gave up after {attempts} attempts in {age:.0f} s: {error.reason}"
+                    else f"gave up after {send.attempts} attempts in {age:.0f} s: {error.reason}"
                 )
                 dead = [
                     DeadLetter(
@@ -412,24 +481,25 @@ class HookWorker:
                         event_id=e.id,
                         payload=e.body,
                         reason=reason,
-                        attempts=attempts,
+                        attempts=send.attempts,
                         failed_at=at,
                     )
-                    for e in events
+                    for e in send.events
                 ]
                 await self._record(
                     partial(
                         self.records.finish_batch,
                         failed,
                         self.hook.generation,
-                        cursor_after,
+                        send.cursor_after,
                         dead,
                         last_error=reason,
                     )
                 )
-                self.saved_cursor = self.recorded_cursor = cursor_after
-                log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(events), reason)
-                await self._dead_lettered(events, reason, at)
+                self._in_flight.popleft()
+                self.saved_cursor = self.recorded_cursor = send.cursor_after
+                log.warning("hook %s: %d events dead-lettered: %r", self.hook.id, len(dead), reason)
+                await self._dead_lettered(send.events, reason, at)
                 return
             await self._record(
                 partial(
@@ -437,11 +507,35 @@ class HookWorker:
                 ),
                 wait=True,
             )
-            if self.stopping:
-                return  # the batch stays after the saved cursor: the next worker sends it
-            await self._pause(self.retry.delay(attempts, age, error.retry_after))
-            if self.stopping:
+            if not self.stopping:
+                await self._pause(self.retry.delay(send.attempts, age, error.retry_after))
+            if self.stopping or not await self._launch(send):
+                await self._abandon()
                 return
+
+    async def _abandon(self) -> None:
+        """The worker stops while its oldest batch in flight is undelivered: the batches sent after it are
+        finished and their attempts recorded, but no cursor moves — they all stay after the saved cursor."""
+        self._in_flight.popleft()
+        while self._in_flight:
+            send = self._in_flight.popleft()
+            assert send.outcome is not None
+            outcome, latency_ms = await send.outcome
+            if isinstance(outcome, Receipt):
+                attempt = _attempt(
+                    send.batch, send.at, latency_ms, "delivered", outcome.status, outcome.response_excerpt
+                )
+            else:
+                attempt = _attempt(
+                    send.batch,
+                    send.at,
+                    latency_ms,
+                    "retry",
+                    outcome.status,
+                    outcome.response_excerpt,
+                    outcome.reason,
+                )
+            await self._record(partial(self.records.finish_batch, attempt, self.hook.generation, None))
 
     async def _streak(self) -> FailureStreak:
         """The failures since the hook last delivered (their records are written: a failed try waits for its)."""
@@ -513,7 +607,7 @@ class HookWorker:
             first, last = unfit[0][0].seq, unfit[-1][0].seq
             record = Batch(self.hook.id, f"{self.hook.id}-{first}-{last}", [e for e, _ in unfit])
             reason = unfit[0][1]
-            attempt = _attempt(record, at, time.perf_counter(), "failed", None, None, reason)
+            attempt = _attempt(record, at, 0.0, "failed", None, None, reason)
             dead = [
                 DeadLetter(
                     hook_id=self.hook.id,
@@ -540,10 +634,32 @@ class HookWorker:
         return [event for event, _ in prepared], [message for _, message in prepared]
 
 
+@dataclass(eq=False)
+class _Send:
+    """A batch out to the destination: ``outcome`` is its current try (``attempts`` so far, the latest at ``at``)."""
+
+    batch: Batch
+    events: list[Message]  # as logged (``batch`` holds them as they leave: enriched, maybe)
+    cursor_after: int  # the cursor once this batch is handled
+    first_try: float
+    attempts: int = 0
+    at: float = 0.0
+    outcome: asyncio.Future[tuple[Receipt | DeliveryError, float]] | None = None
+
+    @property
+    def answered(self) -> bool:
+        return self.outcome is not None and self.outcome.done() and not self.outcome.cancelled()
+
+    @property
+    def failed(self) -> bool:
+        outcome = self.outcome
+        return outcome is not None and self.answered and isinstance(outcome.result()[0], DeliveryError)
+
+
 def _attempt(
     batch: Batch,
     at: float,
-    started: float,
+    latency_ms: float,
     outcome: str,
     status: int | None,
     excerpt: str | None,
@@ -558,7 +674,7 @@ def _attempt(
         last_seq=batch.messages[-1].seq,
         outcome=outcome,
         status=status,
-        latency_ms=(time.perf_counter() - started) * 1000,
+        latency_ms=latency_ms,
         response_excerpt=(excerpt or "")[:EXCERPT] or None,
         error=error,
     )

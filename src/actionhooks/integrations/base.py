@@ -135,6 +135,11 @@ class TransportSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True
         saved (``ACTIONHOOKS_ALLOW_NETS``)."""
         return []
 
+    def sends_in_flight(self) -> int:
+        """How many of the hook's batches may be out at once (1: each waits for the answer to the one before;
+        the dispatcher bounds it further by K, docs/delivery.md)."""
+        return 1
+
     def field_of_host(self, host: str) -> str | None:
         """The setting (relative to the transport) that names ``host`` of :meth:`hosts`, to blame in an error; None
         when no single one does."""

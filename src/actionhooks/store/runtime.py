@@ -2,7 +2,10 @@
 delivery state); a few reader threads own read-only work. Each thread keeps its own connection. Async callers hop
 to them with ``run_in_executor``; a unit of work is a function of the thread's connection.
 
-Connections heal: one found broken is closed and dropped, and the next unit of work connects afresh. A read, or a
+Connections heal: one found broken is closed and dropped, and the next unit of work connects afresh; so is one
+whose work failed in a way a retry may cure (a connection may keep such an error: SQLite's pager stays in its
+error state after a full disk or an I/O error while a statement of the connection is open — a fresh connection
+carries nothing over). A read, or a
 write whose transaction failed to begin, is tried once more on a fresh connection at once (nothing of it reached
 the database). Otherwise an error a retry may cure (the dialect says which) is raised as ``StoreUnavailable``; while
 the database stays unreachable, :class:`~.availability.Availability` makes work fail fast and spaces out the
@@ -67,11 +70,11 @@ class Runtime:
                 cause = exc.__cause__ or exc
                 if self._broken(conn, cause) and not fresh:
                     continue  # nothing reached the database: once more on a fresh connection
-                raise self._failure(cause) from cause
+                raise self._failed(conn, cause) from cause
             except Exception as exc:
                 if self._broken(conn, exc) and not fresh and not writer:
                     continue  # a read: safe to repeat on a fresh connection
-                failure = self._failure(exc)
+                failure = self._failed(conn, exc)
                 if failure is exc:
                     raise
                 raise failure from exc
@@ -95,12 +98,24 @@ class Runtime:
         """Drop ``conn`` when ``exc`` says it is lost; whether it was."""
         if not self.dialect.connection_lost(exc):
             return False
-        self._local.conn = None
+        self._drop(conn)
+        return True
+
+    def _failed(self, conn: Connection, exc: BaseException) -> BaseException:
+        """What to raise for ``exc`` raised on ``conn``; a connection whose work may succeed when retried is dropped
+        too, so the retry starts on a fresh one."""
+        failure = self._failure(exc)
+        if failure is not exc:
+            self._drop(conn)
+        return failure
+
+    def _drop(self, conn: Connection) -> None:
+        if getattr(self._local, "conn", None) is conn:
+            self._local.conn = None
         with self._connections_lock:
             self._connections.discard(conn)
         with contextlib.suppress(Exception):
             conn.close()
-        return True
 
     def _failure(self, exc: BaseException) -> BaseException:
         """What to raise for ``exc``: ``StoreUnavailable`` when a retry may cure it, else ``exc`` itself."""

@@ -50,6 +50,7 @@ MAX_RESPONSE_BYTES = 64 * 1024  # what success_regex is matched against; the res
 # match then costs at most about one step per instruction per byte of the body (~0.5 s over 64 KiB, worst case)
 MAX_REGEX_PROGRAM = 5000
 REGEX_MEMORY = 1024 * 1024
+MAX_IN_FLIGHT = 16  # the dispatcher's K for one-event batches (dispatch/worker.py SENDS_AHEAD)
 _INLINE_MATCH_STEPS = 50_000  # body length × program size up to which a match may run on the event loop
 
 # set by the transport itself, or meaningless end to end (RFC 9110 §7.6.1), or the signature's own
@@ -77,6 +78,8 @@ class Settings(TransportSettings, tag="http", kw_only=True):
     auth: Auth = msgspec.field(default_factory=NoAuth)
     signing_secret: str | None = None
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 30.0
+    # batches out at once; above 1, order holds only as far as docs/transports/http.md#batches-in-flight says
+    max_in_flight: Annotated[int, msgspec.Meta(ge=1, le=MAX_IN_FLIGHT)] = 1
 
     def check(self) -> None:
         _check_url(self.url, "url")
@@ -101,6 +104,9 @@ class Settings(TransportSettings, tag="http", kw_only=True):
             _check_url(self.auth.token_url, "auth.token_url")
         if self.signing_secret is not None:
             _check_signing_secret(self.signing_secret)
+
+    def sends_in_flight(self) -> int:
+        return self.max_in_flight
 
     def hosts(self) -> list[str]:
         hosts = [URL(self.url).host or ""]
@@ -222,7 +228,9 @@ class HttpTransport:
         from .resolver import GuardedResolver
 
         self._resolver = GuardedResolver(self.guard)
-        connector = aiohttp.TCPConnector(resolver=self._resolver, limit=16, ttl_dns_cache=10)
+        # a connection per batch in flight, and one for an OAuth2 token endpoint
+        limit = self.settings.max_in_flight + 1
+        connector = aiohttp.TCPConnector(resolver=self._resolver, limit=limit, ttl_dns_cache=10)
         self._session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),

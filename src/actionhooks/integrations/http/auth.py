@@ -121,6 +121,8 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
             break
         chunks.append(chunk)
         size += len(chunk)
+        if resp.content.at_eof():  # the whole body came: no read just to hear the end
+            break
     return b"".join(chunks)
 
 

@@ -267,7 +267,9 @@ class HttpTransport:
             raise DeliveryError(self._regex_refusal, permanent=True)
         session = self._session or self._open_session()
         body = batch.json_array()
-        headers = dict(self._headers)
+        headers = self._headers  # copied below before anything is added to it
+        if batch.mark is not None or self._webhook is not None or self._tokens is not None:
+            headers = dict(headers)
         if batch.mark is not None:
             headers[batch.mark.name] = batch.mark.value
         if self._webhook is not None:

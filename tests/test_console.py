@@ -554,3 +554,40 @@ async def test_the_hook_page_replays_with_progress_cancels_and_redrives_or_disca
             ) as answer,
         ):
             assert answer.status == 404
+
+
+async def test_the_editor_shows_and_keeps_batches_in_flight(service: Service) -> None:
+    owner = await service.user("owner")
+    transport = {"type": "http", "url": "http://127.0.0.1:9/hook", "max_batch_size": 1, "max_in_flight": 8}
+    status, hook, _ = await service.call(
+        "POST", "/v1/hooks", owner, {"name": "fast", "event_types": ["send"], "transport": transport}
+    )
+    assert status == 201
+    http, csrf = await _browser(service, owner)
+    async with http:
+        async with http.get(f"/console/hooks/{hook['id']}/edit") as answer:
+            page = await answer.text()
+        assert "Batches in flight (1: strict order)" in page
+        shown = re.search(r'<input[^>]*name="http\.max_in_flight"[^>]*>', page)
+        assert shown is not None and 'value="8"' in shown.group(0), shown
+        form = {
+            "csrf": csrf,
+            "name": "fast",
+            "database": "all",
+            "event_types": "send",
+            "transport.type": "http",
+            "http.url": "http://127.0.0.1:9/hook",
+            "http.max_batch_size": "1",
+            "http.max_in_flight": "4",
+            "http.auth": "none",
+        }
+        async with http.post(f"/console/hooks/{hook['id']}/edit", data=form) as answer:
+            assert answer.status == 200 and answer.url.path == f"/console/hooks/{hook['id']}"
+        _, saved, _ = await service.call("GET", f"/v1/hooks/{hook['id']}", owner)
+        assert saved["transport"]["max_in_flight"] == 4
+        async with http.post(
+            f"/console/hooks/{hook['id']}/edit", data={**form, "http.max_in_flight": "17"}
+        ) as answer:
+            page = await answer.text()
+            assert answer.status == 422
+        assert re.search(r'data-field="http\.max_in_flight".*?field-error', page, re.S)

@@ -8,8 +8,9 @@ from typing import Any
 
 import msgspec
 
-from actionhooks.dispatch.enrich import ProfileCache, _Read
+from actionhooks.dispatch.enrich import Enricher, ProfileCache, _Read
 from actionhooks.events import LoggedEvent, NewEvent
+from actionhooks.hooks import parse_hook
 from actionhooks.profiles import Profile, StoredProfile, email_hashes, erase, write
 from actionhooks.store import Store
 from tests.stub import StubDestination
@@ -380,3 +381,32 @@ async def test_profile_cache_reads_a_buffer_ahead_in_one_query(store: Store) -> 
     found = await cache.profiles(account_id, later, later)  # logged after the read: read again
     profile = found["p1"]
     assert profile is not None and profile.email == "new@example.com" and len(source.reads) == 2
+
+
+async def test_hooks_without_custom_data_fields_share_one_completed_message_per_event(store: Store) -> None:
+    """An event leaves the same way for every hook that takes its profile whole: the message is completed once
+    (the same object for each) and again only when the profile is read again; a hook with ``custom_data_fields``
+    completes its own."""
+    account_id = await store.create_account("shared", "hash")
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
+    body = b'{"event_type":"deliv","profile_id":"p1","custom_data":{"city":"Omsk"}}'
+    await store.append(account_id, [NewEvent(account_id, "e1", "deliv", 3, "p1", time.time(), body)])
+    (event,) = (await store.read_events(account_id, ["deliv"], None, 0, 100)).events
+    source = CountingSource(store)
+    cache = ProfileCache(source)
+
+    def hook(**settings: Any) -> Enricher:
+        spec = parse_hook({"name": "h", "event_types": ["deliv"], "transport": {"type": "stub"}, **settings})
+        enricher = Enricher(spec, source, account_id)
+        enricher.cache = cache
+        return enricher
+
+    first, second, narrowed = hook(), hook(), hook(custom_data_fields=["email"])
+    sent = [h.message(event, await h.profiles([event])) for h in (first, second, narrowed)]
+    assert sent[0] is sent[1]  # made once
+    assert msgspec.json.decode(sent[0].body)["_md5"] == email_hashes("a@example.com")[0]
+    assert msgspec.json.decode(sent[0].body)["custom_data"] == {"city": "Omsk"}
+    assert msgspec.json.decode(sent[2].body)["custom_data"] == {"email": "a@example.com"}  # its own
+    cache.keep_s = 0.0  # the profile is read again: the message is made again, from the new read
+    again = first.message(event, await first.profiles([event]))
+    assert again is not sent[0] and again.body == sent[0].body and len(source.reads) == 2

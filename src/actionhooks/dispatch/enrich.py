@@ -29,7 +29,7 @@ import itertools
 import math
 import time
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
@@ -39,11 +39,13 @@ from ..integrations.base import Message
 from ..profiles import Profile, StoredProfile, email_hashes, load
 
 Profiles = dict[str, Profile | None]
+Complete = Callable[[bytes, Profile | None], bytes]  # a stored body completed from its profile
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 
 
 CACHE_S = 5.0  # a profile read is used at most this long (for events logged before the read)
+MESSAGES_SIZE = 20_000  # completed messages kept for other hooks taking the same events (~15 MB of bodies)
 CACHE_SIZE = 50_000  # profiles kept per store (the oldest reads are dropped first)
 HEAD_S = 1.0  # the log's head is read again after this long (when profiles are read)
 
@@ -78,6 +80,10 @@ class ProfileCache:
         self.size = size
         self.reads: dict[tuple[int, str], _Read] = {}
         self.head, self.head_at = 0, -math.inf
+        # messages completed from a profile for the hooks that take it whole (no ``custom_data_fields``): an event
+        # leaves the same way for each of them, so it is built once — by ``seq``, with the profile it was built from
+        self.messages: dict[int, tuple[Profile | None, Message]] = {}
+        self.messages_size = MESSAGES_SIZE
 
     @classmethod
     def of(cls, source: ProfileSource) -> ProfileCache:
@@ -145,6 +151,19 @@ class ProfileCache:
         for key in list(itertools.islice(self.reads, drop)):
             del self.reads[key]
 
+    def completed(self, event: Message, profile: Profile | None, complete: Complete) -> Message:
+        """``event`` with the body ``complete(body, profile)`` gives — made once for every hook asking with the same
+        profile (the same read of it), while it is among the ``messages_size`` made last."""
+        kept = self.messages.get(event.seq)
+        if kept is not None and kept[0] is profile:
+            return kept[1]
+        message = event._replace(body=complete(event.body, profile))
+        if len(self.messages) >= self.messages_size:
+            for seq in list(itertools.islice(self.messages, self.messages_size // 4)):
+                del self.messages[seq]
+        self.messages[event.seq] = (profile, message)
+        return message
+
 
 class Enricher:
     """Completes a hook's messages from stored profiles. ``cached``: live delivery shares the reads of
@@ -210,7 +229,10 @@ class Enricher:
         """``event`` completed from its profile in ``found`` (:meth:`profiles`); without one, ``custom_data``
         narrowed to the hook's fields."""
         if found and event.profile_id is not None and event.profile_id in found:
-            return event._replace(body=self._from_profile(event.body, found[event.profile_id]))
+            profile = found[event.profile_id]
+            if self.cache is not None and not self.fields:  # the same for every such hook: made once
+                return self.cache.completed(event, profile, self._from_profile)
+            return event._replace(body=self._from_profile(event.body, profile))
         if not self.fields:
             return event
         return event._replace(body=self.body(event.body))

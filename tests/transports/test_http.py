@@ -54,6 +54,17 @@ def make_batch(count: int = 3, batch_id: str = "batch-1") -> Batch:
 # -- delivery and the success rule -----------------------------------------------------------------------
 
 
+def test_a_batch_of_one_or_many_is_one_json_array_of_the_bodies_as_logged() -> None:
+    for n in (1, 2, 3):
+        batch = make_batch(n)
+        body = batch.json_array()
+        assert body == b"[" + b",".join(m.body for m in batch.messages) + b"]"
+        assert json.loads(body) == [json.loads(m.body) for m in batch.messages]
+        assert [m.body for m in batch.messages] == [
+            m.body for m in make_batch(n).messages
+        ]  # left as they were
+
+
 async def test_batch_is_posted_as_one_json_array_with_bodies_unchanged(
     receiver: Receiver, open_http: OpenHttp
 ) -> None:

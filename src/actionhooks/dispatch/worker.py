@@ -401,7 +401,12 @@ class HookWorker:
                 return False
         send.attempts += 1
         send.at = time.time()
-        send.outcome = asyncio.ensure_future(self._try(send.batch))
+        if self.in_flight == 1:  # one at a time: the try runs here, without a task of its own
+            outcome = asyncio.get_running_loop().create_future()
+            outcome.set_result(await self._try(send.batch))
+            send.outcome = outcome
+        else:
+            send.outcome = asyncio.ensure_future(self._try(send.batch))
         return True
 
     async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:

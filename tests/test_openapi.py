@@ -194,47 +194,70 @@ async def test_attempts_dead_letters_and_test_outcomes_conform(service: Service,
 FUZZ_CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance,ignored_auth"
 
 
+STATEFUL_SCENARIOS = "60"  # create → link chains; 15 (the other phases' budget) left a link out now and then
+
+
 @pytest.mark.timeout(300)
 async def test_schemathesis_finds_nothing(service: Service, owner: User, tmp_path: Path) -> None:
     """Every operation (examples, coverage, fuzzing) and the stateful links (create → get / patch / test /
     clone / delete), against the live service on each engine."""
     async with Receiver(keep_events=False) as receiver:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "SCHEMATHESIS_HOOKS": "tests.openapi_fuzz",
-            "ACTIONHOOKS_FUZZ_RECEIVER": receiver.hook_url,
-            "NO_COLOR": "1",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{service.url}/openapi.json",
-            "--header",
-            f"Authorization: Bearer {owner.key}",
-            "--checks",
-            FUZZ_CHECKS,
+        examples = os.environ.get("ACTIONHOOKS_FUZZ_EXAMPLES", "15")
+        code, report = await _schemathesis(
+            service,
+            owner,
+            receiver,
+            tmp_path,
+            "--phases",
+            "examples,coverage,fuzzing",
             "--max-examples",
-            os.environ.get("ACTIONHOOKS_FUZZ_EXAMPLES", "15"),
-            "--seed",
-            os.environ.get("ACTIONHOOKS_FUZZ_SEED", "20240501"),
-            "--request-timeout",
-            "20",
-            "--workers",
-            "2",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
+            examples,
         )
-        out, _ = await proc.communicate()
-    report = out.decode(errors="replace")
-    assert proc.returncode == 0, report[-12000:]
-    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
-    assert selected and len(set(selected.groups())) == 1 and int(selected[1]) >= 13, report[-4000:]
+        assert code == 0, report[-12000:]
+        selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", report)
+        assert selected and len(set(selected.groups())) == 1 and int(selected[1]) >= 13, report[-4000:]
+        code, report = await _schemathesis(
+            service, owner, receiver, tmp_path, "--phases", "stateful", "--max-examples", STATEFUL_SCENARIOS
+        )
+        assert code == 0, report[-12000:]
     links = re.search(r"API Links:\s+(\d+) covered", report)
     assert links and int(links[1]) >= len(
         document()["paths"]["/v1/hooks"]["post"]["responses"]["201"]["links"]
+    ), report[-4000:]
+
+
+async def _schemathesis(
+    service: Service, owner: User, receiver: Receiver, folder: Path, *options: str
+) -> tuple[int | None, str]:
+    """Schemathesis's CLI against the live service with ``options``: its exit code and its report."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "SCHEMATHESIS_HOOKS": "tests.openapi_fuzz",
+        "ACTIONHOOKS_FUZZ_RECEIVER": receiver.hook_url,
+        "NO_COLOR": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{service.url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {owner.key}",
+        "--checks",
+        FUZZ_CHECKS,
+        *options,
+        "--seed",
+        os.environ.get("ACTIONHOOKS_FUZZ_SEED", "20240501"),
+        "--request-timeout",
+        "20",
+        "--workers",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=folder,  # its cache (.schemathesis/) stays out of the checkout
     )
+    out, _ = await proc.communicate()
+    return proc.returncode, out.decode(errors="replace")

@@ -5,10 +5,11 @@ to them with ``run_in_executor``; a unit of work is a function of the thread's c
 Connections heal: one found broken is closed and dropped, and the next unit of work connects afresh; so is one
 whose work failed in a way a retry may cure (a connection may keep state from such a failure — a full disk, an I/O
 error — that a fresh one does not carry over). A read, or a write whose transaction failed to begin, is tried once
-more on a fresh connection at once (nothing of it reached the database). Otherwise an error a retry may cure (the dialect says which) is raised as ``StoreUnavailable``; while
-the database stays unreachable, :class:`~.availability.Availability` makes work fail fast and spaces out the
-attempts to reconnect. A write cut off after it began has an unknown outcome: ``StoreUnavailable`` too, and the
-caller may retry (producer ids make a repeated append store nothing twice).
+more on a fresh connection at once (nothing of it reached the database). Otherwise an error a retry may cure (the
+dialect says which) is raised as ``StoreUnavailable``; while the database stays unreachable,
+:class:`~.availability.Availability` makes work fail fast and spaces out the attempts to reconnect. A write cut off
+after it began has an unknown outcome: ``StoreUnavailable`` too, and the caller may retry (producer ids make a
+repeated append store nothing twice).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import ClassVar
 
 from actionhooks.errors import DeliveryError
@@ -68,20 +69,17 @@ class StubDestination:
         return [m.id for b in self.batches for m in b.messages]
 
     async def wait_for_events(self, count: int, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.event_ids) < count:
-                self._changed.clear()
-                await self._changed.wait()
+        await self._until(lambda: len(self.event_ids) >= count, timeout)
 
     async def wait_for_open_sends(self, count: int, timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while self.open_sends < count:
-                self._changed.clear()
-                await self._changed.wait()
+        await self._until(lambda: self.open_sends >= count, timeout)
 
     async def wait_for_calls(self, count: int, timeout: float = 10.0) -> None:
+        await self._until(lambda: self.calls >= count, timeout)
+
+    async def _until(self, done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout):
-            while self.calls < count:
+            while not done():
                 self._changed.clear()
                 await self._changed.wait()
 

@@ -147,9 +147,7 @@ class ProfileCache:
 
     def _drop(self, room: int) -> None:
         """Forget the oldest reads, to make ``room`` (at least a quarter of the cache)."""
-        drop = max(room, self.size // 4)
-        for key in list(itertools.islice(self.reads, drop)):
-            del self.reads[key]
+        _forget_oldest(self.reads, max(room, self.size // 4))
 
     def completed(self, event: Message, profile: Profile | None, complete: Complete) -> Message:
         """``event`` with the body ``complete(body, profile)`` gives — made once for every hook asking with the same
@@ -159,10 +157,15 @@ class ProfileCache:
             return kept[1]
         message = event._replace(body=complete(event.body, profile))
         if len(self.messages) >= self.messages_size:
-            for seq in list(itertools.islice(self.messages, self.messages_size // 4)):
-                del self.messages[seq]
+            _forget_oldest(self.messages, self.messages_size // 4)
         self.messages[event.seq] = (profile, message)
         return message
+
+
+def _forget_oldest(kept: dict[Any, Any], count: int) -> None:
+    """Remove the ``count`` entries inserted first (a dict keeps insertion order)."""
+    for key in list(itertools.islice(kept, count)):
+        del kept[key]
 
 
 class Enricher:

@@ -445,11 +445,9 @@ class HookWorker:
         while True:
             assert send.outcome is not None
             outcome, latency_ms = await send.outcome
-            batch, at = send.batch, send.at
+            at = send.at
             if isinstance(outcome, Receipt):
-                attempt = _attempt(
-                    batch, at, latency_ms, "delivered", outcome.status, outcome.response_excerpt
-                )
+                attempt = send.attempt(outcome, latency_ms)
                 streak = await self._streak() if self.failing else None  # read before this success is written
                 await self._record(
                     partial(self.records.finish_batch, attempt, self.hook.generation, send.cursor_after)
@@ -464,15 +462,7 @@ class HookWorker:
             age = time.time() - send.first_try
             give_up = error.permanent or self.retry.expired(age)
             self.failing, self.last_error = True, error.reason
-            failed = _attempt(
-                batch,
-                at,
-                latency_ms,
-                "failed" if give_up else "retry",
-                error.status,
-                error.response_excerpt,
-                error.reason,
-            )
+            failed = send.attempt(error, latency_ms, "failed" if give_up else "retry")
             if give_up:
                 reason = (
                     error.reason
@@ -526,20 +516,7 @@ class HookWorker:
             send = self._in_flight.popleft()
             assert send.outcome is not None
             outcome, latency_ms = await send.outcome
-            if isinstance(outcome, Receipt):
-                attempt = _attempt(
-                    send.batch, send.at, latency_ms, "delivered", outcome.status, outcome.response_excerpt
-                )
-            else:
-                attempt = _attempt(
-                    send.batch,
-                    send.at,
-                    latency_ms,
-                    "retry",
-                    outcome.status,
-                    outcome.response_excerpt,
-                    outcome.reason,
-                )
+            attempt = send.attempt(outcome, latency_ms)
             await self._record(partial(self.records.finish_batch, attempt, self.hook.generation, None))
 
     async def _streak(self) -> FailureStreak:
@@ -659,6 +636,24 @@ class _Send:
     def failed(self) -> bool:
         outcome = self.outcome
         return outcome is not None and self.answered and isinstance(outcome.result()[0], DeliveryError)
+
+    def attempt(
+        self, outcome: Receipt | DeliveryError, latency_ms: float, failed_as: str = "retry"
+    ) -> Attempt:
+        """The record of the latest try: ``delivered``, or ``failed_as`` with the error."""
+        if isinstance(outcome, Receipt):
+            return _attempt(
+                self.batch, self.at, latency_ms, "delivered", outcome.status, outcome.response_excerpt
+            )
+        return _attempt(
+            self.batch,
+            self.at,
+            latency_ms,
+            failed_as,
+            outcome.status,
+            outcome.response_excerpt,
+            outcome.reason,
+        )
 
 
 def _attempt(

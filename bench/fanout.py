@@ -16,7 +16,8 @@ each from its UUIDv7 id) and the clients (8 aiohttp clients posting pre-encoded 
 processes on the machine's cores. Ingest events/s: first request to last ``202``; deliveries/s: first request to
 the last delivery. Before each run the busy share of the machine over one second is recorded (other work on it).
 
-Usage: ``python -m bench.fanout --before-src /tmp/before/src [--events 100000] [--rounds 3] [--charts bench/charts]``;
+Usage: ``python -m bench.fanout --before-src /tmp/before/src [--events 100000] [--rounds 3] [--charts bench/charts]
+[--engine postgres]`` (``--engine``: the store of every scenario but the end-to-end pair);
 prints markdown tables (with ``--rounds`` > 1: the median of the rounds, lowest–highest in brackets; the
 versions' order alternates between rounds), writes every run into ``fanout.json`` and the PNG charts (medians)
 into ``--charts``.
@@ -446,6 +447,9 @@ def main() -> None:
     parser.add_argument("--charts", type=Path, default=HERE / "charts")
     parser.add_argument("--versions", default="before,after")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each, versions alternating; medians")
+    parser.add_argument(
+        "--engine", choices=["sqlite", "postgres"], default="sqlite", help="the store of the scenarios"
+    )
     args = parser.parse_args()
     only = args.only.split(",")
     events = sample_events(args.events)
@@ -462,7 +466,9 @@ def main() -> None:
             order = versions if round_ % 2 == 0 else versions[::-1]
             for scenario in [s for s in [*SCENARIOS, *ONE_EVENT] if s in only]:
                 for version in order:
-                    results.append(run(scenario, version, sources[version], events, folder))
+                    results.append(
+                        run(scenario, version, sources[version], events, folder, engine=args.engine)
+                    )
             if "postgres" in only:
                 engines = ["sqlite", "postgres"] if round_ % 2 == 0 else ["postgres", "sqlite"]
                 for engine in engines:
@@ -484,7 +490,7 @@ def main() -> None:
     drawn = charts(results, args.charts)
     lines = [
         f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f};"
-        f" events per run: {len(events)}; median machine busy before runs:"
+        f" events per run: {len(events)}; store: {args.engine}; median machine busy before runs:"
         f" {statistics.median(r.machine_busy for r in runs):.2f} cores; rounds: {args.rounds} (medians, lowest–highest"
         " in brackets)",
         "",

@@ -12,7 +12,8 @@ import pytest
 
 from actionhooks.errors import StoreUnavailable
 from actionhooks.events import NewEvent
-from actionhooks.store import Attempt, Store, open_store
+from actionhooks.store import Attempt, DeadLetter, Store, StoredHook, open_store
+from actionhooks.store.base import StateWrite
 
 from .conftest import PG_ADMIN_URL
 from .stub import StubDestination
@@ -98,11 +99,155 @@ async def test_reads_are_bounded_by_the_window_and_never_skip(  # log in order) 
     assert reads > 4 * others // window  # the windows walked the other account's events in steps
 
 
+@pytest.mark.parametrize("list_id", [None, 7])
+async def test_a_read_of_several_types_over_a_long_span_pages_in_log_order(
+    store: Store, list_id: int | None
+) -> None:
+    """Past SQLite's walked span (4 000 positions) several types' matches come from as many index ranges: the
+    page holds the first ``limit`` of them in log order, and paging on loses and repeats none."""
+    account = await store.create_account("a", "k")
+    other = await store.create_account("b", "k2")
+    await store.append(other, events(4_500, other))  # the span of every read is longer than a walk
+    mixed: list[NewEvent] = []
+    for i in range(60):  # three types interleaved, every third event of the list
+        mixed += events(1, account, event_type=TYPES[i % 3], start=i, list_id=7 if i % 4 == 0 else 1)
+    await store.append(account, mixed)
+    await store.append(other, events(10, other, start=5_000))
+    wanted = [e.id for e in mixed if e.event_type != "send" and (list_id is None or e.list_id == list_id)]
+    after, seen = 0, []
+    while True:
+        page = await store.read_events(account, ["uopen", "deliv"], list_id, after, 7, window=1_000_000)
+        assert len(page.events) <= 7
+        seen += [e.id for e in page.events]
+        after = page.scanned_to
+        if page.caught_up:
+            break
+    assert seen == wanted
+
+
 async def test_list_id_scopes_reads(store: Store) -> None:
     account = await store.create_account("a", "k")
     await store.append(account, [*events(2, account), *events(3, account, start=2, list_id=7)])
     page = await store.read_events(account, TYPES, 7, 0, 100)
     assert [e.id for e in page.events] == ["e-deliv-2", "e-deliv-3", "e-deliv-4"]
+
+
+def _writes(hook_id: int, generation: int) -> list[StateWrite]:
+    """A day of one hook's records in one commit: runs of one-event batches delivered, a retry, a dead letter,
+    idle notes, cursors behind the saved one, writes of a generation the hook is not at, a count period crossed."""
+
+    def delivered(seq: int, at: float, cursor: int | None = None) -> StateWrite:
+        a = Attempt(
+            hook_id=hook_id,
+            at=at,
+            batch_id=f"b{seq}",
+            events=1,
+            first_seq=seq,
+            last_seq=seq,
+            outcome="delivered",
+            status=200,
+            latency_ms=1.0,
+        )
+        return StateWrite(hook_id, generation, seq if cursor is None else cursor, a)
+
+    retry = Attempt(
+        hook_id=hook_id,
+        at=1_005.0,
+        batch_id="b9",
+        events=1,
+        first_seq=9,
+        last_seq=9,
+        outcome="retry",
+        error="hook answered 503",
+    )
+    failed = Attempt(
+        hook_id=hook_id,
+        at=1_006.0,
+        batch_id="b9",
+        events=1,
+        first_seq=9,
+        last_seq=9,
+        outcome="failed",
+        error="hook answered 503",
+    )
+    letter = DeadLetter(
+        hook_id=hook_id,
+        event_seq=9,
+        event_id="e9",
+        payload=b"{}",
+        reason="503",
+        attempts=2,
+        failed_at=1_006.0,
+    )
+    return [
+        *(delivered(seq, 1_000.0 + seq / 10) for seq in range(1, 9)),  # a run, crossing no period
+        StateWrite(hook_id, generation, None, retry, last_error="hook answered 503"),
+        StateWrite(hook_id, generation, 9, failed, [letter], last_error="hook answered 503"),
+        *(delivered(seq, 1_004.0 + seq / 2) for seq in range(10, 16)),  # a run across the period at 1 010
+        StateWrite(hook_id, generation, 20),  # an idle note
+        *(delivered(seq, 1_021.0) for seq in (25, 26)),
+        *(delivered(seq, 1_022.0) for seq in (30, 31)),  # a generation the hook is not at (the test sets it)
+        *(delivered(seq, 1_000.0 + seq / 2, cursor=40) for seq in (40, 41)),  # one cursor for both
+        delivered(45, 1_023.0, cursor=50),
+        delivered(46, 1_024.0, cursor=47),  # a cursor behind the one before: refused, as one by one
+        delivered(48, 1_025.0),  # still behind 50…
+        delivered(55, 1_026.0),  # …and past it
+        *(delivered(seq, 1_020.0) for seq in (18, 19)),  # behind the note too
+        StateWrite(hook_id, generation, 56),
+        delivered(60, 1_027.0),
+        delivered(61, 1_028.0),
+    ]
+
+
+async def test_a_commit_of_many_records_ends_as_one_by_one_would(store: Store) -> None:
+    """Records of many batches in one commit (one-event batches' records come in dozens) leave the hook, its
+    attempts, dead letters and delivery counts as writing them one at a time does, and get the same answers."""
+    account = await store.create_account("a", "k")
+    together, alone = [await store.create_hook(account, b"s", True) for _ in range(2)]
+    answers: dict[int, list[bool]] = {}
+    for hook, one_by_one in ((together, False), (alone, True)):
+        writes = _writes(hook.id, hook.generation)
+        writes = [
+            w._replace(generation=hook.generation + 1) if w.attempt and w.attempt.first_seq in (30, 31) else w
+            for w in writes
+        ]
+        if one_by_one:
+            answers[hook.id] = [(await store.write_states([w]))[0] for w in writes]
+        else:
+            other = await store.create_hook(account, b"s", True)  # another hook's records interleaved
+            mixed = [
+                x for pair in zip(writes, _writes(other.id, other.generation), strict=True) for x in pair
+            ]
+            answers[hook.id] = (await store.write_states(mixed))[::2]
+    assert answers[together.id] == answers[alone.id]
+    assert (
+        answers[alone.id]
+        == [True] * 19 + [False] * 2 + [True] * 3 + [False] * 2 + [True] + [False] * 2 + [True] * 3
+    )
+
+    def state(h: StoredHook | None) -> tuple[object, ...]:
+        assert h is not None
+        return h.cursor, h.last_error, h.last_error_at, h.last_success_at
+
+    t, a = await store.get_hook(account, together.id), await store.get_hook(account, alone.id)
+    assert state(t) == state(a) == (61, None, None, 1_028.0)
+
+    def attempts(rows: list[Attempt]) -> list[tuple[object, ...]]:
+        return [(r.batch_id, r.outcome, r.at, r.first_seq, r.error) for r in rows]
+
+    assert attempts(await store.list_attempts(together.id)) == attempts(await store.list_attempts(alone.id))
+    assert len(await store.list_attempts(alone.id)) == 24
+    letters = [(d.event_seq, d.reason) for d in await store.list_dead_letters(together.id)]
+    assert (
+        letters == [(d.event_seq, d.reason) for d in await store.list_dead_letters(alone.id)] == [(9, "503")]
+    )
+    periods = await store.delivery_periods(together.id, 0.0)
+    assert periods == await store.delivery_periods(alone.id, 0.0)
+    assert [tuple(p) for p in periods] == [
+        (1_000.0, 10, 2, 1),
+        (1_010.0, 4, 0, 0),
+        (1_020.0, 8, 0, 0),
+    ]
 
 
 async def test_state_writes_of_a_stale_generation_match_nothing(store: Store) -> None:

@@ -24,6 +24,7 @@ class Dialect(Protocol):
     marker: str  # the parameter placeholder the engine's driver expects: "?" or "%s"
     walk_hint: str  # appended to ``FROM events`` to walk the log in seq order instead of using an index
     walk_span: int  # reads spanning at most this many log positions walk the log (when ``walk_hint`` is set)
+    seqs_first: bool  # a read of several types sorts the matches' positions before it fetches the page's rows
     id_table: str  # the table the duplicate check of producer-chosen ids reads (``account_id``, ``id``)
     partitions: LogPartitions | None  # the log's partitions (PostgreSQL), dropped whole by retention
 

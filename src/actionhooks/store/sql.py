@@ -167,6 +167,50 @@ class _Queries:
         )
 
 
+def _delivered(write: StateWrite) -> bool:
+    """A batch delivered whole: its record moves the cursor and clears the hook's error, nothing else."""
+    a = write.attempt
+    return (
+        a is not None
+        and a.outcome == "delivered"
+        and write.cursor is not None
+        and write.last_error is None
+        and not write.dead_letters
+    )
+
+
+def _continues(before: StateWrite, write: StateWrite) -> bool:
+    """Whether ``write``, the same hook's next, extends a run of delivered batches that ``before`` ends (see
+    ``SqlStore._write_run``)."""
+    return (
+        _delivered(before)
+        and _delivered(write)
+        and write.generation == before.generation
+        and cast(int, write.cursor) >= cast(int, before.cursor)
+    )
+
+
+def _period(at: float) -> float:
+    """The start of the delivery-count period holding ``at``."""
+    return at - at % COUNT_PERIOD_S
+
+
+def _attempt_row(a: Attempt) -> tuple[Param, ...]:
+    return (
+        a.hook_id,
+        a.at,
+        a.batch_id,
+        a.events,
+        a.first_seq,
+        a.last_seq,
+        a.outcome,
+        a.status,
+        a.latency_ms,
+        a.response_excerpt,
+        a.error,
+    )
+
+
 class SqlStore(SideDeliveriesSql):
     """A :class:`~.base.Store` on a SQL engine described by ``dialect`` (side deliveries: :mod:`.side`)."""
 
@@ -463,19 +507,25 @@ class SqlStore(SideDeliveriesSql):
         if upper <= after:
             return Page([], after, True)
         p = self._p
-        # A short span is walked in log order, stopping after `limit` matches (bounded by the span however few
-        # events match); over a long one the (account, type) index finds the few matches without the walk.
-        hint = self.dialect.walk_hint if upper - after <= self.dialect.walk_span else ""
-        sql = (
-            f"SELECT {_EVENT_COLUMNS} FROM events{hint} WHERE account_id = {p} AND seq > {p} AND seq <= {p}"
-            f" AND event_type IN ({marks(p, len(types))})"
-        )
+        where = f"account_id = {p} AND seq > {p} AND seq <= {p} AND event_type IN ({marks(p, len(types))})"
         params: list[Param] = [account_id, after, upper, *types]
         if list_id is not None:
-            sql += f" AND list_id = {p}"
+            where += f" AND list_id = {p}"
             params.append(list_id)
-        sql += f" ORDER BY seq LIMIT {p}"
         params.append(limit)
+        # A short span is walked in log order, stopping after `limit` matches (bounded by the span however few
+        # events match); over a long one the (account, type) index finds the matches without the walk. One type's
+        # matches come from the index in seq order (the read stops at `limit`); several types' need sorting, so
+        # the page's positions are found and sorted first and only their rows fetched — not every match of the
+        # span fetched whole to keep `limit` of them (the dialect's choice: ``seqs_first``).
+        hint = self.dialect.walk_hint if upper - after <= self.dialect.walk_span else ""
+        if hint or len(types) == 1 or not self.dialect.seqs_first:
+            sql = f"SELECT {_EVENT_COLUMNS} FROM events{hint} WHERE {where} ORDER BY seq LIMIT {p}"
+        else:
+            sql = (
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq IN"
+                f" (SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT {p}) ORDER BY seq"
+            )
         cur.execute(sql, params)
         events = [LoggedEvent._make(r) for r in cur.fetchall()]
         scanned_to = events[-1].seq if len(events) >= limit else upper
@@ -624,7 +674,7 @@ class SqlStore(SideDeliveriesSql):
 
         def work(conn: Connection) -> list[bool]:
             with self.dialect.transaction(conn) as cur:
-                return [self._write_state(cur, w) for w in writes]
+                return self._write_states(cur, writes)
 
         done = await self._runtime.write(work)
         for w, recorded in zip(writes, done, strict=True):
@@ -634,6 +684,49 @@ class SqlStore(SideDeliveriesSql):
                     a.hook_id, a.batch_id, a.outcome, a.events, a.latency_ms, a.status, len(w.dead_letters)
                 )
         return done
+
+    def _write_states(self, cur: Cursor, writes: Sequence[StateWrite]) -> list[bool]:
+        """Each write's outcome, as if written one after another: hook by hook, each hook's in order; a hook's
+        run of delivered batches (one-event batches come in dozens per commit) is written as one — an update of
+        the hook, the attempts in one statement, their counts added once."""
+        by_hook: dict[int, list[int]] = {}
+        for n, write in enumerate(writes):
+            by_hook.setdefault(write.hook_id, []).append(n)
+        done = [False] * len(writes)
+        for positions in by_hook.values():
+            start = 0
+            while start < len(positions):
+                end = start + 1
+                while end < len(positions) and _continues(writes[positions[end - 1]], writes[positions[end]]):
+                    end += 1
+                run = [writes[n] for n in positions[start:end]]
+                answers = self._write_run(cur, run) if len(run) > 1 else [self._write_state(cur, run[0])]
+                for n, ok in zip(positions[start:end], answers, strict=True):
+                    done[n] = ok
+                start = end
+        return done
+
+    def _write_run(self, cur: Cursor, run: Sequence[StateWrite]) -> list[bool]:
+        """Delivered batches of one hook and generation, cursors in order: the first one's guard decides for all
+        (each cursor is past the one before). When it fails they are written one by one: the same answers."""
+        first, last = run[0], run[-1]
+        assert first.attempt is not None and last.attempt is not None
+        p = self._p
+        cur.execute(
+            f"UPDATE hooks SET cursor = {p}, last_success_at = {p}, last_error = NULL, last_error_at = NULL"
+            f" WHERE id = {p} AND generation = {p} AND cursor <= {p}",
+            (last.cursor, last.attempt.at, first.hook_id, first.generation, first.cursor),
+        )
+        if cur.rowcount == 0:
+            return [self._write_state(cur, w) for w in run]
+        attempts = [w.attempt for w in run if w.attempt is not None]
+        cur.executemany(self._sql.attempt_insert, [_attempt_row(a) for a in attempts])
+        periods: dict[float, int] = {}
+        for a in attempts:
+            periods[_period(a.at)] = periods.get(_period(a.at), 0) + a.events
+        for period, delivered in periods.items():
+            cur.execute(self._sql.count_attempt, (first.hook_id, period, delivered, 0, 0))
+        return [True] * len(run)
 
     def _write_state(self, cur: Cursor, write: StateWrite) -> bool:
         attempt, cursor, last_error = write.attempt, write.cursor, write.last_error
@@ -662,22 +755,7 @@ class SqlStore(SideDeliveriesSql):
         cur.execute(update, params)
         if cur.rowcount == 0:
             return False
-        cur.execute(
-            self._sql.attempt_insert,
-            (
-                attempt.hook_id,
-                attempt.at,
-                attempt.batch_id,
-                attempt.events,
-                attempt.first_seq,
-                attempt.last_seq,
-                attempt.outcome,
-                attempt.status,
-                attempt.latency_ms,
-                attempt.response_excerpt,
-                attempt.error,
-            ),
-        )
+        cur.execute(self._sql.attempt_insert, _attempt_row(attempt))
         if write.dead_letters:
             cur.executemany(
                 self._sql.dead_letter_insert,
@@ -719,8 +797,9 @@ class SqlStore(SideDeliveriesSql):
         """Add the attempt's events to the hook's delivery counts of its 10-second period (same transaction)."""
         delivered = attempt.events if attempt.outcome == "delivered" else 0
         failed = 0 if delivered else attempt.events
-        period = attempt.at - attempt.at % COUNT_PERIOD_S
-        cur.execute(self._sql.count_attempt, (attempt.hook_id, period, delivered, failed, dead_lettered))
+        cur.execute(
+            self._sql.count_attempt, (attempt.hook_id, _period(attempt.at), delivered, failed, dead_lettered)
+        )
 
     async def take_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         p = self._p
@@ -1271,7 +1350,7 @@ class SqlStore(SideDeliveriesSql):
         rows = await self._fetchall(
             "SELECT period_start, delivered, failed, dead_lettered FROM delivery_counts"
             f" WHERE hook_id = {p} AND period_start >= {p} ORDER BY period_start",
-            (hook_id, since - since % COUNT_PERIOD_S),
+            (hook_id, _period(since)),
         )
         return [DeliveryPeriod(float(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
 

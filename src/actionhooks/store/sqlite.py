@@ -50,6 +50,10 @@ class SqliteDialect:
     # a clear win for dense hooks (ARCHITECTURE.md), and a span this short is cheap to walk for sparse ones too
     walk_hint = " NOT INDEXED"
     walk_span = 4_000
+    # several types over a longer span: their matches come from as many index ranges and must be sorted; sorting
+    # just the positions (the covering index) and fetching `limit` rows measured 3.3-4.5 µs an event against
+    # 4.5-16 µs for sorting whole rows, at 3-100 % of the log (bench/reads.py, BENCHMARKS.md)
+    seqs_first = True
     id_table = "events"  # the log's unique (account_id, id) index
     partitions: LogPartitions | None = None  # one table; retention deletes in chunks
 

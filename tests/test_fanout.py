@@ -61,9 +61,44 @@ async def test_many_hooks_each_get_their_events_in_order_from_one_read(service: 
     assert service.dispatcher.feed.reads < 8 * 4  # a few reads per request, not one per hook
 
 
-async def test_a_hook_far_behind_reads_on_its_own_and_rejoins(service: Service, owner: User) -> None:
+async def test_hooks_far_behind_share_the_trails_reads_and_rejoin(service: Service, owner: User) -> None:
+    """Hooks that fell behind the feed's memory catch up from the trail, one read of the log for all of them,
+    and are served by the feed again once they reach it."""
     feed = service.dispatcher.feed
-    feed.keep, feed.chunk = 20, 10
+    assert feed.trail is not None
+    feed.keep, feed.chunk, feed.trail.chunk = 20, 10, 10
+    slow = [stub(max_batch_size=5, timeout_s=0) for _ in range(4)]
+    quick, quick_transport = stub(max_batch_size=5, timeout_s=0)
+    created = [await make_hook(service, owner, transport) for _, transport in slow]
+    await make_hook(service, owner, quick_transport)
+    gates = [dest.hold() for dest, _ in slow]
+    ids = await send(service, owner, [event(0)])
+    workers = [service.dispatcher.workers[c["id"]][0] for c in created]
+    for r in range(10):
+        ids += await send(service, owner, [event(r * 10 + i + 1) for i in range(10)])
+    await quick.wait_for_events(len(ids))  # the feed read everything; its memory holds the newest 20
+    assert all(feed.low > w.scan for w in workers)
+    for gate in gates:
+        gate.set()
+    for dest, _ in slow:
+        await dest.wait_for_events(len(ids))
+        assert dest.event_ids == ids
+    assert sum(w.own_reads for w in workers) == 0
+    # the ~90 events behind the memory read once, 10 a read, for all four hooks (each alone: 4 × 9 reads or more)
+    assert feed.trail.reads <= 12, feed.trail.reads
+    trail_reads = feed.trail.reads
+    more = await send(service, owner, [event(1000 + i) for i in range(5)])
+    for (dest, _), c in zip(slow, created, strict=True):
+        await dest.wait_for_events(len(ids) + 5)
+        await service.dispatcher.caught_up(c["id"])
+        assert dest.event_ids == ids + more
+    assert feed.trail.reads == trail_reads and sum(w.own_reads for w in workers) == 0  # back on the feed
+
+
+async def test_a_hook_far_behind_reads_on_its_own_and_rejoins(service: Service, owner: User) -> None:
+    """Without a trail (or before it), a hook behind the feed's memory reads its events on its own."""
+    feed = service.dispatcher.feed
+    feed.keep, feed.chunk, feed.trail = 20, 10, None
     slow, slow_transport = stub(max_batch_size=5, timeout_s=0)
     quick, quick_transport = stub(max_batch_size=5, timeout_s=0)
     created = await make_hook(service, owner, slow_transport)
@@ -264,6 +299,40 @@ async def test_the_feed_wakes_a_hook_of_a_list_only_for_events_of_that_list(stor
     await eventually(lambda: subs["list 1"].wake.is_set())
     woken = {name for name, sub in subs.items() if sub.wake.is_set()}
     assert woken == {"any list", "list 1"}
+
+
+async def test_the_trail_serves_hooks_within_its_window_and_no_others(store: Store) -> None:
+    """The trail starts at the first hook behind, reads on as hooks reach its end (never past the feed's memory,
+    never more than half its size ahead), keeps its newest events; a hook before it or far past it gets ``None``
+    (it reads on its own) — until the window is left alone for a while, when the next hook behind starts another."""
+    account = await store.create_account("one", "h1")
+    await store.append(
+        account, [NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b"{}") for n in range(100)]
+    )
+    base = await store.head() - 100  # the log's positions before these events
+    feed = LogFeed(store, chunk=10, trail_keep=30)
+    trail = feed.trail
+    assert trail is not None
+
+    async def read(after: int, limit: int = 4, ceiling: int = 80) -> list[int] | None:
+        page = await trail.read(account, frozenset({"deliv"}), None, base + after, limit, base + ceiling)
+        return None if page is None else [e.seq - base for e in page.events]
+
+    assert await read(5) == [6, 7, 8, 9]  # started at 5: one read of 10
+    assert (trail.low - base, trail.high - base, trail.reads) == (5, 15, 1)
+    assert await read(13) == [14, 15]  # what it holds (the page ends at 15)
+    assert await read(15) == [16, 17, 18, 19] and trail.reads == 2  # at its end: one more read
+    assert await read(41) is None  # 16 past its end (25): more than half of 30 ahead
+    assert await read(25, limit=20) == list(range(26, 36)) and trail.reads == 3  # (5, 35]: 30 kept
+    assert await read(35) == [36, 37, 38, 39] and trail.low - base == 15  # the oldest 10 dropped
+    assert await read(6) is None  # before the window now
+    for at in (45, 55, 65):
+        assert await read(at) == [at + 1, at + 2, at + 3, at + 4]
+    assert await read(75, limit=10) == [76, 77, 78, 79, 80]  # never past the feed's memory (80)…
+    assert trail.high - base == 80 and await read(80) is None  # …which serves from there
+    assert trail.reads == 8
+    trail.idle_s = 0.0  # the window left alone: the next hook behind starts another where it asks
+    assert await read(6) == [7, 8, 9, 10] and (trail.low - base, trail.high - base) == (6, 16)
 
 
 async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the_feed(store: Store) -> None:

@@ -10,8 +10,12 @@ After each chunk the feed wakes only the hooks whose account, type and ``list_id
 subscribed hooks by account and type): a hook matching nothing is not woken, reads nothing and writes nothing.
 
 A hook whose position is before the oldest event kept (it was far behind when the process started, or fell behind
-by more than :data:`KEEP` events) gets ``None`` from :meth:`LogFeed.read` and reads on its own from the store (the
-store's per-hook query); once its position reaches the feed's memory it is served by the feed again.
+by more than :data:`KEEP` events) is served by the *trail* (:class:`_Trail`): a second window of the log, at most
+:data:`TRAIL_KEEP` events, read once for every hook catching up there and moved forward as they reach its end —
+after a restart with a backlog, or a burst longer than the memory, the hooks behind share its reads instead of each
+reading its own events. A hook before the trail, or far past its end, gets ``None`` from :meth:`LogFeed.read` and
+reads on its own from the store (the store's per-hook query); once its position reaches the feed's memory it is
+served by the feed again.
 
 Seq order is commit order (store rule 2), so a chunk ending at ``scanned_to`` holds every event up to it: the
 memory is always a gap-free stretch ``(low, high]`` of the log.
@@ -36,7 +40,9 @@ from ..store.base import LogPage, Page, Store
 log = logging.getLogger(__name__)
 
 CHUNK = 5_000  # events per read of the log
-KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them read on their own)
+KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them are served by the trail)
+TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (hooks behind it, or far past its end, read on their own)
+TRAIL_IDLE_S = 1.0  # a trail no hook read from for this long is given up: the next hook behind starts another
 FRESH_S = (
     0.1  # a hook at the feed's head triggers no read within this long after the last one reached the head
 )
@@ -135,6 +141,46 @@ class _Chunk:
         return all(account == account_id and event_type in types for account, event_type in keys)
 
 
+class _Memory:
+    """A stretch of the log in chunks, the newest ``keep`` events (at least one chunk): the feed's and the trail's."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._chunks: deque[_Chunk] = deque()
+        self._kept = 0
+        self.low = 0  # holds the log (low, high]
+
+    def _hold(self, chunk: _Chunk) -> None:
+        """Keep ``chunk``, the newest; drop the oldest ones while more than ``keep`` events are kept."""
+        self._chunks.append(chunk)
+        self._kept += len(chunk.events)
+        while self._kept > self.keep and len(self._chunks) > 1:
+            dropped = self._chunks.popleft()
+            self._kept -= len(dropped.events)
+            self.low = dropped.high
+
+    def _page(
+        self,
+        account_id: int,
+        types: frozenset[str],
+        list_id: int | None,
+        after: int,
+        limit: int,
+        high: int,
+        caught_up: bool,
+    ) -> Page:
+        """The hook's events kept after ``after``, at most ``limit``: up to the last when ``limit`` were found,
+        else up to ``high`` (and ``caught_up`` then says whether that is the log's head)."""
+        found: list[LoggedEvent] = []
+        for chunk in self._chunks:
+            if chunk.high <= after:
+                continue
+            found += chunk.pick(account_id, types, list_id, after, limit - len(found))
+            if len(found) >= limit:
+                return Page(found, found[-1].seq, False)
+        return Page(found, high, caught_up)
+
+
 def _first(events: Iterable[LoggedEvent], limit: int) -> list[LoggedEvent]:
     out: list[LoggedEvent] = []
     for event in events:
@@ -144,18 +190,21 @@ def _first(events: Iterable[LoggedEvent], limit: int) -> list[LoggedEvent]:
     return out
 
 
-class LogFeed:
+class LogFeed(_Memory):
     def __init__(
-        self, store: Store, *, chunk: int = CHUNK, keep: int = KEEP, fresh_s: float = FRESH_S
+        self,
+        store: Store,
+        *,
+        chunk: int = CHUNK,
+        keep: int = KEEP,
+        fresh_s: float = FRESH_S,
+        trail_keep: int = TRAIL_KEEP,
     ) -> None:
+        super().__init__(keep)
         self.store = store
         self.chunk = chunk
-        self.keep = keep
         self.fresh_s = fresh_s
-        self._chunks: deque[_Chunk] = deque()
-        self._kept = 0
-        self.low = 0  # memory holds the log (low, high]; nothing before the first read
-        self.high: int | None = None
+        self.high: int | None = None  # nothing held before the first read
         self._at_head = False
         self._dirty = False
         self._read_at = 0.0  # monotonic time of the last read that reached the head
@@ -164,6 +213,7 @@ class LogFeed:
         self._subscribers: dict[tuple[int, str], set[Subscription]] = {}
         self._accounts: dict[int, int] = {}  # account → subscriptions
         self.reads = 0  # log reads so far (for tests and benchmarks)
+        self.trail = _Trail(store, chunk, trail_keep) if trail_keep else None
 
     # --- who is routed to --------------------------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
@@ -218,17 +268,14 @@ class LogFeed:
             assert self.high is not None
             if after >= self.high:
                 return Page([], after, self._at_head)
-        if after < self.low:
-            return None
         types = frozenset(event_types)
-        found: list[LoggedEvent] = []
-        for chunk in self._chunks:
-            if chunk.high <= after:
-                continue
-            found += chunk.pick(account_id, types, list_id, after, limit - len(found))
-            if len(found) >= limit:
-                return Page(found, found[-1].seq, False)
-        return Page(found, self.high, self._at_head and not self._dirty)
+        if after < self.low:
+            if self.trail is None:
+                return None
+            return await self.trail.read(account_id, types, list_id, after, limit, self.low)
+        return self._page(
+            account_id, types, list_id, after, limit, self.high, self._at_head and not self._dirty
+        )
 
     def _read_more(self) -> asyncio.Task[None]:
         """The read of the next chunk: one at a time, shared by everyone waiting for it."""
@@ -248,12 +295,7 @@ class LogFeed:
             return
         if page.events:
             chunk = _Chunk.of(after, page)
-            self._chunks.append(chunk)
-            self._kept += len(page.events)
-            while self._kept > self.keep and len(self._chunks) > 1:
-                dropped = self._chunks.popleft()
-                self._kept -= len(dropped.events)
-                self.low = dropped.high
+            self._hold(chunk)
             self.high = page.scanned_to
             self._route(chunk)
         else:
@@ -290,3 +332,67 @@ class LogFeed:
             except Exception as exc:  # the store logs outages; hooks' own reads and polls go on meanwhile
                 log.debug("log feed: read failed: %r", exc)
                 return
+
+
+class _Trail(_Memory):
+    """A window of the log behind the feed's memory, read once for the hooks catching up there.
+
+    It starts where the first hook behind asks, holds at most ``keep`` events (the oldest chunks dropped first) and
+    reads on when a hook asks at or past its end — by no more than half of ``keep`` past it, so a hook far ahead of
+    the others does not make it read what nobody needs yet; such a hook, and one before the window, read on their
+    own. It never reads past ``ceiling``, the feed's memory, which serves from there. A window no hook read from
+    for ``idle_s`` is given up: the next hook behind starts another where it asks."""
+
+    def __init__(self, store: Store, chunk: int, keep: int) -> None:
+        super().__init__(keep)
+        self.store = store
+        self.chunk = chunk
+        self.high = 0  # (low, high] while it has chunks
+        self._pass: asyncio.Task[None] | None = None
+        self.reads = 0  # log reads so far (for tests and benchmarks)
+        self.idle_s = TRAIL_IDLE_S
+        self._used_at = 0.0  # monotonic time of the last page served
+
+    async def read(
+        self,
+        account_id: int,
+        types: frozenset[str],
+        list_id: int | None,
+        after: int,
+        limit: int,
+        ceiling: int,
+    ) -> Page | None:
+        now = time.monotonic()
+        left = (
+            not self._chunks or now - self._used_at >= self.idle_s
+        )  # no window, or none read from it lately
+        reading = self._pass is not None and not self._pass.done()
+        if left and not reading and not self.low <= after < self.high:
+            self._chunks.clear()  # the first hook behind (for a while): a window starts at it
+            self._kept = 0
+            self.low = self.high = after
+        while after >= self.high and self.high < ceiling:
+            if after < self.low or after - self.high > self.keep // 2:
+                return None
+            await asyncio.shield(self._read_more(ceiling))
+        if after < self.low or after >= self.high:
+            return None
+        self._used_at = now
+        return self._page(account_id, types, list_id, after, limit, self.high, False)
+
+    def _read_more(self, ceiling: int) -> asyncio.Task[None]:
+        if self._pass is None or self._pass.done():
+            self._pass = asyncio.create_task(self._read_chunk(ceiling))
+        return self._pass
+
+    async def _read_chunk(self, ceiling: int) -> None:
+        after = self.high
+        page = await self.store.read_log(after, min(self.chunk, ceiling - after))
+        self.reads += 1
+        if self.high != after:  # cannot happen: one read at a time
+            return
+        if not page.events:
+            self.high = max(after, min(page.scanned_to, ceiling))
+            return
+        self._hold(_Chunk.of(after, page))
+        self.high = page.scanned_to

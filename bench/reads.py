@@ -1,11 +1,12 @@
-"""A hook's own reads of the log (``Store.read_events``): the path of a hook behind the shared feed's memory
-(issue 11: in ``100 hooks at 10 %`` the hooks of the busiest types fall behind it and catch up this way).
+"""A hook's own reads of the log (``Store.read_events``): the path of a hook behind the dispatcher's shared memory
+of the log and its trail (issue 11; ``dispatch/feed.py``), e.g. one far behind after a restart.
 
 A store is filled with the demo's traffic (``--events``, one account), then each hook of the fan-out scenario's
 kind (8 of the 80 types, rotating; also one type, and all 80) pages through the whole log in pages of 1 000 with
-a fixed span of log positions per read (``--spans``): microseconds per event read (wall clock: the reads are one at a time; on PostgreSQL the server's work counts too), on SQLite with
-``seqs_first`` (several types: the page's positions sorted before its rows are fetched) and without it (the matches
-fetched whole and sorted) — the same log, alternating, best of ``--rounds``.
+a fixed span of log positions per read (``--spans``): microseconds per event read (wall clock: the reads are one at
+a time; on PostgreSQL the server's work counts too), with the dialect's ``seqs_first`` on and off (several types:
+the page's positions sorted before its rows are fetched, or every match fetched whole and sorted) — the same log,
+alternating, best of ``--rounds``.
 
 Usage: ``python -m bench.reads [--events 100000] [--spans 4000,16000,40000] [--pg postgresql://…/test]``; with
 ``--pg`` the same on a fresh PostgreSQL database as well. For another tree, ``PYTHONPATH=<tree>/src``.

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 5_000  # events per read of the log
 KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them are served by the trail)
-TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (hooks behind it, or far past its end, read on their own)
+TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (hooks before it or far past it read on their own)
 TRAIL_IDLE_S = 1.0  # a trail no hook read from for this long is given up: the next hook behind starts another
 FRESH_S = (
     0.1  # a hook at the feed's head triggers no read within this long after the last one reached the head
@@ -363,12 +363,11 @@ class _Trail(_Memory):
         ceiling: int,
     ) -> Page | None:
         now = time.monotonic()
-        left = (
-            not self._chunks or now - self._used_at >= self.idle_s
-        )  # no window, or none read from it lately
+        # no window, or none a hook read from lately: the first hook behind (for a while) starts one where it asks
+        left = not self._chunks or now - self._used_at >= self.idle_s
         reading = self._pass is not None and not self._pass.done()
         if left and not reading and not self.low <= after < self.high:
-            self._chunks.clear()  # the first hook behind (for a while): a window starts at it
+            self._chunks.clear()
             self._kept = 0
             self.low = self.high = after
         while after >= self.high and self.high < ceiling:

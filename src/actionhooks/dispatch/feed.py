@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 5_000  # events per read of the log
 KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them are served by the trail)
-TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (hooks before it or far past it read on their own)
+TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (a hook before or far past it reads alone)
 TRAIL_IDLE_S = 1.0  # a trail no hook read from for this long is given up: the next hook behind starts another
 FRESH_S = (
     0.1  # a hook at the feed's head triggers no read within this long after the last one reached the head

@@ -150,26 +150,19 @@ def _writes(hook_id: int, generation: int) -> list[StateWrite]:
         )
         return StateWrite(hook_id, generation, seq if cursor is None else cursor, a)
 
-    retry = Attempt(
-        hook_id=hook_id,
-        at=1_005.0,
-        batch_id="b9",
-        events=1,
-        first_seq=9,
-        last_seq=9,
-        outcome="retry",
-        error="hook answered 503",
-    )
-    failed = Attempt(
-        hook_id=hook_id,
-        at=1_006.0,
-        batch_id="b9",
-        events=1,
-        first_seq=9,
-        last_seq=9,
-        outcome="failed",
-        error="hook answered 503",
-    )
+    def nine(at: float, outcome: str) -> Attempt:  # the batch of event 9, answered 503
+        return Attempt(
+            hook_id=hook_id,
+            at=at,
+            batch_id="b9",
+            events=1,
+            first_seq=9,
+            last_seq=9,
+            outcome=outcome,
+            error="hook answered 503",
+        )
+
+    retry, failed = nine(1_005.0, "retry"), nine(1_006.0, "failed")
     letter = DeadLetter(
         hook_id=hook_id,
         event_seq=9,

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -194,6 +194,9 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     small_filesystem: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "actionhooks")
+    caplog.set_level(
+        logging.DEBUG, "actionhooks.store"
+    )  # each failed try while down: for a failure's message
     async with (
         opened(f"sqlite:///{small_filesystem / 'full.db'}") as store,
         running(store, retry=PATIENT) as service,
@@ -209,15 +212,32 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
         await eventually(lambda: load.refused > 0, timeout=10)  # ingest refuses: 503
         await asyncio.sleep(2.0)  # deliveries go on; their records cannot be written meanwhile
         assert receiver.event_count < len(load.acked), "the backlog was delivered before the disk filled"
+        filled = filler.stat().st_size
         filler.unlink()
         freed = time.monotonic()
+
+        def fail(what: str) -> NoReturn:
+            """Fail saying why, at once: printed too, since shutting down a service whose store is still refused
+            may outlast the suite's timeout, whose report then shows only the captured output."""
+            tries = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
+            message = f"{what}; the filler took {filled} bytes; the store's log: {tries[-5:]}"
+            print(message, flush=True)
+            producing.cancel()
+            pytest.fail(message)
+
         try:
             await asyncio.wait_for(asyncio.shield(producing), 40)
-        except TimeoutError:  # fail saying why, instead of waiting for the suite's timeout
-            _, ready, _ = await service.call("GET", "/readyz", None)
-            pytest.fail(f"ingest still refused 40 s after the disk was freed; /readyz: {ready}")
+        except TimeoutError:
+            try:
+                _, ready, _ = await asyncio.wait_for(service.call("GET", "/readyz", None), 10)
+            except TimeoutError:
+                ready = "no answer within 10 s"
+            fail(f"ingest still refused 40 s after the disk was freed; /readyz: {ready}")
         await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=20)
-        await service.dispatcher.caught_up(hook["id"])
+        try:
+            await asyncio.wait_for(service.dispatcher.caught_up(hook["id"]), 30)
+        except TimeoutError:
+            fail("the hook's records not all written 30 s after ingest recovered")
         got = delivered(receiver)
         _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
         recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")

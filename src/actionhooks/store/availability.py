@@ -46,6 +46,7 @@ class Availability:
                 log.warning("%s store unavailable (%s); retrying with back-off", self.engine, _oneline(exc))
             else:
                 self._delay = min(self._delay * 2, self.most_s)
+                log.debug("%s store still unavailable (%s)", self.engine, _oneline(exc))
             self._next_try = now + self._delay
             self._reason = _oneline(exc)
             return StoreUnavailable(self._message(), retry_after=max(1, math.ceil(self._delay)))

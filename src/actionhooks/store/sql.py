@@ -8,6 +8,7 @@ Queries are built once per store with the dialect's parameter marker (``p`` belo
 from __future__ import annotations
 
 import bisect
+import collections
 import dataclasses
 import logging
 import time
@@ -148,6 +149,10 @@ class _Queries:
         self.dead_letters_delete = f"DELETE FROM dead_letters WHERE hook_id = {p}"
         self.cursor_save = (
             f"UPDATE hooks SET cursor = {p} WHERE id = {p} AND generation = {p} AND cursor <= {p}"
+        )
+        self.delivered_run = (  # a run of delivered batches (SqlStore._write_run): the last one's state, guarded
+            f"UPDATE hooks SET cursor = {p}, last_success_at = {p}, last_error = NULL, last_error_at = NULL"
+            f" WHERE id = {p} AND generation = {p} AND cursor <= {p}"
         )
         self.cursor_note = (  # forward only; the row matches while the generation holds
             f"UPDATE hooks SET cursor = CASE WHEN cursor < {p} THEN {p} ELSE cursor END"
@@ -711,19 +716,17 @@ class SqlStore(SideDeliveriesSql):
         (each cursor is past the one before). When it fails they are written one by one: the same answers."""
         first, last = run[0], run[-1]
         assert first.attempt is not None and last.attempt is not None
-        p = self._p
         cur.execute(
-            f"UPDATE hooks SET cursor = {p}, last_success_at = {p}, last_error = NULL, last_error_at = NULL"
-            f" WHERE id = {p} AND generation = {p} AND cursor <= {p}",
+            self._sql.delivered_run,
             (last.cursor, last.attempt.at, first.hook_id, first.generation, first.cursor),
         )
         if cur.rowcount == 0:
             return [self._write_state(cur, w) for w in run]
         attempts = [w.attempt for w in run if w.attempt is not None]
         cur.executemany(self._sql.attempt_insert, [_attempt_row(a) for a in attempts])
-        periods: dict[float, int] = {}
+        periods: collections.Counter[float] = collections.Counter()
         for a in attempts:
-            periods[_period(a.at)] = periods.get(_period(a.at), 0) + a.events
+            periods[_period(a.at)] += a.events
         for period, delivered in periods.items():
             cur.execute(self._sql.count_attempt, (first.hook_id, period, delivered, 0, 0))
         return [True] * len(run)

@@ -179,17 +179,34 @@ def small_filesystem() -> Iterator[Path]:
             where.rmdir()
 
 
-def fill(where: Path) -> Path:
-    """Take every free byte of the filesystem ``where`` with one file (ENOSPC ends it)."""
-    filler = where / "filler"
-    with open(filler, "wb") as out, contextlib.suppress(OSError):
+def fill(filler: Path) -> None:
+    """Take every free byte of ``filler``'s filesystem with that file (ENOSPC ends it). Unbuffered: a buffered
+    file keeps what the full disk refused and raises ENOSPC again when closed."""
+    with contextlib.suppress(OSError), open(filler, "wb", buffering=0) as out:
         chunk = b"\0" * 65536
         while True:
             out.write(chunk)
-            out.flush()
-    return filler
 
 
+@contextlib.asynccontextmanager
+async def disk_full(where: Path) -> AsyncIterator[Path]:
+    """The filesystem ``where`` full for the block, freed when it ends — failing too, so a failure is reported
+    at once and the service stops on a disk with room."""
+    filler = where / "filler"
+    try:
+        await asyncio.to_thread(fill, filler)
+        yield filler
+    finally:
+        filler.unlink(missing_ok=True)
+
+
+def disk_usage(where: Path) -> str:
+    """The filesystem's free bytes and its files' sizes (for a failure's message)."""
+    files = {f.name: f.stat().st_size for f in where.iterdir()}
+    return f"{shutil.disk_usage(where).free} bytes free, files {files}"
+
+
+@pytest.mark.timeout(240)  # its waits are bounded to fail with a message well before this
 async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     small_filesystem: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -197,6 +214,12 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     caplog.set_level(
         logging.DEBUG, "actionhooks.store"
     )  # each failed try while down: for a failure's message
+
+    def fail(what: str) -> NoReturn:
+        """Fail saying why, with the filesystem's state and the store's last tries."""
+        tries = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
+        pytest.fail(f"{what}; {disk_usage(small_filesystem)}; the store's log: {tries[-5:]}")
+
     async with (
         opened(f"sqlite:///{small_filesystem / 'full.db'}") as store,
         running(store, retry=PATIENT) as service,
@@ -206,38 +229,35 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
         hook = await http_hook(service, user, receiver)
         load = Load(service, user)
         producing = asyncio.create_task(load.run(4, 30, pause=0.02))
-        await eventually(lambda: len(load.acked) >= 1500, timeout=20)
-        filler = await asyncio.to_thread(fill, small_filesystem)
-        full_at = time.monotonic()
-        await eventually(lambda: load.refused > 0, timeout=10)  # ingest refuses: 503
-        await asyncio.sleep(2.0)  # deliveries go on; their records cannot be written meanwhile
-        assert receiver.event_count < len(load.acked), "the backlog was delivered before the disk filled"
-        filled = filler.stat().st_size
-        filler.unlink()
-        freed = time.monotonic()
-
-        def fail(what: str) -> NoReturn:
-            """Fail saying why, at once: printed too, since shutting down a service whose store is still refused
-            may outlast the suite's timeout, whose report then shows only the captured output."""
-            tries = [r.getMessage() for r in caplog.records if r.name == "actionhooks.store"]
-            message = f"{what}; the filler took {filled} bytes; the store's log: {tries[-5:]}"
-            print(message, flush=True)
-            producing.cancel()
-            pytest.fail(message)
-
         try:
-            await asyncio.wait_for(asyncio.shield(producing), 40)
-        except TimeoutError:
+            await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+            async with disk_full(small_filesystem):
+                full_at = time.monotonic()
+                try:
+                    await eventually(lambda: load.refused > 0, timeout=10)  # ingest refuses: 503
+                except AssertionError:
+                    fail(
+                        f"ingest not refused within 10 s of the disk filling ({len(load.acked)} acknowledged)"
+                    )
+                await asyncio.sleep(2.0)  # deliveries go on; their records cannot be written meanwhile
+                if receiver.event_count >= len(load.acked):
+                    fail("the backlog was delivered before the disk filled")
+            freed = time.monotonic()
             try:
-                _, ready, _ = await asyncio.wait_for(service.call("GET", "/readyz", None), 10)
+                await asyncio.wait_for(asyncio.shield(producing), 30)
             except TimeoutError:
-                ready = "no answer within 10 s"
-            fail(f"ingest still refused 40 s after the disk was freed; /readyz: {ready}")
-        await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=20)
-        try:
-            await asyncio.wait_for(service.dispatcher.caught_up(hook["id"]), 30)
-        except TimeoutError:
-            fail("the hook's records not all written 30 s after ingest recovered")
+                try:
+                    _, ready, _ = await asyncio.wait_for(service.call("GET", "/readyz", None), 5)
+                except TimeoutError:
+                    ready = "no answer within 5 s"
+                fail(f"ingest still refused 30 s after the disk was freed; /readyz: {ready}")
+            await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=20)
+            try:
+                await service.dispatcher.caught_up(hook["id"], timeout=30)
+            except TimeoutError:
+                fail("the hook's records not all written 30 s after ingest recovered")
+        finally:
+            producing.cancel()
         got = delivered(receiver)
         _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
         recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
@@ -250,6 +270,40 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     print(
         f"disk full {freed - full_at:.1f} s: {load.refused} answers 503, {duplicates} duplicates,"
         f" {len(load.acked)} acknowledged = delivered"
+    )
+
+
+async def test_a_service_stopped_on_a_full_disk_ends_within_its_grace_and_loses_nothing(
+    small_filesystem: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped while its records cannot be written, the service gives them up when its shutdown grace ends
+    instead of trying them forever; the next start sends their batches again."""
+    caplog.set_level(logging.INFO, "actionhooks")
+    url = f"sqlite:///{small_filesystem / 'full.db'}"
+    async with Receiver(default=Answer(delay=0.05)) as receiver:  # slower than ingest: a backlog to deliver
+        async with contextlib.AsyncExitStack() as full:
+            async with opened(url) as store, running(store, retry=PATIENT, shutdown_timeout_s=1.0) as service:
+                user = await service.user("u")
+                hook = await http_hook(service, user, receiver)
+                load = Load(service, user)
+                producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+                try:
+                    await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+                    # appends go on into the full disk (refused): the log's file cannot grow for the records either
+                    await full.enter_async_context(disk_full(small_filesystem))
+                    await eventually(lambda: "writing delivery state failed" in caplog.text, timeout=10)
+                finally:
+                    producing.cancel()
+                stopping = time.monotonic()
+            stopped_in = time.monotonic() - stopping
+        # started again (a new process's store) on a disk with room
+        async with opened(url) as store, running(store, retry=PATIENT) as service:
+            await service.dispatcher.caught_up(hook["id"], timeout=30)
+    assert stopped_in < 10.0, f"stopping took {stopped_in:.1f} s with a grace of 1 s"
+    assert "cut off with delivery state unwritten" in caplog.text
+    duplicates = assert_none_lost(load.acked, delivered(receiver))
+    print(
+        f"stopped on a full disk in {stopped_in:.1f} s (grace 1 s); after a restart {duplicates} duplicates"
     )
 
 

@@ -137,6 +137,9 @@ class HookWorker:
         self.in_flight = min(spec.transport.sends_in_flight(), self.sends_ahead)
         self._in_flight: collections.deque[_Send] = collections.deque()
         self._stopping = asyncio.Event()
+        self._cut_off = (
+            asyncio.Event()
+        )  # cancelled: a failing record is given up (its batch is sent again later)
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
         self.handled_through = hook.cursor
@@ -163,6 +166,10 @@ class HookWorker:
                 outcome.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*cut_off)
+            # records being written: the try under way ends (a write begun in the store's thread finishes anyway,
+            # so nothing of this worker's lands after its successor starts); one that fails is not tried again —
+            # its batches are after the saved cursor and the next worker sends them again (at most K: a crash's)
+            self._cut_off.set()
             if self._writing is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._writing)
@@ -284,7 +291,12 @@ class HookWorker:
                     type(error).__name__,
                     _oneline(error),
                 )
-            await asyncio.sleep(STORE_RETRY.delay(failures))
+            if self._cut_off.is_set():
+                log.warning(
+                    "hook %s: cut off with delivery state unwritten; those batches go out again", self.hook.id
+                )
+                raise error
+            await self._pause(STORE_RETRY.delay(failures), self._cut_off)
 
     async def _read_page(self, limit: int) -> Page:
         """The next page of the hook's events, tried again with back-off while the store is unavailable."""
@@ -309,10 +321,10 @@ class HookWorker:
             self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
         )
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less when asked to stop."""
+    async def _pause(self, seconds: float, until: asyncio.Event | None = None) -> None:
+        """Sleep ``seconds``, or less when asked to stop (or when ``until`` is set)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+            await asyncio.wait_for((until or self._stopping).wait(), timeout=seconds)
 
     async def _loop(self) -> None:
         while not self.stopping:

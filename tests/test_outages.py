@@ -206,6 +206,21 @@ def disk_usage(where: Path) -> str:
     return f"{shutil.disk_usage(where).free} bytes free, files {files}"
 
 
+async def backlog(service: Service, receiver: Receiver) -> tuple[dict[str, Any], Load, asyncio.Task[None]]:
+    """A hook to ``receiver`` and four producers posting 6 000 events in all (the task), once 1 500 are
+    acknowledged; the receiver is slower than ingest, so a backlog waits for delivery."""
+    user = await service.user("u")
+    hook = await http_hook(service, user, receiver)
+    load = Load(service, user)
+    producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+    try:
+        await eventually(lambda: len(load.acked) >= 1500, timeout=20)
+    except BaseException:
+        producing.cancel()
+        raise
+    return hook, load, producing
+
+
 @pytest.mark.timeout(240)  # its waits are bounded to fail with a message well before this
 async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     small_filesystem: Path, caplog: pytest.LogCaptureFixture
@@ -225,12 +240,8 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
         running(store, retry=PATIENT) as service,
         Receiver(default=Answer(delay=0.05)) as receiver,  # slower than ingest: a backlog to deliver
     ):
-        user = await service.user("u")
-        hook = await http_hook(service, user, receiver)
-        load = Load(service, user)
-        producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+        hook, load, producing = await backlog(service, receiver)
         try:
-            await eventually(lambda: len(load.acked) >= 1500, timeout=20)
             async with disk_full(small_filesystem):
                 full_at = time.monotonic()
                 try:
@@ -259,7 +270,7 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
         finally:
             producing.cancel()
         got = delivered(receiver)
-        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
+        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", load.user)
         recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
     duplicates = assert_none_lost(load.acked, got)
     assert recorded == sum(got.values())  # every delivered batch has its attempt row: no record lost
@@ -283,12 +294,8 @@ async def test_a_service_stopped_on_a_full_disk_ends_within_its_grace_and_loses_
     async with Receiver(default=Answer(delay=0.05)) as receiver:  # slower than ingest: a backlog to deliver
         async with contextlib.AsyncExitStack() as full:
             async with opened(url) as store, running(store, retry=PATIENT, shutdown_timeout_s=1.0) as service:
-                user = await service.user("u")
-                hook = await http_hook(service, user, receiver)
-                load = Load(service, user)
-                producing = asyncio.create_task(load.run(4, 30, pause=0.02))
+                hook, load, producing = await backlog(service, receiver)
                 try:
-                    await eventually(lambda: len(load.acked) >= 1500, timeout=20)
                     # appends go on into the full disk (refused): the log's file cannot grow for the records either
                     await full.enter_async_context(disk_full(small_filesystem))
                     await eventually(lambda: "writing delivery state failed" in caplog.text, timeout=10)
@@ -401,7 +408,7 @@ async def test_postgres_restarted_mid_load_loses_nothing(
         await eventually(lambda: load.acked <= set(delivered(receiver)), timeout=30)
         await service.dispatcher.caught_up(hook["id"])
         got = delivered(receiver)
-        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", user)
+        _, answer, _ = await service.call("GET", f"/v1/hooks/{hook['id']}/attempts?limit=1000", load.user)
         recorded = sum(a["events"] for a in answer["attempts"] if a["outcome"] == "delivered")
     duplicates = assert_none_lost(load.acked, got)
     assert recorded == sum(got.values())

@@ -421,6 +421,74 @@ async def test_postgres_restarted_mid_load_loses_nothing(
     )
 
 
+# --- PostgreSQL not up when the service starts -----------------------------------------------------------------
+
+
+async def serve_process(db: str, port: int, errors: Path) -> asyncio.subprocess.Process:
+    """``actionhooks serve`` on ``db`` and ``port``, its standard error into the file ``errors``."""
+    with await asyncio.to_thread(errors.open, "wb") as out:
+        return await asyncio.create_subprocess_exec(
+            str(procs.BIN / "actionhooks"),
+            *("serve", "--db", db, "--port", str(port), "--log-level", "warning", "--shutdown-timeout", "5"),
+            env=procs.env(),
+            stderr=out,
+        )
+
+
+async def ended(proc: asyncio.subprocess.Process, timeout: float) -> int:
+    """SIGTERM to ``proc``, and its exit code within ``timeout`` seconds (killed past it: the test fails)."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_a_service_started_before_its_database_waits_and_serves_once_it_answers(
+    private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    await asyncio.to_thread(private_postgres.stop)
+    port, errors = procs.free_port(), tmp_path / "stderr"
+    proc = await serve_process(private_postgres.url, port, errors)
+    try:
+        await asyncio.sleep(2.0)
+        assert proc.returncode is None, errors.read_text()  # waiting, not ended
+        assert "starting: waiting for the store" in errors.read_text()
+        await asyncio.to_thread(private_postgres.start)
+        started = time.monotonic()
+        await asyncio.to_thread(procs.wait_port, port, 15)
+        serving_after = time.monotonic() - started
+        _, key = await asyncio.to_thread(procs.create_account, private_postgres.url)
+        async with running_client(port, key) as call:
+            assert (await call("GET", "/readyz", None))[0] == 200
+            status, answer = await call("POST", "/v1/events", events(0, 0, 10))
+            assert status == 202, answer
+    finally:
+        code = await ended(proc, 10)
+    said = errors.read_text()
+    assert code in (0, -signal.SIGTERM), said
+    assert "starting: the store answers after" in said and "Traceback" not in said, said
+    print(f"started before its database: serving {serving_after:.1f} s after the database started")
+
+
+async def test_a_service_waiting_for_its_database_ends_at_sigterm(tmp_path: Path) -> None:
+    nobody = f"postgresql://postgres@127.0.0.1:{procs.free_port()}/postgres"  # nothing listens there
+    errors = tmp_path / "stderr"
+    proc = await serve_process(nobody, procs.free_port(), errors)
+    try:
+        await eventually(lambda: "starting: waiting for the store" in errors.read_text(), timeout=15)
+    finally:
+        signalled = time.monotonic()
+        code = await ended(proc, 10)
+    said = errors.read_text()
+    assert code in (0, -signal.SIGTERM), said
+    assert "Traceback" not in said, said
+    assert time.monotonic() - signalled < 5
+
+
 # --- SIGTERM: a real process ends gracefully --------------------------------------------------------------------
 
 

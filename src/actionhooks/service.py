@@ -11,6 +11,10 @@ Readiness (``GET /readyz``, :mod:`.readiness`): the lifespan adds the checks of 
 (reachable and migrated), ``background_jobs`` (``Maintenance.health``: running, keeping up, not failing round
 after round), ``dispatcher`` (only where one runs).
 
+A database server that does not answer at startup (PostgreSQL not up yet, or restarting) is waited for
+(:func:`_open_when_answering`): the process starts once it answers, or ends cleanly when asked to meanwhile. An
+SQLite file that cannot be opened fails the start at once (a wrong path or a full disk is not waited out).
+
 Graceful shutdown (:class:`Shutdown`): at SIGTERM the process stops taking connections and is no longer ready, the
 dispatcher's workers finish and record the batches they are sending and send nothing new, requests in flight (their
 commits) finish; all of it within ``settings.shutdown_timeout_s`` (``ACTIONHOOKS_SHUTDOWN_TIMEOUT_S``). What is
@@ -30,7 +34,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import FrameType
 
 import uvicorn
@@ -43,6 +47,7 @@ from .console import mount as console_mount
 from .consume.configured import Consumers, load_consumers
 from .derive import Derivation
 from .dispatch.dispatcher import Dispatcher
+from .errors import StoreUnavailable
 from .integrations import TransportContext
 from .maintenance import Maintenance
 from .netguard import NetGuard
@@ -61,6 +66,7 @@ class Shutdown:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._started: float | None = None
+        self._begun = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
 
     def on_begin(self, listener: Callable[[], None]) -> None:
@@ -70,14 +76,44 @@ class Shutdown:
         if self._started is not None:
             return
         self._started = time.monotonic()
+        self._begun.set()
         log.info("shutting down: finishing requests and batches in flight (at most %.0f s)", self.timeout_s)
         for listener in self._listeners:
             listener()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the end to begin: whether it has."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._begun.wait(), seconds)
+        return self._begun.is_set()
 
     def remaining(self) -> float:
         if self._started is None:
             return self.timeout_s
         return max(0.0, self.timeout_s - (time.monotonic() - self._started))
+
+
+STORE_WAIT_S = 0.5  # at startup, between tries of a database server that does not answer yet
+
+
+async def _open_when_answering(opening: Callable[[], Awaitable[None]], shutdown: Shutdown) -> bool:
+    """Run ``opening`` once the database answers: while it raises ``StoreUnavailable``, try again every
+    :data:`STORE_WAIT_S` seconds, with one log line when the wait begins and one when it ends. False when the
+    process is asked to end meanwhile (nothing is open then)."""
+    since: float | None = None
+    while True:
+        try:
+            await opening()
+        except StoreUnavailable as exc:
+            if since is None:
+                since = time.monotonic()
+                log.warning("starting: waiting for the store (%s)", str(exc).removesuffix("; retry later"))
+            if await shutdown.wait(STORE_WAIT_S):
+                return False
+            continue
+        if since is not None:
+            log.warning("starting: the store answers after %.1f s", time.monotonic() - since)
+        return True
 
 
 async def _store_check(store: Store) -> str | None:
@@ -100,9 +136,17 @@ def build(settings: Settings, store: Store | None = None, *, dispatch: bool = Tr
         shutdown: Shutdown = app.state.shutdown
         shutdown.on_begin(readiness.stopping)
         readiness.add("store", lambda: _store_check(the_store))
-        if own_store:
-            await the_store.open()
-        await registry.open()
+
+        async def opening() -> None:
+            if own_store:
+                await the_store.open()
+            await registry.open()
+
+        if the_store.engine == "sqlite":
+            await opening()
+        elif not await _open_when_answering(opening, shutdown):
+            yield  # asked to end before the database answered: nothing was started
+            return
 
         def hooks_changed() -> (
             None

@@ -137,9 +137,8 @@ class HookWorker:
         self.in_flight = min(spec.transport.sends_in_flight(), self.sends_ahead)
         self._in_flight: collections.deque[_Send] = collections.deque()
         self._stopping = asyncio.Event()
-        self._cut_off = (
-            asyncio.Event()
-        )  # cancelled: a failing record is given up (its batch is sent again later)
+        # cancelled: a record that fails is given up (its batch is sent again by the next worker)
+        self._cut_off = asyncio.Event()
         self.window = MIN_WINDOW
         # every event up to this log position is handled and recorded; moves when the worker catches up
         self.handled_through = hook.cursor

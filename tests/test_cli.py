@@ -64,6 +64,15 @@ def test_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_sqlite_file_in_a_folder_that_does_not_exist_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'x.db'}"
+    for args in (("serve", "--db", url), ("accounts", "create", "acme", "--db", url)):
+        done = run(*args)
+        assert done.returncode == 2, done.stderr
+        assert f"the folder {tmp_path / 'nowhere'} does not exist" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_serve_with_a_bad_consumers_file_stops_with_a_clear_error(tmp_path: Path) -> None:
     consumers = tmp_path / "consumers.json"
     consumers.write_text('[{"broker": "rabbitmq", "account_id": 1, "queue": "q", "hots": "mq"}]')

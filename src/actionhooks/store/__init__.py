@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ..errors import ConfigError
 from .base import Attempt, DeadLetter, Page, Store, StoredHook
 
@@ -15,7 +17,11 @@ def open_store(url: str) -> Store:
     if url.startswith("sqlite:///"):
         from .sqlite import SqliteStore
 
-        return SqliteStore(url[len("sqlite:///") :])
+        path = url[len("sqlite:///") :]
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):  # a typo in the path: said at once, not after a try to open it
+            raise ConfigError(f"database URL {url!r}: the folder {folder} does not exist")
+        return SqliteStore(path)
     if url.startswith(("postgresql://", "postgres://")):
         from ..config import env_int
         from .partitions import DEFAULT_PARTITION_EVENTS

@@ -226,9 +226,8 @@ async def test_sqlite_disk_full_loses_nothing_and_records_every_attempt(
     small_filesystem: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "actionhooks")
-    caplog.set_level(
-        logging.DEBUG, "actionhooks.store"
-    )  # each failed try while down: for a failure's message
+    # each failed try while down, for a failure's message
+    caplog.set_level(logging.DEBUG, "actionhooks.store")
 
     def fail(what: str) -> NoReturn:
         """Fail saying why, with the filesystem's state and the store's last tries."""
@@ -424,12 +423,15 @@ async def test_postgres_restarted_mid_load_loses_nothing(
 # --- PostgreSQL not up when the service starts -----------------------------------------------------------------
 
 
-async def serve_process(db: str, port: int, errors: Path) -> asyncio.subprocess.Process:
+async def serve_process(
+    db: str, port: int, errors: Path, shutdown_timeout_s: float = 5
+) -> asyncio.subprocess.Process:
     """``actionhooks serve`` on ``db`` and ``port``, its standard error into the file ``errors``."""
     with await asyncio.to_thread(errors.open, "wb") as out:
         return await asyncio.create_subprocess_exec(
             str(procs.BIN / "actionhooks"),
-            *("serve", "--db", db, "--port", str(port), "--log-level", "warning", "--shutdown-timeout", "5"),
+            *("serve", "--db", db, "--port", str(port), "--log-level", "warning"),
+            *("--shutdown-timeout", str(shutdown_timeout_s)),
             env=procs.env(),
             stderr=out,
         )
@@ -497,19 +499,7 @@ async def test_sigterm_finishes_the_batch_in_flight_and_records_it(tmp_path: Pat
     _, key = await asyncio.to_thread(procs.create_account, db)
     port = procs.free_port()
     async with Receiver(default=Answer(delay=1.5)) as receiver:
-        proc = await asyncio.create_subprocess_exec(
-            str(procs.BIN / "actionhooks"),
-            "serve",
-            "--db",
-            db,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--shutdown-timeout",
-            "10",
-            env=procs.env(),
-        )
+        proc = await serve_process(db, port, tmp_path / "stderr", shutdown_timeout_s=10)
         try:
             await asyncio.to_thread(procs.wait_port, port)
             async with running_client(port, key) as call:

@@ -388,8 +388,6 @@ class _Trail(_Memory):
         after = self.high
         page = await self.store.read_log(after, min(self.chunk, ceiling - after))
         self.reads += 1
-        if self.high != after:  # cannot happen: one read at a time
-            return
         if not page.events:
             self.high = max(after, min(page.scanned_to, ceiling))
             return

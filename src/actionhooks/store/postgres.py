@@ -29,9 +29,9 @@ class PostgresDialect:
     marker = "%s"
     walk_hint = ""  # the planner picks the index or a seq-ordered scan by itself
     walk_span = 0
-    seqs_first = (
-        False  # measured mixed (bench/reads.py): better over long spans of dense hooks, worse for sparse
-    )
+    # sorting positions first measured mixed here (bench/reads.py): better over long spans of dense hooks, worse
+    # for sparse ones
+    seqs_first = False
     id_table = "event_ids"  # producer-chosen and derived ids: unique across the partitioned log
 
     def __init__(self, url: str, partition_events: int = DEFAULT_PARTITION_EVENTS) -> None:

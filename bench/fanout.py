@@ -14,7 +14,9 @@ before the change, ``--before-src``) and ``after`` (this tree) — beside the no
 The service (``actionhooks serve``), the destination (``python -m bench.sink``: counts events and the latency of
 each from its UUIDv7 id) and the clients (8 aiohttp clients posting pre-encoded 1000-event arrays) are three
 processes on the machine's cores. Ingest events/s: first request to last ``202``; deliveries/s: first request to
-the last delivery. Before each run the busy share of the machine over one second is recorded (other work on it).
+the last delivery; service CPU: the seconds of CPU the service process used (every thread) over the same span —
+steadier than the rates on a busy machine, where the others' share of the cores moves them. Before each run the
+busy share of the machine over one second is recorded (other work on it).
 
 Usage: ``python -m bench.fanout --before-src /tmp/before/src [--events 100000] [--rounds 3] [--charts bench/charts]
 [--engine postgres]`` (``--engine``: the store of every scenario but the end-to-end pair);
@@ -74,6 +76,7 @@ class Result:
     rounds: int = 1  # a median of this many runs (see medians)
     ingest_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest of the rounds
     deliveries_range: tuple[float, float] = (0.0, 0.0)
+    cpu_s: float = 0.0  # the service's CPU (every thread) from the first request to the last delivery
 
     @property
     def deliveries_eps(self) -> float:
@@ -213,6 +216,13 @@ async def _paced(url: str, key: str, events: list[dict[str, Any]], per_s: int, s
                 await resp.read()
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds ``pid`` has used so far (user and system, every thread)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -250,12 +260,14 @@ def run(
             asyncio.run(_create_hooks(service, key, f"{sink}/hook", hooks, batch, timeout_s, in_flight))
             time.sleep(1.0)  # the dispatcher's workers start
             busy = machine_busy()
+            cpu = _cpu_s(server.pid)
             started = time.perf_counter()
             elapsed = asyncio.run(post_all(f"{service}/v1/events", key, bodies, 8))
             expected = expected_deliveries(logged_counts(db), hooks)
             count, delivery_s = (
                 asyncio.run(_wait_deliveries(sink, expected, started, timeout)) if hooks else (0, 0.0)
             )
+            cpu = _cpu_s(server.pid) - cpu
             latencies: list[float] = []
             if scenario in ONE_EVENT and delivery_s != float("inf"):
                 asyncio.run(_reset(sink))
@@ -277,10 +289,12 @@ def run(
         rss,
         busy,
         latencies,
+        cpu_s=cpu,
     )
     print(
         f"{scenario:>24} {version:>6}: ingest {result.ingest_eps:>9,.0f}/s  deliveries {count:>9,}/{expected:,}"
-        f" in {delivery_s:6.1f} s = {result.deliveries_eps:>9,.0f}/s  rss {rss:5.0f} MB  busy {busy:.2f}",
+        f" in {delivery_s:6.1f} s = {result.deliveries_eps:>9,.0f}/s  cpu {cpu:5.1f} s  rss {rss:5.0f} MB"
+        f"  busy {busy:.2f}",
         file=sys.stderr,
         flush=True,
     )
@@ -325,6 +339,7 @@ def medians(results: list[Result]) -> list[Result]:
                 len(runs),
                 (min(ingest), max(ingest)),
                 (min(rates), max(rates)),
+                statistics.median(r.cpu_s for r in runs),
             )
         )
     return out
@@ -338,8 +353,8 @@ def tables(results: list[Result]) -> list[str]:
     by = {(r.scenario, r.version): r for r in results}
     lines = [
         "| scenario | version | ingest events/s | vs 0 hooks | deliveries | deliveries/s (first request → last"
-        " delivery) | RSS MB | machine busy (cores) |",
-        "|---|---|---|---|---|---|---|---|",
+        " delivery) | service CPU s | RSS MB | machine busy (cores) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.scenario in (*ONE_EVENT, "PostgreSQL end to end", "SQLite end to end"):
@@ -354,7 +369,7 @@ def tables(results: list[Result]) -> list[str]:
             rate += _spread(r, r.deliveries_range)
         lines.append(
             f"| {r.scenario} | {r.version} | {r.ingest_eps:,.0f}{_spread(r, r.ingest_range)} | {ratio} | {done} |"
-            f" {rate} | {r.rss_mb:.0f} | {r.machine_busy:.2f} |"
+            f" {rate} | {r.cpu_s:.1f} | {r.rss_mb:.0f} | {r.machine_busy:.2f} |"
         )
     lines += ["", "| scenario | version | figure | |", "|---|---|---|---|"]
     for r in results:

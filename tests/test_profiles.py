@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import Any, cast
 
 import msgspec
+import pytest
 
 from actionhooks.dispatch.enrich import Enricher, ProfileCache, _Read
+from actionhooks.errors import StoreUnavailable
 from actionhooks.events import LoggedEvent, NewEvent
 from actionhooks.hooks import parse_hook
 from actionhooks.profiles import Profile, StoredProfile, email_hashes, erase, write
@@ -381,6 +384,104 @@ async def test_profile_cache_reads_a_buffer_ahead_in_one_query(store: Store) -> 
     found = await cache.profiles(account_id, later, later)  # logged after the read: read again
     profile = found["p1"]
     assert profile is not None and profile.email == "new@example.com" and len(source.reads) == 2
+
+
+class GatedSource(CountingSource):
+    """The store, whose profile reads wait for ``gate`` (so a query can be held under way)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.gate = asyncio.Event()
+        self.fail = False
+
+    async def get_profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        self.reads.append(set(profile_ids))
+        await self.gate.wait()
+        if self.fail:
+            self.fail = False
+            raise StoreUnavailable("the store went away")
+        return await self.store.get_profiles(account_id, profile_ids)
+
+
+async def test_hooks_asking_for_the_same_profiles_at_once_share_one_query(store: Store) -> None:
+    """Many hooks take the same events and ask for their profiles at about the same time: a hook that needs what a
+    query under way reads, at a head at or past its events, waits for that query — unless the query's head is
+    below its events (it could miss a change made before they were logged), or the query fails."""
+    account_id = await store.create_account("joined", "hash")
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
+    new = [
+        NewEvent(account_id, f"e{i}", "deliv", 3, pid, time.time(), b"{}")
+        for i, pid in enumerate(["p1", "p2"])
+    ]
+    await store.append(account_id, new)
+    events = (await store.read_events(account_id, ["deliv"], None, 0, 100)).events
+    source = GatedSource(store)
+    cache = ProfileCache(source)
+    first = asyncio.create_task(cache.profiles(account_id, events))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(cache.profiles(account_id, events[:1]))  # p1 only: what the first one reads
+    await asyncio.sleep(0.01)
+    assert source.reads == [{"p1", "p2"}]  # the second waits for the first's query
+    source.gate.set()
+    for found in await asyncio.gather(first, second):
+        profile = found["p1"]
+        assert profile is not None and profile.email == "a@example.com" and "p2" not in found
+    assert len(source.reads) == 1
+
+    # a change, then an event logged after it: a query under way from before the event cannot serve it
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="b@example.com"))])
+    await store.append(account_id, [NewEvent(account_id, "later", "deliv", 3, "p1", time.time(), b"{}")])
+    (later,) = (await store.read_events(account_id, ["deliv"], None, events[-1].seq, 100)).events
+    cache.keep_s = 0.0  # everything kept is too old: each call asks
+    source.gate.clear()
+    early = asyncio.create_task(cache.profiles(account_id, events[:1]))  # a query at the old head
+    await asyncio.sleep(0.01)
+    late = asyncio.create_task(cache.profiles(account_id, [later]))
+    await asyncio.sleep(0.01)
+    assert len(source.reads) == 3  # both under way: ``later`` is past the head of the one before it
+    source.gate.set()
+    found_late = await late
+    await early
+    profile = found_late["p1"]
+    assert profile is not None and profile.email == "b@example.com"
+
+    # the query waited for fails: the hook waiting asks on its own
+    source.gate.clear()
+    source.reads.clear()
+    source.fail = True
+    failing = asyncio.create_task(cache.profiles(account_id, events[:1]))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(cache.profiles(account_id, events[:1]))
+    await asyncio.sleep(0.01)
+    source.gate.set()
+    with pytest.raises(StoreUnavailable):
+        await failing
+    profile = (await waiting)["p1"]
+    assert profile is not None and profile.email == "b@example.com" and len(source.reads) == 2
+
+
+async def test_a_query_made_after_a_hook_read_further_serves_the_events_up_to_there(store: Store) -> None:
+    """A hook that read the log up to a position tells the cache (``committed``): a query made after that, for
+    any hook, is at that head — so the events another hook is about to send, up to there, are served from it."""
+    account_id = await store.create_account("committed", "hash")
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
+    new = [NewEvent(account_id, f"e{i}", "deliv", 3, "p1", time.time(), b"{}") for i in range(3)]
+    await store.append(account_id, new)
+    page = await store.read_events(account_id, ["deliv"], None, 0, 100)
+    source = CountingSource(store)
+    cache = ProfileCache(source)
+    cache.head_at = time.monotonic()  # the head was read just now (it was 0): no query of the head meanwhile
+    cache.committed(page.scanned_to)  # one hook read up to the head
+    await cache.profiles(account_id, page.events[:1])  # another hook's first event
+    found = await cache.profiles(account_id, page.events[1:])  # a third hook's later events
+    profile = found["p1"]
+    assert profile is not None and profile.email == "a@example.com"
+    assert len(source.reads) == 1
+    without = ProfileCache(CountingSource(store))
+    without.head_at = time.monotonic()
+    await without.profiles(account_id, page.events[:1])
+    await without.profiles(account_id, page.events[1:])
+    assert len(cast(CountingSource, without.source).reads) == 2  # the check can fail: without it, two queries
 
 
 async def test_hooks_without_custom_data_fields_share_one_completed_message_per_event(store: Store) -> None:

@@ -16,8 +16,10 @@ those fields (an event without ``custom_data`` stays without it).
 The profiles of a delivery batch are read in one query, and kept (:class:`ProfileCache`, one per store, shared by
 the hooks of the process) for the events of later batches that were already in the log when they were read: the
 log's head is read first, then the profiles, so every change committed before an event was logged is in what was
-read for any event at or below that head (a head read up to ``HEAD_S`` earlier, or the batch's highest ``seq``,
-is no later, so just as safe). An event logged after the read (a higher ``seq``) reads its profile again, and
+read for any event at or below that head (a head read up to ``HEAD_S`` earlier, a position a hook's read of the
+log reached, or the batch's highest ``seq``, is no later, so just as safe). Hooks taking the same events ask for
+the same profiles at about the same time: one that needs a profile a query under way is reading, at a head at or
+past its events, waits for that query instead of making its own. An event logged after the read (a higher ``seq``) reads its profile again, and
 nothing read is used more than ``CACHE_S`` seconds. A hook of batches smaller than its buffer passes the buffer as
 ``ahead``: the query one batch needs reads the profiles of everything buffered, so the later batches are served
 from the cache under the same rule (one query per buffer, not per batch).
@@ -25,11 +27,12 @@ from the cache under the same rule (one query per buffer, not per batch).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import time
 import weakref
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 import msgspec
@@ -65,6 +68,27 @@ class _Read(NamedTuple):
     at: float  # when (monotonic)
 
 
+class _Reading:
+    """A query of profiles under way: the log's head it is made at, and what it found once ``done``."""
+
+    __slots__ = ("done", "got", "head")
+
+    def __init__(self, head: int, done: asyncio.Future[None]) -> None:
+        self.head = head
+        self.done = done
+        self.got: dict[str, _Read] | None = None  # None until it ends, and after a failed query
+
+
+def _take(found: Profiles, reading: _Reading, pids: Iterable[str]) -> None:
+    """Put what ``reading`` found of ``pids`` into ``found`` (a profile not stored is left out)."""
+    got = reading.got
+    assert got is not None
+    for pid in pids:
+        read = got[pid]
+        if read.stored:
+            found[pid] = read.profile
+
+
 class ProfileCache:
     """Profiles read for delivery, per (account, profile id), with the log's head read just before them: an event
     at or below that head was committed before the read began, so the read holds every change committed before
@@ -80,6 +104,7 @@ class ProfileCache:
         self.size = size
         self.reads: dict[tuple[int, str], _Read] = {}
         self.head, self.head_at = 0, -math.inf
+        self._under_way: dict[tuple[int, str], _Reading] = {}  # the query reading each profile now, if any
         # messages completed from a profile for the hooks that take it whole (no ``custom_data_fields``): an event
         # leaves the same way for each of them, so it is built once — by ``seq``, with the profile it was built from
         self.messages: dict[int, tuple[Profile | None, Message]] = {}
@@ -97,26 +122,66 @@ class ProfileCache:
         self, account_id: int, events: Sequence[Message], ahead: Sequence[Message] = ()
     ) -> Profiles:
         """The stored profiles of the events' ``profile_id`` (None: deleted); what is not kept for every event
-        wanting it is read in one query. ``ahead``: events to be delivered with or after these (a hook's
-        buffer) — when a query is made, the profiles they lack are read in it too, so a hook of small batches
-        makes one query per buffer, not one per batch."""
+        wanting it is read in one query — or taken from a read already under way for another hook whose head is
+        at or past these events (many hooks taking the same events ask at about the same time: one query serves
+        them). ``ahead``: events to be delivered with or after these (a hook's buffer) — when a query is made,
+        the profiles they lack are read in it too, so a hook of small batches makes one query per buffer, not one
+        per batch."""
         now = time.monotonic()
         found: Profiles = {}
         wanted = self._stale(account_id, events, now, found)
-        if wanted:
-            stale = wanted | self._stale(account_id, ahead, now, None) if ahead else wanted
+        if not wanted:
+            return found
+        top = max(e.seq for e in events)
+        joined: dict[str, _Reading] = {}
+        for pid in wanted:
+            reading = self._under_way.get((account_id, pid))
+            if reading is not None and reading.head >= top:
+                joined[pid] = reading
+        own = wanted - joined.keys() if joined else wanted
+        if own:
+            if ahead:
+                own = own | {
+                    pid
+                    for pid in self._stale(account_id, ahead, now, None)
+                    if (account_id, pid) not in self._under_way
+                }
             head = await self._head([*events, *ahead] if ahead else events, now)
-            stored = await self.source.get_profiles(account_id, stale)
-            if len(self.reads) + len(stale) > self.size:
-                self._drop(len(stale))
-            for pid in stale:
-                row = stored.get(pid)
-                profile = None if row is None else load(row)
-                self.reads.pop((account_id, pid), None)  # re-inserted last: the dict stays in read order
-                self.reads[(account_id, pid)] = _Read(profile, row is not None, head, now)
-                if row is not None and pid in wanted:
-                    found[pid] = profile
+            reading = await self._read(account_id, own, head, now)
+            _take(found, reading, own & wanted)
+        if joined:
+            await asyncio.wait({r.done for r in joined.values()})
+            failed = {pid for pid, r in joined.items() if r.got is None}
+            for pid, r in joined.items():
+                if r.got is not None:
+                    _take(found, r, (pid,))
+            if failed:  # the other hook's query did not end well: ask on our own
+                _take(found, await self._read(account_id, failed, await self._head(events, now), now), failed)
         return found
+
+    async def _read(self, account_id: int, pids: set[str], head: int, now: float) -> _Reading:
+        """Read ``pids`` in one query and keep what it finds; hooks asking meanwhile may wait for it."""
+        reading = _Reading(head, asyncio.get_running_loop().create_future())
+        under_way = self._under_way
+        for pid in pids:
+            under_way[(account_id, pid)] = reading
+        try:
+            stored = await self.source.get_profiles(account_id, pids)
+            if len(self.reads) + len(pids) > self.size:
+                self._drop(len(pids))
+            got: dict[str, _Read] = {}
+            for pid in pids:
+                row = stored.get(pid)
+                read = got[pid] = _Read(None if row is None else load(row), row is not None, head, now)
+                self.reads.pop((account_id, pid), None)  # re-inserted last: the dict stays in read order
+                self.reads[(account_id, pid)] = read
+            reading.got = got
+        finally:
+            for pid in pids:
+                if under_way.get((account_id, pid)) is reading:
+                    del under_way[(account_id, pid)]
+            reading.done.set_result(None)
+        return reading
 
     def _stale(
         self, account_id: int, events: Sequence[Message], now: float, found: Profiles | None
@@ -137,12 +202,21 @@ class ProfileCache:
                 found[pid] = read.profile
         return stale
 
+    def committed(self, head: int) -> None:
+        """The log up to ``head`` is committed: a read of it reached there (a hook's page). A query made from now on
+        is made at that head or later, so what it reads serves every event up to it — the events other hooks
+        are about to send with the same profiles."""
+        if head > self.head:
+            self.head = head
+
     async def _head(self, events: Sequence[Message], now: float) -> int:
-        """A head of the log no later than now: the events' highest ``seq`` (they were read from the log), or the
-        head read at most ``HEAD_S`` ago when it is higher (any head read earlier is a lower bound of the current
-        one; reading it again each batch would cost a query for what only a backlog needs)."""
+        """A head of the log no later than now: the events' highest ``seq`` (they were read from the log), or a
+        higher one known — read at most ``HEAD_S`` ago, or reached by a hook's read since (any head known
+        earlier is a lower bound of the current one; reading it again each batch would cost a query for what only
+        a backlog needs)."""
         if now - self.head_at > HEAD_S:
-            self.head, self.head_at = await self.source.head(), now
+            head = await self.source.head()
+            self.head, self.head_at = max(self.head, head), now
         return max(self.head, max(e.seq for e in events))
 
     def _drop(self, room: int) -> None:
@@ -180,6 +254,11 @@ class Enricher:
         self.source = source
         self.cache = None if source is None or not cached else ProfileCache.of(source)
         self.account_id = account_id
+
+    def committed(self, head: int) -> None:
+        """The hook read the log up to ``head`` (see :meth:`ProfileCache.committed`)."""
+        if self.cache is not None:
+            self.cache.committed(head)
 
     async def profiles(self, events: Sequence[Message], ahead: Sequence[Message] = ()) -> Profiles:
         """The stored profiles of the events' ``profile_id`` (None: deleted); ``ahead``: see

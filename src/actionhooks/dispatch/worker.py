@@ -313,12 +313,13 @@ class HookWorker:
         """The next page of the hook's events: from the shared feed, or on its own while behind the feed."""
         spec = self.hook.spec
         page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
-        if page is not None:
-            return page
-        self.own_reads += 1
-        return await self.store.read_events(
-            self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
-        )
+        if page is None:
+            self.own_reads += 1
+            page = await self.store.read_events(
+                self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit, self.window
+            )
+        self.enricher.committed(page.scanned_to)
+        return page
 
     async def _pause(self, seconds: float, until: asyncio.Event | None = None) -> None:
         """Sleep ``seconds``, or less when asked to stop (or when ``until`` is set)."""

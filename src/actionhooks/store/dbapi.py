@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-Param = int | float | str | bytes | bool | None
+Param = int | float | str | bytes | bool | None | list[str]  # a list: a PostgreSQL array (``Dialect.one_of``)
 Params = Sequence[Param]
 Row = tuple[Any, ...]  # a fetched row: the driver's own column types
 

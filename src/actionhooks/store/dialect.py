@@ -13,7 +13,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Protocol
 
 from ..events import NewEvent
-from .dbapi import Connection, Cursor
+from .dbapi import Connection, Cursor, Param
 
 if TYPE_CHECKING:
     from .partitions import LogPartitions
@@ -41,6 +41,12 @@ class Dialect(Protocol):
 
     def lock_log(self, cur: Cursor) -> None:
         """Serialise appends so that seq order is commit order (engines with many writers)."""
+        ...
+
+    def one_of(self, column: str, values: Sequence[str]) -> tuple[str, list[Param]]:
+        """A condition that ``column`` is one of ``values`` (strings: ids), and its parameters — a statement whose
+        text does not grow with the number of values where the engine can take them as one (PostgreSQL's
+        ``= ANY(%s)``: the driver neither parses nor sends a statement of hundreds of markers each time)."""
         ...
 
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None: ...

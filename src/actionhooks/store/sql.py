@@ -435,11 +435,10 @@ class SqlStore(SideDeliveriesSql):
         """Those of ``ids`` the account's log holds."""
         known: set[str] = set()
         for start in range(0, len(ids), _IDS_PER_QUERY):
-            part = ids[start : start + _IDS_PER_QUERY]
+            one_of, values = self.dialect.one_of("id", ids[start : start + _IDS_PER_QUERY])
             cur.execute(
-                f"SELECT id FROM {self.dialect.id_table} WHERE account_id = {self._p}"
-                f" AND id IN ({marks(self._p, len(part))})",
-                (account_id, *part),
+                f"SELECT id FROM {self.dialect.id_table} WHERE account_id = {self._p} AND {one_of}",
+                (account_id, *values),
             )
             known.update(row[0] for row in cur.fetchall())
         return known
@@ -1129,11 +1128,10 @@ class SqlStore(SideDeliveriesSql):
         wanted = list(ids)
         found: dict[str, StoredProfile] = {}
         for start in range(0, len(wanted), _IDS_PER_QUERY):
-            part = wanted[start : start + _IDS_PER_QUERY]
+            one_of, values = self.dialect.one_of("profile_id", wanted[start : start + _IDS_PER_QUERY])
             cur.execute(
-                f"SELECT profile_id, list_id, body, updated_at FROM profiles WHERE account_id = {p}"
-                f" AND profile_id IN ({marks(p, len(part))})",
-                (account_id, *part),
+                f"SELECT profile_id, list_id, body, updated_at FROM profiles WHERE account_id = {p} AND {one_of}",
+                (account_id, *values),
             )
             for r in cur.fetchall():
                 found[r[0]] = StoredProfile(r[0], r[1], None if r[2] is None else bytes(r[2]), float(r[3]))
@@ -1419,11 +1417,10 @@ class _TxState:
         ids = list(wanted)
         found: set[str] = set()
         for start in range(0, len(ids), _IDS_PER_QUERY):
-            part = ids[start : start + _IDS_PER_QUERY]
+            one_of, values = self._store.dialect.one_of("mark", ids[start : start + _IDS_PER_QUERY])
             self._cur.execute(
-                f"SELECT mark FROM derive_marks WHERE account_id = {p} AND expires_at >= {p}"
-                f" AND mark IN ({marks(p, len(part))})",
-                (account_id, now, *part),
+                f"SELECT mark FROM derive_marks WHERE account_id = {p} AND expires_at >= {p} AND {one_of}",
+                (account_id, now, *values),
             )
             found.update(r[0] for r in self._cur.fetchall())
         return found

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 
 from ..errors import NotBegun
 from ..events import NewEvent
-from .dbapi import Connection, Cursor
-from .dialect import migration_scripts
+from .dbapi import Connection, Cursor, Param
+from .dialect import marks, migration_scripts
 from .partitions import LogPartitions
 from .sql import SqlStore
 
@@ -73,6 +73,9 @@ class SqliteDialect:
 
     def rows_cursor(self, conn: Connection) -> Cursor:
         return conn.cursor()
+
+    def one_of(self, column: str, values: Sequence[str]) -> tuple[str, list[Param]]:
+        return f"{column} IN ({marks('?', len(values))})", list(values)
 
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:

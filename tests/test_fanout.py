@@ -7,10 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+from actionhooks.dispatch.budget import SendBudget
 from actionhooks.dispatch.feed import LogFeed, Subscription
 from actionhooks.dispatch.states import CURSOR_LAG_S
 from actionhooks.dispatch.worker import EVENTS_AHEAD, SENDS_AHEAD, sends_ahead
-from actionhooks.events import NewEvent
+from actionhooks.events import LoggedEvent, NewEvent
 from actionhooks.store import Store
 from actionhooks.store.base import Attempt, StateWrite
 
@@ -335,6 +336,41 @@ async def test_the_trail_serves_hooks_within_its_window_and_no_others(store: Sto
     assert await read(6) == [7, 8, 9, 10] and (trail.low - base, trail.high - base) == (6, 16)
 
 
+async def test_chunks_the_feed_drops_while_a_hook_still_needs_them_go_to_the_trail(store: Store) -> None:
+    """A burst longer than the feed's memory: the chunks it drops while a hook has not read past them are kept by
+    the trail as they are — the hook behind is served the same event objects, and nothing is read again; chunks no
+    hook needs are not kept."""
+    account = await store.create_account("one", "h1")
+    base = await store.head()
+    await store.append(
+        account, [NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b"{}") for n in range(100)]
+    )
+    await store.append(account, [NewEvent(account, f"s-{n}", "send", 1, "p", 1.0, b"{}") for n in range(10)])
+    feed = LogFeed(store, chunk=10, keep=30, trail_keep=100)
+    trail = feed.trail
+    assert trail is not None
+    feed.high = feed.low = base  # the feed starts before the burst, as a running one would
+    behind = Subscription(account, ("deliv",), None, asyncio.Event(), position=base + 25)
+    sends = Subscription(account, ("send",), None, asyncio.Event(), position=base)  # its events come last
+    for sub in (behind, sends):
+        feed.subscribe(sub)
+    kept: dict[int, LoggedEvent] = {}
+    while not feed._at_head:
+        await feed._read_more()
+        kept.update((e.seq, e) for chunk in feed._chunks for e in chunk.events)
+    assert (feed.low - base, feed.high - base) == (80, 110)
+    # dropped: (0, 10] and (10, 20] — no hook needs them (the hook of sends is behind, but its events are all past
+    # 100) — then (20, 80], kept by the trail
+    assert (trail.low - base, trail.high - base, trail.reads) == (20, 80, 0)
+    page = await feed.read(account, ["deliv"], None, base + 45, 10)
+    assert page is not None and [e.seq - base for e in page.events] == list(range(46, 56))
+    assert all(e is kept[e.seq] for e in page.events)  # the objects the feed read: no second copy
+    assert trail.reads == 0
+    assert (
+        await feed.read(account, ["deliv"], None, base + 15, 10) is None
+    )  # before the trail: reads on its own
+
+
 async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the_feed(store: Store) -> None:
     """More types than the per-type merge takes (MERGE_TYPES): the feed picks by the chunk's list index — the
     list's events of the hook's types, in seq order, after the position, within the limit."""
@@ -363,3 +399,73 @@ async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the
     assert got == wanted
     page = await feed.read(account, types, 99, start, 10)  # a list the log does not have: nothing, at once
     assert page is not None and page.events == []
+
+
+async def test_the_send_budget_lets_sends_go_in_order_within_its_bytes() -> None:
+    """Sends hold their batch's bytes while they are out: one that does not fit waits, and the sends after it wait
+    behind it (a large batch is not passed by small ones forever); one larger than the whole budget goes alone; a
+    send that gives up waiting leaves the line."""
+    budget = SendBudget(100)
+    order: list[str] = []
+
+    async def send(name: str, size: int, release: asyncio.Event) -> None:
+        async with budget.hold(size):
+            order.append(name)
+            await release.wait()
+
+    gates = {name: asyncio.Event() for name in "abcdefg"}
+    a = asyncio.create_task(send("a", 60, gates["a"]))
+    await asyncio.sleep(0)
+    b = asyncio.create_task(send("b", 60, gates["b"]))  # does not fit beside a
+    c = asyncio.create_task(send("c", 10, gates["c"]))  # would fit, but waits behind b
+    await asyncio.sleep(0.01)
+    assert order == ["a"] and budget.used == 60
+    gates["a"].set()
+    await a
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c"] and budget.used == 70
+    d = asyncio.create_task(send("d", 500, gates["d"]))  # waits for everything to be back
+    e = asyncio.create_task(send("e", 10, gates["e"]))  # behind d
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c"]
+    d.cancel()  # gives up waiting: e, behind it, fits now
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c", "e"] and budget.used == 80
+    g = asyncio.create_task(send("g", 500, gates["g"]))  # larger than the budget: alone, once nothing is out
+    f = asyncio.create_task(send("f", 10, gates["f"]))
+    for name in "bce":
+        gates[name].set()
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c", "e", "g"] and budget.used == 500
+    gates["g"].set()
+    await asyncio.sleep(0.01)
+    assert order == ["a", "b", "c", "e", "g", "f"] and budget.used == 10
+    gates["f"].set()
+    await asyncio.gather(b, c, e, f, g)
+    assert d.cancelled() and budget.used == 0
+
+
+async def test_an_accounts_hooks_share_its_send_budget_and_no_other_account_waits_on_it(
+    service: Service, owner: User, outsider: User
+) -> None:
+    """An account's hooks share its budget of bytes out at once: while a slow destination holds all of it, the
+    account's other hooks wait — and another account's hooks, with a budget of their own, do not."""
+    service.dispatcher.budgets.limit = 1  # every batch takes the whole of its account's budget
+    slow, slow_transport = stub(max_batch_size=10, timeout_s=0)
+    waiting, waiting_transport = stub(max_batch_size=10, timeout_s=0)
+    other, other_transport = stub(max_batch_size=10, timeout_s=0)
+    await make_hook(service, owner, slow_transport, event_types=["deliv"])
+    await make_hook(service, owner, waiting_transport, event_types=["send"])
+    await make_hook(service, outsider, other_transport, event_types=["send"])
+    gate = slow.hold()
+    await send(service, owner, [event(1)])
+    await slow.wait_for_open_sends(1)  # out, and holding the owner's budget
+    theirs = await send(service, outsider, [event(2, event_type="send")])
+    mine = await send(service, owner, [event(3, event_type="send")])
+    await other.wait_for_events(1)
+    assert other.event_ids == theirs
+    await asyncio.sleep(0.3)
+    assert waiting.calls == 0  # behind the slow send, in its own account
+    gate.set()
+    await waiting.wait_for_events(1)
+    assert waiting.event_ids == mine

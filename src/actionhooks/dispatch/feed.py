@@ -13,7 +13,9 @@ A hook whose position is before the oldest event kept (it was far behind when th
 by more than :data:`KEEP` events) is served by the *trail* (:class:`_Trail`): a second window of the log, at most
 :data:`TRAIL_KEEP` events, read once for every hook catching up there and moved forward as they reach its end —
 after a restart with a backlog, or a burst longer than the memory, the hooks behind share its reads instead of each
-reading its own events. A hook before the trail, or far past its end, gets ``None`` from :meth:`LogFeed.read` and
+reading its own events. The chunks the feed drops while a hook of their accounts and types has not read past them
+(each subscription carries its hook's position) go to the trail as they are: those hooks are served the same
+events, without a read of the log and without a second copy in memory. A hook before the trail, or far past its end, gets ``None`` from :meth:`LogFeed.read` and
 reads on its own from the store (the store's per-hook query); once its position reaches the feed's memory it is
 served by the feed again.
 
@@ -61,6 +63,7 @@ class Subscription:
     event_types: tuple[str, ...]
     list_id: int | None
     wake: asyncio.Event
+    position: int = 0  # how far the hook has read the log (its worker keeps it current)
 
 
 @dataclass
@@ -150,14 +153,16 @@ class _Memory:
         self._kept = 0
         self.low = 0  # holds the log (low, high]
 
-    def _hold(self, chunk: _Chunk) -> None:
-        """Keep ``chunk``, the newest; drop the oldest ones while more than ``keep`` events are kept."""
+    def _hold(self, chunk: _Chunk) -> list[_Chunk]:
+        """Keep ``chunk``, the newest; drop the oldest ones while more than ``keep`` events are kept (returned)."""
         self._chunks.append(chunk)
         self._kept += len(chunk.events)
+        dropped: list[_Chunk] = []
         while self._kept > self.keep and len(self._chunks) > 1:
-            dropped = self._chunks.popleft()
-            self._kept -= len(dropped.events)
-            self.low = dropped.high
+            dropped.append(self._chunks.popleft())
+            self._kept -= len(dropped[-1].events)
+            self.low = dropped[-1].high
+        return dropped
 
     def _page(
         self,
@@ -295,7 +300,10 @@ class LogFeed(_Memory):
             return
         if page.events:
             chunk = _Chunk.of(after, page)
-            self._hold(chunk)
+            dropped = self._hold(chunk)
+            if dropped and self.trail is not None:  # from the first a hook still needs
+                needed = next((i for i, c in enumerate(dropped) if self._needed(c)), len(dropped))
+                self.trail.adopt(dropped[needed:])
             self.high = page.scanned_to
             self._route(chunk)
         else:
@@ -305,6 +313,11 @@ class LogFeed(_Memory):
         self._at_head = page.caught_up
         if page.caught_up:
             self._read_at = time.monotonic()
+
+    def _needed(self, chunk: _Chunk) -> bool:
+        """Whether a hook of an account and type ``chunk`` holds has not read past it yet."""
+        subscribers = self._subscribers
+        return any(sub.position < chunk.high for key in chunk.by_key for sub in subscribers.get(key, ()))
 
     def _route(self, chunk: _Chunk) -> None:
         """Wake the hooks whose account, type (and ``list_id``) occur in ``chunk``."""
@@ -383,6 +396,24 @@ class _Trail(_Memory):
         if self._pass is None or self._pass.done():
             self._pass = asyncio.create_task(self._read_chunk(ceiling))
         return self._pass
+
+    def adopt(self, chunks: list[_Chunk]) -> None:
+        """Chunks the feed just dropped that hooks behind still need: kept here — the same events, not read again.
+        They continue the window when it ends where they begin; else they start a new one, unless the window
+        serves hooks now (read from within ``idle_s``) or a read of it is under way."""
+        if not chunks or (self._pass is not None and not self._pass.done()):
+            return
+        now = time.monotonic()
+        for chunk in chunks:
+            if not (self._chunks and self.high == chunk.low):
+                if self._chunks and now - self._used_at < self.idle_s:
+                    return
+                self._chunks.clear()
+                self._kept = 0
+                self.low = chunk.low
+            self._hold(chunk)
+            self.high = chunk.high
+            self._used_at = now  # a window just made: not left alone yet
 
     async def _read_chunk(self, ceiling: int) -> None:
         after = self.high

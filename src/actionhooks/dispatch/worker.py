@@ -68,6 +68,7 @@ from ..hooks import Matcher
 from ..integrations import Batch, Message, Receipt, Transport, TransportContext, open_transport
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, FailureStreak, Page, Store
+from .budget import SendBudget
 from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
 from .priority import Deferral
@@ -103,6 +104,7 @@ class HookWorker:
         states: StateWriter,
         rate: RateLimiter | None = None,
         deferral: Deferral | None = None,
+        budget: SendBudget | None = None,
     ) -> None:
         self.hook = hook
         self.failing = hook.last_error is not None  # the newest outcome known is a failure
@@ -120,6 +122,9 @@ class HookWorker:
         self.enricher = Enricher(spec, store, hook.account_id)
         self.rate = rate or RateLimiter(spec.max_events_per_second)
         self.deferral = deferral or Deferral(None)  # steps aside for ingest bursts (dispatch/priority.py)
+        self.budget = (
+            budget or SendBudget()
+        )  # the account's bytes of batches out at once (dispatch/budget.py)
         self.max_batch = self.rate.batch_size(spec.transport.max_batch_size)
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)
@@ -146,7 +151,9 @@ class HookWorker:
         self._stale = False  # a cursor note found the hook changed
         self._waiters = 0  # callers of caught_up
         self.own_reads = 0  # reads from the store, not the feed (the hook was behind the feed's memory)
-        self.subscription = Subscription(hook.account_id, tuple(spec.event_types), spec.list_id, self.wake)
+        self.subscription = Subscription(
+            hook.account_id, tuple(spec.event_types), spec.list_id, self.wake, self.scan
+        )
 
     async def run(self) -> None:
         self.transport = open_transport(self.hook.spec.transport, self.context)
@@ -341,7 +348,7 @@ class HookWorker:
                     self.buffer.extend(page.events)
                 else:
                     self.buffer.extend(e for e in page.events if self.matcher(e.body))
-                self.scan = page.scanned_to
+                self.scan = self.subscription.position = page.scanned_to
                 caught_up = page.caught_up
             if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
                 if await self.deferral.step_aside():
@@ -424,15 +431,16 @@ class HookWorker:
     async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:
         """One try of ``batch``: the receipt or the error, and the milliseconds it took."""
         assert self.transport is not None
-        started = time.perf_counter()
-        try:
-            outcome: Receipt | DeliveryError = await self.transport.send(batch)
-        except DeliveryError as err:
-            outcome = err
-        except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
-            log.exception("hook %s: transport raised an unexpected error", self.hook.id)
-            outcome = DeliveryError(f"internal error: {exc!r}")
-        return outcome, (time.perf_counter() - started) * 1000
+        async with self.budget.hold(sum(len(m.body) for m in batch.messages)):
+            started = time.perf_counter()
+            try:
+                outcome: Receipt | DeliveryError = await self.transport.send(batch)
+            except DeliveryError as err:
+                outcome = err
+            except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
+                log.exception("hook %s: transport raised an unexpected error", self.hook.id)
+                outcome = DeliveryError(f"internal error: {exc!r}")
+            return outcome, (time.perf_counter() - started) * 1000
 
     async def _conclude_answered(self) -> None:
         """Handle the batches in flight whose answers came, oldest first; when one of them failed, every batch up to

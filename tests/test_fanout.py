@@ -409,9 +409,10 @@ async def test_the_send_budget_lets_sends_go_in_order_within_its_bytes() -> None
     order: list[str] = []
 
     async def send(name: str, size: int, release: asyncio.Event) -> None:
-        async with budget.hold(size):
-            order.append(name)
-            await release.wait()
+        await budget.take(size)
+        order.append(name)
+        await release.wait()
+        budget.give(size)
 
     gates = {name: asyncio.Event() for name in "abcdefg"}
     a = asyncio.create_task(send("a", 60, gates["a"]))

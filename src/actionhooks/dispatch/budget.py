@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
 
 SEND_BUDGET_BYTES = 32 * 1024 * 1024
 
@@ -25,17 +24,10 @@ class SendBudget:
         self.used = 0
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        """Hold ``size`` bytes of the budget for the block: at once when they fit (or nothing else is held), else
-        after the sends before them have given enough back."""
-        await self._take(size)
-        try:
-            yield
-        finally:
-            self._give(size)
-
-    async def _take(self, size: int) -> None:
+    async def take(self, size: int) -> None:
+        """Take ``size`` bytes of the budget: at once when they fit (or nothing else is held), else after the sends
+        before them have given enough back. Give them back with :meth:`give` (a send that is cancelled while it
+        waits takes nothing)."""
         if not self._waiting and self._fits(size):
             self.used += size
             return
@@ -46,19 +38,19 @@ class SendBudget:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():  # granted as it was cancelled: give it back
-                self._give(size)
+                self.give(size)
             else:
                 with contextlib.suppress(ValueError):  # not already passed over by ``_grant``
                     self._waiting.remove(entry)
                 self._grant()  # it may have kept smaller sends behind it waiting
             raise
 
-    def _fits(self, size: int) -> bool:
-        return self.used + size <= self.limit or self.used == 0
-
-    def _give(self, size: int) -> None:
+    def give(self, size: int) -> None:
         self.used -= size
         self._grant()
+
+    def _fits(self, size: int) -> bool:
+        return self.used + size <= self.limit or self.used == 0
 
     def _grant(self) -> None:
         """Let the sends at the head of the line go, while they fit."""

@@ -431,16 +431,19 @@ class HookWorker:
     async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:
         """One try of ``batch``: the receipt or the error, and the milliseconds it took."""
         assert self.transport is not None
-        async with self.budget.hold(sum(len(m.body) for m in batch.messages)):
-            started = time.perf_counter()
-            try:
-                outcome: Receipt | DeliveryError = await self.transport.send(batch)
-            except DeliveryError as err:
-                outcome = err
-            except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
-                log.exception("hook %s: transport raised an unexpected error", self.hook.id)
-                outcome = DeliveryError(f"internal error: {exc!r}")
-            return outcome, (time.perf_counter() - started) * 1000
+        size = sum(len(m.body) for m in batch.messages)
+        await self.budget.take(size)  # the account's bytes out at once
+        started = time.perf_counter()
+        try:
+            outcome: Receipt | DeliveryError = await self.transport.send(batch)
+        except DeliveryError as err:
+            outcome = err
+        except Exception as exc:  # a transport bug must not stop the hook: retry it like any failure
+            log.exception("hook %s: transport raised an unexpected error", self.hook.id)
+            outcome = DeliveryError(f"internal error: {exc!r}")
+        finally:
+            self.budget.give(size)
+        return outcome, (time.perf_counter() - started) * 1000
 
     async def _conclude_answered(self) -> None:
         """Handle the batches in flight whose answers came, oldest first; when one of them failed, every batch up to

@@ -511,3 +511,28 @@ async def test_a_replay_keeps_the_hooks_rate_limit(service: Service, owner: User
         took = time.monotonic() - began
         assert state["state"] == "done"
         assert took >= 1.9, f"150 events at 50/s replayed in {took:.2f} s"
+
+
+async def test_a_replays_sends_wait_for_the_accounts_send_budget(service: Service, owner: User) -> None:
+    """A replay's batches count in the account's bytes out at once, like live delivery's: while the budget is
+    spent, the replay sends nothing; once it is given back, the replay goes on and completes."""
+    async with Receiver() as receiver:
+        hook = await make_hook(
+            service, owner, {"url": receiver.hook_url, "max_batch_size": 10, "timeout_s": 0}
+        )
+        start = time.time()
+        await post_events(service, owner, 30)
+        end = time.time()
+        await receiver.wait_for_events(30, timeout=30)
+        budget = service.dispatcher.budgets.of(owner.account_id)
+        budget.limit = 1
+        await budget.take(1)  # as a live send out would hold it
+        status, replay, _ = await service.call(
+            "POST", f"/v1/hooks/{hook['id']}/replays", owner, {"from": rfc3339(start), "to": rfc3339(end)}
+        )
+        assert status == 202, replay
+        await asyncio.sleep(0.5)
+        assert replayed(receiver, replay["id"]) == []
+        budget.give(1)
+        state = await finished(service, owner, hook["id"], replay["id"])
+        assert state["state"] == "done" and len(replayed(receiver, replay["id"])) == 30

@@ -72,7 +72,7 @@ class Dispatcher:
         store.add_append_listener(self.feed.appended)
         # replays and redrives (dispatch/replay.py), run beside the live workers of the hooks they are for
         self.sides = SideDeliveries(
-            store, self.context, self.retry, self._live_hook, self._changed.set, self.rates
+            store, self.context, self.retry, self._live_hook, self._changed.set, self.rates, self.budgets
         )
 
     async def start(self) -> None:

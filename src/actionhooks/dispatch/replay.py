@@ -47,6 +47,7 @@ from ..integrations import Batch, Message, Transport, TransportContext, open_tra
 from ..integrations.base import REDRIVE_HEADER, REPLAY_HEADER, SideMark
 from ..registry import Hook
 from ..store.base import DeadLetter, HookQuery, SideDelivery, SideState, Store
+from .budget import SendBudget, SendBudgets
 from .enrich import Enricher, Profiles
 from .rate import HookRates, RateLimiter
 
@@ -78,6 +79,7 @@ class SideRunner:
         context: TransportContext,
         retry: RetryPolicy,
         rate: RateLimiter,
+        budget: SendBudget | None = None,
     ) -> None:
         self.side = side
         self.hook = hook
@@ -89,6 +91,7 @@ class SideRunner:
         self.enricher = Enricher(spec, store, hook.account_id, cached=False)  # profiles as they are now
         self.rate = rate  # the hook's one limiter (max_events_per_second), shared with its live delivery
         self.max_batch = rate.batch_size(spec.transport.max_batch_size)
+        self.budget = budget or SendBudget()  # the account's bytes out at once, shared with live delivery
         header = REPLAY_HEADER if side.kind == "replay" else REDRIVE_HEADER
         self.mark = SideMark(header, str(side.id))
         self.transport: Transport | None = None
@@ -197,9 +200,11 @@ class SideRunner:
         )
         attempts = 0
         first_try = time.time()
+        size = sum(len(m.body) for m in messages)
         while True:
             attempts += 1
             await self.rate.take(len(messages))  # a retry is a send too: it waits its turn
+            await self.budget.take(size)
             try:
                 await self.transport.send(batch)
                 return None
@@ -208,6 +213,8 @@ class SideRunner:
             except Exception as exc:  # a transport bug must not stop the runner: retried like any failure
                 log.exception("hook %s: transport raised an unexpected error", self.hook.id)
                 error = DeliveryError(f"internal error: {exc!r}")
+            finally:
+                self.budget.give(size)
             age = time.time() - first_try
             if error.permanent:
                 return error.reason
@@ -286,9 +293,11 @@ class SideDeliveries:
         hook_of: Callable[[int], Hook | None],
         finished: Callable[[], None],
         rates: HookRates,
+        budgets: SendBudgets | None = None,
     ) -> None:
         self.store = store
         self.rates = rates
+        self.budgets = budgets or SendBudgets()
         self.context = context
         self.retry = retry
         self.hook_of = hook_of  # the hook as the dispatcher's live worker has it (None: not running here)
@@ -311,7 +320,8 @@ class SideDeliveries:
         for side_id, (side, hook) in wanted.items():
             if side_id not in self.runners:
                 rate = self.rates.of(hook.id, hook.spec.max_events_per_second)
-                runner = SideRunner(side, hook, self.store, self.context, self.retry, rate)
+                budget = self.budgets.of(hook.account_id)
+                runner = SideRunner(side, hook, self.store, self.context, self.retry, rate, budget)
                 task = asyncio.create_task(runner.run(), name=f"hook-{hook.id}-{side.kind}-{side.id}")
                 task.add_done_callback(self._done)
                 self.runners[side_id] = (runner, task)

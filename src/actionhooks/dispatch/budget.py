@@ -3,8 +3,9 @@
 A send builds its batch's body (a JSON array, a broker message per event) and holds it until the destination has
 answered. A thousand hooks with full batches after a burst would each hold one: about a gigabyte for 1 000-event
 batches of 1 KB events. The sends of an account's hooks — live delivery, replays and redrives — share a budget
-(:data:`SEND_BUDGET_BYTES`) and wait, in order, while it is spent; a batch larger than the whole budget goes out alone. The budget is per account: one
-account's slow destinations, holding their batches until they answer or time out, never hold up another's sends.
+(:data:`SEND_BUDGET_BYTES`) and wait, in order, while it is spent; a batch larger than the whole budget goes out
+alone. The budget is per account: one account's slow destinations, holding their batches until they answer or
+time out, never hold up another's sends.
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ log's head is read first, then the profiles, so every change committed before an
 read for any event at or below that head (a head read up to ``HEAD_S`` earlier, a position a hook's read of the
 log reached, or the batch's highest ``seq``, is no later, so just as safe). Hooks taking the same events ask for
 the same profiles at about the same time: one that needs a profile a query under way is reading, at a head at or
-past its events, waits for that query instead of making its own. An event logged after the read (a higher ``seq``) reads its profile again, and
-nothing read is used more than ``CACHE_S`` seconds. A hook of batches smaller than its buffer passes the buffer as
-``ahead``: the query one batch needs reads the profiles of everything buffered, so the later batches are served
-from the cache under the same rule (one query per buffer, not per batch).
+past its events, waits for that query instead of making its own. An event logged after the read (a higher
+``seq``) reads its profile again, and nothing read is used more than ``CACHE_S`` seconds. A hook of batches
+smaller than its buffer passes the buffer as ``ahead``: the query one batch needs reads the profiles of everything
+buffered, so the later batches are served from the cache under the same rule (one query per buffer, not per
+batch).
 """
 
 from __future__ import annotations

@@ -122,9 +122,8 @@ class HookWorker:
         self.enricher = Enricher(spec, store, hook.account_id)
         self.rate = rate or RateLimiter(spec.max_events_per_second)
         self.deferral = deferral or Deferral(None)  # steps aside for ingest bursts (dispatch/priority.py)
-        self.budget = (
-            budget or SendBudget()
-        )  # the account's bytes of batches out at once (dispatch/budget.py)
+        # the account's bytes of batches out at once (dispatch/budget.py)
+        self.budget = budget or SendBudget()
         self.max_batch = self.rate.batch_size(spec.transport.max_batch_size)
         self.timeout_s = spec.transport.timeout_s
         self.read_limit = max(self.max_batch, 1000)

@@ -60,6 +60,19 @@ async def post_events(service: Service, user: User, n: int, **fields: Any) -> li
     return ids
 
 
+async def delivered_live(
+    service: Service, user: User, receiver: Receiver, count: int, **transport: Any
+) -> tuple[dict[str, Any], float, float]:
+    """A hook to ``receiver``, then ``count`` events posted and delivered live: the hook, and when the posting began
+    and ended (the span a replay of them is asked for)."""
+    hook = await make_hook(service, user, {"url": receiver.hook_url, **transport})
+    start = time.time()
+    await post_events(service, user, count)
+    end = time.time()
+    await receiver.wait_for_events(count, timeout=30)
+    return hook, start, end
+
+
 def replayed(receiver: Receiver, replay_id: int) -> list[Any]:
     """The events of the requests marked as the replay's, in the order they arrived."""
     return [
@@ -489,13 +502,9 @@ async def test_a_replay_keeps_the_hooks_rate_limit(service: Service, owner: User
     """A replay sends through the hook's one limiter: 150 events at 50 a second take at least two seconds (the
     first second's batch goes at once), where the same replay unlimited takes a fraction of one."""
     async with Receiver() as receiver:
-        hook = await make_hook(
-            service, owner, {"url": receiver.hook_url, "max_batch_size": 100, "timeout_s": 0.05}
+        hook, start, end = await delivered_live(
+            service, owner, receiver, 150, max_batch_size=100, timeout_s=0.05
         )
-        start = time.time()
-        await post_events(service, owner, 150)
-        end = time.time()
-        await receiver.wait_for_events(150, timeout=30)
         status, _, _ = await service.call(
             "PATCH", f"/v1/hooks/{hook['id']}", owner, {"max_events_per_second": 50}
         )
@@ -517,13 +526,7 @@ async def test_a_replays_sends_wait_for_the_accounts_send_budget(service: Servic
     """A replay's batches count in the account's bytes out at once, like live delivery's: while the budget is
     spent, the replay sends nothing; once it is given back, the replay goes on and completes."""
     async with Receiver() as receiver:
-        hook = await make_hook(
-            service, owner, {"url": receiver.hook_url, "max_batch_size": 10, "timeout_s": 0}
-        )
-        start = time.time()
-        await post_events(service, owner, 30)
-        end = time.time()
-        await receiver.wait_for_events(30, timeout=30)
+        hook, start, end = await delivered_live(service, owner, receiver, 30, max_batch_size=10, timeout_s=0)
         budget = service.dispatcher.budgets.of(owner.account_id)
         budget.limit = 1
         await budget.take(1)  # as a live send out would hold it

@@ -147,17 +147,19 @@ class ProfileCache:
                     for pid in self._stale(account_id, ahead, now, None)
                     if (account_id, pid) not in self._under_way
                 }
-            head = await self._head([*events, *ahead] if ahead else events, now)
+            head = await self._head(max(top, max(e.seq for e in ahead)) if ahead else top, now)
             reading = await self._read(account_id, own, head, now)
             _take(found, reading, own & wanted)
         if joined:
             await asyncio.wait({r.done for r in joined.values()})
-            failed = {pid for pid, r in joined.items() if r.got is None}
+            failed: set[str] = set()
             for pid, r in joined.items():
-                if r.got is not None:
+                if r.got is None:  # the other hook's query did not end well
+                    failed.add(pid)
+                else:
                     _take(found, r, (pid,))
-            if failed:  # the other hook's query did not end well: ask on our own
-                _take(found, await self._read(account_id, failed, await self._head(events, now), now), failed)
+            if failed:  # ask on our own
+                _take(found, await self._read(account_id, failed, await self._head(top, now), now), failed)
         return found
 
     async def _read(self, account_id: int, pids: set[str], head: int, now: float) -> _Reading:
@@ -210,15 +212,15 @@ class ProfileCache:
         if head > self.head:
             self.head = head
 
-    async def _head(self, events: Sequence[Message], now: float) -> int:
-        """A head of the log no later than now: the events' highest ``seq`` (they were read from the log), or a
-        higher one known — read at most ``HEAD_S`` ago, or reached by a hook's read since (any head known
+    async def _head(self, top: int, now: float) -> int:
+        """A head of the log no later than now: ``top``, the events' highest ``seq`` (they were read from the log),
+        or a higher one known — read at most ``HEAD_S`` ago, or reached by a hook's read since (any head known
         earlier is a lower bound of the current one; reading it again each batch would cost a query for what only
         a backlog needs)."""
         if now - self.head_at > HEAD_S:
             head = await self.source.head()
             self.head, self.head_at = max(self.head, head), now
-        return max(self.head, max(e.seq for e in events))
+        return max(self.head, top)
 
     def _drop(self, room: int) -> None:
         """Forget the oldest reads, to make ``room`` (at least a quarter of the cache)."""

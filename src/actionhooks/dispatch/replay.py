@@ -200,7 +200,7 @@ class SideRunner:
         )
         attempts = 0
         first_try = time.time()
-        size = sum(len(m.body) for m in messages)
+        size = batch.size()
         while True:
             attempts += 1
             await self.rate.take(len(messages))  # a retry is a send too: it waits its turn

@@ -430,7 +430,7 @@ class HookWorker:
     async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:
         """One try of ``batch``: the receipt or the error, and the milliseconds it took."""
         assert self.transport is not None
-        size = sum(len(m.body) for m in batch.messages)
+        size = batch.size()
         await self.budget.take(size)  # the account's bytes out at once
         started = time.perf_counter()
         try:

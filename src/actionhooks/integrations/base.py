@@ -65,6 +65,10 @@ class Batch:
         parts[-1] += b"]"
         return b",".join(parts)
 
+    def size(self) -> int:
+        """The bytes of its messages (what a send holds while it is out: ``dispatch/budget.py``)."""
+        return sum(len(m.body) for m in self.messages)
+
     def dedupe_id(self, message: Message) -> str:
         """A message's transport-level dedupe id (NATS ``Nats-Msg-Id``): the event id, tagged for a replay or a
         redrive so a receiver deduplicating on it does not drop them as repeats of the live delivery."""

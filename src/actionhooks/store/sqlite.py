@@ -30,9 +30,9 @@ def _insert_rows(n: int) -> str:
 
 
 _INSERT_MANY = _insert_rows(_ROWS_PER_STATEMENT)
-# errors a retry can cure: busy or locked past busy_timeout, I/O errors, a full disk, a file that cannot be opened
 log = logging.getLogger(__name__)
 _INCREMENTAL = 2  # PRAGMA auto_vacuum
+# errors a retry can cure: busy or locked past busy_timeout, I/O errors, a full disk, a file that cannot be opened
 _TRANSIENT = (
     "SQLITE_BUSY",
     "SQLITE_LOCKED",
@@ -41,6 +41,11 @@ _TRANSIENT = (
     "SQLITE_CANTOPEN",
     "SQLITE_PROTOCOL",
 )
+# Each connection's page cache, in KiB (8 MiB). 64 MiB each, the first choice, was never measured: the writer's
+# cache alone made 60 MB of the process's memory, and ingest ran no faster for it (1 000 000 events, BENCHMARKS.md).
+# The writer's hot pages are the indexes' newest; SQLite empties a reader's cache when the WAL changed since its
+# last read, so under ingest a reader's holds one read's pages.
+CACHE_KIB = 8 * 1024
 
 
 class SqliteDialect:
@@ -66,7 +71,7 @@ class SqliteDialect:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         if not writer:
             conn.execute("PRAGMA query_only=ON")
         return conn

@@ -401,6 +401,38 @@ async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the
     assert page is not None and page.events == []
 
 
+async def test_a_hook_of_few_types_in_one_list_reads_that_lists_events_whichever_is_fewer(store: Store) -> None:
+    """A hook of a few types narrowed to a list: the feed walks the list's events or merges the types', whichever
+    are fewer — a rare list (2) and a common one (1) alike give the hook's events in seq order, within the limit;
+    a list the log does not have gives nothing."""
+    account = await store.create_account("one", "h1")
+    types = ["send", "deliv", "open"]
+    feed = LogFeed(store)
+    feed.subscribe(Subscription(account, tuple(types), 1, asyncio.Event()))
+    start = await store.head()
+    assert await feed.read(account, types, 1, start, 10) is not None  # the feed starts at the head
+    kinds = [*types, "click", "read"]
+    sent = [
+        NewEvent(account, f"id-{n}", kinds[n % 5], 2 if n % 7 == 0 else 1, "p", 1.0, b"{}") for n in range(120)
+    ]
+    await store.append(account, sent)
+    feed.appended({account})
+    for list_id in (1, 2):
+        wanted = [e.id for e in sent if e.list_id == list_id and e.event_type in types]
+        got: list[str] = []
+        after = start
+        while True:
+            page = await feed.read(account, types, list_id, after, 7)
+            assert page is not None and len(page.events) <= 7
+            got += [e.id for e in page.events]
+            after = page.scanned_to
+            if page.caught_up:
+                break
+        assert got == wanted and wanted
+    page = await feed.read(account, types, 99, start, 10)
+    assert page is not None and page.events == []
+
+
 async def test_the_send_budget_lets_sends_go_in_order_within_its_bytes() -> None:
     """Sends hold their batch's bytes while they are out: one that does not fit waits, and the sends after it wait
     behind it (a large batch is not passed by small ones forever); one larger than the whole budget goes alone; a

@@ -88,16 +88,33 @@ class _Chunk:
     ) -> list[LoggedEvent]:
         """This chunk's events of the hook after ``after``, in seq order, at most ``limit``."""
         if list_id is None and self.only(account_id, types):  # every event of the chunk: a slice
-            start = bisect_right(self.events, after, key=_seq) if self.events[0].seq <= after else 0
+            start = _start(self.events, after)
             return self.events[start : start + limit]
+        listed: Sequence[LoggedEvent] = ()
+        first = 0
+        if list_id is not None:
+            # the list's events: none at all for a list the chunk lacks (a hook narrowed to a quiet list reads
+            # nothing), and when they are fewer than the types' they are the shorter walk
+            listed = self.by_list().get((account_id, list_id)) or ()
+            first = _start(listed, after)
+            if first >= len(listed):
+                return []
+        starts: list[tuple[list[LoggedEvent], int]] = []  # the types' runs and where their events after begin
         if len(types) <= MERGE_TYPES:
-            runs: list[Sequence[LoggedEvent]] = []
             for event_type in types:
                 run = self.by_key.get((account_id, event_type))
                 if run:
-                    start = bisect_right(run, after, key=_seq) if run[0].seq <= after else 0
+                    start = _start(run, after)
                     if start < len(run):
-                        runs.append(run[start : start + limit] if list_id is None else run[start:])
+                        starts.append((run, start))
+        if list_id is not None and (
+            len(types) > MERGE_TYPES or len(listed) - first <= sum(len(run) - start for run, start in starts)
+        ):
+            return _first(
+                (listed[i] for i in range(first, len(listed)) if listed[i].event_type in types), limit
+            )
+        if len(types) <= MERGE_TYPES:
+            runs = [run[start : start + limit] if list_id is None else run[start:] for run, start in starts]
             # sorted runs concatenated and sorted again: timsort merges them in C
             # (measured: 20 µs for 8 runs of a 5 000-event chunk, heapq.merge 93 µs)
             merged: Sequence[LoggedEvent] = (
@@ -105,20 +122,8 @@ class _Chunk:
             )
             if list_id is None:
                 return list(merged[:limit])
-            return _first(
-                (e for e in merged if e.list_id == list_id),
-                limit,
-            )
-        if list_id is not None:
-            # many types of one list: the list's events, by index (none at all for a list the chunk lacks)
-            run = self.by_list().get((account_id, list_id))
-            if not run:
-                return []
-            start = bisect_right(run, after, key=_seq) if run[0].seq <= after else 0
-            return _first((run[i] for i in range(start, len(run)) if run[i].event_type in types), limit)
-        start = (
-            bisect_right(self.events, after, key=_seq) if self.events and self.events[0].seq <= after else 0
-        )
+            return _first((e for e in merged if e.list_id == list_id), limit)
+        start = _start(self.events, after)
         accounts, events = self.accounts, self.events
         return _first(
             (
@@ -131,7 +136,7 @@ class _Chunk:
 
     def by_list(self) -> dict[tuple[int, int | None], list[LoggedEvent]]:
         """The chunk's events by account and ``list_id``, in seq order (made once, when a hook narrowed to a list
-        of more than :data:`MERGE_TYPES` types first reads the chunk)."""
+        first reads the chunk)."""
         if self._by_list is None:
             self._by_list = {}
             for account, event in zip(self.accounts, self.events, strict=True):
@@ -184,6 +189,11 @@ class _Memory:
             if len(found) >= limit:
                 return Page(found, found[-1].seq, False)
         return Page(found, high, caught_up)
+
+
+def _start(run: Sequence[LoggedEvent], after: int) -> int:
+    """Where the events after ``after`` begin in ``run`` (in seq order)."""
+    return bisect_right(run, after, key=_seq) if run and run[0].seq <= after else 0
 
 
 def _first(events: Iterable[LoggedEvent], limit: int) -> list[LoggedEvent]:

@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from actionhooks.dispatch.enrich import Enricher, ProfileCache, _Read
+from actionhooks.dispatch.feed import LogFeed
 from actionhooks.errors import StoreUnavailable
 from actionhooks.events import LoggedEvent, NewEvent
 from actionhooks.hooks import parse_hook
@@ -161,6 +162,41 @@ async def test_enrichment_from_the_stored_profile(service: Service, owner: User)
     assert sent["_md5"] == "0" * 32 and sent["_xxh"] == xxh  # what the producer sent wins
     assert unknown["custom_data"] == {"first_name": "X"}
     assert "custom_data" not in anonymous and "_md5" not in anonymous
+
+
+async def test_hooks_of_different_types_share_one_profile_read_of_the_events_logged_together(
+    service: Service, owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hooks taking different events of one request: the profiles are read once, for all the events the feed
+    read together — not once per hook for its own events — and each hook's messages are completed from it."""
+    await service.call("PUT", "/v1/profiles/p1", owner, PROFILE)
+    await service.call("PUT", "/v1/profiles/p2", owner, {**PROFILE, "email": "boris@example.com"})
+    reads: list[set[str]] = []
+    get_profiles = service.store.get_profiles
+
+    async def counted(account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:
+        reads.append(set(profile_ids))
+        return await get_profiles(account_id, profile_ids)
+
+    monkeypatch.setattr(service.store, "get_profiles", counted)
+    dests = []
+    for event_type in ("deliv", "send"):
+        dest, transport = stub(max_batch_size=100, timeout_s=0.05)
+        body = {"name": event_type, "event_types": [event_type], "transport": transport}
+        status, _, _ = await service.call("POST", "/v1/hooks", owner, body)
+        assert status == 201
+        dests.append(dest)
+    status, _, _ = await service.call(
+        "POST", "/v1/events", owner, [event("p1"), event("p2", event_type="send"), event("p3")]
+    )
+    assert status == 202
+    for dest, count in zip(dests, (2, 1), strict=True):
+        await dest.wait_for_events(count)
+    deliv, send = (delivered(dest) for dest in dests)
+    md5, _ = email_hashes("anna@example.com")
+    assert [m["_md5"] for m in deliv if m["profile_id"] == "p1"] == [md5]
+    assert send[0]["_md5"] == email_hashes("boris@example.com")[0]
+    assert reads == [{"p1", "p2", "p3"}]
 
 
 async def test_one_event_batches_are_enriched_with_the_profile_as_of_their_logging(
@@ -482,6 +518,62 @@ async def test_a_query_made_after_a_hook_read_further_serves_the_events_up_to_th
     await without.profiles(account_id, page.events[:1])
     await without.profiles(account_id, page.events[1:])
     assert len(cast(CountingSource, without.source).reads) == 2  # the check can fail: without it, two queries
+
+
+async def test_hooks_taking_events_the_feed_holds_read_their_profiles_once_per_chunk(store: Store) -> None:
+    """The profiles of the events the feed holds are read once per chunk for every hook: all the profile ids the
+    account's events in it name, in one read that hooks asking meanwhile wait for, kept ``keep_s`` seconds; a
+    read that fails gives None (the hook reads on its own) and the next one asking reads again; a batch not all in
+    memory is not served this way."""
+    account_id = await store.create_account("spans", "hash")
+    other = await store.create_account("other", "hash2")
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
+    await store.append(other, [NewEvent(other, "o1", "deliv", 3, "q1", time.time(), b"{}")])
+    start = await store.head()
+    pids = ["p1", "p2", "p3", "p1", "p4", "p5"]  # p1 stored, the others not
+    await store.append(
+        account_id,
+        [NewEvent(account_id, f"e{i}", "deliv", 3, pid, time.time(), b"{}") for i, pid in enumerate(pids)],
+    )
+    feed = LogFeed(store, chunk=3)
+    feed.high = feed.low = start
+    while not feed._at_head:
+        await feed._read_more()
+    events = (await store.read_events(account_id, ["deliv"], None, start, 100)).events
+    spans = feed.spans(events[0].seq, events[-1].seq)
+    assert spans is not None and len(spans) == 2
+    assert feed.spans(start - 1, events[-1].seq) is None  # the other account's event is before the memory
+    source = GatedSource(store)
+    cache = ProfileCache(source)
+    first = asyncio.create_task(cache.of_spans(account_id, spans))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(cache.of_spans(account_id, spans[1:]))
+    await asyncio.sleep(0.01)
+    assert sorted(map(sorted, source.reads)) == [
+        ["p1", "p2", "p3"],
+        ["p1", "p4", "p5"],
+    ]  # both chunks at once…
+    source.gate.set()
+    answers = await asyncio.gather(first, second)
+    assert len(source.reads) == 2  # …once each: the second hook waited for the first's read
+    for found in answers:
+        assert found is not None and set(found) == {"p1"}
+        profile = found["p1"]
+        assert profile is not None and profile.email == "a@example.com"
+    assert await cache.of_spans(account_id, spans) is not None and len(source.reads) == 2  # kept
+
+    cache.keep_s = 0.0  # too old: read again, once
+    source.gate.clear()
+    source.fail = True
+    failing = asyncio.create_task(cache.of_spans(account_id, spans[:1]))
+    await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(cache.of_spans(account_id, spans[:1]))
+    await asyncio.sleep(0.01)
+    source.gate.set()
+    assert await failing is None and await waiting is None  # each then reads on its own (by profile id)
+    assert len(source.reads) == 3
+    found = await cache.of_spans(account_id, spans[:1])  # the next one asking reads the chunk again
+    assert found is not None and set(found) == {"p1"} and len(source.reads) == 4
 
 
 async def test_hooks_without_custom_data_fields_share_one_completed_message_per_event(store: Store) -> None:

@@ -24,12 +24,20 @@ past its events, waits for that query instead of making its own. An event logged
 smaller than its buffer passes the buffer as ``ahead``: the query one batch needs reads the profiles of everything
 buffered, so the later batches are served from the cache under the same rule (one query per buffer, not per
 batch).
+
+Most batches need none of that: their events are in the feed's memory, and the profiles of each chunk it holds
+(5 000 events of the log) are read once for every hook (:meth:`ProfileCache.of_spans`) — all the profile ids the
+account's events in the chunk name, in one read made after the chunk was committed (so at a head at or past each
+of its events), kept with the chunk and used for ``CACHE_S`` seconds, the same rule. A batch costs a lookup of
+its chunks instead of one of each event's profile per hook; the reads by profile id serve the events outside the
+memory (a hook reading on its own) and a hook whose chunk read failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import time
 import weakref
@@ -44,6 +52,7 @@ from ..profiles import Profile, StoredProfile, email_hashes, load
 
 Profiles = dict[str, Profile | None]
 Complete = Callable[[bytes, Profile | None], bytes]  # a stored body completed from its profile
+log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -90,6 +99,30 @@ def _take(found: Profiles, reading: _Reading, pids: Iterable[str]) -> None:
             found[pid] = read.profile
 
 
+class Span(Protocol):
+    """A stretch of the log held in memory (the feed's chunk): every event with ``low < seq <= high``, which the
+    log has committed. ``profiles`` is where :class:`ProfileCache` keeps what it read for it, per account."""
+
+    high: int
+    profiles: dict[int, SpanProfiles]
+
+    def profile_ids(self, account_id: int) -> set[str]:
+        """The profile ids the account's events in the span name."""
+        ...
+
+
+class SpanProfiles:
+    """The stored profiles of every profile id one account's events in a span name, read once for all hooks after
+    the span was committed (so at a head at or past every event in it); ``at`` is when the read began."""
+
+    __slots__ = ("at", "done", "stored")
+
+    def __init__(self, at: float, done: asyncio.Future[None]) -> None:
+        self.at = at
+        self.done = done
+        self.stored: Profiles | None = None  # None while the read is under way
+
+
 class ProfileCache:
     """Profiles read for delivery, per (account, profile id), with the log's head read just before them: an event
     at or below that head was committed before the read began, so the read holds every change committed before
@@ -106,6 +139,7 @@ class ProfileCache:
         self.reads: dict[tuple[int, str], _Read] = {}
         self.head, self.head_at = 0, -math.inf
         self._under_way: dict[tuple[int, str], _Reading] = {}  # the query reading each profile now, if any
+        self._reading: set[asyncio.Task[None]] = set()  # reads of spans under way (kept from the collector)
         # messages completed from a profile for the hooks that take it whole (no ``custom_data_fields``): an event
         # leaves the same way for each of them, so it is built once — by ``seq``, with the profile it was built from
         self.messages: dict[int, tuple[Profile | None, Message]] = {}
@@ -161,6 +195,51 @@ class ProfileCache:
             if failed:  # ask on our own
                 _take(found, await self._read(account_id, failed, await self._head(top, now), now), failed)
         return found
+
+    async def of_spans(self, account_id: int, spans: Sequence[Span]) -> Profiles | None:
+        """The stored profiles of the account's events in ``spans`` (the stretches of the log a batch lies in):
+        each span's are read once for every hook taking its events — all the profiles its events of the account
+        name — and serve them for ``keep_s`` seconds; the spans not read yet are read at once, side by side. None
+        when a read failed (the caller reads on its own; the next asking reads the span again). The answer may be
+        shared: not to be changed."""
+        now = time.monotonic()
+        reads: list[SpanProfiles] = []
+        for span in spans:
+            got = span.profiles.get(account_id)
+            if got is None or (got.stored is not None and now - got.at > self.keep_s):
+                got = span.profiles[account_id] = SpanProfiles(
+                    now, asyncio.get_running_loop().create_future()
+                )
+                task = asyncio.create_task(self._read_span(account_id, span, got))
+                self._reading.add(task)
+                task.add_done_callback(self._reading.discard)
+            reads.append(got)
+        under_way = {got.done for got in reads if got.stored is None}
+        if under_way:
+            await asyncio.wait(under_way)
+        parts = [got.stored for got in reads]
+        if len(parts) == 1:
+            return parts[0]
+        merged: Profiles = {}
+        for part in parts:
+            if part is None:
+                return None
+            merged.update(part)
+        return merged
+
+    async def _read_span(self, account_id: int, span: Span, got: SpanProfiles) -> None:
+        """Read the profiles the account's events in ``span`` name into ``got``; on failure forget it (the store
+        logs its outages)."""
+        try:
+            pids = span.profile_ids(account_id)
+            stored = await self.source.get_profiles(account_id, pids) if pids else {}
+            got.stored = {pid: load(row) for pid, row in stored.items()}
+        except Exception as exc:
+            log.debug("profiles of a span: read failed: %r", exc)
+        finally:
+            if got.stored is None and span.profiles.get(account_id) is got:
+                del span.profiles[account_id]
+            got.done.set_result(None)
 
     async def _read(self, account_id: int, pids: set[str], head: int, now: float) -> _Reading:
         """Read ``pids`` in one query and keep what it finds; hooks asking meanwhile may wait for it."""
@@ -262,6 +341,13 @@ class Enricher:
         """The hook read the log up to ``head`` (see :meth:`ProfileCache.committed`)."""
         if self.cache is not None:
             self.cache.committed(head)
+
+    async def of_spans(self, spans: Sequence[Span]) -> Profiles | None:
+        """The stored profiles of the hook's events in ``spans`` (:meth:`ProfileCache.of_spans`; live delivery
+        only: None otherwise, or when the read failed)."""
+        if self.cache is None:
+            return None
+        return await self.cache.of_spans(self.account_id, spans)
 
     async def profiles(self, events: Sequence[Message], ahead: Sequence[Message] = ()) -> Profiles:
         """The stored profiles of the events' ``profile_id`` (None: deleted); ``ahead``: see

@@ -35,9 +35,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from ..events import LoggedEvent
 from ..store.base import LogPage, Page, Store
+
+if TYPE_CHECKING:
+    from .enrich import SpanProfiles
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +77,10 @@ class _Chunk:
     accounts: list[int]
     events: list[LoggedEvent]
     by_key: dict[tuple[int, str], list[LoggedEvent]] = field(default_factory=dict)
-    # built at the first read of a hook of many types narrowed to a list (:meth:`by_list`)
+    # built at the first read of a hook narrowed to a list (:meth:`by_list`)
     _by_list: dict[tuple[int, int | None], list[LoggedEvent]] | None = None
+    # the stored profiles its events name, per account, read once for every hook (:meth:`ProfileCache.of_spans`)
+    profiles: dict[int, SpanProfiles] = field(default_factory=dict)
 
     @classmethod
     def of(cls, low: int, page: LogPage) -> _Chunk:
@@ -134,6 +140,16 @@ class _Chunk:
             limit,
         )
 
+    def profile_ids(self, account_id: int) -> set[str]:
+        """The profile ids the account's events in this chunk name."""
+        return {
+            e.profile_id
+            for (account, _), run in self.by_key.items()
+            if account == account_id
+            for e in run
+            if e.profile_id is not None
+        }
+
     def by_list(self) -> dict[tuple[int, int | None], list[LoggedEvent]]:
         """The chunk's events by account and ``list_id``, in seq order (made once, when a hook narrowed to a list
         first reads the chunk)."""
@@ -168,6 +184,13 @@ class _Memory:
             self._kept -= len(dropped[-1].events)
             self.low = dropped[-1].high
         return dropped
+
+    def covering(self, first: int, last: int) -> list[_Chunk] | None:
+        """The chunks holding the log positions ``first`` to ``last``; None unless all are kept here."""
+        chunks = self._chunks
+        if not chunks or first <= chunks[0].low or last > chunks[-1].high:
+            return None
+        return [c for c in chunks if c.high >= first and c.low < last]
 
     def _page(
         self,
@@ -291,6 +314,14 @@ class LogFeed(_Memory):
         return self._page(
             account_id, types, list_id, after, limit, self.high, self._at_head and not self._dirty
         )
+
+    def spans(self, first: int, last: int) -> list[_Chunk] | None:
+        """The chunks of the feed's memory, or else of the trail, holding log positions ``first`` to ``last`` (a
+        batch's events: their profiles are read once per chunk for every hook); None when neither holds them all."""
+        spans = self.covering(first, last)
+        if spans is None and self.trail is not None:
+            spans = self.trail.covering(first, last)
+        return spans
 
     def _read_more(self) -> asyncio.Task[None]:
         """The read of the next chunk: one at a time, shared by everyone waiting for it."""

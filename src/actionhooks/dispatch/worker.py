@@ -585,8 +585,14 @@ class HookWorker:
 
     async def _profiles(self, events: list[Message]) -> Profiles:
         """The stored profiles of the batch's events, from the profile cache the hooks share
-        (:class:`~.enrich.ProfileCache`). When it must query, the profiles of everything buffered are read in the
-        same query: a hook of small batches makes one query per buffer, not one per batch."""
+        (:class:`~.enrich.ProfileCache`): for events in the feed's memory, those read once per chunk for every
+        hook; else by profile id — when it must query, the profiles of everything buffered are read in the same
+        query: a hook of small batches makes one query per buffer, not one per batch."""
+        spans = self.feed.spans(events[0].seq, events[-1].seq)
+        if spans is not None:  # in the feed's memory: read once per chunk for every hook
+            found = await self.enricher.of_spans(spans)
+            if found is not None:
+                return found
         if self.max_batch >= self.read_limit:
             return await self.enricher.profiles(events)
         return await self.enricher.profiles(events, self.buffer)  # the batch is the buffer's head
@@ -599,9 +605,13 @@ class HookWorker:
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
         found = await self._profiles(events)
-        if not self.enricher.fields and not (found and any(e.profile_id in found for e in events)):
+        whole = not self.enricher.fields  # the hook takes the stored payload, completed where a profile is found
+        if whole and not (found and any(e.profile_id in found for e in events)):
             return events, events  # every message is the stored payload as it is
         for event in events:
+            if whole and event.profile_id not in found:  # as it is
+                prepared.append((event, event))
+                continue
             try:
                 prepared.append((event, self.enricher.message(event, found)))
             except Exception as exc:  # any failure to prepare is this event's, not the hook's

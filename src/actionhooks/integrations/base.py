@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self
 
 import msgspec
@@ -26,6 +27,7 @@ from ..netguard import NetGuard
 
 Message = LoggedEvent
 """One event as it leaves: ``body`` is the JSON object the receiver gets."""
+_body = attrgetter("body")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,7 @@ class Batch:
 
     def size(self) -> int:
         """The bytes of its messages (what a send holds while it is out: ``dispatch/budget.py``)."""
-        return sum(len(m.body) for m in self.messages)
+        return sum(map(len, map(_body, self.messages)))
 
     def dedupe_id(self, message: Message) -> str:
         """A message's transport-level dedupe id (NATS ``Nats-Msg-Id``): the event id, tagged for a replay or a

@@ -401,7 +401,9 @@ async def test_a_hook_of_many_types_in_one_list_reads_that_lists_events_from_the
     assert page is not None and page.events == []
 
 
-async def test_a_hook_of_few_types_in_one_list_reads_that_lists_events_whichever_is_fewer(store: Store) -> None:
+async def test_a_hook_of_few_types_in_one_list_reads_that_lists_events_whichever_is_fewer(
+    store: Store,
+) -> None:
     """A hook of a few types narrowed to a list: the feed walks the list's events or merges the types', whichever
     are fewer — a rare list (2) and a common one (1) alike give the hook's events in seq order, within the limit;
     a list the log does not have gives nothing."""
@@ -413,7 +415,8 @@ async def test_a_hook_of_few_types_in_one_list_reads_that_lists_events_whichever
     assert await feed.read(account, types, 1, start, 10) is not None  # the feed starts at the head
     kinds = [*types, "click", "read"]
     sent = [
-        NewEvent(account, f"id-{n}", kinds[n % 5], 2 if n % 7 == 0 else 1, "p", 1.0, b"{}") for n in range(120)
+        NewEvent(account, f"id-{n}", kinds[n % 5], 2 if n % 7 == 0 else 1, "p", 1.0, b"{}")
+        for n in range(120)
     ]
     await store.append(account, sent)
     feed.appended({account})

@@ -605,7 +605,8 @@ class HookWorker:
         prepared: list[tuple[Message, Message]] = []
         unfit: list[tuple[Message, str]] = []
         found = await self._profiles(events)
-        whole = not self.enricher.fields  # the hook takes the stored payload, completed where a profile is found
+        # the hook takes the stored payload, completed where a profile is found
+        whole = not self.enricher.fields
         if whole and not (found and any(e.profile_id in found for e in events)):
             return events, events  # every message is the stored payload as it is
         for event in events:

@@ -524,7 +524,7 @@ async def test_hooks_taking_events_the_feed_holds_read_their_profiles_once_per_c
     """The profiles of the events the feed holds are read once per chunk for every hook: all the profile ids the
     account's events in it name, in one read that hooks asking meanwhile wait for, kept ``keep_s`` seconds; a
     read that fails gives None (the hook reads on its own) and the next one asking reads again; a batch not all in
-    memory is not served this way."""
+    memory is not served this way, and a sparse hook has no chunk read for it (but takes what others had read)."""
     account_id = await store.create_account("spans", "hash")
     other = await store.create_account("other", "hash2")
     await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
@@ -545,9 +545,12 @@ async def test_hooks_taking_events_the_feed_holds_read_their_profiles_once_per_c
     assert feed.spans(start - 1, events[-1].seq) is None  # the other account's event is before the memory
     source = GatedSource(store)
     cache = ProfileCache(source)
-    first = asyncio.create_task(cache.of_spans(account_id, spans))
+    cache.span_density = 2
+    # a sparse hook (fewer than 1/2 of the chunks' 6 events) has no chunk read for it: it reads by profile id
+    assert await cache.of_spans(account_id, spans, 2) is None and source.reads == []
+    first = asyncio.create_task(cache.of_spans(account_id, spans, 6))
     await asyncio.sleep(0.01)
-    second = asyncio.create_task(cache.of_spans(account_id, spans[1:]))
+    second = asyncio.create_task(cache.of_spans(account_id, spans[1:], 3))
     await asyncio.sleep(0.01)
     assert sorted(map(sorted, source.reads)) == [
         ["p1", "p2", "p3"],
@@ -560,19 +563,22 @@ async def test_hooks_taking_events_the_feed_holds_read_their_profiles_once_per_c
         assert found is not None and set(found) == {"p1"}
         profile = found["p1"]
         assert profile is not None and profile.email == "a@example.com"
-    assert await cache.of_spans(account_id, spans) is not None and len(source.reads) == 2  # kept
+    assert await cache.of_spans(account_id, spans, 6) is not None and len(source.reads) == 2  # kept
+    assert (
+        await cache.of_spans(account_id, spans, 1) is not None
+    )  # read already: a sparse hook takes them too
 
     cache.keep_s = 0.0  # too old: read again, once
     source.gate.clear()
     source.fail = True
-    failing = asyncio.create_task(cache.of_spans(account_id, spans[:1]))
+    failing = asyncio.create_task(cache.of_spans(account_id, spans[:1], 3))
     await asyncio.sleep(0.01)
-    waiting = asyncio.create_task(cache.of_spans(account_id, spans[:1]))
+    waiting = asyncio.create_task(cache.of_spans(account_id, spans[:1], 3))
     await asyncio.sleep(0.01)
     source.gate.set()
     assert await failing is None and await waiting is None  # each then reads on its own (by profile id)
     assert len(source.reads) == 3
-    found = await cache.of_spans(account_id, spans[:1])  # the next one asking reads the chunk again
+    found = await cache.of_spans(account_id, spans[:1], 3)  # the next one asking reads the chunk again
     assert found is not None and set(found) == {"p1"} and len(source.reads) == 4
 
 

@@ -30,7 +30,8 @@ Most batches need none of that: their events are in the feed's memory, and the p
 account's events in the chunk name, in one read made after the chunk was committed (so at a head at or past each
 of its events), kept with the chunk and used for ``CACHE_S`` seconds, the same rule. A batch costs a lookup of
 its chunks instead of one of each event's profile per hook; the reads by profile id serve the events outside the
-memory (a hook reading on its own) and a hook whose chunk read failed.
+memory (a hook reading on its own), a hook whose chunk read failed, and a sparse hook whose chunks no other hook
+had read (``SPAN_DENSITY``: reading a whole chunk's profiles for a few events of it would cost more than it saves).
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ CACHE_S = 5.0  # a profile read is used at most this long (for events logged bef
 MESSAGES_SIZE = 20_000  # completed messages kept for other hooks taking the same events (~15 MB of bodies)
 CACHE_SIZE = 50_000  # profiles kept per store (the oldest reads are dropped first)
 HEAD_S = 1.0  # the log's head is read again after this long (when profiles are read)
+# a hook's events must be at least this share of a span's (1/n) for it to have the span's profiles read
+SPAN_DENSITY = 16
 
 
 class ProfileSource(Protocol):
@@ -110,6 +113,10 @@ class Span(Protocol):
         """The profile ids the account's events in the span name."""
         ...
 
+    def events_of(self, account_id: int) -> int:
+        """How many of the span's events are the account's."""
+        ...
+
 
 class SpanProfiles:
     """The stored profiles of every profile id one account's events in a span name, read once for all hooks after
@@ -140,6 +147,7 @@ class ProfileCache:
         self.head, self.head_at = 0, -math.inf
         self._under_way: dict[tuple[int, str], _Reading] = {}  # the query reading each profile now, if any
         self._reading: set[asyncio.Task[None]] = set()  # reads of spans under way (kept from the collector)
+        self.span_density = SPAN_DENSITY
         # messages completed from a profile for the hooks that take it whole (no ``custom_data_fields``): an event
         # leaves the same way for each of them, so it is built once — by ``seq``, with the profile it was built from
         self.messages: dict[int, tuple[Profile | None, Message]] = {}
@@ -196,13 +204,23 @@ class ProfileCache:
                 _take(found, await self._read(account_id, failed, await self._head(top, now), now), failed)
         return found
 
-    async def of_spans(self, account_id: int, spans: Sequence[Span]) -> Profiles | None:
+    async def of_spans(self, account_id: int, spans: Sequence[Span], wanted: int) -> Profiles | None:
         """The stored profiles of the account's events in ``spans`` (the stretches of the log a batch lies in):
         each span's are read once for every hook taking its events — all the profiles its events of the account
         name — and serve them for ``keep_s`` seconds; the spans not read yet are read at once, side by side. None
-        when a read failed (the caller reads on its own; the next asking reads the span again). The answer may be
-        shared: not to be changed."""
+        when a read failed (the caller reads on its own; the next asking reads the span again) — and when spans
+        would have to be read for a sparse hook: one whose ``wanted`` events (its batch, or its buffer) are fewer
+        than 1/``span_density`` of the account's events in them (a hook of rare events, alone, would read the
+        profiles of a hundred events for each of its own). The answer may be shared: not to be changed."""
         now = time.monotonic()
+        due = [
+            span
+            for span in spans
+            if (got := span.profiles.get(account_id)) is None
+            or (got.stored is not None and now - got.at > self.keep_s)
+        ]
+        if due and sum(span.events_of(account_id) for span in due) > self.span_density * wanted:
+            return None
         reads: list[SpanProfiles] = []
         for span in spans:
             got = span.profiles.get(account_id)
@@ -342,12 +360,12 @@ class Enricher:
         if self.cache is not None:
             self.cache.committed(head)
 
-    async def of_spans(self, spans: Sequence[Span]) -> Profiles | None:
+    async def of_spans(self, spans: Sequence[Span], wanted: int) -> Profiles | None:
         """The stored profiles of the hook's events in ``spans`` (:meth:`ProfileCache.of_spans`; live delivery
-        only: None otherwise, or when the read failed)."""
+        only: None otherwise, when the read failed, or for a sparse hook)."""
         if self.cache is None:
             return None
-        return await self.cache.of_spans(self.account_id, spans)
+        return await self.cache.of_spans(self.account_id, spans, wanted)
 
     async def profiles(self, events: Sequence[Message], ahead: Sequence[Message] = ()) -> Profiles:
         """The stored profiles of the events' ``profile_id`` (None: deleted); ``ahead``: see

@@ -150,6 +150,10 @@ class _Chunk:
             if e.profile_id is not None
         }
 
+    def events_of(self, account_id: int) -> int:
+        """How many of this chunk's events are the account's."""
+        return sum(len(run) for (account, _), run in self.by_key.items() if account == account_id)
+
     def by_list(self) -> dict[tuple[int, int | None], list[LoggedEvent]]:
         """The chunk's events by account and ``list_id``, in seq order (made once, when a hook narrowed to a list
         first reads the chunk)."""

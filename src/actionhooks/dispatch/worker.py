@@ -590,7 +590,7 @@ class HookWorker:
         query: a hook of small batches makes one query per buffer, not one per batch."""
         spans = self.feed.spans(events[0].seq, events[-1].seq)
         if spans is not None:  # in the feed's memory: read once per chunk for every hook
-            found = await self.enricher.of_spans(spans)
+            found = await self.enricher.of_spans(spans, len(self.buffer))  # the batch is its head
             if found is not None:
                 return found
         if self.max_batch >= self.read_limit:

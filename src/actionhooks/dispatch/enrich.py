@@ -103,10 +103,9 @@ def _take(found: Profiles, reading: _Reading, pids: Iterable[str]) -> None:
 
 
 class Span(Protocol):
-    """A stretch of the log held in memory (the feed's chunk): every event with ``low < seq <= high``, which the
-    log has committed. ``profiles`` is where :class:`ProfileCache` keeps what it read for it, per account."""
+    """A stretch of the log held in memory (the feed's chunk), every event of it committed. ``profiles`` is where
+    :class:`ProfileCache` keeps what it read for it, per account."""
 
-    high: int
     profiles: dict[int, SpanProfiles]
 
     def profile_ids(self, account_id: int) -> set[str]:
@@ -221,17 +220,12 @@ class ProfileCache:
         ]
         if due and sum(span.events_of(account_id) for span in due) > self.span_density * wanted:
             return None
-        reads: list[SpanProfiles] = []
-        for span in spans:
-            got = span.profiles.get(account_id)
-            if got is None or (got.stored is not None and now - got.at > self.keep_s):
-                got = span.profiles[account_id] = SpanProfiles(
-                    now, asyncio.get_running_loop().create_future()
-                )
-                task = asyncio.create_task(self._read_span(account_id, span, got))
-                self._reading.add(task)
-                task.add_done_callback(self._reading.discard)
-            reads.append(got)
+        for span in due:
+            got = span.profiles[account_id] = SpanProfiles(now, asyncio.get_running_loop().create_future())
+            task = asyncio.create_task(self._read_span(account_id, span, got))
+            self._reading.add(task)
+            task.add_done_callback(self._reading.discard)
+        reads = [span.profiles[account_id] for span in spans]
         under_way = {got.done for got in reads if got.stored is None}
         if under_way:
             await asyncio.wait(under_way)

@@ -194,7 +194,19 @@ class _Memory:
         chunks = self._chunks
         if not chunks or first <= chunks[0].low or last > chunks[-1].high:
             return None
-        return [c for c in chunks if c.high >= first and c.low < last]
+        found = [c for c in self._newest(first - 1) if c.low < last]
+        found.reverse()
+        return found
+
+    def _newest(self, after: int) -> list[_Chunk]:
+        """The chunks holding positions after ``after``, newest first — found from the newest end: a hook near the
+        head costs a step or two however many chunks are kept (light traffic makes thousands of small ones)."""
+        newest: list[_Chunk] = []
+        for chunk in reversed(self._chunks):
+            if chunk.high <= after:
+                break
+            newest.append(chunk)
+        return newest
 
     def _page(
         self,
@@ -209,9 +221,7 @@ class _Memory:
         """The hook's events kept after ``after``, at most ``limit``: up to the last when ``limit`` were found,
         else up to ``high`` (and ``caught_up`` then says whether that is the log's head)."""
         found: list[LoggedEvent] = []
-        for chunk in self._chunks:
-            if chunk.high <= after:
-                continue
+        for chunk in reversed(self._newest(after)):
             found += chunk.pick(account_id, types, list_id, after, limit - len(found))
             if len(found) >= limit:
                 return Page(found, found[-1].seq, False)

@@ -542,7 +542,9 @@ async def test_hooks_taking_events_the_feed_holds_read_their_profiles_once_per_c
     events = (await store.read_events(account_id, ["deliv"], None, start, 100)).events
     spans = feed.spans(events[0].seq, events[-1].seq)
     assert spans is not None and len(spans) == 2
-    assert feed.spans(events[2].seq, events[3].seq) == spans  # the last event of one chunk, the first of the next
+    assert (
+        feed.spans(events[2].seq, events[3].seq) == spans
+    )  # the last event of one chunk, the first of the next
     assert feed.spans(events[2].seq, events[2].seq) == spans[:1]
     assert feed.spans(start - 1, events[-1].seq) is None  # the other account's event is before the memory
     source = GatedSource(store)

@@ -26,9 +26,9 @@ buffered, so the later batches are served from the cache under the same rule (on
 batch).
 
 Most batches need none of that: their events are in the feed's memory, and the profiles of each chunk it holds
-(5 000 events of the log) are read once for every hook (:meth:`ProfileCache.of_spans`) — all the profile ids the
-account's events in the chunk name, in one read made after the chunk was committed (so at a head at or past each
-of its events), kept with the chunk and used for ``CACHE_S`` seconds, the same rule. A batch costs a lookup of
+(up to 5 000 events of the log) are read once for every hook (:meth:`ProfileCache.of_spans`) — all the profile
+ids the account's events in the chunk name, in one read made after the chunk was committed (so at a head at or
+past each of its events), kept with the chunk and used for ``CACHE_S`` seconds, the same rule. A batch costs a lookup of
 its chunks instead of one of each event's profile per hook; the reads by profile id serve the events outside the
 memory (a hook reading on its own), a hook whose chunk read failed, and a sparse hook whose chunks no other hook
 had read (``SPAN_DENSITY``: reading a whole chunk's profiles for a few events of it would cost more than it saves).

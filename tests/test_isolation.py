@@ -2,12 +2,15 @@
 deliveries.
 
 Each test measures the victim account's latencies in one run, in blocks that alternate between the hostile hooks
-stopped and at work, and requires the 99th percentile with them at work within twice the one without (plus 50 ms:
+stopped and at work, and requires the 95th percentile with them at work within twice the one without (plus 50 ms:
 below that, differences are the noise of a busy machine — a CI run saw 14 ms against 3 ms, the attacker's retries
 sharing the one SQLite writer with the victim's ingest — not a hook's doing). A victim round ingests one event and
-waits for its delivery. Against the faults fixed here the victim's p99 grew by 0.2 s (a backtracking
+waits for its delivery. Against the faults fixed here the victim's latencies grew by 0.2 s (a backtracking
 ``success_regex`` on the event loop) and beyond 3 s (Kafka sends holding every thread of the loop's default
-executor): four and sixty times the allowance.
+executor) in most rounds: four and sixty times the allowance. The 95th rather than the 99th percentile, because of
+60 rounds the 99th is the slowest one or two: a CI run, the other test worker busy, failed on one victim round of
+168 ms among rounds of 10–20 ms, under attack as without it; a hook that hurts another does so in more rounds
+than three in a hundred.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ class Latencies:
     stuck: bool = False
 
 
-def p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[98] if len(samples) > 1 else samples[0]
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[94] if len(samples) > 1 else samples[0]
 
 
 @pytest.fixture
@@ -114,10 +117,11 @@ async def compare(
 
 
 def assert_unhurt(baseline: Latencies, attacked: Latencies) -> None:
+    assert not attacked.stuck, f"a victim round took more than {ROUND_TIMEOUT_S} s under attack"
     for what in ("ingest", "delivery"):
-        calm, hurt = p99(getattr(baseline, what)), p99(getattr(attacked, what))
+        calm, hurt = p95(getattr(baseline, what)), p95(getattr(attacked, what))
         assert hurt <= 2 * calm + ALLOWANCE_S, (
-            f"victim {what} p99 {hurt * 1000:.1f} ms under attack vs {calm * 1000:.1f} ms without "
+            f"victim {what} p95 {hurt * 1000:.1f} ms under attack vs {calm * 1000:.1f} ms without "
             f"({len(getattr(attacked, what))} rounds)"
         )
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from actionhooks.dispatch.budget import SendBudget
+from actionhooks.dispatch.budget import Budget
 from actionhooks.dispatch.feed import LogFeed, Subscription
 from actionhooks.dispatch.states import CURSOR_LAG_S
 from actionhooks.dispatch.worker import EVENTS_AHEAD, SENDS_AHEAD, sends_ahead
@@ -121,6 +121,85 @@ async def test_a_hook_far_behind_reads_on_its_own_and_rejoins(service: Service, 
     await service.dispatcher.caught_up(created["id"])
     assert slow.event_ids == ids + more
     assert worker.own_reads == 0  # back on the shared feed
+
+
+async def test_hooks_behind_the_feed_read_alone_in_turns_of_their_account(
+    service: Service, owner: User
+) -> None:
+    """Hooks behind the feed's memory and its trail read alone — each its own copy of its events — in the account's
+    turns: at most ``turns`` of them hold events read alone at once; each gives its turn back once it holds none,
+    so turns go round, and every hook gets all its events in order."""
+    feed = service.dispatcher.feed
+    feed.keep, feed.chunk, feed.trail = 20, 10, None
+    service.dispatcher.turns.limit = 2  # before the account's first hook
+    quick, quick_transport = stub(max_batch_size=5, timeout_s=0)
+    await make_hook(service, owner, quick_transport)
+    slow = []
+    for _ in range(5):
+        dest, transport = stub(max_batch_size=5, timeout_s=0)
+        slow.append((dest, dest.hold(), (await make_hook(service, owner, transport))["id"]))
+    ids = await send(service, owner, [event(0)])
+    for r in range(10):
+        ids += await send(service, owner, [event(r * 10 + i + 1) for i in range(10)])
+    await quick.wait_for_events(len(ids))  # the feed read everything; its memory holds the newest 20
+    workers = [service.dispatcher.workers[hook_id][0] for _, _, hook_id in slow]
+    assert all(w.scan < feed.low for w in workers)
+    turns = service.dispatcher.turns.of(owner.account_id)
+    most = {"holding": 0, "turns": 0}
+
+    async def watch() -> None:
+        while True:
+            most["holding"] = max(most["holding"], sum(w._holds_alone() for w in workers))
+            most["turns"] = max(most["turns"], turns.used)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        for _, gate, _ in slow:
+            gate.set()
+        for dest, _, hook_id in slow:
+            await dest.wait_for_events(len(ids))
+            assert dest.event_ids == ids
+            await service.dispatcher.caught_up(hook_id)
+    finally:
+        watcher.cancel()
+    assert all(w.own_reads > 0 for w in workers)
+    assert most == {"holding": 2, "turns": 2}  # two at a time, never more
+    assert turns.used == 0  # caught up, every hook gave its turn back
+
+
+async def test_a_hook_waiting_for_a_turn_stops_at_once(service: Service, owner: User) -> None:
+    """A hook queued for a turn at reading alone (all taken by a hook whose destination does not answer) ends when
+    asked to stop gracefully, without waiting for the turn, and leaves no place in the queue."""
+    feed = service.dispatcher.feed
+    feed.keep, feed.chunk, feed.trail = 20, 10, None
+    service.dispatcher.turns.limit = 1
+    quick, quick_transport = stub(max_batch_size=5, timeout_s=0)
+    await make_hook(service, owner, quick_transport)
+    stuck, stuck_transport = stub(max_batch_size=5, timeout_s=0)
+    first = stuck.hold()
+    waiting, waiting_transport = stub(max_batch_size=5, timeout_s=0)
+    gate = waiting.hold()
+    await make_hook(service, owner, stuck_transport)
+    created = await make_hook(service, owner, waiting_transport)
+    ids = [*await send(service, owner, [event(0)])]  # both hooks' first batch, from the feed: held
+    for r in range(5):
+        ids += await send(service, owner, [event(r * 10 + i + 1) for i in range(10)])
+    await quick.wait_for_events(len(ids))  # the feed has moved on: both hooks are behind it
+    stuck.hold()  # the sends after the first never get an answer
+    first.set()
+    turns = service.dispatcher.turns.of(owner.account_id)
+    await stuck.wait_for_open_sends(1)
+    await eventually(lambda: stuck.calls == 1 and stuck.open_sends == 1 and turns.used == 1)
+    worker, task = service.dispatcher.workers[created["id"]]
+    gate.set()  # the second hook's first batch goes; then it queues for the turn the first one holds
+    await waiting.wait_for_events(1)
+    await eventually(lambda: turns._waiting)
+    worker.stop()  # as the service's graceful shutdown asks
+    await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+    assert worker.own_reads == 0 and turns.used == 1 and not turns._waiting
+    assert stuck.gate is not None
+    stuck.gate.set()
 
 
 async def test_idle_hooks_write_no_commits_of_their_own(service: Service, owner: User) -> None:
@@ -440,7 +519,7 @@ async def test_the_send_budget_lets_sends_go_in_order_within_its_bytes() -> None
     """Sends hold their batch's bytes while they are out: one that does not fit waits, and the sends after it wait
     behind it (a large batch is not passed by small ones forever); one larger than the whole budget goes alone; a
     send that gives up waiting leaves the line."""
-    budget = SendBudget(100)
+    budget = Budget(100)
     order: list[str] = []
 
     async def send(name: str, size: int, release: asyncio.Event) -> None:

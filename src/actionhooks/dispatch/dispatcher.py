@@ -26,7 +26,7 @@ from ..errors import ActionhooksError, StoreUnavailable
 from ..integrations import TransportContext
 from ..registry import Hook, HookRegistry
 from ..store.base import Store
-from .budget import SendBudgets
+from .budget import CATCH_UP_TURNS, SEND_BUDGET_BYTES, AccountBudgets
 from .feed import LogFeed
 from .priority import Deferral, IngestFirst
 from .rate import HookRates
@@ -68,7 +68,8 @@ class Dispatcher:
         self.rates = (
             HookRates()
         )  # each hook's max_events_per_second, shared by every send path (dispatch/rate.py)
-        self.budgets = SendBudgets()  # each account's bytes of batches out at once (dispatch/budget.py)
+        self.budgets = AccountBudgets(SEND_BUDGET_BYTES)  # each account's bytes of batches out at once
+        self.turns = AccountBudgets(CATCH_UP_TURNS)  # each account's hooks reading alone at once (budget.py)
         store.add_append_listener(self.feed.appended)
         # replays and redrives (dispatch/replay.py), run beside the live workers of the hooks they are for
         self.sides = SideDeliveries(
@@ -203,6 +204,7 @@ class Dispatcher:
             rate=self.rates.of(hook.id, hook.spec.max_events_per_second),
             deferral=Deferral(self.ingest_first),
             budget=self.budgets.of(hook.account_id),
+            turns=self.turns.of(hook.account_id),
         )
         task = asyncio.create_task(worker.run(), name=f"hook-{hook.id}")
         task.add_done_callback(self._worker_done)

@@ -16,8 +16,8 @@ after a restart with a backlog, or a burst longer than the memory, the hooks beh
 reading its own events. The chunks the feed drops while a hook of their accounts and types has not read past them
 (each subscription carries its hook's position) go to the trail as they are: those hooks are served the same
 events, without a read of the log and without a second copy in memory. A hook before the trail, or far past its
-end, gets ``None`` from :meth:`LogFeed.read` and reads on its own from the store (the store's per-hook query); once
-its position reaches the feed's memory it is served by the feed again.
+end, gets ``None`` from :meth:`LogFeed.read` and reads on its own from the store (the store's per-hook query, in a
+turn of its account's: ``budget.py``); once its position reaches the feed's memory it is served by the feed again.
 
 Seq order is commit order (store rule 2), so a chunk ending at ``scanned_to`` holds every event up to it: the
 memory is always a gap-free stretch ``(low, high]`` of the log.

@@ -47,7 +47,7 @@ from ..integrations import Batch, Message, Transport, TransportContext, open_tra
 from ..integrations.base import REDRIVE_HEADER, REPLAY_HEADER, SideMark
 from ..registry import Hook
 from ..store.base import DeadLetter, HookQuery, SideDelivery, SideState, Store
-from .budget import SendBudget, SendBudgets
+from .budget import SEND_BUDGET_BYTES, AccountBudgets, Budget
 from .enrich import Enricher, Profiles
 from .rate import HookRates, RateLimiter
 
@@ -79,7 +79,7 @@ class SideRunner:
         context: TransportContext,
         retry: RetryPolicy,
         rate: RateLimiter,
-        budget: SendBudget | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.side = side
         self.hook = hook
@@ -91,7 +91,8 @@ class SideRunner:
         self.enricher = Enricher(spec, store, hook.account_id, cached=False)  # profiles as they are now
         self.rate = rate  # the hook's one limiter (max_events_per_second), shared with its live delivery
         self.max_batch = rate.batch_size(spec.transport.max_batch_size)
-        self.budget = budget or SendBudget()  # the account's bytes out at once, shared with live delivery
+        # the account's bytes out at once, shared with live delivery
+        self.budget = budget or Budget(SEND_BUDGET_BYTES)
         header = REPLAY_HEADER if side.kind == "replay" else REDRIVE_HEADER
         self.mark = SideMark(header, str(side.id))
         self.transport: Transport | None = None
@@ -293,11 +294,11 @@ class SideDeliveries:
         hook_of: Callable[[int], Hook | None],
         finished: Callable[[], None],
         rates: HookRates,
-        budgets: SendBudgets | None = None,
+        budgets: AccountBudgets | None = None,
     ) -> None:
         self.store = store
         self.rates = rates
-        self.budgets = budgets or SendBudgets()
+        self.budgets = budgets or AccountBudgets(SEND_BUDGET_BYTES)
         self.context = context
         self.retry = retry
         self.hook_of = hook_of  # the hook as the dispatcher's live worker has it (None: not running here)

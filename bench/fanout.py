@@ -488,7 +488,7 @@ def main() -> None:
                 engines = ["sqlite", "postgres"] if round_ % 2 == 0 else ["postgres", "sqlite"]
                 for engine in engines:
                     name = "SQLite end to end" if engine == "sqlite" else "PostgreSQL end to end"
-                    results.append(run(name, "after", AFTER_SRC, events, folder, engine=engine))
+                    results.append(run(name, "after", sources["after"], events, folder, engine=engine))
         runs = results
         results = medians(runs)
     args.charts.mkdir(parents=True, exist_ok=True)

@@ -285,6 +285,24 @@ async def test_read_log_reads_every_account_in_seq_order(store: Store) -> None:
     assert (await store.read_log(rest.scanned_to, 10)).events == []
 
 
+async def test_read_log_skips_a_stretch_of_the_log_with_nothing_left_in_it(store: Store) -> None:
+    """A read covers at most ``limit`` log positions (so PostgreSQL plans an ordered scan of a few, not a sort of the
+    log to its head); positions with nothing left in them (pruned) are skipped to the next event in the same read."""
+    account = await store.create_account("one", "h1")
+    old = [NewEvent(account, f"old-{n}", "deliv", 1, "p", 1.0, b"{}") for n in range(25)]
+    new = [NewEvent(account, f"new-{n}", "deliv", 1, "p", time.time(), b"{}") for n in range(15)]
+    await store.append(account, old)
+    await store.append(account, new)
+    pruned = await store.prune_events(100.0, None, [], 1000)
+    assert pruned.rows == 25
+    page = await store.read_log(0, 10)  # positions 1-25 hold nothing now
+    assert [e.id for e in page.events] == [f"new-{n}" for n in range(10)] and not page.caught_up
+    assert page.scanned_to == page.events[-1].seq
+    rest = await store.read_log(page.scanned_to, 10)
+    assert [e.id for e in rest.events] == [f"new-{n}" for n in range(10, 15)]
+    assert rest.caught_up and rest.scanned_to == await store.head()
+
+
 async def test_small_batches_send_up_to_k_ahead_of_their_records(service: Service, owner: User) -> None:
     dest, transport = stub(max_batch_size=1, timeout_s=0)
     created = await make_hook(service, owner, transport, event_types=["deliv"])

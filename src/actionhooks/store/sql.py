@@ -159,6 +159,7 @@ class _Queries:
             f" WHERE id = {p} AND generation = {p}"
         )
         self.read_log = f"SELECT account_id, {_EVENT_COLUMNS} FROM events WHERE seq > {p} AND seq <= {p} ORDER BY seq LIMIT {p}"
+        self.next_seq = f"SELECT MIN(seq) FROM events WHERE seq > {p}"
         self.attempt_insert = f"INSERT INTO attempts ({_ATTEMPT_COLUMNS}) VALUES ({marks(p, 11)})"
         self.dead_letter_insert = f"INSERT INTO dead_letters ({_DEAD_COLUMNS}) VALUES ({marks(p, 7)})"
         self.delivery_counts_delete = f"DELETE FROM delivery_counts WHERE hook_id = {p}"
@@ -536,17 +537,30 @@ class SqlStore(SideDeliveriesSql):
         return Page(events, scanned_to, scanned_to >= head)
 
     async def read_log(self, after: int, limit: int) -> LogPage:
+        """The log after ``after``, at most ``limit`` events, read over at most ``limit`` positions: a range up to
+        the head planned by PostgreSQL before its first ``ANALYZE`` of fresh rows (~5 000 rows guessed) as a bitmap
+        scan of all of it sorted on disk — 165 000 rows and 340 ms for each 5 000-event page of a hook catching up
+        after a burst. A range with nothing in it (a pruned stretch, positions of rolled-back appends) is skipped
+        to the next event there is."""
+
         def work(conn: Connection) -> LogPage:
             cur = self.dialect.rows_cursor(conn)
             cur.execute(_HEAD)
             head = int(_one(cur)[0])
             if head <= after:
                 return LogPage([], [], after, True)
-            cur.execute(self._sql.read_log, (after, head, limit))
+            start, upper = after, min(head, after + limit)
+            cur.execute(self._sql.read_log, (start, upper, limit))
             rows = cur.fetchall()
+            if not rows and upper < head:
+                cur.execute(self._sql.next_seq, (upper,))
+                start = int(_one(cur)[0]) - 1
+                upper = min(head, start + limit)
+                cur.execute(self._sql.read_log, (start, upper, limit))
+                rows = cur.fetchall()
             accounts = [r[0] for r in rows]
             events = [LoggedEvent._make(r[1:]) for r in rows]
-            scanned_to = events[-1].seq if len(events) >= limit else head
+            scanned_to = events[-1].seq if len(events) >= limit else upper
             return LogPage(accounts, events, scanned_to, scanned_to >= head)
 
         return await self._runtime.read(work)

@@ -330,9 +330,8 @@ class HookWorker:
         page = await self.feed.read(self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit)
         if page is None and not self._holds_alone():
             self._give_turn()  # turns go round: the hooks waiting go first
-            if not await self._until_stopped(self.turns.take(1)):
+            if not await self._until_stopped(self._take_turn()):
                 return Page([], self.scan, False)
-            self._turn = True
             # while it waited the feed's trail may have come to where the hook is
             page = await self.feed.read(
                 self.hook.account_id, spec.event_types, spec.list_id, self.scan, limit
@@ -351,6 +350,10 @@ class HookWorker:
         first) is from before the end of its latest read alone."""
         oldest = self._in_flight[0].events[0] if self._in_flight else self.buffer[0] if self.buffer else None
         return oldest is not None and oldest.seq <= self.alone_through
+
+    async def _take_turn(self) -> None:
+        await self.turns.take(1)
+        self._turn = True  # noted as it is granted: whatever ends the worker then, ``run`` gives it back
 
     def _give_turn(self) -> None:
         if self._turn:

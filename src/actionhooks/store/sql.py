@@ -549,15 +549,16 @@ class SqlStore(SideDeliveriesSql):
             head = int(_one(cur)[0])
             if head <= after:
                 return LogPage([], [], after, True)
-            start, upper = after, min(head, after + limit)
-            cur.execute(self._sql.read_log, (start, upper, limit))
-            rows = cur.fetchall()
-            if not rows and upper < head:
-                cur.execute(self._sql.next_seq, (upper,))
-                start = int(_one(cur)[0]) - 1
+
+            def read_from(start: int) -> tuple[int, list[Row]]:
                 upper = min(head, start + limit)
                 cur.execute(self._sql.read_log, (start, upper, limit))
-                rows = cur.fetchall()
+                return upper, cur.fetchall()
+
+            upper, rows = read_from(after)
+            if not rows and upper < head:
+                cur.execute(self._sql.next_seq, (upper,))
+                upper, rows = read_from(int(_one(cur)[0]) - 1)
             accounts = [r[0] for r in rows]
             events = [LoggedEvent._make(r[1:]) for r in rows]
             scanned_to = events[-1].seq if len(events) >= limit else upper

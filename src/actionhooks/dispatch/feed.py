@@ -31,9 +31,9 @@ import logging
 import time
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK = 5_000  # events per read of the log
+NEAR_HEAD = 4  # chunks looked at from the newest end before the rest are bisected
 KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them are served by the trail)
 TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (a hook before or far past it reads alone)
 TRAIL_IDLE_S = 1.0  # a trail no hook read from for this long is given up: the next hook behind starts another
@@ -57,6 +58,7 @@ MERGE_TYPES = (
 )
 
 _seq = attrgetter("seq")
+_high = attrgetter("high")
 
 
 @dataclass(eq=False)
@@ -194,19 +196,25 @@ class _Memory:
         chunks = self._chunks
         if not chunks or first <= chunks[0].low or last > chunks[-1].high:
             return None
-        found = [c for c in self._newest(first - 1) if c.low < last]
-        found.reverse()
+        found: list[_Chunk] = []
+        for chunk in self._after(first - 1):
+            if chunk.low >= last:
+                break
+            found.append(chunk)
         return found
 
-    def _newest(self, after: int) -> list[_Chunk]:
-        """The chunks holding positions after ``after``, newest first — found from the newest end: a hook near the
-        head costs a step or two however many chunks are kept (light traffic makes thousands of small ones)."""
-        newest: list[_Chunk] = []
-        for chunk in reversed(self._chunks):
-            if chunk.high <= after:
+    def _after(self, after: int) -> Iterator[_Chunk]:
+        """The chunks holding positions after ``after``, oldest first. Found from the newest end when that takes a
+        few steps (a hook near the head, however many chunks light traffic made), else by bisection (a hook far
+        behind: one of one-event batches asks once per event)."""
+        chunks = self._chunks
+        start = len(chunks)
+        while start > 0 and chunks[start - 1].high > after:
+            start -= 1
+            if len(chunks) - start == NEAR_HEAD:  # the rest by bisection
+                start = bisect_right(chunks, after, hi=start, key=_high)
                 break
-            newest.append(chunk)
-        return newest
+        return islice(chunks, start, None)
 
     def _page(
         self,
@@ -221,7 +229,7 @@ class _Memory:
         """The hook's events kept after ``after``, at most ``limit``: up to the last when ``limit`` were found,
         else up to ``high`` (and ``caught_up`` then says whether that is the log's head)."""
         found: list[LoggedEvent] = []
-        for chunk in reversed(self._newest(after)):
+        for chunk in self._after(after):
             found += chunk.pick(account_id, types, list_id, after, limit - len(found))
             if len(found) >= limit:
                 return Page(found, found[-1].seq, False)

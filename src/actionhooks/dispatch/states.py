@@ -3,7 +3,9 @@
 Every hook's worker records its batches through one :class:`StateWriter` per dispatcher. Writes queue on the
 event loop; one flush at a time takes everything queued and hands it to ``Store.write_states`` — one transaction,
 one commit — so a hundred hooks finishing batches together cost one fsync, not a hundred. Each writer still gets
-its own answer (whether its hook's generation held), in the order it wrote: a hook's writes are never reordered.
+its own answers (whether its hook's generation held), in the order it wrote: a hook's writes are never reordered.
+A hook hands over all its waiting records at once (:meth:`StateWriter.write`): one future for them, not one each —
+a hook of one-event batches records an attempt per event.
 
 An idle hook's cursor is a *note* (:meth:`StateWriter.note_cursor`): it waits for the next commit that happens
 anyway, or at most ``cursor_lag_s`` seconds, and only the newest note per hook is written (forward only). A note
@@ -18,7 +20,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from ..store.base import Attempt, DeadLetter, StateWrite, Store
+from ..store.base import StateWrite, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +31,17 @@ class StateWriter:
     def __init__(self, store: Store, cursor_lag_s: float = CURSOR_LAG_S) -> None:
         self.store = store
         self.cursor_lag_s = cursor_lag_s
-        self._queue: list[tuple[StateWrite, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[Sequence[StateWrite], asyncio.Future[list[bool]]]] = []
         self._notes: dict[int, tuple[StateWrite, list[asyncio.Future[bool]]]] = {}
         self._flushing: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._take_notes = False  # the next flush writes the notes even without other writes
 
-    async def finish_batch(
-        self,
-        attempt: Attempt,
-        generation: int,
-        cursor: int | None,
-        dead_letters: Sequence[DeadLetter] = (),
-        last_error: str | None = None,
-    ) -> bool:
-        """``Store.finish_batch``, in a commit shared with other hooks' writes."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append(
-            (StateWrite(attempt.hook_id, generation, cursor, attempt, dead_letters, last_error), future)
-        )
+    async def write(self, writes: Sequence[StateWrite]) -> list[bool]:
+        """``Store.write_states`` of ``writes`` (one hook's, in order), in a commit shared with other hooks' writes:
+        whether the hook's generation held for each."""
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._queue.append((writes, future))
         self._flush_soon()
         return await future
 
@@ -94,7 +88,7 @@ class StateWriter:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            batch = [w for w, _ in writes] + [w for w, _ in notes.values()]
+            batch = [w for group, _ in writes for w in group] + [w for w, _ in notes.values()]
             try:
                 done = await self.store.write_states(batch)
             except Exception as exc:
@@ -102,14 +96,16 @@ class StateWriter:
                     if not future.done():
                         future.set_exception(exc)
                 for _, futures in notes.values():
-                    for future in futures:
-                        if not future.done():
-                            future.set_exception(exc)
+                    for noted in futures:
+                        if not noted.done():
+                            noted.set_exception(exc)
                 continue
-            for (_, future), ok in zip(writes, done, strict=False):
+            at = 0
+            for group, future in writes:
                 if not future.done():
-                    future.set_result(ok)
-            for (_, futures), ok in zip(notes.values(), done[len(writes) :], strict=True):
-                for future in futures:
-                    if not future.done():
-                        future.set_result(ok)
+                    future.set_result(done[at : at + len(group)])
+                at += len(group)
+            for (_, futures), ok in zip(notes.values(), done[at:], strict=True):
+                for noted in futures:
+                    if not noted.done():
+                        noted.set_result(ok)

@@ -58,9 +58,8 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from functools import partial
 
 from .. import operational
 from ..backoff import STORE_RETRY, RetryPolicy
@@ -68,7 +67,7 @@ from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
 from ..integrations import Batch, Message, Receipt, Transport, TransportContext, open_transport
 from ..registry import Hook
-from ..store.base import Attempt, DeadLetter, FailureStreak, Page, Store
+from ..store.base import Attempt, DeadLetter, FailureStreak, Page, StateWrite, Store
 from .budget import CATCH_UP_TURNS, SEND_BUDGET_BYTES, Budget
 from .enrich import Enricher, Profiles
 from .feed import LogFeed, Subscription
@@ -83,8 +82,6 @@ MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
 EVENTS_AHEAD = 1_000  # K: a hook's sends run at most this many events' batches ahead of their records…
 SENDS_AHEAD = 16  # …and at most this many batches (more took the event loop from ingest, gaining no speed)
-
-Write = Callable[[], Awaitable[bool]]  # a delivery-state write, made afresh for each try
 
 
 def sends_ahead(max_batch_size: int) -> int:
@@ -141,12 +138,14 @@ class HookWorker:
         self.transport: Transport | None = None
         # records made, not yet known written (in order); those not yet handed to the store
         self._unwritten: collections.deque[asyncio.Future[bool]] = collections.deque()
-        self._unsent: list[tuple[Write, asyncio.Future[bool]]] = []
+        self._unsent: list[tuple[StateWrite, asyncio.Future[bool]]] = []
         self._writing: asyncio.Task[None] | None = None
         self.sends_ahead = sends_ahead(self.max_batch)
         # batches out at once (``max_in_flight``, at most K): sent, their outcomes not yet handled, oldest first
         self.in_flight = min(spec.transport.sends_in_flight(), self.sends_ahead)
         self._in_flight: collections.deque[_Send] = collections.deque()
+        # a batch in flight answered with a failure (set by ``_try``), not yet handled
+        self._failed_out = False
         self._stopping = asyncio.Event()
         # cancelled: a record that fails is given up (its batch is sent again by the next worker)
         self._cut_off = asyncio.Event()
@@ -241,7 +240,7 @@ class HookWorker:
         if self._waiters:
             self.records.hurry()
 
-    async def _record(self, write: Write, *, wait: bool = False) -> None:
+    async def _record(self, write: StateWrite, *, wait: bool = False) -> None:
         """Write delivery state, after every write made before (in order). The worker goes on without waiting for
         it (unless ``wait``); sends wait while ``K`` records are unwritten (:meth:`_settle`), so a stale hook is
         noticed within ``K`` batches (those may be delivered twice: at-least-once). A failing write is tried
@@ -257,7 +256,8 @@ class HookWorker:
     async def _settle(self, keep: int = 0) -> None:
         """Wait until at most ``keep`` records are unwritten; StaleHook when one found the hook changed."""
         while len(self._unwritten) > keep or (self._unwritten and self._unwritten[0].done()):
-            ok = await asyncio.shield(self._unwritten[0])
+            first = self._unwritten[0]
+            ok = first.result() if first.done() else await asyncio.shield(first)
             self._unwritten.popleft()
             if not ok:
                 raise StaleHook
@@ -270,46 +270,39 @@ class HookWorker:
             for (_, future), ok in zip(group, done, strict=True):
                 future.set_result(ok)
 
-    async def _written(self, writes: list[Write]) -> list[bool]:
-        """``writes`` done, each tried again with back-off while it fails: whether the hook's generation still
-        held. One log line when they start failing and one when they are written."""
+    async def _written(self, writes: list[StateWrite]) -> list[bool]:
+        """``writes`` done (one commit, shared with other hooks'), tried again with back-off while it fails: whether
+        the hook's generation still held for each. One log line when they start failing and one when written."""
         failures = 0
         started = time.monotonic()
-        results: list[bool | None] = [None] * len(writes)
         while True:
-            todo = [i for i, r in enumerate(results) if r is None]
-            answers = await asyncio.gather(*(writes[i]() for i in todo), return_exceptions=True)
-            error: BaseException | None = None
-            for i, answer in zip(todo, answers, strict=True):
-                if isinstance(answer, bool):
-                    results[i] = answer
-                elif error is None:
-                    error = answer
-            if error is None:
-                if failures:
+            try:
+                done = await self.records.write(writes)
+            except Exception as error:
+                failures += 1
+                if failures == 1:
                     log.warning(
-                        "hook %s: delivery state written after %d failed tries in %.1f s",
+                        "hook %s: writing delivery state failed (%s: %s); trying again, sending nothing meanwhile",
                         self.hook.id,
-                        failures,
-                        time.monotonic() - started,
+                        type(error).__name__,
+                        _oneline(error),
                     )
-                return [bool(r) for r in results]
-            if not isinstance(error, Exception):  # cancelled: the worker is stopping
-                raise error
-            failures += 1
-            if failures == 1:
+                if self._cut_off.is_set():
+                    log.warning(
+                        "hook %s: cut off with delivery state unwritten; those batches go out again",
+                        self.hook.id,
+                    )
+                    raise
+                await self._pause(STORE_RETRY.delay(failures), self._cut_off)
+                continue
+            if failures:
                 log.warning(
-                    "hook %s: writing delivery state failed (%s: %s); trying again, sending nothing meanwhile",
+                    "hook %s: delivery state written after %d failed tries in %.1f s",
                     self.hook.id,
-                    type(error).__name__,
-                    _oneline(error),
+                    failures,
+                    time.monotonic() - started,
                 )
-            if self._cut_off.is_set():
-                log.warning(
-                    "hook %s: cut off with delivery state unwritten; those batches go out again", self.hook.id
-                )
-                raise error
-            await self._pause(STORE_RETRY.delay(failures), self._cut_off)
+            return done
 
     async def _read_page(self, limit: int) -> Page:
         """The next page of the hook's events, tried again with back-off while the store is unavailable."""
@@ -478,7 +471,7 @@ class HookWorker:
             outcome.set_result(await self._try(send.batch))
             send.outcome = outcome
         else:
-            send.outcome = asyncio.ensure_future(self._try(send.batch))
+            send.outcome = asyncio.get_running_loop().create_task(self._try(send.batch))
         return True
 
     async def _try(self, batch: Batch) -> tuple[Receipt | DeliveryError, float]:
@@ -496,15 +489,19 @@ class HookWorker:
             outcome = DeliveryError(f"internal error: {exc!r}")
         finally:
             self.budget.give(size)
+        if isinstance(outcome, DeliveryError):
+            self._failed_out = True
         return outcome, (time.perf_counter() - started) * 1000
 
     async def _conclude_answered(self) -> None:
         """Handle the batches in flight whose answers came, oldest first; when one of them failed, every batch up to
         it too (waiting for their answers), so that nothing new goes out before the failed one is retried."""
-        failed = max((n for n, send in enumerate(self._in_flight) if send.failed), default=-1)
-        for _ in range(failed + 1):
-            if self._in_flight:  # none left when the worker stopped while the failed one waited
-                await self._conclude_first()
+        if self._failed_out:
+            failed = max((n for n, send in enumerate(self._in_flight) if send.failed), default=-1)
+            for _ in range(failed + 1):
+                if self._in_flight:  # none left when the worker stopped while the failed one waited
+                    await self._conclude_first()
+            self._failed_out = any(send.failed for send in self._in_flight)
         while self._in_flight and self._in_flight[0].answered:
             await self._conclude_first()
 
@@ -525,9 +522,7 @@ class HookWorker:
             if isinstance(outcome, Receipt):
                 attempt = send.attempt(outcome, latency_ms)
                 streak = await self._streak() if self.failing else None  # read before this success is written
-                await self._record(
-                    partial(self.records.finish_batch, attempt, self.hook.generation, send.cursor_after)
-                )
+                await self._record(StateWrite(self.hook.id, self.hook.generation, send.cursor_after, attempt))
                 self._in_flight.popleft()
                 self.saved_cursor = self.recorded_cursor = send.cursor_after
                 if streak is not None:
@@ -558,14 +553,7 @@ class HookWorker:
                     for e in send.events
                 ]
                 await self._record(
-                    partial(
-                        self.records.finish_batch,
-                        failed,
-                        self.hook.generation,
-                        send.cursor_after,
-                        dead,
-                        last_error=reason,
-                    )
+                    StateWrite(self.hook.id, self.hook.generation, send.cursor_after, failed, dead, reason)
                 )
                 self._in_flight.popleft()
                 self.saved_cursor = self.recorded_cursor = send.cursor_after
@@ -573,9 +561,7 @@ class HookWorker:
                 await self._dead_lettered(send.events, reason, at)
                 return
             await self._record(
-                partial(
-                    self.records.finish_batch, failed, self.hook.generation, None, last_error=error.reason
-                ),
+                StateWrite(self.hook.id, self.hook.generation, None, failed, last_error=error.reason),
                 wait=True,
             )
             if not self.stopping:
@@ -593,7 +579,7 @@ class HookWorker:
             assert send.outcome is not None
             outcome, latency_ms = await send.outcome
             attempt = send.attempt(outcome, latency_ms)
-            await self._record(partial(self.records.finish_batch, attempt, self.hook.generation, None))
+            await self._record(StateWrite(self.hook.id, self.hook.generation, None, attempt))
 
     async def _streak(self) -> FailureStreak:
         """The failures since the hook last delivered (their records are written: a failed try waits for its)."""
@@ -691,10 +677,7 @@ class HookWorker:
             ]
             cursor = cursor_after if not prepared else None  # else the cursor moves with the batch
             await self._record(
-                partial(
-                    self.records.finish_batch, attempt, self.hook.generation, cursor, dead, last_error=reason
-                ),
-                wait=True,
+                StateWrite(self.hook.id, self.hook.generation, cursor, attempt, dead, reason), wait=True
             )
             if cursor is not None:
                 self.saved_cursor = self.recorded_cursor = cursor

@@ -696,12 +696,11 @@ class SqlStore(SideDeliveriesSql):
                 return self._write_states(cur, writes)
 
         done = await self._runtime.write(work)
-        for w, recorded in zip(writes, done, strict=True):
-            if recorded and w.attempt is not None:
-                a = w.attempt
-                metrics.attempt_recorded(
-                    a.hook_id, a.batch_id, a.outcome, a.events, a.latency_ms, a.status, len(w.dead_letters)
-                )
+        metrics.attempts_recorded(
+            (w.attempt, len(w.dead_letters))
+            for w, recorded in zip(writes, done, strict=True)
+            if recorded and w.attempt is not None
+        )
         return done
 
     def _write_states(self, cur: Cursor, writes: Sequence[StateWrite]) -> list[bool]:

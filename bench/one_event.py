@@ -1,0 +1,105 @@
+"""The dispatcher's own cost per event for a hook of one-event batches (``max_batch_size`` 1), before and after.
+
+A hook of one-event batches makes a send, an attempt and a state write per event, so its rate is set by what the
+dispatcher spends per event. Here the destination costs nothing — the tests' stub transport, in process (the unit
+measured is the caller) — and the events are in the log before the stub lets the first send through, so the
+figure is the dispatcher alone: the service's CPU seconds from that moment to the last event received, per event.
+Each round runs every case once per tree (in a child process with that tree's ``src`` first on ``PYTHONPATH``; the
+harness — this file and ``tests/`` — is the checkout's), the trees' order swapped every round.
+
+Usage::
+
+    mkdir -p /tmp/before && git archive <commit> src | tar -x -C /tmp/before
+    TMPDIR=/dev/shm python -m bench.one_event --before-src /tmp/before/src --rounds 3 [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CASES = {"one in flight": 1, "16 in flight": 16}
+CHUNK = 1_000  # events per ingest request
+
+
+async def measure(events: int, in_flight: int) -> dict[str, float]:
+    from actionhooks.integrations import register
+    from tests import stub
+    from tests.support import sqlite_service
+    from tests.test_dispatch import event, make_hook, send
+
+    register(stub.INTEGRATION)
+    dest = stub.StubDestination("bench")
+    transport = {"type": "stub", "name": "bench", "max_batch_size": 1, "timeout_s": 0, "max_in_flight": in_flight}
+    with tempfile.TemporaryDirectory() as folder:
+        async with sqlite_service(Path(folder)) as service:
+            user = await service.user("owner")
+            await make_hook(service, user, transport)
+            gate = dest.hold()
+            for start in range(0, events, CHUNK):
+                await send(service, user, [event(n) for n in range(start, min(events, start + CHUNK))])
+            await dest.wait_for_open_sends(in_flight)
+            cpu, wall = time.process_time(), time.perf_counter()
+            gate.set()
+            while len(dest.batches) < events:
+                await asyncio.sleep(0.005)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"cpu_us_per_event": cpu / events * 1e6, "events_per_s": events / wall}
+
+
+def run_child(src: Path, case: str, events: int) -> dict[str, float]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src.resolve()), str(Path.cwd())]))
+    args = [sys.executable, "-m", "bench.one_event", "--child", case, "--events", str(events)]
+    done = subprocess.run(args, env=env, check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before-src", type=Path, help="the src/ folder of the tree before")
+    parser.add_argument("--after-src", type=Path, default=Path("src"), help="the src/ folder of the tree after")
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", choices=sorted(CASES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(measure(args.events, CASES[args.child]))))
+        return
+    if args.before_src is None:
+        parser.error("--before-src is required")
+    trees = {"before": args.before_src, "after": args.after_src}
+    found: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for round_ in range(args.rounds):
+        order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+        for case in CASES:
+            for version in order:
+                result = run_child(trees[version], case, args.events)
+                found.setdefault((case, version), []).append(result)
+                print(
+                    f"{case:>14} {version:>6}: {result['cpu_us_per_event']:6.1f} µs CPU per event, "
+                    f"{result['events_per_s']:8,.0f} events/s",
+                    flush=True,
+                )
+    print(f"\nevents per run: {args.events:,}; rounds: {args.rounds} (medians, lowest–highest in brackets)\n")
+    print("| case | version | CPU µs per event | events/s |")
+    print("|---|---|---|---|")
+    for (case, version), results in found.items():
+        cpu = [r["cpu_us_per_event"] for r in results]
+        rate = [r["events_per_s"] for r in results]
+        print(
+            f"| {case} | {version} | {statistics.median(cpu):.0f} ({min(cpu):.0f}–{max(cpu):.0f}) "
+            f"| {statistics.median(rate):,.0f} ({min(rate):,.0f}–{max(rate):,.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()

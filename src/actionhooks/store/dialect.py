@@ -49,6 +49,13 @@ class Dialect(Protocol):
         ``= ANY(%s)``: the driver neither parses nor sends a statement of hundreds of markers each time)."""
         ...
 
+    def values(self, types: Sequence[str], rows: Sequence[Sequence[Param]]) -> tuple[str, list[Param]]:
+        """A source of ``rows`` for ``INSERT INTO t (…) {source}`` and its parameters; ``types``: the columns'
+        PostgreSQL type names (``int8``, ``text``, ``float8``). A multi-row ``VALUES`` where the driver caches a
+        statement by its text (SQLite); one array per column where it parses a long statement anew each time
+        (PostgreSQL: ``SELECT * FROM unnest(…)``, a statement of fixed text, prepared once)."""
+        ...
+
     def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None: ...
     def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
         """Remember producer-chosen (and derived) ids just found fresh, for the duplicate check of later appends

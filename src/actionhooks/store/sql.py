@@ -1442,15 +1442,14 @@ class _TxState:
     def mark(self, account_id: int, new: Collection[str], expires_at: float) -> None:
         # multi-row statements, not executemany: on SQLite each row of an executemany gives the GIL away and waits
         # to take it back from the event loop (a switch interval, 5 ms, while the loop validates a request)
-        p = self._store._p
-        row = f"({marks(p, 3)})"
         ids = list(new)
         for start in range(0, len(ids), _MARKS_PER_STATEMENT):
-            part = ids[start : start + _MARKS_PER_STATEMENT]
+            rows = [(account_id, m, expires_at) for m in ids[start : start + _MARKS_PER_STATEMENT]]
+            source, values = self._store.dialect.values(("int8", "text", "float8"), rows)
             self._cur.execute(
-                f"INSERT INTO derive_marks (account_id, mark, expires_at) VALUES {', '.join([row] * len(part))}"
+                f"INSERT INTO derive_marks (account_id, mark, expires_at) {source}"
                 " ON CONFLICT (account_id, mark) DO UPDATE SET expires_at = excluded.expires_at",
-                [value for m in part for value in (account_id, m, expires_at)],
+                values,
             )
 
     def profiles(self, account_id: int, profile_ids: Collection[str]) -> dict[str, StoredProfile]:

@@ -82,6 +82,10 @@ class SqliteDialect:
     def one_of(self, column: str, values: Sequence[str]) -> tuple[str, list[Param]]:
         return f"{column} IN ({marks('?', len(values))})", list(values)
 
+    def values(self, types: Sequence[str], rows: Sequence[Sequence[Param]]) -> tuple[str, list[Param]]:
+        row = f"({marks('?', len(types))})"
+        return f"VALUES {', '.join([row] * len(rows))}", [value for r in rows for value in r]
+
     @contextlib.contextmanager
     def transaction(self, conn: Connection) -> Iterator[Cursor]:
         cur = conn.cursor()

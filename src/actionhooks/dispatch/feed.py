@@ -50,6 +50,10 @@ NEAR_HEAD = 4  # chunks looked at from the newest end before the rest are bisect
 KEEP = 100_000  # events kept in memory (older chunks are dropped; hooks behind them are served by the trail)
 TRAIL_KEEP = 20_000  # events the trail behind the memory keeps (a hook before or far past it reads alone)
 TRAIL_IDLE_S = 1.0  # a trail no hook read from for this long is given up: the next hook behind starts another
+LIVE_S = (
+    1.0  # a hook that read this recently (or is stepping aside for ingest) is reading: the read-ahead waits
+)
+HOLD_TICK_S = 0.02  # how often a held read-ahead looks again
 FRESH_S = (
     0.1  # a hook at the feed's head triggers no read within this long after the last one reached the head
 )
@@ -70,6 +74,12 @@ class Subscription:
     list_id: int | None
     wake: asyncio.Event
     position: int = 0  # how far the hook has read the log (its worker keeps it current)
+    read_at: float = 0.0  # monotonic time of its last read (its worker keeps it current)
+    deferring: bool = False  # its sends are stepping aside for ingest: it reads on once they are done
+
+    def reading(self, now: float) -> bool:
+        """Whether the hook is working through the log (not stuck on a slow destination or a retry's wait)."""
+        return self.deferring or now - self.read_at < LIVE_S
 
 
 @dataclass
@@ -271,7 +281,9 @@ class LogFeed(_Memory):
         self._pass: asyncio.Task[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         self._subscribers: dict[tuple[int, str], set[Subscription]] = {}
-        self._accounts: dict[int, int] = {}  # account → subscriptions
+        self._accounts: dict[int, set[Subscription]] = {}
+        self._held = False  # the read-ahead waits for hooks reading what it would push out (``_crowded``)
+        self._appended_by: set[int] = set()  # accounts whose appends the feed has not read to the head since
         self.reads = 0  # log reads so far (for tests and benchmarks)
         self.trail = _Trail(store, chunk, trail_keep) if trail_keep else None
 
@@ -283,7 +295,7 @@ class LogFeed(_Memory):
             self._dirty = True
         for event_type in sub.event_types:
             self._subscribers.setdefault((sub.account_id, event_type), set()).add(sub)
-        self._accounts[sub.account_id] = self._accounts.get(sub.account_id, 0) + 1
+        self._accounts.setdefault(sub.account_id, set()).add(sub)
 
     def unsubscribe(self, sub: Subscription) -> None:
         for event_type in sub.event_types:
@@ -292,11 +304,11 @@ class LogFeed(_Memory):
                 subs.discard(sub)
                 if not subs:
                     del self._subscribers[(sub.account_id, event_type)]
-        left = self._accounts.get(sub.account_id, 0) - 1
-        if left > 0:
-            self._accounts[sub.account_id] = left
-        else:
-            self._accounts.pop(sub.account_id, None)
+        left = self._accounts.get(sub.account_id)
+        if left is not None:
+            left.discard(sub)
+            if not left:
+                del self._accounts[sub.account_id]
 
     def appended(self, account_ids: set[int]) -> None:
         """Events of ``account_ids`` were committed in this process: read them soon (once) and wake the hooks
@@ -304,6 +316,7 @@ class LogFeed(_Memory):
         if self.high is None or not any(a in self._accounts for a in account_ids):
             return
         self._dirty = True
+        self._appended_by |= account_ids
         if self._pump is None or self._pump.done():
             self._pump = asyncio.create_task(self._pumping(), name="log-feed")
 
@@ -357,7 +370,12 @@ class LogFeed(_Memory):
             self.low = self.high = start
         after = self.high
         self._dirty = False
-        page = await self.store.read_log(after, self.chunk)
+        appended_by, self._appended_by = self._appended_by, set()
+        try:
+            page = await self.store.read_log(after, self.chunk)
+        except BaseException:
+            self._appended_by |= appended_by
+            raise
         self.reads += 1
         if self.high != after:  # cannot happen: one read at a time
             return
@@ -376,6 +394,8 @@ class LogFeed(_Memory):
         self._at_head = page.caught_up
         if page.caught_up:
             self._read_at = time.monotonic()
+        else:
+            self._appended_by |= appended_by
 
     def _needed(self, chunk: _Chunk) -> bool:
         """Whether a hook of an account and type ``chunk`` holds has not read past it yet."""
@@ -400,9 +420,35 @@ class LogFeed(_Memory):
                         continue
                 sub.wake.set()
 
+    def _crowded(self) -> bool:
+        """Whether the next chunk read would push the oldest kept out while a hook reading has not read past it
+        — its events would be read again, by the trail or by the hook alone — and only its own account's appends
+        wait to be read: another account's never wait for it (they are read, and the hook reads alone)."""
+        if not self._chunks or self._kept + self.chunk <= self.keep:
+            return False
+        oldest = self._chunks[0]
+        now = time.monotonic()
+        subscribers = self._subscribers
+        holding = {
+            sub.account_id
+            for key in oldest.by_key
+            for sub in subscribers.get(key, ())
+            if self.low <= sub.position < oldest.high and sub.reading(now)
+        }
+        return bool(holding) and self._appended_by <= holding
+
     async def _pumping(self) -> None:
-        """Read until the head while appends keep coming (the read-ahead: chunks arrive while hooks send)."""
+        """Read until the head while appends keep coming (the read-ahead: chunks arrive while hooks send). It
+        waits while reading on would push out what hooks reading have yet to read (a burst longer than the memory,
+        the hooks stepping aside for ingest): a hook at the memory's end reads on by itself (:meth:`read`)."""
         while self._dirty or not self._at_head:
+            self._held = self._crowded()
+            try:
+                while self._held:  # a poll: whether a hook is reading is a matter of time
+                    await asyncio.sleep(HOLD_TICK_S)
+                    self._held = self._crowded()
+            finally:
+                self._held = False
             try:
                 await asyncio.shield(self._read_more())
             except Exception as exc:  # the store logs outages; hooks' own reads and polls go on meanwhile

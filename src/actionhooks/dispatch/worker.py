@@ -384,7 +384,12 @@ class HookWorker:
             if len(self.buffer) < self.max_batch or len(self.buffer) <= self.read_limit // 2:
                 caught_up = await self._fill(self.read_limit - len(self.buffer))
             if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
-                if await self.deferral.step_aside():
+                self.subscription.deferring = True
+                try:
+                    stepped_aside = await self.deferral.step_aside()
+                finally:
+                    self.subscription.deferring = False
+                if stepped_aside:
                     continue  # ingest went first: read what came meanwhile, the batch may now be fuller
                 await self._deliver(self.buffer[: self.max_batch])
                 del self.buffer[: self.max_batch]
@@ -414,6 +419,7 @@ class HookWorker:
         else:
             self.buffer.extend(e for e in page.events if self.matcher(e.body))
         self.scan = self.subscription.position = page.scanned_to
+        self.subscription.read_at = time.monotonic()
         return page.caught_up
 
     def _adapt_window(self, found: int, limit: int, caught_up: bool) -> None:

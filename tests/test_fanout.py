@@ -164,7 +164,9 @@ async def test_hooks_behind_the_feed_read_alone_in_turns_of_their_account(
     finally:
         watcher.cancel()
     assert all(w.own_reads > 0 for w in workers)
-    assert most == {"holding": 2, "turns": 2}  # two at a time, never more
+    # two turns taken at once, never more; how many hooks hold events read alone at the same moment is up to the
+    # machine's timing (a hook may send all it read before the next one's read returns): at most two
+    assert most["turns"] == 2 and 1 <= most["holding"] <= 2, most
     assert turns.used == 0  # caught up, every hook gave its turn back
 
 

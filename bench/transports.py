@@ -18,7 +18,8 @@ Every measured run waits for a quiet machine first (``procs.wait_quiet``): right
 RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run started then measured that.
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
-[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R]``. A consumer process is ``python -m bench.transports
+[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N]`` (the end-to-end hook's
+``max_batch_size``, 1000 unless given). A consumer process is ``python -m bench.transports
 consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
@@ -261,7 +262,9 @@ def tansu() -> Iterator[str]:
 # --- end to end -------------------------------------------------------------------------------------------
 
 
-def end_to_end(b: Broker, bodies: list[bytes], count: int, folder: Path) -> float:
+def end_to_end(
+    b: Broker, bodies: list[bytes], count: int, folder: Path, hook_batch: int = HOOK_BATCH
+) -> float:
     db = f"sqlite:///{folder / f'transports-{b.kind}-{uuid.uuid4().hex[:6]}.db'}"
     _, key = create_account(db)
     port = free_port()
@@ -270,7 +273,7 @@ def end_to_end(b: Broker, bodies: list[bytes], count: int, folder: Path) -> floa
         stack.enter_context(b.serving(dest))
         stack.enter_context(procs.serve(db, port))
         service = f"http://127.0.0.1:{port}"
-        asyncio.run(_create_hook(service, key, dest.transport))
+        asyncio.run(_create_hook(service, key, dest.transport, hook_batch))
         consumer = None if b.kind == "http" else stack.enter_context(_consumer(b.kind, dest.consumer, count))
         started = time.monotonic()
         asyncio.run(_post_all(f"{service}/v1/events", key, bodies, 4))
@@ -286,11 +289,11 @@ def end_to_end(b: Broker, bodies: list[bytes], count: int, folder: Path) -> floa
     return count / (done - started)
 
 
-async def _create_hook(service: str, key: str, transport: dict[str, Any]) -> None:
+async def _create_hook(service: str, key: str, transport: dict[str, Any], hook_batch: int) -> None:
     hook = {
         "name": "bench",
         "event_types": [t.code for t in catalog().types],
-        "transport": transport | {"max_batch_size": HOOK_BATCH, "timeout_s": 0},
+        "transport": transport | {"max_batch_size": hook_batch, "timeout_s": 0},
     }
     async with (
         aiohttp.ClientSession() as session,
@@ -462,7 +465,13 @@ async def transport_alone(dest: Destination, messages: list[LoggedEvent]) -> flo
 # --- the whole run ----------------------------------------------------------------------------------------
 
 
-def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rounds: int = 3) -> list[Result]:
+def measure(
+    events: list[dict[str, object]],
+    folder: Path,
+    kinds: list[str],
+    rounds: int = 3,
+    hook_batch: int = HOOK_BATCH,
+) -> list[Result]:
     """Per kind: one end-to-end run, then ``rounds`` transport-alone runs (each into a fresh destination, deleted
     once counted), alternating for RabbitMQ with the broker-ceiling run. Every measured run starts once the
     machine is quiet (``procs.wait_quiet``), so none pays for the broker still digesting the one before."""
@@ -475,7 +484,7 @@ def measure(events: list[dict[str, object]], folder: Path, kinds: list[str], rou
     for kind in kinds:
         with broker(kind, folder) as b:
             procs.wait_quiet()
-            e2e = end_to_end(b, bodies, len(events), folder)
+            e2e = end_to_end(b, bodies, len(events), folder, hook_batch)
             b.cleanup()
             result = Result(kind, e2e, [], [])
             for _ in range(rounds):
@@ -537,9 +546,13 @@ def table(results: list[Result], rounds: int) -> list[str]:
 
 
 def run(
-    events: list[dict[str, object]], folder: Path, kinds: list[str] | None = None, rounds: int = 3
+    events: list[dict[str, object]],
+    folder: Path,
+    kinds: list[str] | None = None,
+    rounds: int = 3,
+    hook_batch: int = HOOK_BATCH,
 ) -> list[str]:
-    return table(measure(events, folder, list(kinds or KINDS), rounds), rounds)
+    return table(measure(events, folder, list(kinds or KINDS), rounds, hook_batch), rounds)
 
 
 def main() -> None:
@@ -550,16 +563,25 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--rounds", type=int, default=3, help="transport-alone (and ceiling) runs per kind")
+    parser.add_argument(
+        "--hook-batch",
+        type=int,
+        default=HOOK_BATCH,
+        help="the end-to-end hook's max_batch_size (1: one-event batches)",
+    )
     args = parser.parse_args()
     from .run import sample_events
 
     events = sample_events(args.events)
     folder = Path(tempfile.mkdtemp(prefix="ah-bench-transports-"))
     try:
-        lines = run(events, folder, args.kinds.split(","), args.rounds)
+        lines = run(events, folder, args.kinds.split(","), args.rounds, args.hook_batch)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    print(f"machine: {os.cpu_count()} cores; events per run: {len(events)}\n")
+    print(
+        f"machine: {os.cpu_count()} cores; events per run: {len(events)};"
+        f" end-to-end hook's max_batch_size: {args.hook_batch}\n"
+    )
     print("\n".join(lines))
 
 

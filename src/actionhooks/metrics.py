@@ -60,7 +60,7 @@ def events_appended(event_types: Iterable[str]) -> None:
         EVENTS_INGESTED.labels(event_type).inc(n)
 
 
-class Attempt(Protocol):
+class RecordedAttempt(Protocol):
     """What the metrics read of a recorded attempt (``store.base.Attempt``; the store imports this module)."""
 
     @property
@@ -77,7 +77,7 @@ class Attempt(Protocol):
     def status(self) -> int | None: ...
 
 
-def attempts_recorded(recorded: Iterable[tuple[Attempt, int]]) -> None:
+def attempts_recorded(recorded: Iterable[tuple[RecordedAttempt, int]]) -> None:
     """Attempts were recorded (each with the events it sent to dead letters): count and log them. The counters
     move once per hook and outcome, not once per attempt — a hook of one-event batches records thousands a
     second, and a labelled increment costs more than the rest of its record on the event loop."""
@@ -99,7 +99,7 @@ def attempts_recorded(recorded: Iterable[tuple[Attempt, int]]) -> None:
         DEAD_LETTERS.labels(str(hook_id)).inc(n)
 
 
-def _log_attempt(a: Attempt) -> None:
+def _log_attempt(a: RecordedAttempt) -> None:
     level = logging.DEBUG if a.outcome == "delivered" else logging.WARNING
     if delivery_log.isEnabledFor(level):
         fields = {

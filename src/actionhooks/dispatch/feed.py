@@ -397,10 +397,14 @@ class LogFeed(_Memory):
         else:
             self._appended_by |= appended_by
 
+    def _behind(self, chunk: _Chunk) -> Iterator[Subscription]:
+        """The hooks of an account and type ``chunk`` holds that have not read past it yet."""
+        subscribers = self._subscribers
+        return (sub for key in chunk.by_key for sub in subscribers.get(key, ()) if sub.position < chunk.high)
+
     def _needed(self, chunk: _Chunk) -> bool:
         """Whether a hook of an account and type ``chunk`` holds has not read past it yet."""
-        subscribers = self._subscribers
-        return any(sub.position < chunk.high for key in chunk.by_key for sub in subscribers.get(key, ()))
+        return any(self._behind(chunk))
 
     def _route(self, chunk: _Chunk) -> None:
         """Wake the hooks whose account, type (and ``list_id``) occur in ``chunk``."""
@@ -426,14 +430,11 @@ class LogFeed(_Memory):
         wait to be read: another account's never wait for it (they are read, and the hook reads alone)."""
         if not self._chunks or self._kept + self.chunk <= self.keep:
             return False
-        oldest = self._chunks[0]
         now = time.monotonic()
-        subscribers = self._subscribers
         holding = {
             sub.account_id
-            for key in oldest.by_key
-            for sub in subscribers.get(key, ())
-            if self.low <= sub.position < oldest.high and sub.reading(now)
+            for sub in self._behind(self._chunks[0])
+            if sub.position >= self.low and sub.reading(now)
         }
         return bool(holding) and self._appended_by <= holding
 

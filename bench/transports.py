@@ -18,8 +18,8 @@ Every measured run waits for a quiet machine first (``procs.wait_quiet``): right
 RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run started then measured that.
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
-[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N]`` (the end-to-end hook's
-``max_batch_size``, 1000 unless given). A consumer process is ``python -m bench.transports
+[--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N] [--in-flight N]`` (the end-to-end hook's
+``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given: only HTTP and NATS take it). A consumer process is ``python -m bench.transports
 consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
@@ -65,6 +65,19 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 NATS_URL = "nats://127.0.0.1:4222"
 KAFKA_PARTITIONS = 3
 TARGETS = {"rabbitmq_queue": 30_000, "rabbitmq_classic": 30_000, "kafka": 50_000}
+
+
+@dataclass(frozen=True)
+class HookShape:
+    """How the end-to-end hook batches: ``max_batch_size`` and ``max_in_flight`` (left out when 1, so that a
+    transport without the setting takes the default)."""
+
+    batch: int = HOOK_BATCH
+    in_flight: int = 1
+
+    def settings(self) -> dict[str, Any]:
+        extra = {"max_in_flight": self.in_flight} if self.in_flight > 1 else {}
+        return {"max_batch_size": self.batch, "timeout_s": 0, **extra}
 
 
 @dataclass
@@ -263,7 +276,7 @@ def tansu() -> Iterator[str]:
 
 
 def end_to_end(
-    b: Broker, bodies: list[bytes], count: int, folder: Path, hook_batch: int = HOOK_BATCH
+    b: Broker, bodies: list[bytes], count: int, folder: Path, shape: HookShape = HookShape()
 ) -> float:
     db = f"sqlite:///{folder / f'transports-{b.kind}-{uuid.uuid4().hex[:6]}.db'}"
     _, key = create_account(db)
@@ -273,7 +286,7 @@ def end_to_end(
         stack.enter_context(b.serving(dest))
         stack.enter_context(procs.serve(db, port))
         service = f"http://127.0.0.1:{port}"
-        asyncio.run(_create_hook(service, key, dest.transport, hook_batch))
+        asyncio.run(_create_hook(service, key, dest.transport, shape))
         consumer = None if b.kind == "http" else stack.enter_context(_consumer(b.kind, dest.consumer, count))
         started = time.monotonic()
         asyncio.run(_post_all(f"{service}/v1/events", key, bodies, 4))
@@ -289,11 +302,11 @@ def end_to_end(
     return count / (done - started)
 
 
-async def _create_hook(service: str, key: str, transport: dict[str, Any], hook_batch: int) -> None:
+async def _create_hook(service: str, key: str, transport: dict[str, Any], shape: HookShape) -> None:
     hook = {
         "name": "bench",
         "event_types": [t.code for t in catalog().types],
-        "transport": transport | {"max_batch_size": hook_batch, "timeout_s": 0},
+        "transport": transport | shape.settings(),
     }
     async with (
         aiohttp.ClientSession() as session,
@@ -470,7 +483,7 @@ def measure(
     folder: Path,
     kinds: list[str],
     rounds: int = 3,
-    hook_batch: int = HOOK_BATCH,
+    shape: HookShape = HookShape(),
 ) -> list[Result]:
     """Per kind: one end-to-end run, then ``rounds`` transport-alone runs (each into a fresh destination, deleted
     once counted), alternating for RabbitMQ with the broker-ceiling run. Every measured run starts once the
@@ -484,7 +497,7 @@ def measure(
     for kind in kinds:
         with broker(kind, folder) as b:
             procs.wait_quiet()
-            e2e = end_to_end(b, bodies, len(events), folder, hook_batch)
+            e2e = end_to_end(b, bodies, len(events), folder, shape)
             b.cleanup()
             result = Result(kind, e2e, [], [])
             for _ in range(rounds):
@@ -550,9 +563,9 @@ def run(
     folder: Path,
     kinds: list[str] | None = None,
     rounds: int = 3,
-    hook_batch: int = HOOK_BATCH,
+    shape: HookShape = HookShape(),
 ) -> list[str]:
-    return table(measure(events, folder, list(kinds or KINDS), rounds, hook_batch), rounds)
+    return table(measure(events, folder, list(kinds or KINDS), rounds, shape), rounds)
 
 
 def main() -> None:
@@ -569,18 +582,22 @@ def main() -> None:
         default=HOOK_BATCH,
         help="the end-to-end hook's max_batch_size (1: one-event batches)",
     )
+    parser.add_argument(
+        "--in-flight", type=int, default=1, help="the end-to-end hook's max_in_flight (HTTP and NATS)"
+    )
     args = parser.parse_args()
     from .run import sample_events
 
     events = sample_events(args.events)
     folder = Path(tempfile.mkdtemp(prefix="ah-bench-transports-"))
     try:
-        lines = run(events, folder, args.kinds.split(","), args.rounds, args.hook_batch)
+        shape = HookShape(args.hook_batch, args.in_flight)
+        lines = run(events, folder, args.kinds.split(","), args.rounds, shape)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(
         f"machine: {os.cpu_count()} cores; events per run: {len(events)};"
-        f" end-to-end hook's max_batch_size: {args.hook_batch}\n"
+        f" end-to-end hook's max_batch_size: {args.hook_batch}, max_in_flight: {args.in_flight}\n"
     )
     print("\n".join(lines))
 

@@ -14,7 +14,7 @@ import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.integrations import TransportContext, open_transport, parse_settings
-from actionhooks.integrations.base import REPLAY_HEADER, Batch, SideMark
+from actionhooks.integrations.base import MAX_IN_FLIGHT, REPLAY_HEADER, Batch, SideMark
 from actionhooks.integrations.nats.transport import Settings
 from tests import brokers
 from tests.brokers import free_port, loopback_context, make_batch, run_nats, unique
@@ -219,3 +219,60 @@ async def test_a_replayed_batch_is_not_dropped_as_a_duplicate_and_carries_its_he
     assert [m.headers["Nats-Msg-Id"] for m in got[20:]] == [f"{m.id}:replay-7" for m in live.messages]
     assert all(REPLAY_HEADER not in (m.headers or {}) for m in got[:20])
     assert all(m.headers[REPLAY_HEADER] == "7" for m in got[20:])
+
+
+def test_max_in_flight_defaults_to_one_and_is_bounded() -> None:
+    base = {"type": "nats", "servers": "nats://h:4222", "subject": "s"}
+    s = parse_settings(base)
+    assert isinstance(s, Settings)
+    assert s.max_in_flight == s.sends_in_flight() == 1
+    s = parse_settings({**base, "max_in_flight": MAX_IN_FLIGHT})
+    assert s.sends_in_flight() == MAX_IN_FLIGHT
+    for bad in (0, MAX_IN_FLIGHT + 1, "4"):
+        with pytest.raises(ValidationError) as info:
+            parse_settings({**base, "max_in_flight": bad})
+        assert info.value.field == "transport.max_in_flight", bad
+
+
+async def test_batches_in_flight_are_all_acknowledged_each_in_its_own_order(
+    nats_server: str, jetstream: tuple[Any, str, str]
+) -> None:
+    js, stream, prefix = jetstream
+    transport = nats_transport(nats_server, prefix + ".{list_id}", max_in_flight=8)
+    batches = [make_batch(1 if n % 2 else 40, list_id=n) for n in range(16)]
+    try:
+        receipts = await asyncio.gather(*(transport.send(batch) for batch in batches))
+    finally:
+        await transport.close()
+    assert [r.response_excerpt for r in receipts] == [
+        f"{len(b.messages)} messages acknowledged" for b in batches
+    ]
+    got = await stream_messages(js, stream)
+    assert sorted(m.headers["Nats-Msg-Id"] for m in got) == sorted(m.id for b in batches for m in b.messages)
+    for n, batch in enumerate(batches):  # each batch in its own order, whatever the others did meanwhile
+        assert [m.data for m in got if m.subject == f"{prefix}.{n}"] == [m.body for m in batch.messages]
+
+
+async def test_a_server_lost_with_batches_in_flight_fails_every_one_of_them_at_once(
+    nats_workdir: Path,
+) -> None:
+    credentials = {"user": "app", "password": "secret"}
+    with contextlib.ExitStack() as server:
+        url = server.enter_context(run_nats(free_port(), nats_workdir))
+        silent = await nats.connect(url, allow_reconnect=False, **credentials)
+        taken = await silent.subscribe("allowed.silent")  # takes each publish and never acks it
+        transport = nats_transport(url, "allowed.silent", credentials=credentials, max_in_flight=3)
+        try:
+            sending = [asyncio.create_task(transport.send(make_batch(4))) for _ in range(3)]
+            await eventually(lambda: taken.delivered == 12)  # all three batches are out at once, none acked
+            assert not any(s.done() for s in sending)
+            started = time.monotonic()
+            server.close()
+            outcomes = await asyncio.wait_for(asyncio.gather(*sending, return_exceptions=True), timeout=10)
+            assert time.monotonic() - started < 5
+            for outcome in outcomes:
+                assert isinstance(outcome, DeliveryError), outcome
+                assert not outcome.permanent and "connection lost" in outcome.reason
+        finally:
+            await transport.close()
+            await silent.close()

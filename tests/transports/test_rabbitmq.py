@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
+import msgspec
 import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
@@ -93,7 +94,9 @@ async def test_a_message_larger_than_a_frame_arrives_whole_and_in_order(channel:
     batch = make_batch(250)
     big = batch.messages[120]
     padding = "x" * (1 << 20)
-    batch.messages[120] = big._replace(body=big.body[:-1] + f',"padding":"{padding}"}}'.encode())
+    batch.messages[120] = msgspec.structs.replace(
+        big, body=big.body[:-1] + f',"padding":"{padding}"}}'.encode()
+    )
     try:
         await transport.send(batch)
         got = await drain_queue(await channel.declare_queue(name, passive=True), 250, exact=True)

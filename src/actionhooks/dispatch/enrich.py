@@ -323,7 +323,7 @@ class ProfileCache:
         kept = self.messages.get(event.seq)
         if kept is not None and kept[0] is profile:
             return kept[1]
-        message = event._replace(body=complete(event.body, profile))
+        message = msgspec.structs.replace(event, body=complete(event.body, profile))
         if len(self.messages) >= self.messages_size:
             _forget_oldest(self.messages, self.messages_size // 4)
         self.messages[event.seq] = (profile, message)
@@ -415,7 +415,7 @@ class Enricher:
             profile = found[event.profile_id]
             if self.cache is not None and not self.fields:  # the same for every such hook: made once
                 return self.cache.completed(event, profile, self._from_profile)
-            return event._replace(body=self._from_profile(event.body, profile))
+            return msgspec.structs.replace(event, body=self._from_profile(event.body, profile))
         if not self.fields:
             return event
-        return event._replace(body=self.body(event.body))
+        return msgspec.structs.replace(event, body=self.body(event.body))

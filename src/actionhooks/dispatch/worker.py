@@ -32,14 +32,15 @@ a limited hook's batches hold at most one second of its rate).
 Sends run at most ``K`` batches ahead of their records: the record of a delivered batch is written while the next
 ones are read, prepared and sent, and a batch is sent only while fewer than ``K`` records are unwritten. ``K`` is
 bounded by events and by batches (:func:`sends_ahead`: :data:`EVENTS_AHEAD` events' worth, at most
-:data:`SENDS_AHEAD` batches, at least one): a hook of one-event batches runs up to 16 sends ahead of their records,
+:data:`SENDS_AHEAD` batches, at least one): a hook of one-event batches runs up to 64 sends ahead of their records,
 so it does not wait a commit per event, and a hook of 1 000-event batches keeps K = 1. (Up to 1 000 one-event sends
 ahead was measured too: no faster for the hook, whose rate aiohttp's cost per request sets, and ingest beside it
-ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it.) Records are written in order, those waiting together in one write (one commit, shared with
+ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it; 64 cost ingest nothing measurable
+against 16, and let a NATS hook of one-event batches with 64 in flight deliver a quarter faster.) Records are written in order, those waiting together in one write (one commit, shared with
 other hooks).
 
 Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
-transport allows more (HTTP's ``max_in_flight`` n, at most K) has up to n batches out at once, each its own task
+transport allows more (HTTP's and NATS's ``max_in_flight`` n, at most K) has up to n batches out at once, each its own task
 (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
 cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and those out). A batch found failed stops new sends: the batches out before it are handled, it is
 retried until delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent
@@ -81,7 +82,7 @@ EXCERPT = 500
 MIN_WINDOW = 4_000  # log positions one read may span
 MAX_WINDOW = 1_000_000
 EVENTS_AHEAD = 1_000  # K: a hook's sends run at most this many events' batches ahead of their records…
-SENDS_AHEAD = 16  # …and at most this many batches (more took the event loop from ingest, gaining no speed)
+SENDS_AHEAD = 64  # …and at most this many batches (1 000 took the event loop from ingest, BENCHMARKS.md)
 
 
 def sends_ahead(max_batch_size: int) -> int:

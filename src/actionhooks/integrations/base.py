@@ -210,7 +210,9 @@ class SourceSettings(SecretSettings, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError(exc.message) from None
 
 
+MAX_IN_FLIGHT = 64  # the dispatcher's K for one-event batches (dispatch/worker.py SENDS_AHEAD)
 BatchSize = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+InFlight = Annotated[int, msgspec.Meta(ge=1, le=MAX_IN_FLIGHT)]  # a transport's ``max_in_flight``
 BatchTimeout = Annotated[float, msgspec.Meta(ge=0, le=3600)]
 
 

@@ -532,7 +532,7 @@ class SqlStore(SideDeliveriesSql):
                 f" (SELECT seq FROM events WHERE {where} ORDER BY seq LIMIT {p}) ORDER BY seq"
             )
         cur.execute(sql, params)
-        events = [LoggedEvent._make(r) for r in cur.fetchall()]
+        events = [LoggedEvent(*r) for r in cur.fetchall()]
         scanned_to = events[-1].seq if len(events) >= limit else upper
         return Page(events, scanned_to, scanned_to >= head)
 
@@ -560,7 +560,7 @@ class SqlStore(SideDeliveriesSql):
                 cur.execute(self._sql.next_seq, (upper,))
                 upper, rows = read_from(int(_one(cur)[0]) - 1)
             accounts = [r[0] for r in rows]
-            events = [LoggedEvent._make(r[1:]) for r in rows]
+            events = [LoggedEvent(*r[1:]) for r in rows]
             scanned_to = events[-1].seq if len(events) >= limit else upper
             return LogPage(accounts, events, scanned_to, scanned_to >= head)
 

@@ -19,7 +19,7 @@ RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run 
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
 [--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N] [--in-flight N]`` (the end-to-end hook's
-``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given: only HTTP and NATS take it). A consumer process is ``python -m bench.transports
+``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given: Kafka does not take it). A consumer process is ``python -m bench.transports
 consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
@@ -583,7 +583,7 @@ def main() -> None:
         help="the end-to-end hook's max_batch_size (1: one-event batches)",
     )
     parser.add_argument(
-        "--in-flight", type=int, default=1, help="the end-to-end hook's max_in_flight (HTTP and NATS)"
+        "--in-flight", type=int, default=1, help="the end-to-end hook's max_in_flight (not Kafka)"
     )
     args = parser.parse_args()
     from .run import sample_events

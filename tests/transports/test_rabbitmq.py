@@ -238,15 +238,20 @@ async def test_a_loopback_broker_is_refused_without_the_allow_list(rabbitmq: tup
 
 
 @pytest.mark.slow
-async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq_node: RabbitNode) -> None:
+@pytest.mark.parametrize("in_flight", [1, 4])
+async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq_node: RabbitNode, in_flight: int) -> None:
     """Batches that fail while the broker restarts are retryable and succeed once it is back (at-least-once).
-    The restart is ``rabbitmqctl stop_app`` / ``start_app`` on a private node: the machine's broker stays up."""
+    The restart is ``rabbitmqctl stop_app`` / ``start_app`` on a private node: the machine's broker stays up. With
+    batches in flight, ``in_flight`` lanes send at once on the transport's one link."""
     name = unique("ah-q")
-    transport = queue_transport(name, port=rabbitmq_node.port)
+    transport = queue_transport(name, port=rabbitmq_node.port, max_in_flight=in_flight)
     batches = [make_batch(100, start=i * 100) for i in range(40)]
     failures: list[DeliveryError] = []
 
     async def publish_all() -> None:
+        await asyncio.gather(*(lane(batches[n::in_flight]) for n in range(in_flight)))
+
+    async def lane(batches: list[Batch]) -> None:
         for batch in batches:
             while True:
                 try:
@@ -256,7 +261,7 @@ async def test_a_broker_restart_mid_load_loses_nothing(rabbitmq_node: RabbitNode
                     assert not exc.permanent, exc.reason
                     failures.append(exc)
                     await asyncio.sleep(0.2)
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05 * in_flight)  # the same pace in all: the restart comes mid-load
 
     async def restart() -> None:
         await asyncio.sleep(0.3)
@@ -300,3 +305,75 @@ async def test_a_redriven_batch_carries_its_header_and_live_ones_none(channel: A
     finally:
         await transport.close()
         await channel.queue_delete(name)
+
+
+async def test_batches_in_flight_are_all_confirmed_and_queued_in_the_order_they_were_sent(
+    channel: Any,
+) -> None:
+    name = unique("ah-q")
+    transport = queue_transport(name, max_in_flight=8)
+    batches = [make_batch(1 if n % 2 else 40, start=n * 100) for n in range(16)]
+    try:
+        receipts = await asyncio.gather(*(transport.send(batch) for batch in batches))
+        assert [r.response_excerpt for r in receipts] == [
+            f"{len(b.messages)} messages confirmed" for b in batches
+        ]
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        got = await drain_queue(queue, sum(len(b.messages) for b in batches))
+        assert [m.message_id for m in got] == [m.id for b in batches for m in b.messages]
+    finally:
+        await transport.close()
+
+
+async def test_an_unroutable_message_fails_its_batch_and_no_batch_in_flight_is_taken_as_delivered(
+    channel: Any,
+) -> None:
+    """The queue is deleted under the transport: the broker returns the messages published to it (``mandatory``)
+    and still acks them. A batch whose messages came back fails, retryable, and so do those whose link was dropped
+    under them; a batch sent after that declares the queue again. Every batch reported confirmed is in the queue."""
+    name = unique("ah-q")
+    transport = queue_transport(name, max_in_flight=4)
+    batches = [make_batch(5, start=n * 10) for n in range(4)]
+    try:
+        await transport.send(make_batch(1))  # declares the queue, opens the link
+        await channel.queue_delete(name)
+        outcomes = await asyncio.gather(*(transport.send(b) for b in batches), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, DeliveryError)]
+        assert failed and all(not o.permanent for o in failed), outcomes
+        assert "could not route" in failed[0].reason
+        confirmed = [b for b, o in zip(batches, outcomes, strict=True) if not isinstance(o, BaseException)]
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        expected = [m.id for b in confirmed for m in b.messages]
+        got = await drain_queue(queue, len(expected)) if expected else []
+        assert [m.message_id for m in got] == expected
+    finally:
+        await transport.close()
+        await channel.queue_delete(name)
+
+
+async def test_confirms_settle_only_the_runs_their_tags_cover() -> None:
+    """Two runs awaiting confirms at once (tags 1–3 and 4–6): a single ack settles its own tag only, a ``multiple``
+    one every open tag up to it in every run, a nack counts in the run it falls in, a return in the run holding its
+    message id, and a closed channel fails whatever is still open."""
+    from pika import BasicProperties, frame, spec
+
+    from actionhooks.integrations.rabbitmq.link import Confirms, Link
+
+    link, loop = Link(), asyncio.get_running_loop()
+    first, second = Confirms(1, 3, loop, {"a", "b", "c"}), Confirms(4, 3, loop, {"d", "e", "f"})
+    link._confirms.extend([first, second])
+
+    def confirm(method: Any) -> None:
+        link._confirmed(frame.Method(1, method))
+
+    confirm(spec.Basic.Ack(delivery_tag=5, multiple=False))
+    assert (first._settled, second._settled) == (0, 1)
+    confirm(spec.Basic.Nack(delivery_tag=2, multiple=True))
+    assert (first._settled, first.nacked, second._settled) == (2, 2, 1)
+    link._returned(None, None, BasicProperties(message_id="e"), b"")
+    assert (first.returned, second.returned) == (0, 1)
+    confirm(spec.Basic.Ack(delivery_tag=3, multiple=False))
+    assert first.done.done() and list(link._confirms) == [second]
+    link._fail(ConnectionError("gone"))
+    with pytest.raises(ConnectionError):
+        await second.done

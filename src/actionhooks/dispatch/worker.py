@@ -40,7 +40,7 @@ against 16, and let a NATS hook of one-event batches with 64 in flight deliver a
 other hooks).
 
 Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
-transport allows more (HTTP's and NATS's ``max_in_flight`` n, at most K) has up to n batches out at once, each its own task
+transport allows more (``max_in_flight`` n of HTTP, NATS, RabbitMQ; at most K) has up to n batches out at once, each its own task
 (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
 cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and those out). A batch found failed stops new sends: the batches out before it are handled, it is
 retried until delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent

@@ -5,12 +5,15 @@ aio-pika/aiormq took ~110 µs (one coroutine, future and socket write per messag
 keeps pika's callback style out of the transport and the broker consumer: ``open`` and the declarations are
 awaited, and whatever closes the connection or the channel fails every wait in progress with the reason.
 
-Publisher confirms are counted by delivery tag (``Confirms``) rather than with a future per message.
+Publisher confirms are counted by delivery tag (``Confirms``) rather than with a future per message. Several
+publish runs may await their confirms at once (a hook's batches in flight), each its own run of tags; runs are
+published one at a time (``publish_all`` is not re-entered before it returns).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -32,11 +35,15 @@ class Confirms:
     """The broker's acks and nacks for the delivery tags ``first .. first + count - 1`` of one publish run.
 
     An ack or nack with ``multiple`` settles every earlier tag still open; ``done`` is resolved once all are settled.
-    Returned (unroutable) messages are counted by their ``message_id`` as the broker sends them before their ack.
+    Returned (unroutable) messages are counted by their ``message_id`` (one of ``returnable``, the ids of the run's
+    ``mandatory`` messages) as the broker sends them before their ack.
     """
 
-    def __init__(self, first: int, count: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, first: int, count: int, loop: asyncio.AbstractEventLoop, returnable: set[str] | None = None
+    ) -> None:
         self.first, self.count = first, count
+        self.returnable = returnable or set()
         self.nacked = 0
         self.returned = 0
         self.done: asyncio.Future[None] = loop.create_future()
@@ -49,7 +56,7 @@ class Confirms:
 
     def settle(self, tag: int, multiple: bool, ack: bool) -> None:
         last = tag - self.first
-        if last < 0:
+        if last < 0 or (not multiple and last >= self.count):  # another run's tag
             return
         last = min(last, self.count - 1)
         offsets = range(self._low, last + 1) if multiple else range(last, last + 1)
@@ -77,7 +84,9 @@ class Link:
         self.channel: Any = None
         self.closed: BaseException | None = None
         self._waits: set[asyncio.Future[Any]] = set()
-        self._confirms: Confirms | None = None
+        self._confirms: collections.deque[Confirms] = (
+            collections.deque()
+        )  # runs awaiting confirms, oldest first
         self._next_tag = 1
         self._confirm_mode = False
         self.on_message_returned: Callable[[Any], None] | None = None
@@ -181,8 +190,10 @@ class Link:
         if not self.is_open:
             raise self.closed or ChannelWrongStateError("the channel is closed")
         loop = asyncio.get_running_loop()
-        confirms = Confirms(self._next_tag, len(messages), loop)
-        self._confirms = confirms
+        returnable = {properties.message_id for _, _, _, properties, mandatory in messages if mandatory}
+        confirms = Confirms(self._next_tag, len(messages), loop, returnable)
+        if not confirms.done.done():
+            self._confirms.append(confirms)
         number, connection = self.channel.channel_number, self.connection
         body_max = connection.body_frame_max
         publish_frames: dict[tuple[str, str, bool], bytes] = {}
@@ -237,13 +248,20 @@ class Link:
 
     def _confirmed(self, frame: Any) -> None:
         method = frame.method
-        if self._confirms is not None:
-            ack = isinstance(method, pika.spec.Basic.Ack)
-            self._confirms.settle(method.delivery_tag, bool(method.multiple), ack)
+        tag, multiple = method.delivery_tag, bool(method.multiple)
+        ack = isinstance(method, pika.spec.Basic.Ack)
+        for confirms in self._confirms:  # the runs up to the tag (with ``multiple``, all of them)
+            if confirms.first > tag:
+                break
+            confirms.settle(tag, multiple, ack)
+        while self._confirms and self._confirms[0].done.done():
+            self._confirms.popleft()
 
     def _returned(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        if self._confirms is not None:
-            self._confirms.returned += 1
+        runs = [c for c in self._confirms if not c.done.done() and properties.message_id in c.returnable]
+        # a message no open run knows counts against every one: none is taken as delivered on a guess
+        for confirms in runs or [c for c in self._confirms if not c.done.done()]:
+            confirms.returned += 1
         if self.on_message_returned is not None:
             self.on_message_returned(properties)
 
@@ -253,8 +271,10 @@ class Link:
         for wait in waits:
             if not wait.done():
                 wait.set_exception(exc)
-        if self._confirms is not None and not self._confirms.done.done():
-            self._confirms.done.set_exception(exc)
+        runs, self._confirms = self._confirms, collections.deque()
+        for confirms in runs:
+            if not confirms.done.done():
+                confirms.done.set_exception(exc)
 
     def _wait(self) -> asyncio.Future[Any]:
         wait: asyncio.Future[Any] = asyncio.get_running_loop().create_future()

@@ -15,6 +15,9 @@ every message of the batch.
   other properties is a permanent error naming them) and publishes with routing key ``<list_id>.<event_type>``;
   ``0.<event_type>`` for events without ``list_id`` (0 means "none", as ``segment_id`` 0 does in messages).
 
+With ``max_in_flight`` above 1, up to that many batches await their confirms at once on the one channel; each is
+published whole before the next one starts, so the queue or exchange gets them in log order.
+
 Errors: unreachable broker, lost connection, a nack, an unroutable message or no confirm in time → retryable (the
 connection is dropped and opened again by the next ``send``); bad credentials, refused permissions, a refused vhost
 or an incompatible existing exchange → permanent.
@@ -26,7 +29,16 @@ import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
 from ...errors import DeliveryError, ValidationError
-from ..base import Batch, BatchSize, BatchTimeout, Message, Receipt, TransportContext, TransportSettings
+from ..base import (
+    Batch,
+    BatchSize,
+    BatchTimeout,
+    InFlight,
+    Message,
+    Receipt,
+    TransportContext,
+    TransportSettings,
+)
 from .connection import CONNECT_TIMEOUT_S, ConnectionSettings, Name
 
 if TYPE_CHECKING:
@@ -41,6 +53,11 @@ class _Settings(ConnectionSettings, TransportSettings, kw_only=True):
 
     max_batch_size: BatchSize = 1000
     timeout_s: BatchTimeout = 0.0
+    # batches awaiting their confirms at once (docs/transports/rabbitmq.md#batches-in-flight)
+    max_in_flight: InFlight = 1
+
+    def sends_in_flight(self) -> int:
+        return self.max_in_flight
 
 
 class QueueSettings(_Settings, tag="rabbitmq_queue"):
@@ -71,41 +88,42 @@ def routing_key(message: Message) -> str:
 
 
 class RabbitMQTransport:
-    """One connection and one confirm-mode channel, opened on the first ``send`` and after any failure."""
+    """One connection and one confirm-mode channel, opened on the first ``send`` and after any failure; the sends in
+    flight share it."""
 
     def __init__(self, settings: QueueSettings | ExchangeSettings, context: TransportContext) -> None:
         self.settings = settings
         self._guard = context.net_guard
         self._link: Link | None = None
-        self._lock = asyncio.Lock()
+        self._publishing = asyncio.Lock()  # one batch published at a time: its delivery tags are one run
 
     async def send(self, batch: Batch) -> Receipt:
-        """Publish every message of ``batch`` and wait for the broker's confirms of all of them."""
-        async with self._lock:
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
+        """Publish every message of ``batch`` and wait for the broker's confirms of all of them. A failure drops
+        the link it happened on (failing the other sends awaiting confirms there: retryable), not a newer one."""
+        link = None
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S + CONFIRM_TIMEOUT_S):
+                async with self._publishing:
                     link = await self._ready()
                     confirms = await link.publish_all(self._messages(batch))
-                    await link.settled(confirms)
-            except Exception as exc:
-                await self._drop()
-                raise _map_error(exc, self.settings) from exc
-            if confirms.nacked or confirms.returned:
-                await self._drop()
-                where = _where(self.settings)
-                if confirms.returned:
-                    raise DeliveryError(
-                        f"RabbitMQ at {where} could not route {confirms.returned} of {confirms.count} messages "
-                        f"(no queue {getattr(self.settings, 'queue', '')!r})"
-                    )
+                await link.settled(confirms)
+        except Exception as exc:
+            await self._drop(link)
+            raise _map_error(exc, self.settings) from exc
+        if confirms.nacked or confirms.returned:
+            await self._drop(link)
+            where = _where(self.settings)
+            if confirms.returned:
                 raise DeliveryError(
-                    f"RabbitMQ at {where} refused {confirms.nacked} of {confirms.count} messages"
+                    f"RabbitMQ at {where} could not route {confirms.returned} of {confirms.count} messages "
+                    f"(no queue {getattr(self.settings, 'queue', '')!r})"
                 )
+            raise DeliveryError(f"RabbitMQ at {where} refused {confirms.nacked} of {confirms.count} messages")
         return Receipt(response_excerpt=f"{len(batch.messages)} messages confirmed")
 
     async def close(self) -> None:
-        async with self._lock:
-            await self._drop()
+        async with self._publishing:
+            await self._drop(self._link)
 
     def _messages(self, batch: Batch) -> list[tuple[str, str, bytes, Any, bool]]:
         """``(exchange, routing_key, body, properties, mandatory)`` of each message, for ``Link.publish_all``."""
@@ -135,26 +153,34 @@ class RabbitMQTransport:
         """The confirm-mode link to publish on, connecting and declaring first when needed."""
         if self._link is not None and self._link.is_open:
             return self._link
-        await self._drop()
+        await self._drop(self._link)
         s = self.settings
         addresses = await self._guard.addresses(s.host, s.effective_port, "RabbitMQ")
-        self._link = link = await s.connect(name="actionhooks", confirms=True, addresses=addresses)
-        if isinstance(s, QueueSettings):
-            await link.ensure_queue(s.queue, s.queue_type)
-        else:
-            await link.call(
-                link.channel.exchange_declare,
-                s.exchange,
-                exchange_type=s.exchange_type,
-                durable=s.durable,
-                auto_delete=s.auto_delete,
-            )
+        link = await s.connect(name="actionhooks", confirms=True, addresses=addresses)
+        try:
+            if isinstance(s, QueueSettings):
+                await link.ensure_queue(s.queue, s.queue_type)
+            else:
+                await link.call(
+                    link.channel.exchange_declare,
+                    s.exchange,
+                    exchange_type=s.exchange_type,
+                    durable=s.durable,
+                    auto_delete=s.auto_delete,
+                )
+        except BaseException:
+            await link.close()
+            raise
+        self._link = link
         return link
 
-    async def _drop(self) -> None:
-        link, self._link = self._link, None
-        if link is not None:
-            await link.close()
+    async def _drop(self, link: Link | None) -> None:
+        """Close ``link``; forget it if it is still the current one."""
+        if link is None:
+            return
+        if self._link is link:
+            self._link = None
+        await link.close()
 
 
 ACCESS_REFUSED, PRECONDITION_FAILED, NOT_ALLOWED = 403, 406, 530  # AMQP reply codes

@@ -180,13 +180,19 @@ def rabbit(kind: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "host": "127.0.0.1", "user": "guest", "password": "guest", **extra}
 
 
+# batches of 16 one at a time, and one-event batches 8 in flight (sent concurrently, published in log order)
+SHAPES = [{}, {"max_batch_size": 1, "max_in_flight": 8}]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=["one at a time", "8 in flight"])
 async def test_rabbitmq_queue_holds_what_the_http_hook_got(
-    service: Service, owner: User, amqp: aio_pika.abc.AbstractChannel
+    service: Service, owner: User, amqp: aio_pika.abc.AbstractChannel, shape: dict[str, int]
 ) -> None:
     name = unique("ah-pipe-q")
     queue = await amqp.declare_queue(name, durable=True)  # the consumer's queue; the hook uses it as it is
     try:
-        ids, http, hook_id = await send_through_both(service, owner, rabbit("rabbitmq_queue", queue=name))
+        transport = rabbit("rabbitmq_queue", queue=name, **shape)
+        ids, http, hook_id = await send_through_both(service, owner, transport)
         got = await drain_queue(queue, len(ids), exact=True)
         assert [m.body for m in got] == http.raw  # one queue: the whole log order
         assert [m.message_id for m in got] == ids
@@ -267,15 +273,17 @@ async def stream_messages(js: Any, stream: str) -> list[Any]:
     return [await js.get_msg(stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=["one at a time", "8 in flight"])
 async def test_nats_stream_holds_what_the_http_hook_got_on_templated_subjects(
-    service: Service, owner: User, nats_server: str
+    service: Service, owner: User, nats_server: str, shape: dict[str, int]
 ) -> None:
     nc = await nats.connect(nats_server)
     js = nc.jetstream()
     stream, prefix = unique("AHPIPE"), unique("ahpipe")
     await js.add_stream(name=stream, subjects=[f"{prefix}.>"])
     try:
-        transport = {"type": "nats", "servers": nats_server, "subject": prefix + ".{list_id}.{event_type}"}
+        subject = prefix + ".{list_id}.{event_type}"
+        transport = {"type": "nats", "servers": nats_server, "subject": subject, **shape}
         ids, http, hook_id = await send_through_both(service, owner, transport)
 
         async def stored() -> list[Any]:

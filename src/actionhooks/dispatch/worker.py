@@ -35,13 +35,13 @@ bounded by events and by batches (:func:`sends_ahead`: :data:`EVENTS_AHEAD` even
 :data:`SENDS_AHEAD` batches, at least one): a hook of one-event batches runs up to 64 sends ahead of their records,
 so it does not wait a commit per event, and a hook of 1 000-event batches keeps K = 1. (Up to 1 000 one-event sends
 ahead was measured too: no faster for the hook, whose rate aiohttp's cost per request sets, and ingest beside it
-ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it; 64 cost ingest nothing measurable
-against 16, and let a NATS hook of one-event batches with 64 in flight deliver a quarter faster.) Records are written in order, those waiting together in one write (one commit, shared with
-other hooks).
+ran at 17–24 k events/s instead of 27–35 k: the sends took the event loop from it; 64 cost ingest nothing
+measurable against 16, and let a NATS hook of one-event batches with 64 in flight deliver a little faster.)
+Records are written in order, those waiting together in one write (one commit, shared with other hooks).
 
 Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
-transport allows more (``max_in_flight`` n of HTTP, NATS, RabbitMQ; at most K) has up to n batches out at once, each its own task
-(:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
+transport allows more (``max_in_flight`` n of HTTP, NATS or RabbitMQ; at most K) has up to n batches out at
+once, each its own task (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
 cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and those out). A batch found failed stops new sends: the batches out before it are handled, it is
 retried until delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent
 again). A worker stopping while one fails records what the others did and moves no cursor

@@ -50,9 +50,8 @@ MAX_RESPONSE_BYTES = 64 * 1024  # what success_regex is matched against; the res
 # match then costs at most about one step per instruction per byte of the body (~0.5 s over 64 KiB, worst case)
 MAX_REGEX_PROGRAM = 5000
 REGEX_MEMORY = 1024 * 1024
-MAX_IN_FLIGHT = (
-    16  # each batch in flight holds a connection of its own (NATS shares one: up to base.MAX_IN_FLIGHT)
-)
+# each batch in flight holds a connection of its own (NATS and RabbitMQ share one: up to base.MAX_IN_FLIGHT)
+MAX_IN_FLIGHT = 16
 _INLINE_MATCH_STEPS = 50_000  # body length × program size up to which a match may run on the event loop
 
 # set by the transport itself, or meaningless end to end (RFC 9110 §7.6.1), or the signature's own

@@ -84,9 +84,8 @@ class Link:
         self.channel: Any = None
         self.closed: BaseException | None = None
         self._waits: set[asyncio.Future[Any]] = set()
-        self._confirms: collections.deque[Confirms] = (
-            collections.deque()
-        )  # runs awaiting confirms, oldest first
+        # the publish runs awaiting confirms, oldest first
+        self._confirms: collections.deque[Confirms] = collections.deque()
         self._next_tag = 1
         self._confirm_mode = False
         self.on_message_returned: Callable[[Any], None] | None = None

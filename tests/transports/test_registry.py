@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -54,3 +57,41 @@ def test_brokers_have_a_consume_command_each() -> None:
     consume = next(g for g in app.registered_groups if g.name == "consume")
     assert consume.typer_instance is not None
     assert [c.name for c in consume.typer_instance.registered_commands] == integrations.brokers()
+
+
+_IMPORT_THREADS = """
+import asyncio, json, sys, threading
+from actionhooks.integrations import load_client, parse_settings
+hooks = [{"type": "http", "url": "http://127.0.0.1:9/in"}, {"type": "nats", "servers": "127.0.0.1:9", "subject": "s"}]
+settings = [parse_settings(h) for h in hooks]
+assert "aiohttp" not in sys.modules and "nats" not in sys.modules, "imported before load_client"
+on_main = {}
+def audit(event, args):
+    top = args[0].partition(".")[0] if event == "import" else None
+    if top in ("aiohttp", "nats"):
+        on_main.setdefault(top, threading.current_thread() is threading.main_thread())
+sys.addaudithook(audit)
+async def main():
+    for s in settings:
+        await load_client(s)
+asyncio.run(main())
+print(json.dumps(on_main))
+"""
+
+
+def test_a_transports_client_library_is_imported_in_a_thread_not_on_the_event_loop() -> None:
+    # a fresh interpreter: this one imported aiohttp and nats long ago
+    done = subprocess.run([sys.executable, "-c", _IMPORT_THREADS], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"aiohttp": False, "nats": False}
+
+
+async def test_a_client_library_that_cannot_be_imported_is_left_for_the_send_to_report() -> None:
+    missing = integrations.Integration(
+        "stub", ("stub",), stub.__name__, client=("actionhooks_no_such_client",)
+    )
+    integrations.register(missing)
+    try:
+        await integrations.load_client(stub.Settings(name="n"))  # no error here: the send reports it
+    finally:
+        integrations.register(stub.INTEGRATION)

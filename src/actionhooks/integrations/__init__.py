@@ -2,13 +2,15 @@
 
 An :class:`Integration` names the modules of one folder, imported on first use so that a broker's client library
 stays an optional extra: its transport module (``Settings`` + ``open``, for the transport ``type`` names it
-serves) and its consumer module (``ConsumerSettings`` + ``open_source``, for ``actionhooks consume <name>`` and
-the consumers file). Adding a broker = one folder, its tests, one ``register`` call here, one page in
+serves), the modules its sends need (the client library: :func:`load_client` imports them in a thread before a
+hook's first send) and its consumer module (``ConsumerSettings`` + ``open_source``, for ``actionhooks consume
+<name>`` and the consumers file). Adding a broker = one folder, its tests, one ``register`` call here, one page in
 ``docs/transports/`` (CONTRIBUTING.md). Tests register their own (the ``stub`` transport) with :func:`register`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
@@ -23,12 +25,14 @@ from .base import Batch, Message, Receipt, Transport, TransportContext, Transpor
 @dataclass(frozen=True)
 class Integration:
     """One destination and/or source: ``transport_types`` served by the module ``transport`` (``Settings`` and
-    ``open``); ``consumer`` the module of its broker consumer (``ConsumerSettings`` and ``open_source``)."""
+    ``open``), whose sends import the modules ``client``; ``consumer`` the module of its broker consumer
+    (``ConsumerSettings`` and ``open_source``)."""
 
     name: str
     transport_types: tuple[str, ...] = ()
     transport: str | None = None
     consumer: str | None = None
+    client: tuple[str, ...] = ()
 
     def transport_module(self) -> ModuleType:
         assert self.transport is not None, f"{self.name} has no transport"
@@ -65,17 +69,30 @@ def unregister(name: str) -> Integration | None:
 
 
 _PACKAGE = __name__
-register(Integration("http", ("http",), f"{_PACKAGE}.http.transport"))
+register(Integration("http", ("http",), f"{_PACKAGE}.http.transport", client=(f"{_PACKAGE}.http.resolver",)))
 register(
     Integration(
         "rabbitmq",
         ("rabbitmq_queue", "rabbitmq_exchange"),
         f"{_PACKAGE}.rabbitmq.transport",
         f"{_PACKAGE}.rabbitmq.consumer",
+        client=(f"{_PACKAGE}.rabbitmq.link",),
     )
 )
-register(Integration("kafka", ("kafka",), f"{_PACKAGE}.kafka.transport", f"{_PACKAGE}.kafka.consumer"))
-register(Integration("nats", ("nats",), f"{_PACKAGE}.nats.transport", f"{_PACKAGE}.nats.consumer"))
+register(
+    Integration(
+        "kafka",
+        ("kafka",),
+        f"{_PACKAGE}.kafka.transport",
+        f"{_PACKAGE}.kafka.consumer",
+        client=("confluent_kafka",),
+    )
+)
+register(
+    Integration(
+        "nats", ("nats",), f"{_PACKAGE}.nats.transport", f"{_PACKAGE}.nats.consumer", client=("nats",)
+    )
+)
 
 __all__ = [
     "INTEGRATIONS",
@@ -87,6 +104,7 @@ __all__ = [
     "TransportContext",
     "TransportSettings",
     "brokers",
+    "load_client",
     "open_transport",
     "parse_settings",
     "register",
@@ -133,9 +151,27 @@ def parse_settings(data: Any) -> TransportSettings:
     return settings
 
 
+def _integration(settings: TransportSettings) -> Integration:
+    return _BY_TYPE[str(getattr(msgspec.inspect.type_info(type(settings)), "tag", None))]
+
+
 def open_transport(settings: TransportSettings, context: TransportContext) -> Transport:
-    kind = msgspec.inspect.type_info(type(settings))
-    tag = getattr(kind, "tag", None)
-    module = transport_module(str(tag))
-    transport: Transport = module.open(settings, context)
+    transport: Transport = _integration(settings).transport_module().open(settings, context)
     return transport
+
+
+_LOADED: set[str] = set()  # client modules imported by load_client
+
+
+async def load_client(settings: TransportSettings) -> None:
+    """Import the modules the sends of ``settings``' transport need, in a thread, once per process: the first send
+    would import them on the event loop, and every request of every account would wait (aiohttp: 0.15 s on a quiet
+    machine; 0.57 s of the event loop under load, measured with py-spy — BENCHMARKS.md). A module that cannot be
+    imported (an extra not installed) is left for the send to report, as without this."""
+    for name in _integration(settings).client:
+        if name not in _LOADED:
+            try:
+                await asyncio.to_thread(importlib.import_module, name)
+            except ImportError:
+                continue
+            _LOADED.add(name)

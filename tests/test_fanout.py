@@ -428,6 +428,32 @@ async def test_the_read_ahead_waits_for_hooks_reading_what_it_would_push_out(sto
     assert feed.high - base == 100 and not feed._held
 
 
+async def test_the_read_ahead_waits_for_a_hook_stepping_aside_with_events_of_the_oldest_chunk_to_send(
+    store: Store,
+) -> None:
+    """A hook stepping aside for ingest with a batch to send that begins in the oldest chunk has read past the
+    chunk, but the batch's profiles are read once per chunk for every hook: the read-ahead waits, or the batch
+    would read its profiles alone (``bench.fanout``'s ``100 hooks at 10 %``: each hook's first batch, 101 000
+    profiles read alone). It goes on once the hook has sent (it no longer steps aside)."""
+    account = await store.create_account("one", "h1")
+    feed = LogFeed(store, chunk=10, keep=30, trail_keep=0)
+    base = await store.head()
+    feed.high = feed.low = base
+    holder = Subscription(account, ("deliv",), None, asyncio.Event(), position=base + 30)
+    holder.deferring, holder.holds_after = True, base + 5  # its batch: events after base + 5
+    feed.subscribe(holder)
+    await store.append(
+        account, [NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b"{}") for n in range(100)]
+    )
+    feed.appended({account})
+    await eventually(lambda: feed._held)
+    assert (feed.low - base, feed.high - base) == (0, 30)
+    assert feed.spans(base + 6, base + 30) is not None  # the batch's chunks are there for its profiles
+    holder.deferring = False  # sent
+    await eventually(lambda: feed._at_head)
+    assert feed.high - base == 100 and not feed._held
+
+
 async def test_another_accounts_appends_are_read_at_once_while_the_read_ahead_waits(store: Store) -> None:
     """A hook held up by its destination inside the memory holds the read-ahead back for its own account's burst,
     never for another account: the other account's events are read and its hook woken at once (the slow hook

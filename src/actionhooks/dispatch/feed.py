@@ -76,6 +76,7 @@ class Subscription:
     position: int = 0  # how far the hook has read the log (its worker keeps it current)
     read_at: float = 0.0  # monotonic time of its last read (its worker keeps it current)
     deferring: bool = False  # its sends are stepping aside for ingest: it reads on once they are done
+    holds_after: int = 0  # while deferring: the events it holds to send are after this position
 
     def reading(self, now: float) -> bool:
         """Whether the hook is working through the log (not stuck on a slow destination or a retry's wait)."""
@@ -426,15 +427,21 @@ class LogFeed(_Memory):
 
     def _crowded(self) -> bool:
         """Whether the next chunk read would push the oldest kept out while a hook reading has not read past it
-        — its events would be read again, by the trail or by the hook alone — and only its own account's appends
-        wait to be read: another account's never wait for it (they are read, and the hook reads alone)."""
+        — its events would be read again, by the trail or by the hook alone — or while a hook stepping aside for
+        ingest holds events of it to send (its batch's profiles, read once per chunk for every hook, would be
+        read again for the batch alone: 100 hooks in a 100 000-event burst read 101 000 profiles so, as many as
+        every chunk's); and only its own account's appends wait to be read: another account's never wait for it
+        (they are read, and the hook reads alone)."""
         if not self._chunks or self._kept + self.chunk <= self.keep:
             return False
         now = time.monotonic()
+        oldest = self._chunks[0]
         holding = {
             sub.account_id
-            for sub in self._behind(self._chunks[0])
-            if sub.position >= self.low and sub.reading(now)
+            for key in oldest.by_key
+            for sub in self._subscribers.get(key, ())
+            if (self.low <= sub.position < oldest.high and sub.reading(now))
+            or (sub.deferring and self.low <= sub.holds_after < oldest.high)
         }
         return bool(holding) and self._appended_by <= holding
 

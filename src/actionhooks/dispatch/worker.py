@@ -387,6 +387,7 @@ class HookWorker:
                 caught_up = await self._fill(self.read_limit - len(self.buffer))
             if len(self.buffer) >= self.max_batch or (self.buffer and self._due_in() <= 0):
                 self.subscription.deferring = True
+                self.subscription.holds_after = self.buffer[0].seq - 1
                 try:
                     stepped_aside = await self.deferral.step_aside()
                 finally:

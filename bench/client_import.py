@@ -48,7 +48,9 @@ async def main(mode, settings):
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     if mode == "on the loop":
-        for name in integrations._integration(settings).client:
+        kind = json.loads(sys.argv[2])["type"]
+        owner = next(i for i in integrations.INTEGRATIONS.values() if kind in i.transport_types)
+        for name in owner.client:
             importlib.import_module(name)
     else:
         await integrations.load_client(settings)

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 
-SETTINGS = {
+SETTINGS: dict[str, dict[str, object]] = {
     "http": {"type": "http", "url": "http://127.0.0.1:9/in"},
     "nats": {"type": "nats", "servers": "127.0.0.1:9", "subject": "s"},
     "rabbitmq_queue": {

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -86,12 +87,15 @@ def test_a_transports_client_library_is_imported_in_a_thread_not_on_the_event_lo
     assert json.loads(done.stdout) == {"aiohttp": False, "nats": False}
 
 
-async def test_a_client_library_that_cannot_be_imported_is_left_for_the_send_to_report() -> None:
-    missing = integrations.Integration(
-        "stub", ("stub",), stub.__name__, client=("actionhooks_no_such_client",)
-    )
-    integrations.register(missing)
+async def test_a_client_library_that_cannot_be_imported_is_left_for_the_send_to_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ah_broken_client.py").write_text("raise RuntimeError('fails as it loads')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clients = ("actionhooks_no_such_client", "ah_broken_client")
+    integrations.register(integrations.Integration("stub", ("stub",), stub.__name__, client=clients))
     try:
         await integrations.load_client(stub.Settings(name="n"))  # no error here: the send reports it
     finally:
         integrations.register(stub.INTEGRATION)
+    assert "ah_broken_client" not in sys.modules  # so the send's own import raises the error again

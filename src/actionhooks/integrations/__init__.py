@@ -167,11 +167,11 @@ async def load_client(settings: TransportSettings) -> None:
     """Import the modules the sends of ``settings``' transport need, in a thread, once per process: the first send
     would import them on the event loop, and every request of every account would wait (aiohttp: 0.15 s on a quiet
     machine; 0.57 s of the event loop under load, measured with py-spy — BENCHMARKS.md). A module that cannot be
-    imported (an extra not installed) is left for the send to report, as without this."""
+    imported (an extra not installed, an import that fails) is left for the send to report, as without this."""
     for name in _integration(settings).client:
         if name not in _LOADED:
             try:
                 await asyncio.to_thread(importlib.import_module, name)
-            except ImportError:
+            except Exception:  # not installed, or failing as it loads: the send imports it again and says why
                 continue
             _LOADED.add(name)

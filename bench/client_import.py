@@ -48,9 +48,7 @@ async def main(mode, settings):
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     if mode == "on the loop":
-        kind = json.loads(sys.argv[2])["type"]
-        owner = next(i for i in integrations.INTEGRATIONS.values() if kind in i.transport_types)
-        for name in owner.client:
+        for name in integrations.client_modules(settings):
             importlib.import_module(name)
     else:
         await integrations.load_client(settings)

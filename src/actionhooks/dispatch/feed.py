@@ -398,10 +398,14 @@ class LogFeed(_Memory):
         else:
             self._appended_by |= appended_by
 
+    def _subscribed(self, chunk: _Chunk) -> Iterator[Subscription]:
+        """The hooks of an account and type ``chunk`` holds (one of several types: once per type)."""
+        subscribers = self._subscribers
+        return (sub for key in chunk.by_key for sub in subscribers.get(key, ()))
+
     def _behind(self, chunk: _Chunk) -> Iterator[Subscription]:
         """The hooks of an account and type ``chunk`` holds that have not read past it yet."""
-        subscribers = self._subscribers
-        return (sub for key in chunk.by_key for sub in subscribers.get(key, ()) if sub.position < chunk.high)
+        return (sub for sub in self._subscribed(chunk) if sub.position < chunk.high)
 
     def _needed(self, chunk: _Chunk) -> bool:
         """Whether a hook of an account and type ``chunk`` holds has not read past it yet."""
@@ -438,8 +442,7 @@ class LogFeed(_Memory):
         oldest = self._chunks[0]
         holding = {
             sub.account_id
-            for key in oldest.by_key
-            for sub in self._subscribers.get(key, ())
+            for sub in self._subscribed(oldest)
             if (self.low <= sub.position < oldest.high and sub.reading(now))
             or (sub.deferring and self.low <= sub.holds_after < oldest.high)
         }

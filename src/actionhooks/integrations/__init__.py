@@ -104,6 +104,7 @@ __all__ = [
     "TransportContext",
     "TransportSettings",
     "brokers",
+    "client_modules",
     "load_client",
     "open_transport",
     "parse_settings",
@@ -161,6 +162,11 @@ def open_transport(settings: TransportSettings, context: TransportContext) -> Tr
     return transport
 
 
+def client_modules(settings: TransportSettings) -> tuple[str, ...]:
+    """The modules the sends of ``settings``' transport import (its client library)."""
+    return _integration(settings).client
+
+
 _LOADED: set[str] = set()  # client modules imported by load_client
 
 
@@ -169,7 +175,7 @@ async def load_client(settings: TransportSettings) -> None:
     would import them on the event loop, and every request of every account would wait (aiohttp: 0.15 s on a quiet
     machine; 0.57 s of the event loop under load, measured with py-spy — BENCHMARKS.md). A module that cannot be
     imported (an extra not installed, an import that fails) is left for the send to report, as without this."""
-    for name in _integration(settings).client:
+    for name in client_modules(settings):
         if name not in _LOADED:
             try:
                 await asyncio.to_thread(importlib.import_module, name)

@@ -40,14 +40,16 @@ measurable against 16, and let a NATS hook of one-event batches with 64 in fligh
 Records are written in order, those waiting together in one write (one commit, shared with other hooks).
 
 Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
-transport allows more (``max_in_flight`` n of HTTP, NATS or RabbitMQ; at most K) has up to n batches out at
-once, each its own task (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so records and the
-cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and those out). A batch found failed stops new sends: the batches out before it are handled, it is
-retried until delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent
-again). A worker stopping while one fails records what the others did and moves no cursor
-(:meth:`HookWorker._abandon`): they all stay for the next worker. A record that fails (the store down, a full disk) is tried again with back-off until it is written —
-the worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K`` batches
-(at most about 1 000 events, whatever the batch size). A read that finds the store unavailable is tried again the same way.
+transport allows more (``max_in_flight`` n of HTTP, NATS or RabbitMQ; at most K) has up to n batches out at once,
+each its own task (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so
+records and the cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and
+those out). A batch found failed stops new sends: the batches out before it are handled, it is retried until
+delivered or dead-lettered, then the ones out with it are handled (a delivered one is not sent again). A worker
+stopping while one fails records what the others did and moves no cursor (:meth:`HookWorker._abandon`): they all
+stay for the next worker. A record that fails (the store down, a full disk) is tried again with back-off until it is
+written — the worker does not crash, and sends nothing once ``K`` records wait — so a crash redelivers at most ``K``
+batches (at most about 1 000 events, whatever the batch size). A read that finds the store unavailable is tried
+again the same way.
 
 :meth:`HookWorker.stop` asks for a graceful end: the batch being sent is finished and recorded, nothing new is sent.
 """

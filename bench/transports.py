@@ -8,8 +8,9 @@ Two figures per transport:
   events/s from the first POST until a consumer in its own process (aio-pika, confluent-kafka, nats-py; for HTTP
   the receiver process) has read all N distinct ids. Ingest, the dispatcher, the transport, the broker and the
   consumer all share the 2 cores.
-- **transport alone** — ``open_transport(...)`` in this process, ``send`` of the same N messages in batches of
-  1000, one batch after the other as a hook's worker does; events/s until the last ``send`` returned (every
+- **transport alone** — ``open_transport(...)`` in this process, ``send`` of the same N messages in the hook's
+  batches (1000 unless ``--hook-batch``), one batch after the other as a hook's worker does (``--in-flight`` n: the
+  next batch starts while fewer than n are out); events/s until the last ``send`` returned (every
   message confirmed/acknowledged by the broker). The broker's message count is checked afterwards and the
   destination deleted. Run ``--rounds`` times (3) into fresh destinations, the median reported with the range;
   for RabbitMQ each run alternates with the broker's ceiling (``bench.amqp_ceiling``, same messages and batches).
@@ -19,7 +20,8 @@ RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run 
 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
 [--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N] [--in-flight N]`` (the end-to-end hook's
-``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given: Kafka does not take it). A consumer process is ``python -m bench.transports
+``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given; the transport-alone runs send in the
+same shape). A consumer process is ``python -m bench.transports
 consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -50,7 +53,7 @@ from actionhooks.catalog import catalog
 from actionhooks.devtools.procs import create_account, env, free_port
 from actionhooks.events import LoggedEvent
 from actionhooks.ids import new_id
-from actionhooks.integrations import Batch, TransportContext, open_transport, parse_settings
+from actionhooks.integrations import Batch, Receipt, TransportContext, open_transport, parse_settings
 from actionhooks.netguard import NetGuard, parse_nets
 
 from . import amqp_ceiling, procs
@@ -460,16 +463,28 @@ def messages_of(events: list[dict[str, object]], account_id: int = 1) -> list[Lo
     return out
 
 
-async def transport_alone(dest: Destination, messages: list[LoggedEvent]) -> float:
+async def transport_alone(
+    dest: Destination, messages: list[LoggedEvent], shape: HookShape = HookShape()
+) -> float:
+    """Events/s of ``messages`` sent in the hook's batches, one after the other as its worker sends them — with
+    ``max_in_flight`` n, the next batch starts while fewer than n are out (each its own task, started in order)."""
     context = TransportContext(NetGuard(parse_nets("127.0.0.0/8")))
-    settings = parse_settings(dest.transport | {"max_batch_size": SEND_BATCH, "timeout_s": 0})
-    transport = open_transport(settings, context)
+    transport = open_transport(parse_settings(dest.transport | shape.settings()), context)
     try:
         warm = messages_of([msgspec.json.decode(messages[0].body)])
         await transport.send(Batch(0, "warm-up", warm))  # connect, declare, fetch metadata
+        out: collections.deque[asyncio.Task[Receipt]] = collections.deque()
         started = time.monotonic()
-        for i in range(0, len(messages), SEND_BATCH):
-            await transport.send(Batch(0, f"b{i}", messages[i : i + SEND_BATCH]))
+        for i in range(0, len(messages), shape.batch):
+            batch = Batch(0, f"b{i}", messages[i : i + shape.batch])
+            if shape.in_flight == 1:
+                await transport.send(batch)
+                continue
+            if len(out) >= shape.in_flight:
+                await out.popleft()
+            out.append(asyncio.create_task(transport.send(batch)))
+        for sending in out:
+            await sending
         return len(messages) / (time.monotonic() - started)
     finally:
         await transport.close()
@@ -502,7 +517,7 @@ def measure(
             result = Result(kind, e2e, [], [])
             for _ in range(rounds):
                 procs.wait_quiet()
-                result.alone_runs.append(_alone_into_fresh(b, messages))
+                result.alone_runs.append(_alone_into_fresh(b, messages, shape))
                 if kind in RABBITMQ_QUEUE_TYPES:
                     procs.wait_quiet()
                     top = amqp_ceiling.ceiling(message_bodies, RABBITMQ_QUEUE_TYPES[kind], SEND_BATCH)
@@ -518,11 +533,11 @@ def measure(
     return results
 
 
-def _alone_into_fresh(b: Broker, messages: list[LoggedEvent]) -> float:
+def _alone_into_fresh(b: Broker, messages: list[LoggedEvent], shape: HookShape) -> float:
     dest = b.fresh()
     try:
         with b.serving(dest):
-            rate = uvloop.run(transport_alone(dest, messages))  # the service runs on uvloop
+            rate = uvloop.run(transport_alone(dest, messages, shape))  # the service runs on uvloop
             held = b.held(dest)
         if held < len(messages) + 1:
             raise RuntimeError(f"{b.kind}: the destination holds {held} of {len(messages) + 1} messages")
@@ -540,14 +555,15 @@ LABELS = {
 }
 
 
-def table(results: list[Result], rounds: int) -> list[str]:
+def table(results: list[Result], rounds: int, shape: HookShape = HookShape()) -> list[str]:
+    sends = f"{shape.batch}/batch" + (f", {shape.in_flight} in flight" if shape.in_flight > 1 else "")
     lines = [
-        f"| transport | end to end (POST → consumer) | transport alone (send, 1000/batch; median of {rounds}, range) "
+        f"| transport | end to end (POST → consumer) | transport alone (send, {sends}; median of {rounds}, range) "
         f"| broker ceiling (minimal client, 1000/batch; median of {rounds}) | target (transport alone) |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        target = TARGETS.get(r.kind)
+        target = TARGETS.get(r.kind) if shape == HookShape() else None  # the targets are for 1000/batch
         verdict = "—" if target is None else f"≥ {target:,} — {'met' if r.alone >= target else 'missed'}"
         top = "—" if r.ceiling is None else f"{r.ceiling:,.0f} msg/s (transport: {r.alone / r.ceiling:.0%})"
         spread = f"{min(r.alone_runs):,.0f}–{max(r.alone_runs):,.0f}"
@@ -565,7 +581,7 @@ def run(
     rounds: int = 3,
     shape: HookShape = HookShape(),
 ) -> list[str]:
-    return table(measure(events, folder, list(kinds or KINDS), rounds, shape), rounds)
+    return table(measure(events, folder, list(kinds or KINDS), rounds, shape), rounds, shape)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from actionhooks.errors import DeliveryError, ValidationError
 from actionhooks.integrations import TransportContext, open_transport, parse_settings
-from actionhooks.integrations.base import REPLAY_HEADER, Batch, SideMark
+from actionhooks.integrations.base import REPLAY_HEADER, Batch, Message, SideMark
 from actionhooks.integrations.kafka.transport import Settings
 from tests import brokers
 from tests.brokers import (
@@ -238,3 +238,91 @@ async def test_a_replayed_record_carries_the_replay_header(tansu: str) -> None:
     records = await asyncio.to_thread(read_topic, tansu, topic, 4)
     assert sorted(r.value() for r in records) == sorted(m.body for m in batch.messages)
     assert all(dict(r.headers())[REPLAY_HEADER] == b"9" for r in records)
+
+
+# -- batches in flight (max_in_flight) -------------------------------------------------------------------------
+
+
+async def test_batches_in_flight_are_acknowledged_each_and_stored_in_log_order(tansu: str) -> None:
+    """Forty batches sent at once, in log order (as the dispatcher starts them): each send returns on its own
+    records' reports, and each profile's records are in its partition in log order."""
+    topic = unique("ah-topic")
+    transport = kafka_transport(tansu, topic, max_in_flight=16)
+    batches = [make_batch(5, profiles=4, start=i * 5) for i in range(40)]
+    try:
+        receipts = await asyncio.gather(*(transport.send(b) for b in batches))
+    finally:
+        await transport.close()
+    assert [r.response_excerpt for r in receipts] == ["5 records acknowledged"] * 40
+    records = await asyncio.to_thread(read_topic, tansu, topic, 200)
+    seq_of = {m.id: m.seq for b in batches for m in b.messages}
+    per_profile: dict[bytes, list[int]] = {}
+    for record in records:
+        per_profile.setdefault(record.key(), []).append(seq_of[dict(record.headers())["event_id"].decode()])
+    assert sorted(s for seqs in per_profile.values() for s in seqs) == list(range(200))  # each record once
+    assert all(seqs == sorted(seqs) for seqs in per_profile.values())
+
+
+async def test_a_batch_goes_to_the_producer_while_the_one_before_awaits_its_acknowledgements() -> None:
+    """Against a broker that never answers: the second batch's records are with the producer beside the first's
+    (a send does not wait for the one before it); closing the transport fails both at once, retryable."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        transport = kafka_transport(
+            f"127.0.0.1:{silent.getsockname()[1]}", unique("ah-topic"), max_in_flight=4
+        )
+        first = asyncio.create_task(transport.send(make_batch(3)))
+        second = asyncio.create_task(transport.send(make_batch(2, start=3)))
+        await asyncio.sleep(1.0)
+        assert not first.done() and not second.done()
+        assert len(transport._link.producer) == 5  # librdkafka's count of records queued or out: both batches
+        started = time.monotonic()
+        await transport.close()
+        for sending in (first, second):
+            with pytest.raises(DeliveryError) as info:
+                await sending
+            assert not info.value.permanent and "closed before Kafka acknowledged" in info.value.reason
+        assert time.monotonic() - started < 2.0
+    finally:
+        silent.close()
+
+
+async def test_a_record_the_producer_refuses_fails_its_own_batch_alone(tansu: str) -> None:
+    """A record over the producer's ``message.max.bytes`` (1 MB) fails its batch at once and for good; the batches
+    out beside it are delivered, on the same producer."""
+    topic = unique("ah-topic")
+    transport = kafka_transport(tansu, topic, max_in_flight=4)
+    before, after = make_batch(2), make_batch(2, start=3)
+    m = make_batch(1, start=2).messages[0]
+    big = Batch(
+        1,
+        "big",
+        [Message(m.seq, m.id, m.event_type, m.list_id, m.profile_id, b'"' + b"x" * 1_100_000 + b'"')],
+    )
+    try:
+        results = await asyncio.gather(
+            transport.send(before), transport.send(big), transport.send(after), return_exceptions=True
+        )
+    finally:
+        await transport.close()
+    assert [type(r).__name__ for r in results] == ["Receipt", "DeliveryError", "Receipt"]
+    refused = results[1]
+    assert isinstance(refused, DeliveryError)
+    assert refused.permanent and "a record is larger than the broker accepts" in refused.reason
+    records = await asyncio.to_thread(read_topic, tansu, topic, 4)
+    assert sorted(r.value() for r in records) == sorted(m.body for m in before.messages + after.messages)
+
+
+async def test_an_unreachable_broker_fails_every_batch_in_flight_retryable() -> None:
+    transport = kafka_transport(f"127.0.0.1:{free_port()}", unique("ah-topic"), max_in_flight=4)
+    try:
+        results = await asyncio.gather(
+            *(transport.send(make_batch(2, start=i * 2)) for i in range(3)), return_exceptions=True
+        )
+    finally:
+        await transport.close()
+    for result in results:
+        assert isinstance(result, DeliveryError), result
+        assert not result.permanent and "all brokers are down or unreachable" in result.reason

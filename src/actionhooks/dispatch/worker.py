@@ -40,7 +40,7 @@ measurable against 16, and let a NATS hook of one-event batches with 64 in fligh
 Records are written in order, those waiting together in one write (one commit, shared with other hooks).
 
 Sends themselves go one at a time by default: a batch goes out after the answer to the one before. A hook whose
-transport allows more (``max_in_flight`` n of HTTP, NATS or RabbitMQ; at most K) has up to n batches out at once,
+transport allows more (``max_in_flight`` n of HTTP, NATS, RabbitMQ or Kafka; at most K) has up to n batches out at once,
 each its own task (:class:`_Send`); their outcomes are handled in log order (:meth:`HookWorker._conclude_first`), so
 records and the cursor move exactly as above (a crash may then redeliver K + n - 1 batches: those unrecorded and
 those out). A batch found failed stops new sends: the batches out before it are handled, it is retried until

@@ -172,9 +172,8 @@ class KafkaTransport:
         self._guard = context.net_guard
         self._link: _Link | None = None  # the producer the next send produces on
         self._producing = asyncio.Lock()  # sends produce one after another, in the order they started
-        self._sends_lock = (
-            threading.Lock()
-        )  # a link's sends and pump flag, shared by the loop and the hook's thread
+        # a link's sends and whether its pump runs, shared by the loop and the hook's thread
+        self._sends_lock = threading.Lock()
         self._thread: ThreadPoolExecutor | None = None  # this hook's own: its blocking calls wait only here
         self._closing = threading.Event()  # ends the waits for delivery reports
 
@@ -294,9 +293,7 @@ class KafkaTransport:
     def _serve(self, link: _Link, loop: asyncio.AbstractEventLoop) -> None:
         """In the hook's thread: poll ``link``'s producer and settle each send as its reports come; end the link
         (every send out on it failed, the producer discarded) at the first failure. Returns when no send waits."""
-        down_since: float | None = (
-            None  # when "all brokers are down" was first seen: a better reason may follow
-        )
+        down_since: float | None = None  # when "all brokers are down" was seen: a better reason may follow
         try:
             while True:
                 link.producer.poll(_POLL_S)
@@ -314,9 +311,7 @@ class KafkaTransport:
                     oldest = next(iter(link.sends), None)
                 if _rank(link.client_error) == 2:
                     down_since = down_since or time.monotonic()
-                    if (
-                        oldest is None or oldest.since > down_since
-                    ):  # what waited then was acknowledged: back up
+                    if oldest is None or oldest.since > down_since:  # those waiting then were acknowledged
                         link.client_error = down_since = None
                 reason = self._ending(link, culprit, oldest, down_since)
                 if reason is not None:

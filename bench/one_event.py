@@ -7,10 +7,10 @@ figure is the dispatcher alone: the service's CPU seconds from that moment to th
 Each round runs every case once per tree (in a child process with that tree's ``src`` first on ``PYTHONPATH``; the
 harness — this file and ``tests/`` — is the checkout's), the trees' order swapped every round.
 
-The case ``Kafka 64 in flight`` (``--cases``) sends to a real broker instead — Tansu, started here — through the
-Kafka transport with 64 batches in flight: the hook is made stopped, the events are logged, and the clock runs from
+The cases ``Kafka one in flight`` and ``Kafka 64 in flight`` (``--cases``) send to a real broker instead — Tansu,
+started here — through the Kafka transport: the hook is made stopped, the events are logged, and the clock runs from
 its resume (its producer's start included) until its cursor reaches the log head (polled through the API every
-10 ms, which the CPU figure includes).
+10 ms, which the CPU figure includes). Children run on uvloop, as the service does.
 
 Usage::
 

@@ -31,9 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
+
+if TYPE_CHECKING:
+    from tests.support import Service, User
 
 CASES = {
     "one in flight": ("stub", 1),
@@ -71,64 +76,37 @@ async def measure_stub(events: int, in_flight: int) -> dict[str, float]:
 
     register(stub.INTEGRATION)
     dest = stub.StubDestination("bench")
-    transport = {
-        "type": "stub",
-        "name": "bench",
-        "max_batch_size": 1,
-        "timeout_s": 0,
-        "max_in_flight": in_flight,
-    }
     with tempfile.TemporaryDirectory() as folder:
         async with sqlite_service(Path(folder)) as service:
             user = await service.user("owner")
-            hook = {"name": "one event", "event_types": ["deliv"], "transport": transport}
-            status, body, _ = await service.call("POST", "/v1/hooks", user, hook)
-            assert status == 201, body
+            await make_hook(service, user, {"type": "stub", "name": "bench"}, in_flight)
             gate = dest.hold()
-            for start in range(0, events, CHUNK):
-                batch = [sample(n) for n in range(start, min(events, start + CHUNK))]
-                status, body, _ = await service.call("POST", "/v1/events", user, batch)
-                assert status == 202, body
+            await log_events(service, user, events)
             await dest.wait_for_open_sends(in_flight)
-            cpu, wall, commits = time.process_time(), time.perf_counter(), service.store.commits
+            started = Clock.start(service)
             gate.set()
             # a poll, not the stub's wait: waking on every send received would add to the cost measured
             while len(dest.batches) < events:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            commits = service.store.commits - commits
-    return {
-        "cpu_us_per_event": cpu / events * 1e6,
-        "events_per_s": events / wall,
-        "events_per_commit": events / max(commits, 1),
-    }
+            return started.figures(service, events)
 
 
 async def measure_kafka(events: int, in_flight: int, servers: str) -> dict[str, float]:
     from tests.brokers import unique
     from tests.support import sqlite_service
 
-    transport = {
+    transport: dict[str, object] = {
         "type": "kafka",
         "bootstrap_servers": servers,
         "topic": unique("one-event"),
-        "max_batch_size": 1,
-        "timeout_s": 0,
-        "max_in_flight": in_flight,
     }
     with tempfile.TemporaryDirectory() as folder:
         async with sqlite_service(Path(folder)) as service:
             user = await service.user("owner")
-            hook = {"name": "one event", "event_types": ["deliv"], "transport": transport, "active": False}
-            status, body, _ = await service.call("POST", "/v1/hooks", user, hook)
-            assert status == 201, body
-            hook_id = body["id"]
-            for start in range(0, events, CHUNK):
-                batch = [sample(n) for n in range(start, min(events, start + CHUNK))]
-                status, body, _ = await service.call("POST", "/v1/events", user, batch)
-                assert status == 202, body
+            hook_id = await make_hook(service, user, transport, in_flight, active=False)
+            await log_events(service, user, events)
             head = await service.store.head()
-            cpu, wall, commits = time.process_time(), time.perf_counter(), service.store.commits
+            started = Clock.start(service)
             status, body, _ = await service.call(
                 "POST", f"/v1/hooks/{hook_id}/resume", user, {"from": "cursor"}
             )
@@ -137,13 +115,48 @@ async def measure_kafka(events: int, in_flight: int, servers: str) -> dict[str, 
                 await asyncio.sleep(0.01)
                 status, body, _ = await service.call("GET", f"/v1/hooks/{hook_id}", user)
                 assert status == 200 and body["last_error"] is None, body
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            commits = service.store.commits - commits
-    return {
-        "cpu_us_per_event": cpu / events * 1e6,
-        "events_per_s": events / wall,
-        "events_per_commit": events / max(commits, 1),
-    }
+            return started.figures(service, events)
+
+
+async def make_hook(
+    service: Service, user: User, transport: dict[str, object], in_flight: int, active: bool = True
+) -> int:
+    """A hook of one-event batches, ``in_flight`` of them out at once, sending to ``transport``."""
+    shape = {"max_batch_size": 1, "timeout_s": 0, "max_in_flight": in_flight}
+    hook = {"name": "one event", "event_types": ["deliv"], "transport": transport | shape, "active": active}
+    status, body, _ = await service.call("POST", "/v1/hooks", user, hook)
+    assert status == 201, body
+    hook_id: int = body["id"]
+    return hook_id
+
+
+async def log_events(service: Service, user: User, events: int) -> None:
+    for start in range(0, events, CHUNK):
+        batch = [sample(n) for n in range(start, min(events, start + CHUNK))]
+        status, body, _ = await service.call("POST", "/v1/events", user, batch)
+        assert status == 202, body
+
+
+@dataclass(frozen=True)
+class Clock:
+    """The service's CPU, the wall clock and the store's commits when the measured stretch began."""
+
+    cpu: float
+    wall: float
+    commits: int
+
+    @classmethod
+    def start(cls, service: Service) -> Clock:
+        return cls(time.process_time(), time.perf_counter(), service.store.commits)
+
+    def figures(self, service: Service, events: int) -> dict[str, float]:
+        cpu, wall = time.process_time() - self.cpu, time.perf_counter() - self.wall
+        commits = service.store.commits - self.commits
+        return {
+            "cpu_us_per_event": cpu / events * 1e6,
+            "events_per_s": events / wall,
+            "events_per_commit": events / max(commits, 1),
+        }
 
 
 def run_child(src: Path, case: str, events: int) -> dict[str, float]:

@@ -127,7 +127,9 @@ async def test_tls_through_the_proxy_checks_the_certificate_against_the_brokers_
 ) -> None:
     terminator, cert = tls_cluster
     guard = NetGuard(parse_nets(f"{TERMINATOR}/32"), resolver=always_terminator)
-    proxy = GuardProxy(guard, tls=True, tls_context=ssl.create_default_context(cafile=str(cert)))
+    proxy = GuardProxy(
+        guard, asyncio.get_running_loop(), tls=True, tls_context=ssl.create_default_context(cafile=str(cert))
+    )
     endpoints = await asyncio.to_thread(proxy.start, [("localhost", terminator.port)])
     try:
         reports = await asyncio.to_thread(produce, endpoints, unique("ah-topic"), 3)
@@ -145,7 +147,7 @@ async def test_tls_through_the_proxy_refuses_a_certificate_of_another_name(
     other, _ = self_signed(tmp_path, "other.example")  # trusted, but not the broker's name
     context = ssl.create_default_context(cafile=str(other))
     guard = NetGuard(parse_nets(f"{TERMINATOR}/32"), resolver=always_terminator)
-    proxy = GuardProxy(guard, tls=True, tls_context=context, connect_timeout_s=2)
+    proxy = GuardProxy(guard, asyncio.get_running_loop(), tls=True, tls_context=context, connect_timeout_s=2)
     endpoints = await asyncio.to_thread(proxy.start, [("localhost", terminator.port)])
     try:
         from confluent_kafka import KafkaException
@@ -186,7 +188,7 @@ def test_a_broker_without_a_readable_metadata_version_is_refused() -> None:
 
 async def test_librdkafka_texts_name_the_brokers_not_the_endpoints() -> None:
     guard = NetGuard(parse_nets(f"{TERMINATOR}/32"), resolver=always_terminator)
-    proxy = GuardProxy(guard, tls=False)
+    proxy = GuardProxy(guard, asyncio.get_running_loop(), tls=False)
     [endpoint] = await asyncio.to_thread(proxy.start, [("k1.example", 9093)])
     try:
         port = int(endpoint.rsplit(":", 1)[1])
@@ -195,3 +197,12 @@ async def test_librdkafka_texts_name_the_brokers_not_the_endpoints() -> None:
     finally:
         await asyncio.to_thread(proxy.close)
     assert named == f"sasl_plaintext://k1.example:9093/bootstrap: failed; 127.0.0.1:{port}1 is another"
+
+
+async def test_starting_the_proxy_on_its_own_loop_is_refused_not_a_deadlock() -> None:
+    """``start`` and ``close`` wait for the proxy's loop: called on that loop they would wait for themselves."""
+    guard = NetGuard(parse_nets(f"{TERMINATOR}/32"), resolver=always_terminator)
+    proxy = GuardProxy(guard, asyncio.get_running_loop(), tls=False)
+    with pytest.raises(RuntimeError, match="from another thread"):
+        proxy.start([("k1.example", 9093)])
+    await asyncio.to_thread(proxy.close)

@@ -31,8 +31,11 @@ With TLS (``tls=True``: the hook's ``SSL``/``SASL_SSL``) the proxy makes the TLS
 certificate checked against the broker's name, SNI the name — and librdkafka speaks ``PLAINTEXT``/``SASL_PLAINTEXT``
 to the endpoint; so the name is resolved by the guard only.
 
-The proxy runs in a thread of its own with its own event loop (uvloop's when installed): its relaying never takes
-turns of the service's loop (ingest, other hooks). Bytes are relayed by protocol callbacks as they arrive (only the
+The proxy relays on the event loop it is given — the service's, where the HTTP transport's connections live too —
+while :meth:`GuardProxy.start` and :meth:`GuardProxy.close` are called from the hook's own thread. (It had a thread
+and a loop of its own until every relayed chunk was measured to cost more in handing the GIL between that thread
+and the service's loop than the relaying itself: a hook of one-event batches, 64 in flight, delivered 17 % more on
+the service's loop, at 17 % less CPU an event — BENCHMARKS.md.) Bytes are relayed by protocol callbacks as they arrive (only the
 answers it rewrites are read whole), and reading one side pauses while the other side's writes queue. Endpoints listen on 127.0.0.1, on ephemeral ports, from :meth:`GuardProxy.start` until
 :meth:`GuardProxy.close`.
 """
@@ -46,7 +49,6 @@ import re
 import socket
 import ssl
 import struct
-import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -87,12 +89,14 @@ class _Endpoint:
 
 
 class GuardProxy:
-    """One producer's endpoints and connections (see the module's docstring). ``start`` and ``close`` are called
-    from any thread but the proxy's own; ``refused`` and ``failure`` are read from any thread."""
+    """One producer's endpoints and connections (see the module's docstring), on ``loop``. ``start`` and ``close``
+    are called from any thread but the loop's (they wait for it); ``refused`` and ``failure`` are read from any
+    thread."""
 
     def __init__(
         self,
         guard: NetGuard,
+        loop: asyncio.AbstractEventLoop,
         *,
         tls: bool,
         tls_context: ssl.SSLContext | None = None,
@@ -106,39 +110,23 @@ class GuardProxy:
         self._bootstrap: list[_Endpoint] = []
         self._nodes: dict[int, _Endpoint] = {}
         self._opening: set[asyncio.Task[None]] = set()  # links being checked and connected
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = loop
+        self._closed = False
 
     # -- from the transport's thread ------------------------------------------------------------------------
 
     def start(self, servers: list[tuple[str, int]]) -> list[str]:
-        """Start the proxy's thread and an endpoint per bootstrap server; the endpoints (``127.0.0.1:port``), in
-        the order of ``servers``, for librdkafka's ``bootstrap.servers``."""
-        loop = _new_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name="kafka-guard-proxy", daemon=True)
-        self._thread.start()
-        ready.wait()
+        """An endpoint per bootstrap server; the endpoints (``127.0.0.1:port``), in the order of ``servers``, for
+        librdkafka's ``bootstrap.servers``."""
         return self._call(self._open_bootstrap(servers))
 
     def close(self) -> None:
-        """Stop listening, close every connection and end the thread."""
-        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is None or thread is None:
+        """Stop listening and close every connection (once)."""
+        if self._closed:
             return
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shut(), loop).result(timeout=5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
+        self._closed = True
+        with contextlib.suppress(Exception):  # a loop already gone has nothing left open
+            asyncio.run_coroutine_threadsafe(self._shut(), self._loop).result(timeout=5)
 
     def brokers_named(self, text: str) -> str:
         """``text`` (librdkafka's) with each endpoint's address replaced by the broker it stands for."""
@@ -148,7 +136,17 @@ class GuardProxy:
         return _ENDPOINT.sub(lambda m: brokers.get(m["port"], m[0]), text)
 
     def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        assert self._loop is not None
+        """``coroutine``'s result, run on the proxy's loop — from another thread (on the loop's own it would wait
+        for itself)."""
+        try:
+            own = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop runs in this thread
+            own = False
+        if own:
+            coroutine.close()
+            raise RuntimeError(
+                "GuardProxy.start and close wait for the proxy's loop: call them from another thread"
+            )
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     # -- in the proxy's loop ----------------------------------------------------------------------------------
@@ -459,15 +457,6 @@ class _BrokerSide(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.link.client is not None:
             self.link.client.resume_reading()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's when installed (it comes with uvicorn[standard]), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _fill(buffer: bytearray, want: int, data: bytes, pos: int) -> int:

@@ -187,7 +187,7 @@ class KafkaTransport:
         async with self._producing:
             link = self._link
             if link is None or link.ended:
-                link = self._link = await self._blocking(self._new_link)
+                link = self._link = await self._blocking(self._new_link, asyncio.get_running_loop())
             await self._produce(link, batch, records)
         await records.outcome
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")
@@ -211,13 +211,13 @@ class KafkaTransport:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-hook")
         return self._thread
 
-    def _new_link(self) -> _Link:
+    def _new_link(self, loop: asyncio.AbstractEventLoop) -> _Link:
         """A producer whose every connection goes through a new guard proxy (see the module's docstring)."""
         from confluent_kafka import KafkaException, Producer
 
         s = self.settings
         tls = s.security_protocol.endswith("SSL")
-        proxy = GuardProxy(self._guard, tls=tls, connect_timeout_s=CONNECT_TIMEOUT_S)
+        proxy = GuardProxy(self._guard, loop, tls=tls, connect_timeout_s=CONNECT_TIMEOUT_S)
         endpoints = proxy.start([_host_port(server) for server in s.servers])
         link = _Link(None, proxy)
         config: dict[str, Any] = s.client_config("actionhooks") | {

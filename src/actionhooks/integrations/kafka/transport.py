@@ -187,7 +187,7 @@ class KafkaTransport:
         async with self._producing:
             link = self._link
             if link is None or link.ended:
-                link = self._link = await self._blocking(self._new_link, asyncio.get_running_loop())
+                link = self._link = await self._blocking(self._new_link, loop)
             await self._produce(link, batch, records)
         await records.outcome
         return Receipt(response_excerpt=f"{len(batch.messages)} records acknowledged")

@@ -21,8 +21,8 @@ RabbitMQ keeps a core busy for seconds writing quorum-queue segments, and a run 
 Usage: ``python -m bench.run --only transports [--events N]``, or ``python -m bench.transports [--events N]
 [--kinds http,rabbitmq_queue,kafka,nats] [--rounds R] [--hook-batch N] [--in-flight N]`` (the end-to-end hook's
 ``max_batch_size``, 1000 unless given, and ``max_in_flight``, 1 unless given; the transport-alone runs send in the
-same shape). A consumer process is ``python -m bench.transports
-consume KIND SETTINGS_JSON COUNT``: it prints ``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
+same shape). A consumer process is ``python -m bench.transports consume KIND SETTINGS_JSON COUNT``: it prints
+``ready`` once subscribed, then ``done <time.monotonic()>`` after COUNT ids.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from ..dispatch.enrich import Enricher
 from ..errors import ApiError, DeliveryError, field_error
 from ..events import ItemError, LoggedEvent, parse_event
 from ..ids import new_id
-from ..integrations import Batch, TransportContext, load_client, open_transport
+from ..integrations import Batch, TransportContext, open_for_sending
 from ..registry import Hook
 from .hooks import own_hook
 from .responses import json_response, read_optional_json
@@ -62,8 +62,7 @@ async def deliver_sample(
         message = Enricher(hook.spec).message(
             LoggedEvent(0, parsed.id, parsed.event_type, parsed.list_id, parsed.profile_id, parsed.payload)
         )
-    await load_client(hook.spec.transport)
-    transport = open_transport(hook.spec.transport, context)
+    transport = await open_for_sending(hook.spec.transport, context)
     started = time.perf_counter()
     try:
         receipt = await transport.send(Batch(hook.id, f"{hook.id}-test-{message.id}", [message]))

@@ -43,7 +43,7 @@ import msgspec
 from ..backoff import STORE_RETRY, RetryPolicy
 from ..errors import DeliveryError, SideDeliveryEnded, StoreUnavailable
 from ..hooks import Matcher
-from ..integrations import Batch, Message, Transport, TransportContext, load_client, open_transport
+from ..integrations import Batch, Message, Transport, TransportContext, open_for_sending
 from ..integrations.base import REDRIVE_HEADER, REPLAY_HEADER, SideMark
 from ..registry import Hook
 from ..store.base import DeadLetter, HookQuery, SideDelivery, SideState, Store
@@ -103,8 +103,7 @@ class SideRunner:
         self._written_at = time.monotonic()
 
     async def run(self) -> None:
-        await load_client(self.hook.spec.transport)
-        self.transport = open_transport(self.hook.spec.transport, self.context)
+        self.transport = await open_for_sending(self.hook.spec.transport, self.context)
         try:
             if self.side.kind == "replay":
                 await self._replay()

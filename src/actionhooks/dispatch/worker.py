@@ -68,7 +68,7 @@ from .. import operational
 from ..backoff import STORE_RETRY, RetryPolicy
 from ..errors import DeliveryError, StaleHook, StoreUnavailable
 from ..hooks import Matcher
-from ..integrations import Batch, Message, Receipt, Transport, TransportContext, load_client, open_transport
+from ..integrations import Batch, Message, Receipt, Transport, TransportContext, open_for_sending
 from ..registry import Hook
 from ..store.base import Attempt, DeadLetter, FailureStreak, Page, StateWrite, Store
 from .budget import CATCH_UP_TURNS, SEND_BUDGET_BYTES, Budget
@@ -164,8 +164,7 @@ class HookWorker:
         )
 
     async def run(self) -> None:
-        await load_client(self.hook.spec.transport)
-        self.transport = open_transport(self.hook.spec.transport, self.context)
+        self.transport = await open_for_sending(self.hook.spec.transport, self.context)
         self.feed.subscribe(self.subscription)
         try:
             await self._loop()

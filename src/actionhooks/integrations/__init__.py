@@ -106,6 +106,7 @@ __all__ = [
     "brokers",
     "client_modules",
     "load_client",
+    "open_for_sending",
     "open_transport",
     "parse_settings",
     "register",
@@ -182,3 +183,10 @@ async def load_client(settings: TransportSettings) -> None:
             except Exception:  # not installed, or failing as it loads: the send imports it again and says why
                 continue
             _LOADED.add(name)
+
+
+async def open_for_sending(settings: TransportSettings, context: TransportContext) -> Transport:
+    """:func:`open_transport` once :func:`load_client` has imported its client library off the event loop: how a
+    worker, a replay or redrive and the test-event endpoint open the transport they send on."""
+    await load_client(settings)
+    return open_transport(settings, context)

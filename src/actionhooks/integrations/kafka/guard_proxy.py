@@ -35,8 +35,9 @@ The proxy relays on the event loop it is given — the service's, where the HTTP
 while :meth:`GuardProxy.start` and :meth:`GuardProxy.close` are called from the hook's own thread. (It had a thread
 and a loop of its own until every relayed chunk was measured to cost more in handing the GIL between that thread
 and the service's loop than the relaying itself: a hook of one-event batches, 64 in flight, delivered 17 % more on
-the service's loop, at 17 % less CPU an event — BENCHMARKS.md.) Bytes are relayed by protocol callbacks as they arrive (only the
-answers it rewrites are read whole), and reading one side pauses while the other side's writes queue. Endpoints listen on 127.0.0.1, on ephemeral ports, from :meth:`GuardProxy.start` until
+the service's loop, at 17 % less CPU an event — BENCHMARKS.md.) Bytes are relayed by protocol callbacks as they
+arrive (only the answers it rewrites are read whole), and reading one side pauses while the other side's writes
+queue. Endpoints listen on 127.0.0.1, on ephemeral ports, from :meth:`GuardProxy.start` until
 :meth:`GuardProxy.close`.
 """
 

@@ -10,9 +10,9 @@ delivery report: the reports decide the outcome. The hook's own thread polls for
 (librdkafka's poll is blocking; never the loop's shared default executor, where one unresponsive broker would hold
 threads other hooks need) and settles each send as its reports come, so up to ``max_in_flight`` sends wait at once,
 produced in the order they started. The first failure ends the producer (queued records purged) and fails every send
-out on it; the next ``send`` makes a new one. A record the producer refuses before sending fails its own send alone. All brokers down, timeouts and other retriable errors → retryable;
-failed authentication or authorization, a topic that does not exist (and is not auto-created) or a record too large
-→ permanent.
+out on it; the next ``send`` makes a new one. A record the producer refuses before sending fails its own send alone.
+All brokers down, timeouts and other retriable errors → retryable; failed authentication or authorization, a topic
+that does not exist (and is not auto-created) or a record too large → permanent.
 
 Every address the producer connects to passes the net guard, before it connects: librdkafka is given only the
 loopback endpoints of a guard proxy of its own (``guard_proxy.py``), one per bootstrap server and one per broker the
@@ -20,7 +20,8 @@ cluster announces (its advertised listeners, which Metadata answers are rewritte
 proxy resolves the broker's name once with the guard, connects to a checked address and relays; a refused broker
 gets no connection, and the send fails permanently naming it. With ``SSL``/``SASL_SSL`` the proxy makes the TLS
 connection (the certificate checked against the broker's name) and librdkafka speaks ``PLAINTEXT``/``SASL_PLAINTEXT``
-to the proxy. The proxy lives and dies with the producer. Error texts never carry what a destination answered.
+to the proxy. The proxy lives and dies with the producer, and relays on the service's event loop. Error texts never
+carry what a destination answered.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ class KafkaTransport:
             link.producer = Producer(config)
         except (KafkaException, ValueError, TypeError) as exc:
             proxy.close()
-            raise DeliveryError(f"Kafka producer error: {exc}", permanent=isinstance(exc, TypeError)) from exc
+            raise _producer_error(exc) from exc
         return link
 
     async def _produce(self, link: _Link, batch: Batch, records: _Records) -> None:
@@ -276,11 +277,8 @@ class KafkaTransport:
         except (KafkaException, ValueError, TypeError) as exc:
             with self._sends_lock:
                 link.sends.pop(records, None)
-            if isinstance(exc, KafkaException):
-                error = self._error(exc.args[0], link.proxy)
-            else:
-                error = DeliveryError(f"Kafka producer error: {exc}", permanent=isinstance(exc, TypeError))
-            _settle([(records, error)])
+            refused = isinstance(exc, KafkaException)
+            _settle([(records, self._error(exc.args[0], link.proxy) if refused else _producer_error(exc))])
 
     def _pump(self, link: _Link) -> None:
         """Have the hook's thread serve ``link``'s delivery reports while any of its sends waits."""
@@ -432,6 +430,11 @@ def _call_in(loop: asyncio.AbstractEventLoop, call: Callable[..., object], *args
     """``call(*args)`` in ``loop``'s thread; nothing when the loop is gone (the process ending)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(call, *args)
+
+
+def _producer_error(exc: Exception) -> DeliveryError:
+    """A producer's own exception (its configuration, an argument it refused): permanent when a type is wrong."""
+    return DeliveryError(f"Kafka producer error: {exc}", permanent=isinstance(exc, TypeError))
 
 
 def _scrub(text: str) -> str:

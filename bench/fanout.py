@@ -192,7 +192,7 @@ async def _wait_deliveries(sink: str, expected: int, started: float, timeout: fl
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
-            async with session.get(f"{sink}/stats") as resp:
+            async with session.get(f"{sink}/count") as resp:
                 count = int(msgspec.json.decode(await resp.read())["events"])
             if count >= expected:
                 return count, time.perf_counter() - started

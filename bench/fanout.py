@@ -77,6 +77,9 @@ class Result:
     ingest_range: tuple[float, float] = (0.0, 0.0)  # lowest and highest of the rounds
     deliveries_range: tuple[float, float] = (0.0, 0.0)
     cpu_s: float = 0.0  # the service's CPU (every thread) from the first request to the last delivery
+    round: int = (
+        0  # which round of the session it ran in (ratios are paired within a round: see paired_ratios)
+    )
 
     @property
     def deliveries_eps(self) -> float:
@@ -391,6 +394,52 @@ def tables(results: list[Result]) -> list[str]:
     return lines
 
 
+# (scenario, its baseline, what is compared): each ratio is worked out within a round, then the rounds' median
+PAIRS = (
+    *((s, "0 hooks", "ingest") for s in SCENARIOS[1:]),
+    ("1 + 99 idle", "1 hook", "ingest"),
+    ("PostgreSQL end to end", "SQLite end to end", "deliveries"),
+)
+
+
+def paired_ratios(runs: list[Result]) -> list[str]:
+    """The targets' ratios, each from a scenario's run and its baseline's in the same round (the two ran minutes
+    apart, not the whole session): on a noisy machine the median of those pairs moves less than a ratio of
+    medians taken from different moments."""
+    lines = [
+        "| ratio (paired within each round) | version | median of the rounds | lowest–highest | rounds |",
+        "|---|---|---|---|---|",
+    ]
+    for scenario, baseline, what in PAIRS:
+        for version in dict.fromkeys(r.version for r in runs):
+            ratios = []
+            for r in runs:
+                if r.scenario != scenario or r.version != version:
+                    continue
+                base = next(
+                    (
+                        b
+                        for b in runs
+                        if b.scenario == baseline
+                        and b.round == r.round
+                        and (b.version == version or baseline.endswith("end to end"))
+                    ),
+                    None,
+                )
+                if base is None:
+                    continue
+                if what == "ingest":
+                    ratios.append(r.ingest_eps / base.ingest_eps)
+                elif r.delivery_s != float("inf") and base.delivery_s != float("inf"):
+                    ratios.append(r.deliveries_eps / base.deliveries_eps)
+            if ratios:
+                lines.append(
+                    f"| {scenario} {what} vs {baseline} | {version} | {statistics.median(ratios):.0%} |"
+                    f" {min(ratios):.0%}–{max(ratios):.0%} | {len(ratios)} |"
+                )
+    return lines
+
+
 def charts(results: list[Result], folder: Path) -> list[Path]:
     import matplotlib
 
@@ -484,11 +533,13 @@ def main() -> None:
                     results.append(
                         run(scenario, version, sources[version], events, folder, engine=args.engine)
                     )
+                    results[-1].round = round_
             if "postgres" in only:
                 engines = ["sqlite", "postgres"] if round_ % 2 == 0 else ["postgres", "sqlite"]
                 for engine in engines:
                     name = "SQLite end to end" if engine == "sqlite" else "PostgreSQL end to end"
                     results.append(run(name, "after", sources["after"], events, folder, engine=engine))
+                    results[-1].round = round_
         runs = results
         results = medians(runs)
     args.charts.mkdir(parents=True, exist_ok=True)
@@ -510,6 +561,8 @@ def main() -> None:
         " in brackets)",
         "",
         *tables(results),
+        "",
+        *paired_ratios(runs),
         "",
         *[f"![{p.stem}]({os.path.relpath(p, HERE.parent)})" for p in drawn],
     ]

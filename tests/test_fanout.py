@@ -12,10 +12,12 @@ from actionhooks.dispatch.feed import LogFeed, Subscription
 from actionhooks.dispatch.states import CURSOR_LAG_S
 from actionhooks.dispatch.worker import EVENTS_AHEAD, SENDS_AHEAD, sends_ahead
 from actionhooks.events import LoggedEvent, NewEvent
-from actionhooks.store import Store
-from actionhooks.store.base import Attempt, StateWrite
+from actionhooks.store import Store, open_store
+from actionhooks.store.base import Attempt, Committed, StateWrite
 
 from .support import Service, User, eventually
+from .test_derive import event as derive_event
+from .test_derive import post
 from .test_dispatch import event, make_hook, send, stub
 
 TYPES = ["deliv", "send", "open", "click", "unsub"]
@@ -683,3 +685,97 @@ async def test_an_accounts_hooks_share_its_send_budget_and_no_other_account_wait
     gate.set()
     await waiting.wait_for_events(1)
     assert waiting.event_ids == mine
+
+
+async def test_an_append_listener_is_handed_the_commit_as_the_log_holds_it(store: Store) -> None:
+    """What a commit hands its listeners (``Committed``) is exactly what ``read_log`` returns from the position
+    before it: the same events at the same positions, derived ones among them, and the accounts owning them —
+    also when a group commit holds two accounts' requests, and not for a request whose events were all known."""
+    one = await store.create_account("one", "h1")
+    two = await store.create_account("two", "h2")
+    handed: list[tuple[set[int], Committed | None]] = []
+    store.add_append_listener(lambda accounts, committed: handed.append((accounts, committed)))
+    await post(store, one, {**derive_event("click"), "id": "crm-1"}, derive_event("open", profile="p2"))
+    await asyncio.gather(
+        post(store, one, derive_event("click", profile="p3")),
+        post(store, two, derive_event("send"), derive_event("deliv")),
+    )
+    await post(store, one, {**derive_event("click"), "id": "crm-1"})  # known: nothing is added
+    committed = [c for _, c in handed if c is not None]
+    assert len(committed) == len(handed) - 1  # all but the last: it added nothing
+    for accounts, c in handed[:-1]:
+        assert c is not None and {r.account_id for r in c.rows} == accounts
+    for c in committed:
+        page, read = c.page(), await store.read_log(c.after, len(c.rows))
+        assert (page.accounts, page.events, page.scanned_to) == (read.accounts, read.events, read.scanned_to)
+    # both engines tell the positions of every commit that added events (derived ones among them: uclick…)
+    assert sum(len(c.rows) for c in committed) == await store.head() > 7
+
+
+async def test_the_feed_takes_a_commit_that_follows_its_head_without_reading_it_back(tmp_path: Any) -> None:
+    """A commit of this process that continues the log right where the feed holds it is kept as it was committed
+    — no read of the log — and wakes its hooks; one that does not (another process appended in between) is read,
+    with what came before it, in log order."""
+    url = f"sqlite:///{tmp_path / 'feed.db'}"
+    store, other = open_store(url), open_store(url)  # ``other``: another process appending to the same log
+    await store.open()
+    await other.open()
+    try:
+        account = await store.create_account("one", "h1")
+        feed = LogFeed(store)
+        store.add_append_listener(feed.appended)
+        sub = Subscription(account, ("deliv",), None, asyncio.Event())
+        feed.subscribe(sub)
+        start = await store.head()
+        assert await feed.read(account, ["deliv"], None, start, 10) is not None  # the feed starts at the head
+        reads = feed.reads
+
+        def new(n: int) -> NewEvent:
+            return NewEvent(account, f"id-{n}", "deliv", 1, "p", 1.0, b'{"n": %d}' % n)
+
+        await store.append(account, [new(1), new(2)])
+        assert sub.wake.is_set() and feed.reads == reads  # taken, not read
+        page = await feed.read(account, ["deliv"], None, start, 10)
+        assert page is not None and [e.id for e in page.events] == ["id-1", "id-2"] and page.caught_up
+        assert page.events == (await store.read_log(start, 10)).events and feed.reads == reads
+
+        await other.append(account, [new(3)])  # not this process's: no listener hears it
+        await store.append(account, [new(4)])  # so this one does not follow what the feed holds
+        page = await feed.read(account, ["deliv"], None, page.scanned_to, 10)
+        assert page is not None and [e.id for e in page.events] == ["id-3", "id-4"] and feed.reads > reads
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def test_a_commit_that_would_push_out_what_a_hook_has_yet_to_read_waits_for_the_read_ahead(
+    tmp_path: Any,
+) -> None:
+    """Taking commits as they come keeps the read-ahead's rule: a commit that would push the oldest chunk out of
+    memory while a hook reading has yet to read it is not taken; the feed reads it once the hook has moved on."""
+    store = open_store(f"sqlite:///{tmp_path / 'feed.db'}")
+    await store.open()
+    try:
+        account = await store.create_account("one", "h1")
+        feed = LogFeed(store, chunk=10, keep=30, trail_keep=0)
+        store.add_append_listener(feed.appended)
+        base = await store.head()
+        reader = Subscription(account, ("deliv",), None, asyncio.Event(), position=base)
+        reader.deferring = True  # its sends step aside for ingest
+        feed.subscribe(reader)
+        await feed.read(account, ["deliv"], None, base, 10)  # the feed starts at the head
+        reads = feed.reads
+        for burst in range(4):
+            await store.append(
+                account,
+                [NewEvent(account, f"id-{burst}-{n}", "deliv", 1, "p", 1.0, b"{}") for n in range(10)],
+            )
+        assert feed.reads == reads and feed.low == base  # three commits taken: the memory is full
+        await eventually(lambda: feed._held)
+        assert feed.high - base == 30  # the fourth waits: it would push out the chunk the hook holds
+        reader.deferring = False
+        reader.position, reader.read_at = base + 15, time.monotonic()  # it read past the first chunk
+        await eventually(lambda: feed.high - base == 40 and feed._at_head)
+        assert feed.reads == reads + 1 and feed.low - base == 10
+    finally:
+        await store.close()

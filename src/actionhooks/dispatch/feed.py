@@ -38,7 +38,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from ..events import LoggedEvent
-from ..store.base import LogPage, Page, Store
+from ..store.base import Committed, LogPage, Page, Store
 
 if TYPE_CHECKING:
     from .enrich import SpanProfiles
@@ -311,10 +311,25 @@ class LogFeed(_Memory):
             if not left:
                 del self._accounts[sub.account_id]
 
-    def appended(self, account_ids: set[int]) -> None:
-        """Events of ``account_ids`` were committed in this process: read them soon (once) and wake the hooks
-        they match. Accounts without a hook cost nothing."""
+    def appended(self, account_ids: set[int], committed: Committed | None = None) -> None:
+        """Events of ``account_ids`` were committed in this process: take them, or read them soon (once), and wake
+        the hooks they match. Accounts without a hook cost nothing.
+
+        They are taken as they were committed (``committed``, where the store can tell their positions), not read
+        back, when they are what comes next: the feed holds the log up to its head and nothing else is being read,
+        and keeping them pushes out no chunk a hook has yet to read (:meth:`_crowded`). Otherwise they are read."""
         if self.high is None or not any(a in self._accounts for a in account_ids):
+            return
+        if (
+            committed is not None
+            and committed.after == self.high
+            and self._at_head
+            and not self._dirty
+            and (self._pass is None or self._pass.done())
+            and not self._crowded(account_ids, len(committed.rows))
+        ):
+            self._add(_Chunk.of(self.high, committed.page()))
+            self._read_at = time.monotonic()
             return
         self._dirty = True
         self._appended_by |= account_ids
@@ -378,16 +393,10 @@ class LogFeed(_Memory):
             self._appended_by |= appended_by
             raise
         self.reads += 1
-        if self.high != after:  # cannot happen: one read at a time
+        if self.high != after:  # cannot happen: one read at a time, and no commit is taken meanwhile
             return
         if page.events:
-            chunk = _Chunk.of(after, page)
-            dropped = self._hold(chunk)
-            if dropped and self.trail is not None:  # from the first a hook still needs
-                needed = next((i for i, c in enumerate(dropped) if self._needed(c)), len(dropped))
-                self.trail.adopt(dropped[needed:])
-            self.high = page.scanned_to
-            self._route(chunk)
+            self._add(_Chunk.of(after, page))
         else:
             self.high = max(after, page.scanned_to)
             if not self._chunks:
@@ -397,6 +406,16 @@ class LogFeed(_Memory):
             self._read_at = time.monotonic()
         else:
             self._appended_by |= appended_by
+
+    def _add(self, chunk: _Chunk) -> None:
+        """Keep ``chunk``, the log right after what is kept: the oldest chunks it pushes out go to the trail from
+        the first a hook still needs; wake the hooks it matches."""
+        dropped = self._hold(chunk)
+        if dropped and self.trail is not None:
+            needed = next((i for i, c in enumerate(dropped) if self._needed(c)), len(dropped))
+            self.trail.adopt(dropped[needed:])
+        self.high = chunk.high
+        self._route(chunk)
 
     def _subscribed(self, chunk: _Chunk) -> Iterator[Subscription]:
         """The hooks of an account and type ``chunk`` holds (one of several types: once per type)."""
@@ -429,14 +448,15 @@ class LogFeed(_Memory):
                         continue
                 sub.wake.set()
 
-    def _crowded(self) -> bool:
+    def _crowded(self, appended_by: set[int] | None = None, events: int | None = None) -> bool:
         """Whether the next chunk read would push the oldest kept out while a hook reading has not read past it
         — its events would be read again, by the trail or by the hook alone — or while a hook stepping aside for
         ingest holds events of it to send (its batch's profiles, read once per chunk for every hook, would be
         read again for the batch alone: 100 hooks in a 100 000-event burst read 101 000 profiles so, as many as
         every chunk's); and only its own account's appends wait to be read: another account's never wait for it
-        (they are read, and the hook reads alone)."""
-        if not self._chunks or self._kept + self.chunk <= self.keep:
+        (they are read, and the hook reads alone). ``appended_by`` and ``events``: the accounts whose appends wait
+        and the size of the next chunk, when not the feed's own (a commit it would take)."""
+        if not self._chunks or self._kept + (self.chunk if events is None else events) <= self.keep:
             return False
         now = time.monotonic()
         oldest = self._chunks[0]
@@ -446,7 +466,7 @@ class LogFeed(_Memory):
             if (self.low <= sub.position < oldest.high and sub.reading(now))
             or (sub.deferring and self.low <= sub.holds_after < oldest.high)
         }
-        return bool(holding) and self._appended_by <= holding
+        return bool(holding) and (self._appended_by if appended_by is None else appended_by) <= holding
 
     async def _pumping(self) -> None:
         """Read until the head while appends keep coming (the read-ahead: chunks arrive while hooks send). It

@@ -131,7 +131,26 @@ class StateWrite(NamedTuple):
     last_error: str | None = None
 
 
-AppendListener = Callable[[set[int]], None]
+class Committed(NamedTuple):
+    """The events one append transaction added to the log, in ``seq`` order: every position from ``after + 1`` to
+    ``after + len(rows)`` is one of them, and nothing else is in that stretch — what :meth:`Store.read_log` would
+    return from ``after``, without reading it back (the dispatcher's feed takes it so: ``dispatch/feed.py``)."""
+
+    after: int
+    rows: Sequence[NewEvent]
+
+    def page(self) -> LogPage:
+        after, rows = self.after, self.rows
+        events = [
+            LoggedEvent(seq, r.id, r.event_type, r.list_id, r.profile_id, r.payload, r.received_at)
+            for seq, r in enumerate(rows, after + 1)
+        ]
+        return LogPage([r.account_id for r in rows], events, after + len(rows), True)
+
+
+# ``listener(account_ids, committed)``: after each commit of appended events in this process — the accounts whose
+# events it holds and, where the engine can tell their positions, the events themselves (else ``None``)
+AppendListener = Callable[[set[int], Committed | None], None]
 
 
 # --- retention and stats (maintenance/, metrics.py, GET /v1/hooks/{id}/stats) --------------------------------
@@ -353,7 +372,8 @@ class Store(Protocol):
         ...
 
     def add_append_listener(self, listener: AppendListener) -> None:
-        """Call ``listener(account_ids)`` after each commit of appended events (same process only)."""
+        """Call ``listener(account_ids, committed)`` after each commit of appended events (same process only;
+        ``committed``: :class:`Committed`, or ``None`` where the engine cannot tell the events' positions)."""
         ...
 
     @property

@@ -56,7 +56,12 @@ class Dialect(Protocol):
         (PostgreSQL: ``SELECT * FROM unnest(…)``, a statement of fixed text, prepared once)."""
         ...
 
-    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None: ...
+    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> int | None:
+        """Insert ``events`` into the log; the position before the first when they took the positions right after
+        it, in order, and nothing else is after it (the append listeners are handed them: ``Committed``) — else
+        ``None`` (an engine that cannot tell)."""
+        ...
+
     def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
         """Remember producer-chosen (and derived) ids just found fresh, for the duplicate check of later appends
         (in the append's transaction; where the log itself does not hold them uniquely)."""

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from ..errors import StoreUnavailable
 from ..events import NewEvent
-from .base import AppendListener, Deriver
+from .base import AppendListener, Committed, Deriver
 
 
 class PendingAppend:
@@ -31,12 +31,14 @@ class PendingAppend:
         self.derive = derive
 
 
-CommitGroup = Callable[[list[PendingAppend]], Awaitable[list[list[bool]]]]
+# one transaction for a group: each append's per-event flags, and the rows added where their positions are known
+CommitGroup = Callable[[list[PendingAppend]], Awaitable[tuple[list[list[bool]], Committed | None]]]
 
 
 class GroupCommit:
     def __init__(self, commit: CommitGroup) -> None:
-        """``commit(group)``: one transaction for the group, returning each append's per-event flags."""
+        """``commit(group)``: one transaction for the group, returning each append's per-event flags and what it
+        added to the log (for the listeners)."""
         self._commit_group = commit
         self._queue: list[PendingAppend] = []
         self._queued_events = 0
@@ -101,7 +103,7 @@ class GroupCommit:
     async def _commit(self, group: list[PendingAppend]) -> None:
         """One transaction for ``group``; every waiter hears the outcome (the exception is re-raised)."""
         try:
-            results = await self._commit_group(group)
+            results, committed = await self._commit_group(group)
         except BaseException as exc:
             if len(group) == 1 or isinstance(exc, StoreUnavailable) or not isinstance(exc, Exception):
                 for p in group:
@@ -115,4 +117,4 @@ class GroupCommit:
                 p.future.set_result(result)
         accounts = {p.account_id for p in group}
         for listener in self.listeners:
-            listener(accounts)
+            listener(accounts, committed)

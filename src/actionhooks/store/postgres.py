@@ -14,7 +14,7 @@ from ..events import NewEvent
 from .dbapi import Connection, Cursor, Param
 from .dialect import migration_scripts
 from .partitions import DEFAULT_PARTITION_EVENTS, LogPartitions
-from .sql import SqlStore
+from .sql import LOG_HEAD, SqlStore
 
 _LOG_LOCK = 0x61637468_6F6F6B73 & 0x7FFF_FFFF_FFFF_FFFF  # "acthooks"
 _MIGRATION_LOCK = _LOG_LOCK - 1
@@ -82,10 +82,14 @@ class PostgresDialect:
     def lock_log(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOG_LOCK,))
 
-    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
+    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> int | None:
+        # The positions the rows take: under the log's lock no other append runs, so the sequence's values this
+        # COPY takes are all past the head; when the last is the head plus their number, they are the ones right
+        # after it, in order (else — a rolled-back append left a gap — the listeners read them back).
         assert isinstance(cur, psycopg.Cursor) and self.partitions is not None
         self.partitions.make_room(cur, len(events), keyed=self._claimed)
         self._claimed = False
+        head = int(cur.execute(LOG_HEAD).fetchone()[0])  # type: ignore[index]
         with cur.copy(
             "COPY events (account_id, id, event_type, list_id, profile_id, received_at, payload)"
             " FROM STDIN (FORMAT BINARY)"
@@ -93,6 +97,8 @@ class PostgresDialect:
             copy.set_types(_EVENT_TYPES)
             for e in events:
                 copy.write_row(e)
+        last = int(cur.execute("SELECT currval('log_seq')").fetchone()[0])  # type: ignore[index]
+        return head if last == head + len(events) else None
 
     def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
         assert isinstance(cur, psycopg.Cursor)

@@ -24,6 +24,7 @@ from .base import (
     AccountSettings,
     AppendListener,
     Attempt,
+    Committed,
     DeadLetter,
     DeliveryCounts,
     DeliveryPeriod,
@@ -65,7 +66,7 @@ _DEAD_COLUMNS = "hook_id, event_seq, event_id, payload, reason, attempts, failed
 _ATTEMPT_FIELDS = ("id", *_ATTEMPT_COLUMNS.split(", "))
 _DEAD_FIELDS = ("id", *_DEAD_COLUMNS.split(", "))
 _KEY_COLUMNS = "id, account_id, name, scope, created_at, revoked_at, last_used_at"  # StoredKey's order
-_HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
+LOG_HEAD = "SELECT COALESCE(MAX(seq), 0) FROM events"
 _IDS_PER_QUERY = 500
 _IDS_PER_DROP = 10_000  # a partition's producer ids deleted per statement in its drop's transaction
 _COUNT_SPAN = 50_000  # a dropped partition's expired events are counted this many log positions at a time
@@ -107,7 +108,7 @@ class _Queries:
         self.count_account = f"SELECT COUNT(*) FROM events WHERE account_id = {p}"
         self.hook_insert = (
             "INSERT INTO hooks (account_id, settings, active, cursor, generation, created_at, updated_at)"
-            f" VALUES ({p}, {p}, {p}, ({_HEAD}), 1, {p}, {p}) RETURNING {_HOOK_COLUMNS}"
+            f" VALUES ({p}, {p}, {p}, ({LOG_HEAD}), 1, {p}, {p}) RETURNING {_HOOK_COLUMNS}"
         )
         self.hook_of_account = f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE id = {p} AND account_id = {p}"
         self.hooks_of_account = f"SELECT {_HOOK_COLUMNS} FROM hooks WHERE account_id = {p} ORDER BY id"
@@ -121,7 +122,7 @@ class _Queries:
         enabled = ", disabled_reason = NULL, disabled_at = NULL"  # an active hook is not disabled
         self.hook_update = update + where
         self.hook_update_active = update + enabled + where
-        self.hook_update_resume = update + enabled + f", cursor = ({_HEAD})" + where
+        self.hook_update_resume = update + enabled + f", cursor = ({LOG_HEAD})" + where
         self.hook_disable = (
             f"UPDATE hooks SET settings = {p}, active = {p}, generation = generation + 1, updated_at = {p},"
             f" disabled_reason = {p}, disabled_at = {p}"
@@ -366,15 +367,17 @@ class SqlStore(SideDeliveriesSql):
         metrics.events_appended(e.event_type for e, fresh in zip(events, stored, strict=True) if fresh)
         return stored
 
-    async def _commit_group(self, group: list[PendingAppend]) -> list[list[bool]]:
+    async def _commit_group(self, group: list[PendingAppend]) -> tuple[list[list[bool]], Committed | None]:
         """One transaction for a group of appends: duplicates dropped per append, derivation run once for each run
         of consecutive appends of one account and deriver (in order: the same marks as one after the other; an
         append with chosen ids starts a run of its own, so that it sees the ids derived before it), every row
         inserted at the end in a few multi-row statements (the statements, not the rows, are what costs: on
-        SQLite each gives the GIL away and waits to take it back from the event loop)."""
+        SQLite each gives the GIL away and waits to take it back from the event loop). Also the rows it added
+        with their positions, where the engine can tell them (for the append listeners)."""
 
-        def work(conn: Connection) -> list[list[bool]]:
+        def work(conn: Connection) -> tuple[list[list[bool]], Committed | None]:
             results = []
+            head: int | None = None  # the log's head before the rows, when the engine can tell
             with self.dialect.transaction(conn) as cur:
                 self.dialect.lock_log(cur)
                 state = _TxState(self, cur)
@@ -399,8 +402,8 @@ class SqlStore(SideDeliveriesSql):
                     rows.extend(run)
                     run = []
                 if rows:
-                    self.dialect.insert_events(cur, rows)
-            return results
+                    head = self.dialect.insert_events(cur, rows)
+            return results, (Committed(head, rows) if head is not None else None)
 
         return await self._runtime.write(work)
 
@@ -471,7 +474,7 @@ class SqlStore(SideDeliveriesSql):
         return [e for e in out if id(e) not in dropped] if dropped else out
 
     async def head(self) -> int:
-        rows = await self._fetchall(_HEAD)
+        rows = await self._fetchall(LOG_HEAD)
         return int(rows[0][0])
 
     async def count_events(self, account_id: int | None = None) -> int:
@@ -506,7 +509,7 @@ class SqlStore(SideDeliveriesSql):
         window: int,
     ) -> Page:
         cur = self.dialect.rows_cursor(conn)
-        cur.execute(_HEAD)
+        cur.execute(LOG_HEAD)
         head = int(_one(cur)[0])
         upper = min(head, after + window)
         if upper <= after:
@@ -545,7 +548,7 @@ class SqlStore(SideDeliveriesSql):
 
         def work(conn: Connection) -> LogPage:
             cur = self.dialect.rows_cursor(conn)
-            cur.execute(_HEAD)
+            cur.execute(LOG_HEAD)
             head = int(_one(cur)[0])
             if head <= after:
                 return LogPage([], [], after, True)

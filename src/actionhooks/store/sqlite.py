@@ -15,7 +15,7 @@ from ..events import NewEvent
 from .dbapi import Connection, Cursor, Param
 from .dialect import marks, migration_scripts
 from .partitions import LogPartitions
-from .sql import SqlStore
+from .sql import LOG_HEAD, SqlStore
 
 _COLUMNS = (
     "INSERT INTO events (account_id, id, event_type, list_id, profile_id, received_at, payload) VALUES "
@@ -106,7 +106,13 @@ class SqliteDialect:
     def lock_log(self, cur: Cursor) -> None:
         """Nothing to do: SQLite has one writer."""
 
-    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> None:
+    def insert_events(self, cur: Cursor, events: Sequence[NewEvent]) -> int | None:
+        # The positions the rows take: one writer holds the database, and a row of an `INTEGER PRIMARY KEY` table
+        # gets the largest rowid plus one (SQLite's rowid rule), so they follow the head in order — checked by the
+        # last row's (a head past 2^63 - 1 would make SQLite pick at random: then the listeners read them back).
+        cur.execute(LOG_HEAD)
+        row = cur.fetchone()
+        head = int(row[0]) if row else 0
         # Multi-row statements: the rows are bound in one call and inserted in one sqlite3_step, which runs
         # without the GIL — so validation on the event loop overlaps with the B-tree work (executemany takes the
         # GIL back after every row and ends up taking turns with the loop: each take can wait for the loop's
@@ -119,6 +125,8 @@ class SqliteDialect:
             )
         if whole < len(events):
             cur.execute(_insert_rows(len(events) - whole), [value for row in events[whole:] for value in row])
+        assert isinstance(cur, sqlite3.Cursor)
+        return head if cur.lastrowid == head + len(events) else None
 
     def claim_ids(self, cur: Cursor, account_id: int, ids: Sequence[str]) -> None:
         """Nothing: the log's unique index holds every id."""

@@ -55,13 +55,15 @@ class PostgresDialect:
 
     def one_of(self, column: str, values: Sequence[str]) -> tuple[str, list[Param]]:
         # one text[] parameter: a 500-id lookup measured 1.4 → 0.5 ms of client CPU against an IN list of markers
-        # (psycopg parses a statement over 4 KiB anew each time)
-        return f"{column} = ANY(%s)", [list(values)]
+        # (psycopg parses a statement over 4 KiB anew each time); sent in binary (``%b``): psycopg's text dumper
+        # quotes each element in Python — a 1 000-id array 2.6 → 0.6 ms a statement, round trip included
+        return f"{column} = ANY(%b)", [list(values)]
 
     def values(self, types: Sequence[str], rows: Sequence[Sequence[Param]]) -> tuple[str, list[Param]]:
         # a 500-row multi-row VALUES was parsed by psycopg on every execution (over 4 KiB: not cached) — a quarter
         # of the append's writer thread on derivation marks
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        # (the arrays in binary, as in ``one_of``: three 1 000-element columns 3.8 → 1.6 ms a statement)
+        arrays = ", ".join(f"%b::{t}[]" for t in types)
         return f"SELECT * FROM unnest({arrays})", [list(column) for column in zip(*rows, strict=True)]
 
     @contextlib.contextmanager

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from actionhooks.dispatch.enrich import Enricher, ProfileCache, _Read
-from actionhooks.dispatch.feed import LogFeed
+from actionhooks.dispatch.feed import LogFeed, Subscription
 from actionhooks.errors import StoreUnavailable
 from actionhooks.events import LoggedEvent, NewEvent
 from actionhooks.hooks import parse_hook
@@ -613,3 +613,35 @@ async def test_hooks_without_custom_data_fields_share_one_completed_message_per_
     cache.keep_s = 0.0  # the profile is read again: the message is made again, from the new read
     again = first.message(event, await first.profiles([event]))
     assert again is not sent[0] and again.body == sent[0].body and len(source.reads) == 2
+
+
+async def test_a_sparse_hook_reads_the_chunks_the_accounts_hooks_together_take(store: Store) -> None:
+    """A hook of rare events has its chunks read — all their profiles, once for every hook — when the account's
+    hooks together take enough of the chunks' events (they would have them read anyway, after it); alone among
+    hooks that take little of them it reads its own by profile id."""
+    account_id = await store.create_account("sparse", "hash")
+    await store.put_profiles(account_id, [write("p1", Profile(list_id=3, email="a@example.com"))])
+    start = await store.head()
+    kinds = ["open", "deliv", "deliv", "deliv", "deliv", "deliv"]  # the sparse hook takes the one open
+    await store.append(
+        account_id,
+        [NewEvent(account_id, f"e{i}", kind, 3, "p1", time.time(), b"{}") for i, kind in enumerate(kinds)],
+    )
+    for others, read in ((("click",), False), (("deliv",), True)):  # the other hooks' types
+        feed = LogFeed(store)
+        feed.subscribe(Subscription(account_id, ("open",), None, asyncio.Event()))  # the sparse hook
+        feed.subscribe(Subscription(account_id, others, None, asyncio.Event()))
+        feed.high = feed.low = start
+        while not feed._at_head:
+            await feed._read_more()
+        spans = feed.spans(start + 1, start + len(kinds))
+        assert spans is not None
+        source = CountingSource(store)
+        cache = ProfileCache(source)
+        cache.span_density = 2
+        found = await cache.of_spans(account_id, spans, 1)  # its batch: the one open
+        if read:  # the deliv hook takes 5 of the 6: the chunk is read, and serves both
+            assert found is not None and set(found) == {"p1"} and source.reads == [{"p1"}]
+            assert await cache.of_spans(account_id, spans, 5) is found and len(source.reads) == 1
+        else:  # nobody takes enough of it: the sparse hook reads by profile id
+            assert found is None and source.reads == []

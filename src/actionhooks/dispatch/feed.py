@@ -94,10 +94,12 @@ class _Chunk:
     _by_list: dict[tuple[int, int | None], list[LoggedEvent]] | None = None
     # the stored profiles its events name, per account, read once for every hook (:meth:`ProfileCache.of_spans`)
     profiles: dict[int, SpanProfiles] = field(default_factory=dict)
+    # the feed's hooks by (account, type): who takes the chunk's events (:meth:`taken_of`)
+    subscribers: dict[tuple[int, str], set[Subscription]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, low: int, page: LogPage) -> _Chunk:
-        chunk = cls(low, page.scanned_to, page.accounts, page.events)
+    def of(cls, low: int, page: LogPage, subscribers: dict[tuple[int, str], set[Subscription]]) -> _Chunk:
+        chunk = cls(low, page.scanned_to, page.accounts, page.events, subscribers=subscribers)
         for account, event in zip(page.accounts, page.events, strict=True):
             chunk.by_key.setdefault((account, event.event_type), []).append(event)
         return chunk
@@ -166,6 +168,13 @@ class _Chunk:
     def events_of(self, account_id: int) -> int:
         """How many of this chunk's events are the account's."""
         return sum(len(run) for (account, _), run in self.by_key.items() if account == account_id)
+
+    def taken_of(self, account_id: int) -> int:
+        """How many of the account's events in this chunk a hook of the feed takes (one of its types)."""
+        subscribers = self.subscribers
+        return sum(
+            len(run) for key, run in self.by_key.items() if key[0] == account_id and subscribers.get(key)
+        )
 
     def by_list(self) -> dict[tuple[int, int | None], list[LoggedEvent]]:
         """The chunk's events by account and ``list_id``, in seq order (made once, when a hook narrowed to a list
@@ -286,7 +295,7 @@ class LogFeed(_Memory):
         self._held = False  # the read-ahead waits for hooks reading what it would push out (``_crowded``)
         self._appended_by: set[int] = set()  # accounts whose appends the feed has not read to the head since
         self.reads = 0  # log reads so far (for tests and benchmarks)
-        self.trail = _Trail(store, chunk, trail_keep) if trail_keep else None
+        self.trail = _Trail(store, chunk, trail_keep, self._subscribers) if trail_keep else None
 
     # --- who is routed to --------------------------------------------------------------------------------
     def subscribe(self, sub: Subscription) -> None:
@@ -328,7 +337,7 @@ class LogFeed(_Memory):
             and (self._pass is None or self._pass.done())
             and not self._crowded(account_ids, len(committed.rows))
         ):
-            self._add(_Chunk.of(self.high, committed.page()))
+            self._add(_Chunk.of(self.high, committed.page(), self._subscribers))
             self._read_at = time.monotonic()
             return
         self._dirty = True
@@ -396,7 +405,7 @@ class LogFeed(_Memory):
         if self.high != after:  # cannot happen: one read at a time, and no commit is taken meanwhile
             return
         if page.events:
-            self._add(_Chunk.of(after, page))
+            self._add(_Chunk.of(after, page, self._subscribers))
         else:
             self.high = max(after, page.scanned_to)
             if not self._chunks:
@@ -496,8 +505,11 @@ class _Trail(_Memory):
     own. It never reads past ``ceiling``, the feed's memory, which serves from there. A window no hook read from
     for ``idle_s`` is given up: the next hook behind starts another where it asks."""
 
-    def __init__(self, store: Store, chunk: int, keep: int) -> None:
+    def __init__(
+        self, store: Store, chunk: int, keep: int, subscribers: dict[tuple[int, str], set[Subscription]]
+    ) -> None:
         super().__init__(keep)
+        self.subscribers = subscribers
         self.store = store
         self.chunk = chunk
         self.high = 0  # (low, high] while it has chunks
@@ -562,5 +574,5 @@ class _Trail(_Memory):
         if not page.events:
             self.high = max(after, min(page.scanned_to, ceiling))
             return
-        self._hold(_Chunk.of(after, page))
+        self._hold(_Chunk.of(after, page, self.subscribers))
         self.high = page.scanned_to

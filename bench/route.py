@@ -31,7 +31,7 @@ async def route_time(idle: int, events: int) -> tuple[float, float]:
     ]
     for sub in subs:
         feed.subscribe(sub)
-    chunk = _Chunk.of(0, page)
+    chunk = _Chunk.of(0, page, feed._subscribers)
 
     def route() -> None:
         for sub in subs:
